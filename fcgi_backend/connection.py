@@ -1,0 +1,209 @@
+"""One FastCGI connection with the web server: flup's Connection and Request, hardened and faster.
+
+flup does the dispatching, the request streams and END_REQUEST; this module changes what it does
+with bytes on the wire:
+
+* records are read through a buffer (:class:`~fcgi_backend.records.RecordParser`) instead of three
+  recv calls each, and written with one sendmsg each;
+* malformed input (bad version, truncated record, bad name-value lengths, a short BEGIN_REQUEST)
+  closes this connection with a log line; the process lives;
+* PARAMS are decoded once the stream ends, so a pair split across two records is read correctly;
+* FCGI_ABORT_REQUEST ends a request that has not started, and stops input to and output from one
+  that has;
+* every record type the server does not know is answered with FCGI_UNKNOWN_TYPE;
+* closing never blocks for long on a peer that keeps the socket open.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+
+from flup.server.fcgi_base import (
+    FCGI_BEGIN_REQUEST,
+    FCGI_BeginRequestBody,
+    FCGI_GET_VALUES_RESULT,
+    FCGI_REQUEST_COMPLETE,
+    Connection,
+    OutputStream,
+    Record,
+    Request,
+)
+
+from .records import (
+    FCGI_ABORT_REQUEST,
+    FCGI_DATA,
+    FCGI_GET_VALUES,
+    FCGI_PARAMS,
+    FCGI_STDIN,
+    HEADER,
+    ConnectionClosed,
+    ProtocolError,
+    RecordParser,
+    decode_params,
+    encode_params,
+    padding_for,
+)
+
+log = logging.getLogger("fcgi_backend.connection")
+
+_RECV_SIZE = 256 * 1024
+_PADDING = bytes(8)
+# How long a closing connection waits for the web server to hang up before closing anyway.
+_CLOSE_DRAIN_SECONDS = 1.0
+
+
+class AbortableOutputStream(OutputStream):
+    """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request."""
+
+    def _write(self, data: bytes) -> None:
+        if not self._req.aborted:
+            super()._write(data)
+
+
+class FastCGIRequest(Request):
+    """flup's Request plus the state this server needs: params bytes so far, started, aborted."""
+
+    def __init__(self, conn: "FastCGIConnection", inputStreamClass, timeout) -> None:
+        super().__init__(conn, inputStreamClass, timeout)
+        self.stdout = AbortableOutputStream(conn, self, self.stdout._type)
+        self.stderr = AbortableOutputStream(conn, self, self.stderr._type, buffered=True)
+        self.params_bytes = bytearray()
+        self.started = False
+        self.aborted = False
+
+
+class FastCGIConnection(Connection):
+    """A connection with the web server, serving one request at a time (no multiplexing)."""
+
+    def __init__(self, sock: socket.socket, addr, server, timeout=None) -> None:
+        super().__init__(sock, addr, server, timeout)
+        self._parser = RecordParser()
+        self._closed = False
+        self._handlers = {
+            FCGI_GET_VALUES: self._do_get_values,
+            FCGI_BEGIN_REQUEST: self._do_begin_request,
+            FCGI_ABORT_REQUEST: self._do_abort_request,
+            FCGI_PARAMS: self._do_params,
+            FCGI_STDIN: self._do_stdin,
+            FCGI_DATA: self._do_data,
+        }
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve records until the web server hangs up, a request ends without KEEP_CONN, or bad input."""
+        self._keepGoing = True
+        try:
+            while self._keepGoing:
+                self.process_input()
+        except ConnectionClosed as exc:
+            if str(exc):
+                log.warning("closing connection: %s", exc)
+        except ProtocolError as exc:
+            log.warning("closing connection after malformed FastCGI input: %s", exc)
+        except OSError as exc:
+            log.info("connection ended: %s", exc)
+        finally:
+            self._cleanupSocket()
+
+    def process_input(self) -> None:
+        """Read and act on exactly one record (flup's InputStream calls this while the app reads)."""
+        rec = self._parser.next_record()
+        while rec is None:
+            data = self._sock.recv(_RECV_SIZE)
+            if not data:
+                if self._parser.pending:
+                    raise ConnectionClosed(
+                        f"web server closed the connection inside a record "
+                        f"({self._parser.pending} bytes of it received)")
+                raise ConnectionClosed()
+            self._parser.feed(data)
+            rec = self._parser.next_record()
+        handler = self._handlers.get(rec.type)
+        if handler is None:
+            self._do_unknown_type(rec)
+        else:
+            handler(rec)
+
+    def _do_begin_request(self, inrec: Record) -> None:
+        if inrec.contentLength != struct.calcsize(FCGI_BeginRequestBody):
+            raise ProtocolError(f"BEGIN_REQUEST body is {inrec.contentLength} bytes, expected 8")
+        super()._do_begin_request(inrec)
+
+    def _do_params(self, inrec: Record) -> None:
+        req = self._requests.get(inrec.requestId)
+        if req is None:
+            return
+        if inrec.contentLength:
+            req.params_bytes += inrec.contentData
+            return
+        req.params = {name.decode("latin-1"): value.decode("latin-1")
+                      for name, value in decode_params(bytes(req.params_bytes))}
+        req.params_bytes = bytearray()
+        req.started = True
+        self._start_request(req)
+
+    def _do_get_values(self, inrec: Record) -> None:
+        asked = decode_params(inrec.contentData)
+        answer = []
+        for name, _ in asked:
+            cap = self.server.capability.get(name.decode("latin-1"))
+            if cap is not None:
+                answer.append((name.decode("latin-1"), str(cap)))
+        outrec = Record(FCGI_GET_VALUES_RESULT)
+        outrec.contentData = encode_params(answer)
+        outrec.contentLength = len(outrec.contentData)
+        self.writeRecord(outrec)
+
+    def _do_abort_request(self, inrec: Record) -> None:
+        req = self._requests.get(inrec.requestId)
+        if req is None:
+            return
+        log.info("request %d aborted by the web server", inrec.requestId)
+        req.aborted = True
+        if req.started:
+            req.stdin.add_data(b"")  # the application's next read sees end of input
+        else:
+            self.end_request(req, 0, FCGI_REQUEST_COMPLETE)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def writeRecord(self, rec: Record) -> None:
+        """Send header, content and padding with one system call where the kernel allows."""
+        pad = padding_for(rec.contentLength)
+        parts = [HEADER.pack(rec.version, rec.type, rec.requestId, rec.contentLength, pad)]
+        if rec.contentLength:
+            parts.append(rec.contentData)
+        if pad:
+            parts.append(_PADDING[:pad])
+        _sendmsg_all(self._sock, parts)
+
+    def _cleanupSocket(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+            # Read until the web server hangs up, so our last records are not lost to a reset.
+            deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
+            while (left := deadline - time.monotonic()) > 0:
+                self._sock.settimeout(left)
+                if not self._sock.recv(_RECV_SIZE):
+                    break
+        except OSError:
+            pass
+        finally:
+            self._sock.close()
+
+
+def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
+    total = sum(len(p) for p in parts)
+    sent = sock.sendmsg(parts)
+    if sent == total:
+        return
+    # A partial send is rare (full socket buffer); finish the rest with sendall.
+    rest = memoryview(b"".join(parts))[sent:]
+    sock.sendall(rest)

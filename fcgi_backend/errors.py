@@ -1,0 +1,47 @@
+"""HTTP errors a handler can raise, and the pages that show them."""
+
+from __future__ import annotations
+
+import html
+from http import HTTPStatus
+
+
+class RequestInputError(Exception):
+    """The request's input broke off or was malformed; no response can reach the client."""
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with this status and an error page (``HTTPError(403)``)."""
+
+    def __init__(self, status: int, detail: str = "", headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(f"{status} {reason_phrase(status)}{': ' + detail if detail else ''}")
+        self.status = status
+        self.detail = detail
+        self.headers = headers or []
+
+
+class NotFound(HTTPError):
+    """404: nothing here."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(404, detail)
+
+
+def reason_phrase(status: int) -> str:
+    """'Not Found' for 404; 'Unknown' for a code Python does not name."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def error_page(status: int, detail: str = "", debug_text: str = "") -> str:
+    """A small HTML page for an error status; ``debug_text`` (a traceback) only when debug is on."""
+    title = f"{status} {reason_phrase(status)}"
+    body = f"<h1>{html.escape(title)}</h1>"
+    if detail:
+        body += f"<p>{html.escape(detail)}</p>"
+    if debug_text:
+        body += f"<pre>{html.escape(debug_text)}</pre>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"</head><body>{body}</body></html>\n")

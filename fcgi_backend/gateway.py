@@ -1,0 +1,80 @@
+"""The FastCGI-to-WSGI bridge: flup's BaseFCGIServer with this server's connection and request types."""
+
+from __future__ import annotations
+
+import logging
+
+import traceback
+from urllib.parse import unquote_to_bytes
+
+from flup.server.fcgi_base import (
+    FCGI_REQUEST_COMPLETE,
+    FCGI_MAX_CONNS,
+    FCGI_MAX_REQS,
+    FCGI_MPXS_CONNS,
+    FCGI_RESPONDER,
+    BaseFCGIServer,
+)
+
+from .connection import FastCGIConnection, FastCGIRequest
+from .errors import RequestInputError
+
+log = logging.getLogger("fcgi_backend.gateway")
+
+_ERROR_PAGE = (b"Status: 500 Internal Server Error\r\n"
+               b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+               b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>"
+               b"<body><h1>Internal Server Error</h1>"
+               b"<p>The application failed while handling this request.</p></body></html>\n")
+
+
+class FastCGIGateway(BaseFCGIServer):
+    """Runs a WSGI application for each FastCGI request that arrives on a connection.
+
+    ``max_conns`` is what FCGI_GET_VALUES reports: how many connections the server as a whole
+    accepts at once.
+    """
+
+    request_class = FastCGIRequest
+    # Record content size for STDOUT: the largest multiple of 8 that fits, so no padding is needed.
+    maxwrite = 65528 + 8
+
+    def __init__(self, application, *, debug: bool = False, max_conns: int = 1,
+                 multiprocess: bool = False) -> None:
+        super().__init__(application, multithreaded=False, multiprocess=multiprocess,
+                         bindAddress="fcgi_backend", debug=debug, roles=(FCGI_RESPONDER,))
+        self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
+
+    def connection(self, sock, addr) -> FastCGIConnection:
+        """A connection object for one accepted socket; call its ``run()``."""
+        return FastCGIConnection(sock, addr, self, None)
+
+    def handler(self, req: FastCGIRequest):
+        """Run the application; input that breaks off mid-request ends the request quietly."""
+        try:
+            return super().handler(req)
+        except RequestInputError as exc:
+            log.warning("%s %s: request input ended early: %s", req.params.get("REQUEST_METHOD", "-"),
+                        req.params.get("REQUEST_URI", "-"), exc or "the web server closed the connection")
+            req.aborted = True  # drop any output still buffered for this request
+            return FCGI_REQUEST_COMPLETE, 0
+
+    def _sanitizeEnv(self, environ: dict) -> None:
+        """Make PATH_INFO the URL the browser asked for: the backend is mounted at the site root.
+
+        Apache's mod_proxy_fcgi names the file it mapped (``/about.mustache`` after a rewrite) in
+        SCRIPT_NAME; REQUEST_URI keeps what was requested, which is what routes and pages match.
+        """
+        request_uri = environ.get("REQUEST_URI")
+        if request_uri:
+            path, _, query = request_uri.partition("?")
+            environ["SCRIPT_NAME"] = ""
+            environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+            if not environ.get("QUERY_STRING"):
+                environ["QUERY_STRING"] = query
+        super()._sanitizeEnv(environ)
+
+    def error(self, req: FastCGIRequest) -> None:
+        """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""
+        log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
+        req.stdout.write(_ERROR_PAGE)

@@ -1,0 +1,169 @@
+"""FastCGI record framing as pure functions over bytes: no sockets in this module.
+
+The server side cuts incoming bytes into flup ``Record`` objects with :class:`RecordParser`;
+clients (tests, benchmarks) build records with :func:`encode_record` and :func:`encode_params`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable
+
+from .errors import RequestInputError
+from flup.server.fcgi_base import (
+    FCGI_ABORT_REQUEST,
+    FCGI_BEGIN_REQUEST,
+    FCGI_DATA,
+    FCGI_END_REQUEST,
+    FCGI_GET_VALUES,
+    FCGI_GET_VALUES_RESULT,
+    FCGI_HEADER_LEN,
+    FCGI_KEEP_CONN,
+    FCGI_PARAMS,
+    FCGI_RESPONDER,
+    FCGI_STDERR,
+    FCGI_STDIN,
+    FCGI_STDOUT,
+    FCGI_UNKNOWN_TYPE,
+    FCGI_VERSION_1,
+    Record,
+)
+
+__all__ = [
+    "FCGI_ABORT_REQUEST", "FCGI_BEGIN_REQUEST", "FCGI_DATA", "FCGI_END_REQUEST", "FCGI_GET_VALUES",
+    "FCGI_GET_VALUES_RESULT", "FCGI_KEEP_CONN", "FCGI_PARAMS", "FCGI_RESPONDER", "FCGI_STDERR",
+    "FCGI_STDIN", "FCGI_STDOUT", "FCGI_UNKNOWN_TYPE", "MAX_CONTENT",
+    "ProtocolError", "ConnectionClosed", "RecordParser", "decode_params", "encode_params",
+    "encode_record", "padding_for",
+]
+
+HEADER = struct.Struct("!BBHHBx")
+MAX_CONTENT = 0xFFFF
+_LONG_LENGTH = struct.Struct("!L")
+# Once this many consumed bytes sit at the front of the buffer, drop them.
+_COMPACT_AT = 1 << 16
+
+
+class ProtocolError(RequestInputError):
+    """The peer sent bytes that are not valid FastCGI; the connection must be closed."""
+
+
+class ConnectionClosed(RequestInputError, EOFError):
+    """The web server closed the connection (at a record boundary or inside a record)."""
+
+
+def padding_for(content_length: int) -> int:
+    """Padding that brings a record's content to a multiple of 8 bytes."""
+    return -content_length & 7
+
+
+def encode_record(rec_type: int, request_id: int, content: bytes = b"") -> bytes:
+    """One complete record (header, content, padding). Content over 64 KiB is refused."""
+    if len(content) > MAX_CONTENT:
+        raise ValueError(f"record content of {len(content)} bytes exceeds {MAX_CONTENT}")
+    pad = padding_for(len(content))
+    return HEADER.pack(FCGI_VERSION_1, rec_type, request_id, len(content), pad) + content + b"\0" * pad
+
+
+def encode_stream(rec_type: int, request_id: int, data: bytes, chunk: int = 65528) -> bytes:
+    """A whole stream (PARAMS, STDIN ...) as records of at most ``chunk`` bytes, then its empty end record."""
+    out = [encode_record(rec_type, request_id, data[i:i + chunk]) for i in range(0, len(data), chunk)]
+    out.append(encode_record(rec_type, request_id))
+    return b"".join(out)
+
+
+def _encode_length(n: int) -> bytes:
+    return bytes([n]) if n < 128 else _LONG_LENGTH.pack(n | 0x80000000)
+
+
+def encode_params(pairs: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
+    """Name-value pairs in FastCGI's length-prefixed encoding (names and values as latin-1)."""
+    items = pairs.items() if isinstance(pairs, dict) else pairs
+    out = bytearray()
+    for name, value in items:
+        n, v = name.encode("latin-1"), value.encode("latin-1")
+        out += _encode_length(len(n)) + _encode_length(len(v)) + n + v
+    return bytes(out)
+
+
+def _decode_length(data: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(data):
+        raise ProtocolError("name-value pair truncated: length byte missing")
+    first = data[pos]
+    if first < 128:
+        return first, pos + 1
+    if pos + 4 > len(data):
+        raise ProtocolError("name-value pair truncated: 4-byte length cut short")
+    return _LONG_LENGTH.unpack_from(data, pos)[0] & 0x7FFFFFFF, pos + 4
+
+
+def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
+    """Decode a whole PARAMS (or GET_VALUES) stream; lengths that overrun the data are a ProtocolError."""
+    pairs = []
+    pos = 0
+    end = len(data)
+    while pos < end:
+        name_len, pos = _decode_length(data, pos)
+        value_len, pos = _decode_length(data, pos)
+        if pos + name_len + value_len > end:
+            raise ProtocolError(
+                f"name-value pair claims {name_len}+{value_len} bytes but only {end - pos} remain")
+        name = data[pos:pos + name_len]
+        pos += name_len
+        pairs.append((name, data[pos:pos + value_len]))
+        pos += value_len
+    return pairs
+
+
+class RecordParser:
+    """Accumulates bytes from the peer and cuts them into flup Records, one at a time.
+
+    A bad version byte raises ProtocolError; an incomplete record stays buffered until more bytes
+    arrive, and :attr:`pending` tells how many bytes of an unfinished record are held.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the peer."""
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned as part of a record."""
+        return len(self._buf) - self._pos
+
+    def take_pending(self) -> bytes:
+        """Hand over every buffered byte not yet parsed (for raw streams that follow a record)."""
+        data = bytes(self._buf[self._pos:])
+        self._buf.clear()
+        self._pos = 0
+        return data
+
+    def next_record(self) -> Record | None:
+        """The next complete record, or None until more bytes are fed."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < FCGI_HEADER_LEN:
+            return None
+        version, rec_type, request_id, content_len, padding_len = HEADER.unpack_from(buf, pos)
+        if version != FCGI_VERSION_1:
+            raise ProtocolError(f"unsupported FastCGI version {version} (expected 1)")
+        end = pos + FCGI_HEADER_LEN + content_len + padding_len
+        if len(buf) < end:
+            return None
+        rec = Record(rec_type, request_id)
+        rec.contentLength = content_len
+        rec.paddingLength = padding_len
+        start = pos + FCGI_HEADER_LEN
+        rec.contentData = bytes(buf[start:start + content_len])
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        elif end >= _COMPACT_AT:
+            del buf[:end]
+            self._pos = 0
+        else:
+            self._pos = end
+        return rec
