@@ -1,0 +1,148 @@
+"""The ``fcgi-backend`` command: run a site's backend on its socket, or check a site."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, logs
+from .app import Application
+from .gateway import FastCGIGateway
+from .listener import DEFAULT_SOCKET_MODE, ListenAddress, ListenError, open_listener, remove_unix_socket
+from .loader import HandlerLoadError, load_handlers
+from .registry import Registry
+from .request import DEFAULT_MAX_BODY
+from .site import SiteError, SiteLayout
+from .views import ViewCache
+from .worker import Worker
+
+log = logging.getLogger("fcgi_backend")
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANNOT_LISTEN = 100  # Net::Waiter's "cannot create server listen socket"
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def parse_size(text: str) -> int:
+    """``16M`` -> 16777216; plain numbers are bytes."""
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in "KMG":
+        number, unit = number[:-1], number[-1]
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or a number with K, M or G)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def parse_mode(text: str) -> int:
+    """An octal permission mode such as 0660."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (for example 0660)") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"mode {text} is out of range 0000-0777")
+    return mode
+
+
+def parse_tcp(text: str) -> ListenAddress:
+    try:
+        return ListenAddress.parse_tcp(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fcgi-backend",
+        description="FastCGI application server for Python handlers and mustache views behind Apache 2.4.",
+        epilog="A site folder holds webroot/ (Apache's DocumentRoot), handlers/ (Python modules with "
+               "init_module(registry)) and SQLiteDBs/. The socket is SITE/fcgi_backend.sock, one level "
+               "above the DocumentRoot. Exit codes: 0 ok, 1 start-up failed, 2 bad usage, "
+               "100 the listen socket cannot be created.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="serve SITE over FastCGI until SIGTERM or SIGINT",
+                              description="Load SITE's handler modules, listen on the site's socket "
+                                          "and serve FastCGI until SIGTERM or SIGINT.")
+    run.add_argument("site", metavar="SITE", help="the site folder (holds webroot/ and handlers/)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="unix socket path (default: SITE/fcgi_backend.sock)")
+    where.add_argument("--tcp", metavar="HOST:PORT", type=parse_tcp, help="listen on TCP instead of a unix socket")
+    run.add_argument("--socket-mode", metavar="MODE", type=parse_mode, default=DEFAULT_SOCKET_MODE,
+                     help="permissions of the unix socket, octal (default: 0660)")
+    run.add_argument("--socket-group", metavar="GROUP",
+                     help="group of the unix socket, e.g. www-data so Apache may connect")
+    run.add_argument("--max-body", metavar="SIZE", type=parse_size, default=DEFAULT_MAX_BODY,
+                     help="largest request body read into memory, e.g. 16M (default: 16M)")
+    run.add_argument("--debug", action="store_true",
+                     help="log more detail and show tracebacks on 500 pages (never in production)")
+
+    check = commands.add_parser("check", help="load SITE's handler modules and list what they register")
+    check.add_argument("site", metavar="SITE")
+    check.add_argument("--debug", action="store_true", help="log more detail")
+    return parser
+
+
+def _load_site(site_dir: str) -> tuple[SiteLayout, Registry]:
+    site = SiteLayout.open(site_dir)
+    registry = Registry(site)
+    load_handlers(site.handlers, registry)
+    return site, registry
+
+
+def cmd_check(args) -> int:
+    site, registry = _load_site(args.site)
+    print(f"site:     {site.root}")
+    print(f"socket:   {site.socket_path}")
+    print(f"handlers: {', '.join(registry.handler_names) or '(none)'}")
+    for route in registry.routes:
+        print(f"route:    {route.pattern} -> {getattr(route.handler, '__name__', route.handler)}"
+              f"{' with ' + route.template if route.template else ''} [{', '.join(sorted(route.methods))}]")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    site, registry = _load_site(args.site)
+    address = args.tcp or ListenAddress(path=str(Path(args.socket).resolve() if args.socket else site.socket_path))
+    if address.path and args.socket_mode & 0o002:
+        log.warning("socket mode %04o lets every local user connect", args.socket_mode)
+    application = Application(registry, ViewCache(site.webroot), debug=args.debug, max_body=args.max_body)
+    worker = Worker(FastCGIGateway(application, debug=args.debug))
+    with worker.handling_signals():
+        listener = open_listener(address, args.socket_mode, args.socket_group)
+        log.info("fcgi-backend %s serving %s on %s", __version__, site.root, address)
+        try:
+            worker.serve(listener)
+        finally:
+            if address.path:
+                remove_unix_socket(listener, address.path)
+            else:
+                listener.close()
+    log.info("stopped after %d connections", worker.connections_served)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(debug=args.debug)
+    try:
+        return {"run": cmd_run, "check": cmd_check}[args.command](args)
+    except SiteError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except HandlerLoadError as exc:
+        log.error("%s", exc)
+        return EXIT_STARTUP_FAILED
+    except ListenError as exc:
+        log.error("%s", exc)
+        return EXIT_CANNOT_LISTEN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Creating the listen socket: a unix socket (the site's, or any path) or a TCP address."""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+log = logging.getLogger("fcgi_backend.listener")
+
+DEFAULT_SOCKET_MODE = 0o660
+BACKLOG = 1024
+
+
+class ListenError(Exception):
+    """The listen socket cannot be created; the message says why (exit code 100)."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where the server listens: ``path`` for a unix socket, else ``host`` and ``port``."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse_tcp(cls, text: str) -> "ListenAddress":
+        """``HOST:PORT`` (``[::1]:9000`` for IPv6) as an address; ValueError with a clear message if not."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--tcp wants HOST:PORT (for example 127.0.0.1:9000), got {text!r}")
+        return cls(host=host.strip("[]"), port=int(port))
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"tcp:{self.host}:{self.port}"
+
+
+def _unix_socket_is_live(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        # EAGAIN: the live server's backlog is full, which still means it is live.
+        return exc.errno in (errno.EAGAIN, errno.ETIMEDOUT) or isinstance(exc, TimeoutError)
+    finally:
+        probe.close()
+
+
+def _prepare_unix_path(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(f"{path} exists and is not a socket; refusing to replace it")
+    if _unix_socket_is_live(path):
+        raise ListenError(f"another server is already listening on {path}")
+    log.info("replacing stale socket %s", path)
+    os.unlink(path)
+
+
+def bind_unix(path: str, mode: int = DEFAULT_SOCKET_MODE, group: str | None = None) -> socket.socket:
+    """Bind and listen on a unix socket with the given mode and group.
+
+    A stale socket file (nobody answers) is replaced; a live one is a ListenError. The umask keeps
+    the socket from ever being more open than ``mode`` between bind and chmod.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ListenError(f"cannot create socket {path}: directory {directory} does not exist")
+    gid = None
+    if group is not None:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ListenError(f"cannot give socket {path} to group {group!r}: no such group") from None
+    _prepare_unix_path(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot create socket {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    try:
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        os.unlink(path)
+        raise ListenError(f"cannot set owner or mode of socket {path}: {exc.strerror}") from None
+    sock.listen(BACKLOG)
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """Bind and listen on a TCP address; an address in use is a ListenError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot resolve {host}: {exc}") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(BACKLOG)
+    return sock
+
+
+def open_listener(address: ListenAddress, mode: int = DEFAULT_SOCKET_MODE,
+                  group: str | None = None) -> socket.socket:
+    """The listen socket for ``address``."""
+    if address.path:
+        return bind_unix(address.path, mode, group)
+    return bind_tcp(address.host, address.port)
+
+
+def remove_unix_socket(sock: socket.socket, path: str) -> None:
+    """Close the listen socket and remove its file, unless another live server has since taken the path."""
+    sock.close()
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _unix_socket_is_live(path):
+            os.unlink(path)
+    except OSError:
+        pass

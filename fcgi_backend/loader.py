@@ -1,0 +1,91 @@
+"""Loading the site's handler modules and calling each one's ``init_module(registry)``.
+
+The modules in ``handlers/`` are imported as the package ``site_handlers``, so they can share code
+with relative imports (``from . import common``) without shadowing anything on ``sys.path``.
+Files whose name starts with ``_`` are helpers: imported only when another module imports them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+import traceback
+import types
+from pathlib import Path
+
+from .registry import Registry
+
+log = logging.getLogger("fcgi_backend.loader")
+
+PACKAGE = "site_handlers"
+
+
+class HandlerLoadError(Exception):
+    """A handler module failed to import or to initialise; the message names it and says why."""
+
+
+def _module_names(handlers_dir: Path) -> list[str]:
+    names = []
+    for entry in sorted(handlers_dir.iterdir()):
+        if entry.name.startswith(("_", ".")):
+            continue
+        if entry.suffix == ".py" and entry.is_file():
+            names.append(entry.stem)
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            names.append(entry.name)
+    return names
+
+
+def _where(exc: BaseException, handlers_dir: Path) -> str:
+    """'file.py line N' of the innermost frame inside the handlers folder, if any."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{Path(exc.filename).name} line {exc.lineno}"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if Path(frame.filename).resolve().is_relative_to(handlers_dir):
+            return f"{Path(frame.filename).name} line {frame.lineno}"
+    return ""
+
+
+def _fresh_package(handlers_dir: Path) -> None:
+    for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+    package = types.ModuleType(PACKAGE)
+    package.__path__ = [str(handlers_dir)]
+    package.__package__ = PACKAGE
+    sys.modules[PACKAGE] = package
+
+
+def load_handlers(handlers_dir: Path, registry: Registry) -> list[str]:
+    """Import every handler module in ``handlers_dir`` and call its ``init_module(registry)``.
+
+    Returns the names of the modules loaded. A module that fails raises HandlerLoadError naming it.
+    """
+    handlers_dir = handlers_dir.resolve()
+    if not handlers_dir.is_dir():
+        log.warning("no handlers/ folder at %s: only templates without a handler will be served", handlers_dir)
+        return []
+    _fresh_package(handlers_dir)
+    loaded = []
+    for name in _module_names(handlers_dir):
+        step = "import"
+        try:
+            module = importlib.import_module(f"{PACKAGE}.{name}")
+            init = getattr(module, "init_module", None)
+            if init is None:
+                log.warning("handler module %s has no init_module(registry); nothing registered from it", name)
+            else:
+                step = "init_module"
+                init(registry)
+        except Exception as exc:
+            where = _where(exc, handlers_dir)
+            log.debug("traceback of handler module %s:\n%s", name, traceback.format_exc().rstrip())
+            raise HandlerLoadError(
+                f"handler module {name!r} failed in {step}"
+                f"{' at ' + where if where else ''}: {type(exc).__name__}: {exc}") from exc
+        loaded.append(name)
+    log.info("loaded handler modules: %s; handlers: %s; routes: %s",
+             ", ".join(loaded) or "none", ", ".join(registry.handler_names) or "none",
+             ", ".join(r.pattern for r in registry.routes) or "none")
+    return loaded

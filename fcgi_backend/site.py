@@ -1,0 +1,49 @@
+"""The site folder, laid out as Perfect Server's: webroot/, handlers/, SQLiteDBs/ and the socket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SOCKET_NAME = "fcgi_backend.sock"
+
+
+class SiteError(Exception):
+    """The site folder is missing or lacks its webroot."""
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    """Paths of one site. The socket sits one level above the docroot, beside ``webroot/``."""
+
+    root: Path
+
+    @property
+    def webroot(self) -> Path:
+        """Apache's DocumentRoot: static files and ``*.mustache`` templates."""
+        return self.root / "webroot"
+
+    @property
+    def handlers(self) -> Path:
+        """The site's Python handler modules."""
+        return self.root / "handlers"
+
+    @property
+    def sqlite_dbs(self) -> Path:
+        """Server-side state (sessions and the like); created on start if missing."""
+        return self.root / "SQLiteDBs"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / SOCKET_NAME
+
+    @classmethod
+    def open(cls, root: str | Path) -> "SiteLayout":
+        """The site at ``root``, checked: the folder and its webroot must exist; SQLiteDBs/ is made."""
+        site = cls(Path(root).resolve())
+        if not site.root.is_dir():
+            raise SiteError(f"site folder {site.root} does not exist")
+        if not site.webroot.is_dir():
+            raise SiteError(f"site folder {site.root} has no webroot/ (the DocumentRoot with the templates)")
+        site.sqlite_dbs.mkdir(exist_ok=True)
+        return site
