@@ -1,0 +1,57 @@
+"""Handlers of the example site: both ways of reaching a view, and a form post."""
+
+import datetime
+import sqlite3
+
+from fcgi_backend import HTTPError, Response
+
+
+def init_module(registry):
+    """Called once at start: register handlers (named by templates) and routes (named by URL)."""
+    guestbook = Guestbook(registry.site.sqlite_dbs / "guestbook.sqlite")
+
+    # (a) templates name these in their first tag: {{% handler:home }}
+    registry.handler("home", home)
+    registry.handler("guestbook", guestbook.page)
+
+    # (b) routes: URLs that name no file in the webroot
+    registry.route("/hello/<name>", hello, template="views/hello.mustache")
+    registry.route("/api/time", api_time)
+
+
+def home(request):
+    return {
+        "title": "fcgi_backend example",
+        "visitor": request.query.get("name", "stranger"),
+        "now": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def hello(request):
+    return {"title": "Hello", "name": request.path_params["name"]}
+
+
+def api_time(request):
+    return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+
+
+class Guestbook:
+    """A list of messages kept in the site's SQLiteDBs folder."""
+
+    def __init__(self, path):
+        self.path = path
+        with sqlite3.connect(self.path) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, name TEXT, message TEXT)")
+
+    def page(self, request):
+        if request.method == "POST":
+            name = request.form.get("name", "").strip()
+            message = request.form.get("message", "").strip()
+            if not name or not message:
+                raise HTTPError(400, "Both a name and a message are needed.")
+            with sqlite3.connect(self.path) as db:
+                db.execute("INSERT INTO entries (name, message) VALUES (?, ?)", (name, message))
+            return Response.redirect("/guestbook", status=303)  # post, redirect, get
+        with sqlite3.connect(self.path) as db:
+            rows = db.execute("SELECT name, message FROM entries ORDER BY id DESC LIMIT 50").fetchall()
+        return {"title": "Guestbook", "entries": [{"name": n, "message": m} for n, m in rows]}

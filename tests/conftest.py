@@ -1,0 +1,83 @@
+"""Fixtures: temporary sites, a real backend process and a real Apache httpd on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+from apache_harness import Apache, Backend, make_reachable_dir  # noqa: E402
+
+EXAMPLE_SITE = REPO / "examples" / "site"
+SITE_EXTRA = Path(__file__).resolve().parent / "site_extra"
+
+
+def build_test_site(root: Path) -> Path:
+    """The example site plus the test-only handlers and templates of tests/site_extra."""
+    site = root / "site"
+    shutil.copytree(EXAMPLE_SITE, site, ignore=shutil.ignore_patterns("SQLiteDBs", "*.sock"))
+    shutil.copytree(SITE_EXTRA, site, dirs_exist_ok=True)
+    return site
+
+
+@pytest.fixture
+def workdir():
+    """A fresh folder that Apache's children can enter (unlike pytest's tmp_path when run as root)."""
+    path = make_reachable_dir("fcgi-test-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def site(workdir) -> Path:
+    return build_test_site(workdir)
+
+
+@pytest.fixture
+def backend(site, workdir):
+    """A running ``fcgi-backend run`` on the test site."""
+    proc = Backend(site, workdir / "run").start()
+    yield proc
+    proc.stop()
+
+
+class Stack:
+    """A backend and an Apache in front of it, serving one test site."""
+
+    def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
+        self.root = root
+        self.site = build_test_site(root)
+        self.backend = Backend(self.site, root / "run", backend_args).start()
+        self.apache = Apache(self.site, root / "run").start()
+
+    @property
+    def url(self) -> str:
+        return self.apache.url
+
+    def stop(self) -> None:
+        self.apache.stop()
+        self.backend.stop()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """One Apache + backend for a whole test module (pages only read, or write what they own)."""
+    root = make_reachable_dir("fcgi-stack-")
+    s = Stack(root)
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def debug_stack():
+    root = make_reachable_dir("fcgi-debug-")
+    s = Stack(root, ["--debug"])
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,44 @@
+"""Handlers the tests need beyond the example site's."""
+
+import json
+
+from fcgi_backend import HTTPError, Response
+
+
+def init_module(registry):
+    registry.handler("boom", boom)
+    registry.route("/echo", echo, methods=["GET", "POST", "PUT"])
+    registry.route("/teapot", lambda request: Response("short and stout", status=418, content_type="text/plain"))
+    registry.route("/forbidden", forbidden)
+    registry.route("/cookie", cookie)
+    registry.route("/page-with-missing-template", lambda request: {}, template="no-such.mustache")
+    registry.route("/post-only", lambda request: {"ok": True}, methods=["POST"])
+
+
+def boom(request):
+    raise ZeroDivisionError("secret-detail-in-traceback")
+
+
+def forbidden(request):
+    raise HTTPError(403, "Not for you.")
+
+
+def cookie(request):
+    response = Response.json({"seen": request.cookies})
+    response.set_cookie("visited", "yes", max_age=60)
+    return response
+
+
+def echo(request):
+    """What the server understood of the request."""
+    return Response(json.dumps({
+        "method": request.method,
+        "path": request.path,
+        "query": request.query.to_dict(flat=False),
+        "form": request.form.to_dict(flat=False),
+        "body_length": len(request.body),
+        "content_type": request.content_type,
+        "authorization": request.headers.get("Authorization"),
+        "x_custom": request.headers.get("X-Custom"),
+        "cookies": request.cookies,
+    }), content_type="application/json")

@@ -1,0 +1,163 @@
+"""The fcgi-backend command: start-up, its socket, its exit codes and signals."""
+
+import grp
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from apache_harness import Backend, free_port, running_as_root, user_exists, wait_for
+from fcgi_client import FastCGIClient, cgi_params
+
+
+def fcgi_backend(*args, timeout=20):
+    return subprocess.run([sys.executable, "-m", "fcgi_backend", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_describes_the_commands():
+    out = fcgi_backend("--help")
+    assert out.returncode == 0
+    assert "run" in out.stdout and "check" in out.stdout and "fcgi_backend.sock" in out.stdout
+    out = fcgi_backend("run", "--help")
+    assert out.returncode == 0 and "--socket-mode" in out.stdout and "--tcp" in out.stdout
+
+
+def test_run_makes_sqlite_dir_and_a_0660_socket_and_exits_0_on_sigterm(site, workdir):
+    backend = Backend(site, workdir / "run", ["--socket-group", "0"] if not running_as_root() else []).start()
+    sock = backend.socket_path
+    assert sock.parent == site and sock.parent / "webroot" == site / "webroot"  # one level above the docroot
+    mode = os.stat(sock).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+    if running_as_root() and user_exists("www-data"):
+        assert os.stat(sock).st_gid == grp.getgrnam("www-data").gr_gid
+    assert (site / "SQLiteDBs").is_dir()
+    assert backend.stop(signal.SIGTERM) == 0
+    assert not sock.exists()
+    log = backend.log_text()
+    assert "serving" in log and "stopped after" in log
+    assert log.splitlines()[0][:4].isdigit()  # lines start with a timestamp
+
+
+def test_sigint_also_stops_cleanly(backend):
+    assert backend.stop(signal.SIGINT) == 0
+    assert not backend.socket_path.exists()
+
+
+def test_socket_mode_option(site, workdir):
+    backend = Backend(site, workdir / "run", ["--socket-mode", "0600"]).start()
+    assert stat.S_IMODE(os.stat(backend.socket_path).st_mode) == 0o600
+    backend.stop()
+
+
+def test_a_second_server_on_a_live_socket_exits_100(backend, site):
+    out = fcgi_backend("run", site)
+    assert out.returncode == 100
+    assert "another server is already listening on" in out.stderr
+    # the first server is untouched
+    with FastCGIClient(backend.socket_path) as client:
+        assert client.request(cgi_params("GET", "/api/time")).status == 200
+
+
+def test_a_stale_socket_file_is_replaced(site, workdir):
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(site / "fcgi_backend.sock"))
+    stale.close()  # the file stays, nobody listens
+    backend = Backend(site, workdir / "run").start()
+    assert "replacing stale socket" in backend.log_text()
+    backend.stop()
+
+
+def test_a_file_that_is_not_a_socket_is_not_replaced(site):
+    (site / "fcgi_backend.sock").write_text("precious")
+    out = fcgi_backend("run", site)
+    assert out.returncode == 100 and "is not a socket" in out.stderr
+    assert (site / "fcgi_backend.sock").read_text() == "precious"
+
+
+def test_tcp_address_in_use_exits_100(site):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = fcgi_backend("run", site, "--tcp", f"127.0.0.1:{taken.getsockname()[1]}")
+    assert out.returncode == 100 and "cannot listen on" in out.stderr
+
+
+def test_serves_on_tcp_when_asked(site, workdir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "fcgi_backend", "run", str(site), "--tcp", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def answers():
+            try:
+                with FastCGIClient(("127.0.0.1", port)) as client:
+                    return client.request(cgi_params("GET", "/hello/tcp")).status == 200
+            except OSError:
+                return False
+        wait_for(answers, 15, "the backend on TCP", proc)
+        assert not (site / "fcgi_backend.sock").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+
+
+def test_a_handler_module_that_fails_to_import_stops_startup_naming_it(site):
+    (site / "handlers" / "broken.py").write_text("import os\n\nvalue = undefined_name + 1\n")
+    out = fcgi_backend("run", site)
+    assert out.returncode == 1
+    assert "handler module 'broken' failed in import at broken.py line 3" in out.stderr
+    assert "NameError" in out.stderr
+    assert not (site / "fcgi_backend.sock").exists()
+
+
+def test_a_syntax_error_names_the_file_and_line(site):
+    (site / "handlers" / "typo.py").write_text("def init_module(registry):\n    return (\n")
+    out = fcgi_backend("run", site)
+    assert out.returncode == 1 and "'typo'" in out.stderr and "SyntaxError" in out.stderr
+
+
+def test_an_init_module_that_raises_stops_startup(site):
+    (site / "handlers" / "zz_dup.py").write_text("def init_module(registry):\n    registry.handler('home', print)\n")
+    out = fcgi_backend("run", site)
+    assert out.returncode == 1
+    assert "handler module 'zz_dup' failed in init_module" in out.stderr and "already registered" in out.stderr
+
+
+def test_helper_modules_are_shared_with_relative_imports(site):
+    (site / "handlers" / "_shared.py").write_text("GREETING = 'hi from a helper'\n")
+    (site / "handlers" / "user.py").write_text(
+        "from ._shared import GREETING\n\ndef init_module(registry):\n"
+        "    registry.route('/greet', lambda request: {'greeting': GREETING})\n")
+    out = fcgi_backend("check", site)
+    assert out.returncode == 0, out.stderr
+    assert "route:    /greet" in out.stdout
+
+
+def test_a_site_without_webroot_is_a_clear_error(workdir):
+    (workdir / "empty").mkdir()
+    out = fcgi_backend("run", workdir / "empty")
+    assert out.returncode == 2 and "has no webroot/" in out.stderr
+    out = fcgi_backend("run", workdir / "missing")
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--socket-mode", "99x"], "not an octal mode"),
+    (["--tcp", "nohost"], "HOST:PORT"),
+    (["--max-body", "lots"], "not a size"),
+    (["--socket", "/x", "--tcp", "127.0.0.1:1"], "not allowed with"),
+])
+def test_bad_options_are_refused_with_a_message(site, args, message):
+    out = fcgi_backend("run", site, *args)
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_check_lists_handlers_and_routes(site):
+    out = fcgi_backend("check", site)
+    assert out.returncode == 0
+    assert "handlers: boom, guestbook, home" in out.stdout
+    assert "route:    /hello/<name> -> hello with views/hello.mustache [GET, HEAD]" in out.stdout

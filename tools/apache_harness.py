@@ -1,0 +1,210 @@
+"""Start a real Apache httpd and a real backend on loopback, for the tests, the demo and the benchmarks.
+
+Apache runs from a main config written here (modules, the listen port, logs in a run folder) that
+includes the project's own ``apache_conf/fcgi_backend.conf`` unchanged, with FCGI_SITE and FCGI_PORT
+defined before it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VHOST_CONF = REPO / "apache_conf" / "fcgi_backend.conf"
+APACHE_BIN = shutil.which("apache2", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) or "/usr/sbin/apache2"
+MODULE_DIR = Path("/usr/lib/apache2/modules")
+MODULES = ["mpm_event", "authz_core", "mime", "dir", "rewrite", "proxy", "proxy_fcgi"]
+APACHE_USER = "www-data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def apache_can_reach(path: Path) -> bool:
+    """Can Apache's unprivileged children traverse every folder down to ``path``?"""
+    if not running_as_root():
+        return True  # Apache keeps our own user when not started as root
+    for folder in [path, *path.parents]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def make_reachable_dir(prefix: str) -> Path:
+    """A new folder under /tmp that Apache's children can enter."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None,
+             log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    detail = log_file.read_text(errors="replace")[-3000:] if log_file and log_file.exists() else ""
+    state = f" (exited with {proc.returncode})" if proc is not None and proc.poll() is not None else ""
+    raise RuntimeError(f"{what} did not come up{state}\n{detail}")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _unix_socket_open(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Apache:
+    """An Apache httpd serving ``site`` through ``vhost_conf`` on 127.0.0.1:port."""
+
+    def __init__(self, site: Path, run_dir: Path, port: int | None = None,
+                 vhost_conf: Path = VHOST_CONF, extra_config: str = "") -> None:
+        self.site = Path(site)
+        self.run_dir = Path(run_dir)
+        self.port = port or free_port()
+        self.vhost_conf = vhost_conf
+        self.extra_config = extra_config
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def error_log(self) -> Path:
+        return self.run_dir / "apache_error.log"
+
+    def config_text(self) -> str:
+        modules = "\n".join(f"LoadModule {m}_module {MODULE_DIR}/mod_{m}.so" for m in MODULES)
+        user = f"User {APACHE_USER}\nGroup {APACHE_USER}\n" if running_as_root() else ""
+        return f"""\
+ServerRoot "{self.run_dir}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{self.port}
+PidFile "{self.run_dir}/httpd.pid"
+DefaultRuntimeDir "{self.run_dir}"
+Mutex file:{self.run_dir}
+ErrorLog "{self.error_log}"
+LogLevel warn
+LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" timed
+CustomLog "{self.run_dir}/apache_access.log" timed
+TypesConfig /etc/mime.types
+{user}{modules}
+{self.extra_config}
+Define FCGI_SITE {self.site}
+Define FCGI_PORT {self.port}
+Include "{self.vhost_conf}"
+"""
+
+    def start(self) -> "Apache":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.run_dir / "httpd.conf"
+        conf.write_text(self.config_text())
+        check = subprocess.run([APACHE_BIN, "-t", "-f", str(conf)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"Apache rejects the config:\n{check.stderr}")
+        self.proc = subprocess.Popen([APACHE_BIN, "-f", str(conf), "-DFOREGROUND"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: _port_open(self.port), 15, "Apache", self.proc, self.error_log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # graceful-stop of the whole process group
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Backend:
+    """``fcgi-backend run SITE`` as a child process, logging to run_dir/backend.log (or to our stderr)."""
+
+    def __init__(self, site: Path, run_dir: Path, args: list[str] | None = None,
+                 log_to_terminal: bool = False) -> None:
+        self.site = Path(site)
+        self.run_dir = Path(run_dir)
+        self.args = list(args or [])
+        self.log_to_terminal = log_to_terminal
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.site / "fcgi_backend.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "backend.log"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "fcgi_backend", "run", str(self.site), *self.args]
+        if running_as_root() and "--socket-group" not in self.args and "--tcp" not in self.args:
+            cmd += ["--socket-group", APACHE_USER]
+        return cmd
+
+    def start(self) -> "Backend":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = None if self.log_to_terminal else open(self.log_file, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log and subprocess.STDOUT)
+        wait_for(lambda: _unix_socket_open(self.socket_path), 15, "the backend", self.proc, self.log_file)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log:
+            self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
