@@ -1,0 +1,31 @@
+# Set-up and everyday commands. Every target installs what it needs on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Debian packages: Apache and its module toolchain, libfcgi's client (tests) and headers (benchmarks).
+APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev
+
+.PHONY: all test demo bench system-deps venv clean
+
+all: test
+
+$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e . -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	@tools/install-system-deps $(APT_PACKAGES)
+
+test: system-deps venv
+	$(PY) -m pytest tests
+
+demo: system-deps venv
+	$(PY) tools/demo.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
