@@ -1,0 +1,346 @@
+/* A multipart upload in progress: see upload.h. */
+#define _GNU_SOURCE
+#include "upload.h"
+#include "multipart.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define WRITE_BUFFER_SIZE (256 * 1024)
+#define READ_BUFFER_SIZE (256 * 1024)
+
+struct upload {
+    mp_parser parser;
+    upload_limits limits;
+    char *directory;
+
+    upload_part *parts;
+    size_t part_count, part_capacity;
+    int in_part;
+
+    int fd;                    /* temporary file of the current file part, or -1 */
+    char *wbuf;                /* pending bytes for fd */
+    size_t wbuf_len;
+
+    char *fields;              /* values of field parts, back to back */
+    uint64_t fields_len, fields_capacity;
+
+    uint64_t bytes_in;
+    int status;                /* enum upload_status */
+    int error_status;          /* HTTP status for the error */
+    char message[256];
+    char *rbuf;                /* upload_read_fd's buffer */
+};
+
+static int set_error(upload *u, int http_status, const char *fmt, const char *detail)
+{
+    if (u->status != UPLOAD_ERROR) {
+        u->status = UPLOAD_ERROR;
+        u->error_status = http_status;
+        snprintf(u->message, sizeof u->message, fmt, detail ? detail : "");
+        upload_remove_files(u);
+    }
+    return UPLOAD_ERROR;
+}
+
+static char *copy_string(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+upload *upload_new(const char *boundary, size_t boundary_len, const char *directory,
+                   const upload_limits *limits)
+{
+    upload *u = calloc(1, sizeof *u);
+    if (!u)
+        return NULL;
+    u->limits = *limits;
+    u->fd = -1;
+    u->directory = strdup(directory);
+    u->wbuf = malloc(WRITE_BUFFER_SIZE);
+    if (!u->directory || !u->wbuf) {
+        upload_free(u);
+        return NULL;
+    }
+    if (mp_init(&u->parser, boundary, boundary_len, limits->max_header) != MP_OK)
+        set_error(u, 400, "%s", u->parser.error_message);
+    return u;
+}
+
+/* ---- writing file parts -------------------------------------------------------------------- */
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int flush_file(upload *u)
+{
+    if (u->wbuf_len && write_all(u->fd, u->wbuf, u->wbuf_len) != 0)
+        return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+    u->wbuf_len = 0;
+    return UPLOAD_MORE;
+}
+
+static int file_data(upload *u, const char *data, size_t len)
+{
+    if (u->wbuf_len + len > WRITE_BUFFER_SIZE) {
+        if (flush_file(u) != UPLOAD_MORE)
+            return UPLOAD_ERROR;
+        if (len >= WRITE_BUFFER_SIZE) { /* large pieces go straight to the file */
+            if (write_all(u->fd, data, len) != 0)
+                return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+            return UPLOAD_MORE;
+        }
+    }
+    memcpy(u->wbuf + u->wbuf_len, data, len);
+    u->wbuf_len += len;
+    return UPLOAD_MORE;
+}
+
+static int field_data(upload *u, const char *data, size_t len)
+{
+    if (u->fields_len + len > u->limits.max_field_memory)
+        return set_error(u, 413, "form fields exceed the limit of in-memory field data%s", NULL);
+    if (u->fields_len + len > u->fields_capacity) {
+        uint64_t want = u->fields_capacity ? u->fields_capacity * 2 : 4096;
+        while (want < u->fields_len + len)
+            want *= 2;
+        if (want > u->limits.max_field_memory)
+            want = u->limits.max_field_memory;
+        char *bigger = realloc(u->fields, want);
+        if (!bigger)
+            return set_error(u, 500, "out of memory for form fields%s", NULL);
+        u->fields = bigger;
+        u->fields_capacity = want;
+    }
+    memcpy(u->fields + u->fields_len, data, len);
+    u->fields_len += len;
+    return UPLOAD_MORE;
+}
+
+/* ---- parser events ------------------------------------------------------------------------- */
+
+static int begin_part(upload *u)
+{
+    mp_parser *p = &u->parser;
+    if (u->part_count >= u->limits.max_parts)
+        return set_error(u, 413, "more parts than the limit allows%s", NULL);
+    if (u->part_count == u->part_capacity) {
+        size_t want = u->part_capacity ? u->part_capacity * 2 : 16;
+        upload_part *bigger = realloc(u->parts, want * sizeof *bigger);
+        if (!bigger)
+            return set_error(u, 500, "out of memory for parts%s", NULL);
+        u->parts = bigger;
+        u->part_capacity = want;
+    }
+    upload_part *part = &u->parts[u->part_count++];
+    memset(part, 0, sizeof *part);
+    part->name = copy_string(p->name);
+    part->filename = copy_string(p->filename);
+    part->filename_star = copy_string(p->filename_star);
+    part->content_type = copy_string(p->content_type);
+    part->is_file = p->filename != NULL || p->filename_star != NULL;
+    part->value_offset = u->fields_len;
+    u->in_part = 1;
+    if (part->is_file) {
+        size_t n = strlen(u->directory) + sizeof "/fcgi-upload-XXXXXX";
+        part->path = malloc(n);
+        if (!part->path)
+            return set_error(u, 500, "out of memory%s", NULL);
+        snprintf(part->path, n, "%s/fcgi-upload-XXXXXX", u->directory);
+        u->fd = mkostemp(part->path, O_CLOEXEC);
+        if (u->fd < 0) {
+            free(part->path);
+            part->path = NULL;
+            return set_error(u, 500, "cannot create a temporary file in the upload directory: %s",
+                             strerror(errno));
+        }
+        u->wbuf_len = 0;
+    }
+    return UPLOAD_MORE;
+}
+
+static int part_data(upload *u, const char *data, size_t len)
+{
+    upload_part *part = &u->parts[u->part_count - 1];
+    part->size += len;
+    if (part->is_file) {
+        if (part->size > u->limits.max_file)
+            return set_error(u, 413, "an uploaded file exceeds the file size limit%s", NULL);
+        return file_data(u, data, len);
+    }
+    return field_data(u, data, len);
+}
+
+static int end_part(upload *u)
+{
+    u->in_part = 0;
+    if (u->fd >= 0) {
+        int rc = flush_file(u);
+        close(u->fd);
+        u->fd = -1;
+        return rc;
+    }
+    return UPLOAD_MORE;
+}
+
+int upload_feed(upload *u, const char *data, size_t len)
+{
+    if (u->status != UPLOAD_MORE)
+        return u->status;
+    u->bytes_in += len;
+    if (u->bytes_in > u->limits.max_body)
+        return set_error(u, 413, "request body exceeds the body size limit%s", NULL);
+    while (len) {
+        size_t used = 0;
+        enum mp_event ev = mp_next(&u->parser, data, len, &used);
+        data += used;
+        len -= used;
+        int rc = UPLOAD_MORE;
+        switch (ev) {
+        case MP_NEED_MORE:
+            break;
+        case MP_PART_BEGIN:
+            rc = begin_part(u);
+            break;
+        case MP_PART_DATA:
+            rc = part_data(u, u->parser.data, u->parser.data_len);
+            break;
+        case MP_PART_END:
+            rc = end_part(u);
+            break;
+        case MP_DONE:
+            u->status = UPLOAD_DONE;
+            return UPLOAD_DONE; /* what follows is epilogue */
+        case MP_ERROR:
+            return set_error(u, u->parser.error == MP_E_HEADER_TOO_LARGE ? 413 : 400,
+                             "malformed multipart body: %s", u->parser.error_message);
+        }
+        if (rc != UPLOAD_MORE)
+            return rc;
+    }
+    return UPLOAD_MORE;
+}
+
+int upload_read_fd(upload *u, int fd, uint64_t n)
+{
+    if (u->status == UPLOAD_ERROR)
+        return UPLOAD_ERROR;
+    if (!u->rbuf && !(u->rbuf = malloc(READ_BUFFER_SIZE)))
+        return set_error(u, 500, "out of memory%s", NULL);
+    uint64_t total = n;
+    while (n) {
+        size_t want = n < READ_BUFFER_SIZE ? (size_t)n : READ_BUFFER_SIZE;
+        ssize_t got = read(fd, u->rbuf, want);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                struct pollfd pfd = {.fd = fd, .events = POLLIN};
+                int ready = poll(&pfd, 1, u->limits.read_timeout_ms > 0 ? u->limits.read_timeout_ms : -1);
+                if (ready == 0)
+                    return set_error(u, 0, "timed out waiting for the upload stream%s", NULL);
+                continue;
+            }
+            return set_error(u, 0, "reading the upload stream failed: %s", strerror(errno));
+        }
+        if (got == 0) {
+            char detail[64];
+            snprintf(detail, sizeof detail, "%llu of %llu", (unsigned long long)(total - n),
+                     (unsigned long long)total);
+            return set_error(u, 0, "connection closed after %s bytes of the upload stream", detail);
+        }
+        n -= (uint64_t)got;
+        /* Keep reading to the end even once the body is complete or rejected: the stream's bytes
+           must leave the socket so the connection stays in step. */
+        if (u->status == UPLOAD_MORE)
+            upload_feed(u, u->rbuf, (size_t)got);
+    }
+    return u->status;
+}
+
+int upload_finish(upload *u)
+{
+    if (u->status != UPLOAD_MORE)
+        return u->status;
+    if (mp_finish(&u->parser) != MP_DONE)
+        return set_error(u, 400, "malformed multipart body: %s", u->parser.error_message);
+    u->status = UPLOAD_DONE;
+    return UPLOAD_DONE;
+}
+
+/* ---- results ------------------------------------------------------------------------------- */
+
+int upload_error_status(const upload *u) { return u->status == UPLOAD_ERROR ? u->error_status : 0; }
+const char *upload_error_message(const upload *u) { return u->message; }
+uint64_t upload_bytes_in(const upload *u) { return u->bytes_in; }
+size_t upload_part_count(const upload *u) { return u->part_count; }
+const char *upload_field_memory(const upload *u) { return u->fields; }
+
+const upload_part *upload_get_part(const upload *u, size_t i)
+{
+    return i < u->part_count ? &u->parts[i] : NULL;
+}
+
+void upload_remove_files(upload *u)
+{
+    if (u->fd >= 0) {
+        close(u->fd);
+        u->fd = -1;
+    }
+    for (size_t i = 0; i < u->part_count; i++) {
+        if (u->parts[i].path) {
+            unlink(u->parts[i].path);
+            free(u->parts[i].path);
+            u->parts[i].path = NULL;
+        }
+    }
+}
+
+void upload_release_file(upload *u, size_t i)
+{
+    if (i < u->part_count && u->parts[i].path) {
+        free(u->parts[i].path);
+        u->parts[i].path = NULL;
+    }
+}
+
+void upload_free(upload *u)
+{
+    if (!u)
+        return;
+    upload_remove_files(u);
+    for (size_t i = 0; i < u->part_count; i++) {
+        free(u->parts[i].name);
+        free(u->parts[i].filename);
+        free(u->parts[i].filename_star);
+        free(u->parts[i].content_type);
+    }
+    free(u->parts);
+    free(u->fields);
+    free(u->wbuf);
+    free(u->rbuf);
+    free(u->directory);
+    free(u);
+}
+
+int upload_boundary_from_content_type(const char *content_type, size_t len, char *out)
+{
+    return mp_boundary_from_content_type(content_type, len, out);
+}

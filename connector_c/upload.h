@@ -1,0 +1,71 @@
+/* A multipart upload in progress: the parser of multipart.h with its I/O edge.
+ *
+ * File parts stream to temporary files (mkstemp in the upload directory, written with write(2)
+ * through a buffer); other parts stay in memory. Every limit is checked as bytes arrive, and any
+ * error removes every file this upload created. Input comes from memory (upload_feed) or straight
+ * from a file descriptor (upload_read_fd, for the FCGI_X_STDIN raw stream).
+ */
+#ifndef FCGI_BACKEND_UPLOAD_H
+#define FCGI_BACKEND_UPLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct upload_limits {
+    uint64_t max_body;          /* bytes of the whole body */
+    uint64_t max_file;          /* bytes of one file part */
+    uint64_t max_field_memory;  /* bytes of all non-file parts together */
+    uint32_t max_parts;
+    uint32_t max_header;        /* header bytes of one part */
+    int read_timeout_ms;        /* upload_read_fd: longest wait for the next bytes; <= 0 waits forever */
+} upload_limits;
+
+typedef struct upload_part {
+    char *name;
+    char *filename;             /* NULL for a field */
+    char *filename_star;        /* RFC 5987 value, undecoded, or NULL */
+    char *content_type;         /* NULL if not sent */
+    char *path;                 /* temporary file of a file part, else NULL */
+    uint64_t size;
+    uint64_t value_offset;      /* a field's value: upload_field_memory() + value_offset */
+    int is_file;
+} upload_part;
+
+enum upload_status {
+    UPLOAD_MORE = 0,            /* fine so far; more input expected */
+    UPLOAD_DONE = 1,            /* closing boundary read */
+    UPLOAD_ERROR = -1           /* see upload_error_status / upload_error_message */
+};
+
+typedef struct upload upload;
+
+/* NULL only when out of memory. A bad boundary shows as an error on the returned upload. */
+upload *upload_new(const char *boundary, size_t boundary_len, const char *directory,
+                   const upload_limits *limits);
+int upload_feed(upload *u, const char *data, size_t len);
+/* Read exactly n bytes from fd and parse them. The GIL is released around this call. */
+int upload_read_fd(upload *u, int fd, uint64_t n);
+/* The input has ended: UPLOAD_DONE, or UPLOAD_ERROR if the body was incomplete. */
+int upload_finish(upload *u);
+
+/* HTTP status that fits the error: 400 malformed, 413 over a limit, 500 server-side failure,
+   0 when the peer went away (no response can be sent). */
+int upload_error_status(const upload *u);
+const char *upload_error_message(const upload *u);
+uint64_t upload_bytes_in(const upload *u);
+
+size_t upload_part_count(const upload *u);
+const upload_part *upload_get_part(const upload *u, size_t i);
+const char *upload_field_memory(const upload *u);
+
+/* Remove every temporary file still listed (after an error, or files nobody kept). */
+void upload_remove_files(upload *u);
+/* Forget a file without removing it: its owner has taken it over. */
+void upload_release_file(upload *u, size_t i);
+/* Free everything; files still listed are removed. */
+void upload_free(upload *u);
+
+/* The boundary parameter of a Content-Type, as in multipart.h (exposed for the Python side). */
+int upload_boundary_from_content_type(const char *content_type, size_t len, char *out);
+
+#endif
