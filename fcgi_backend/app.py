@@ -13,7 +13,8 @@ from typing import Callable
 
 from .errors import HTTPError, RequestInputError, error_page
 from .registry import Registry
-from .request import DEFAULT_MAX_BODY, Request
+from .limits import Limits
+from .request import Request
 from .response import Response
 from .views import View, ViewCache
 
@@ -30,24 +31,28 @@ class Application:
     """
 
     def __init__(self, registry: Registry, views: ViewCache, *, debug: bool = False,
-                 max_body: int = DEFAULT_MAX_BODY) -> None:
+                 limits: Limits | None = None) -> None:
         self.registry = registry
         self.views = views
         self.debug = debug
-        self.max_body = max_body
+        self.limits = limits or Limits()
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         started = time.perf_counter()
-        request = Request(environ, max_body=self.max_body)
+        request = Request(environ, self.limits)
         try:
             response = self.dispatch(request)
         except HTTPError as exc:
+            if exc.detail:
+                log.info("%s %s: %s", request.method, request.path, exc)
             response = self._error_response(exc.status, exc.detail, exc.headers)
         except RequestInputError:
             raise  # the server that feeds the input deals with it; nobody is left to answer
         except Exception:
             log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
             response = self._error_response(500, debug_text=traceback.format_exc() if self.debug else "")
+        finally:
+            request.close()
         access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
                         len(response.body), (time.perf_counter() - started) * 1000)
         return response(environ, start_response)

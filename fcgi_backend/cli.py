@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from . import __version__, logs
 from .app import Application
 from .gateway import FastCGIGateway
 from .listener import DEFAULT_SOCKET_MODE, ListenAddress, ListenError, open_listener, remove_unix_socket
-from .loader import HandlerLoadError, load_handlers
+from .loader import HandlerLoadError, load_handlers, load_wsgi_app
 from .registry import Registry
-from .request import DEFAULT_MAX_BODY
+from .limits import Limits
 from .site import SiteError, SiteLayout
 from .views import ViewCache
 from .worker import Worker
@@ -24,6 +25,10 @@ EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_LISTEN = 100  # Net::Waiter's "cannot create server listen socket"
+
+class UsageError(Exception):
+    """Options that cannot work together or with this machine."""
+
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 
@@ -78,8 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="permissions of the unix socket, octal (default: 0660)")
     run.add_argument("--socket-group", metavar="GROUP",
                      help="group of the unix socket, e.g. www-data so Apache may connect")
-    run.add_argument("--max-body", metavar="SIZE", type=parse_size, default=DEFAULT_MAX_BODY,
-                     help="largest request body read into memory, e.g. 16M (default: 16M)")
+    limits = run.add_argument_group("request limits (a request over one gets 413)")
+    defaults = Limits()
+    limits.add_argument("--max-body", metavar="SIZE", type=parse_size, default=defaults.max_body,
+                        help="largest request body, streamed (default: 4G)")
+    limits.add_argument("--max-memory", metavar="SIZE", type=parse_size, default=defaults.max_memory,
+                        help="largest body read into memory, or all form fields together (default: 16M)")
+    limits.add_argument("--max-file", metavar="SIZE", type=parse_size, default=defaults.max_file,
+                        help="largest uploaded file (default: 4G)")
+    limits.add_argument("--max-parts", metavar="N", type=int, default=defaults.max_parts,
+                        help="most parts in a multipart body (default: 1000)")
+    limits.add_argument("--max-part-header", metavar="SIZE", type=parse_size, default=defaults.max_part_header,
+                        help="largest header block of one part (default: 16K)")
+    limits.add_argument("--upload-dir", metavar="DIR", default=defaults.upload_dir,
+                        help=f"where uploaded files are written while a request runs (default: {defaults.upload_dir})")
+    run.add_argument("--app", metavar="MODULE:CALLABLE",
+                     help="serve this WSGI application instead of the site's handlers and templates "
+                          "(MODULE may also be a path to a .py file)")
     run.add_argument("--debug", action="store_true",
                      help="log more detail and show tracebacks on 500 pages (never in production)")
 
@@ -107,13 +127,31 @@ def cmd_check(args) -> int:
     return EXIT_OK
 
 
+def limits_from_args(args) -> Limits:
+    """The request limits the options ask for; UsageError if they cannot work."""
+    limits = Limits(max_body=args.max_body, max_memory=args.max_memory, max_file=args.max_file,
+                    max_parts=args.max_parts, max_part_header=args.max_part_header, upload_dir=args.upload_dir)
+    try:
+        limits.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not os.path.isdir(limits.upload_dir) or not os.access(limits.upload_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"upload directory {limits.upload_dir} does not exist or is not writable")
+    return limits
+
+
 def cmd_run(args) -> int:
-    site, registry = _load_site(args.site)
+    limits = limits_from_args(args)
+    if args.app:
+        site = SiteLayout.open(args.site)
+        application = load_wsgi_app(args.app)
+    else:
+        site, registry = _load_site(args.site)
+        application = Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits)
     address = args.tcp or ListenAddress(path=str(Path(args.socket).resolve() if args.socket else site.socket_path))
     if address.path and args.socket_mode & 0o002:
         log.warning("socket mode %04o lets every local user connect", args.socket_mode)
-    application = Application(registry, ViewCache(site.webroot), debug=args.debug, max_body=args.max_body)
-    worker = Worker(FastCGIGateway(application, debug=args.debug))
+    worker = Worker(FastCGIGateway(application, debug=args.debug, limits=limits))
     with worker.handling_signals():
         listener = open_listener(address, args.socket_mode, args.socket_group)
         log.info("fcgi-backend %s serving %s on %s", __version__, site.root, address)
@@ -133,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(debug=args.debug)
     try:
         return {"run": cmd_run, "check": cmd_check}[args.command](args)
-    except SiteError as exc:
+    except (SiteError, UsageError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except HandlerLoadError as exc:

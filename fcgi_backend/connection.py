@@ -11,7 +11,10 @@ with bytes on the wire:
 * FCGI_ABORT_REQUEST ends a request that has not started, and stops input to and output from one
   that has;
 * every record type the server does not know is answered with FCGI_UNKNOWN_TYPE;
-* closing never blocks for long on a peer that keeps the socket open.
+* closing never blocks for long on a peer that keeps the socket open;
+* the upload extension: after an FCGI_X_STDIN record, N raw body bytes follow on the socket
+  (docs/PROTOCOL.md). The request's input stream reads them in Python for any WSGI reader, or
+  hands the socket to the C multipart parser (:meth:`FastCGIInputStream.feed_upload`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from flup.server.fcgi_base import (
     FCGI_GET_VALUES_RESULT,
     FCGI_REQUEST_COMPLETE,
     Connection,
+    InputStream,
     OutputStream,
     Record,
     Request,
@@ -38,10 +42,13 @@ from .records import (
     FCGI_GET_VALUES,
     FCGI_PARAMS,
     FCGI_STDIN,
+    FCGI_X_STDIN,
     HEADER,
+    X_STDIN_LENGTH,
     ConnectionClosed,
     ProtocolError,
     RecordParser,
+    StreamError,
     decode_params,
     encode_params,
     padding_for,
@@ -53,6 +60,60 @@ _RECV_SIZE = 256 * 1024
 _PADDING = bytes(8)
 # How long a closing connection waits for the web server to hang up before closing anyway.
 _CLOSE_DRAIN_SECONDS = 1.0
+
+
+class FastCGIInputStream(InputStream):
+    """A request's FCGI_STDIN, plus the raw FCGI_X_STDIN stream when the web server sends one."""
+
+    def __init__(self, conn: "FastCGIConnection") -> None:
+        super().__init__(conn)
+        self.records_received = 0   # body bytes that came in STDIN records
+        self.raw_length = None      # N of the X_STDIN record, once it arrived
+        self.raw_remaining = 0      # raw bytes still on the socket
+
+    def add_data(self, data: bytes) -> None:
+        self.records_received += len(data)
+        super().add_data(data)
+
+    def start_raw(self, length: int) -> None:
+        self.raw_length = self.raw_remaining = length
+
+    def _waitForData(self) -> None:
+        if self.raw_remaining:
+            data = self._conn.read_raw(self.raw_remaining)
+            self.raw_remaining -= len(data)
+            super().add_data(data)
+        else:
+            self._conn.process_input()
+
+    def _take_buffered(self) -> bytes:
+        """Every byte received and not yet read (flup keeps them in _buf[_pos:] and _bufList)."""
+        parts = [self._buf[self._pos:]] if self._pos < len(self._buf) else []
+        parts += self._bufList
+        self._buf, self._bufList, self._pos, self._avail = b"", [], 0, 0
+        return b"".join(parts)
+
+    def feed_upload(self, upload) -> None:
+        """Feed the rest of the body to a C multipart upload, the fastest way this input allows.
+
+        Records are fed as they arrive; an X_STDIN stream goes from the socket straight into C.
+        """
+        while True:
+            data = self._take_buffered()
+            if data:
+                upload.feed(data)
+            elif self.raw_remaining:
+                prefix = self._conn.take_parsed_bytes(self.raw_remaining)
+                self.raw_remaining -= len(prefix)
+                if prefix:
+                    upload.feed(prefix)
+                if self.raw_remaining:
+                    left, self.raw_remaining = self.raw_remaining, 0
+                    upload.read_fd(self._conn.fileno(), left)
+            elif self._eof:
+                return
+            else:
+                self._conn.process_input()
 
 
 class AbortableOutputStream(OutputStream):
@@ -78,10 +139,13 @@ class FastCGIRequest(Request):
 class FastCGIConnection(Connection):
     """A connection with the web server, serving one request at a time (no multiplexing)."""
 
+    _inputStreamClass = FastCGIInputStream
+
     def __init__(self, sock: socket.socket, addr, server, timeout=None) -> None:
         super().__init__(sock, addr, server, timeout)
         self._parser = RecordParser()
         self._closed = False
+        self.close_after_request = False  # the input is out of step: no further request on it
         self._handlers = {
             FCGI_GET_VALUES: self._do_get_values,
             FCGI_BEGIN_REQUEST: self._do_begin_request,
@@ -89,6 +153,7 @@ class FastCGIConnection(Connection):
             FCGI_PARAMS: self._do_params,
             FCGI_STDIN: self._do_stdin,
             FCGI_DATA: self._do_data,
+            FCGI_X_STDIN: self._do_x_stdin,
         }
 
     # -- reading -------------------------------------------------------------------------------
@@ -145,6 +210,56 @@ class FastCGIConnection(Connection):
         req.params_bytes = bytearray()
         req.started = True
         self._start_request(req)
+
+    def _do_stdin(self, inrec: Record) -> None:
+        req = self._requests.get(inrec.requestId)
+        if req is not None and inrec.contentLength and req.stdin.raw_length is not None:
+            raise StreamError(400, "FCGI_STDIN data after the FCGI_X_STDIN stream (only an empty STDIN may follow)")
+        super()._do_stdin(inrec)
+
+    def _do_x_stdin(self, inrec: Record) -> None:
+        """The upload extension: N raw body bytes follow this record on the socket."""
+        if inrec.contentLength != X_STDIN_LENGTH.size:
+            raise StreamError(400, f"FCGI_X_STDIN record content is {inrec.contentLength} bytes, expected 4")
+        (length,) = X_STDIN_LENGTH.unpack(inrec.contentData)
+        req = self._requests.get(inrec.requestId)
+        if req is None:
+            self._skip_raw(length)  # the request already ended without reading its body
+            return
+        if req.stdin.raw_length is not None or req.stdin.records_received:
+            raise StreamError(400, "FCGI_X_STDIN after body data was already sent for this request")
+        limit = self.server.limits.max_body
+        if length > limit:
+            raise StreamError(413, f"upload of {length} bytes exceeds the body size limit of {limit} bytes")
+        req.stdin.start_raw(length)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def take_parsed_bytes(self, limit: int) -> bytes:
+        """Bytes received past the last record, up to ``limit`` (the start of a raw stream)."""
+        return self._parser.take(limit)
+
+    def read_raw(self, limit: int) -> bytes:
+        """Up to ``limit`` raw stream bytes: buffered ones first, else one recv."""
+        data = self._parser.take(limit)
+        if data:
+            return data
+        data = self._sock.recv(min(limit, _RECV_SIZE))
+        if not data:
+            raise ConnectionClosed(f"web server closed the connection with {limit} bytes of the "
+                                   f"FCGI_X_STDIN stream still to come")
+        return data
+
+    def _skip_raw(self, length: int) -> None:
+        while length:
+            length -= len(self.read_raw(length))
+
+    def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE, remove=True) -> None:
+        super().end_request(req, appStatus, protocolStatus, remove)
+        if self.close_after_request and self._keepGoing:
+            self._keepGoing = False
+            self._cleanupSocket()
 
     def _do_get_values(self, inrec: Record) -> None:
         asked = decode_params(inrec.contentData)

@@ -17,7 +17,8 @@ from flup.server.fcgi_base import (
 )
 
 from .connection import FastCGIConnection, FastCGIRequest
-from .errors import RequestInputError
+from .errors import RequestInputError, error_page
+from .limits import Limits
 
 log = logging.getLogger("fcgi_backend.gateway")
 
@@ -40,9 +41,10 @@ class FastCGIGateway(BaseFCGIServer):
     maxwrite = 65528 + 8
 
     def __init__(self, application, *, debug: bool = False, max_conns: int = 1,
-                 multiprocess: bool = False) -> None:
+                 multiprocess: bool = False, limits: Limits | None = None) -> None:
         super().__init__(application, multithreaded=False, multiprocess=multiprocess,
                          bindAddress="fcgi_backend", debug=debug, roles=(FCGI_RESPONDER,))
+        self.limits = limits or Limits()
         self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
 
     def connection(self, sock, addr) -> FastCGIConnection:
@@ -54,9 +56,17 @@ class FastCGIGateway(BaseFCGIServer):
         try:
             return super().handler(req)
         except RequestInputError as exc:
-            log.warning("%s %s: request input ended early: %s", req.params.get("REQUEST_METHOD", "-"),
-                        req.params.get("REQUEST_URI", "-"), exc or "the web server closed the connection")
-            req.aborted = True  # drop any output still buffered for this request
+            status = getattr(exc, "status", 0)
+            log.warning("%s %s: %s: %s", req.params.get("REQUEST_METHOD", "-"), req.params.get("REQUEST_URI", "-"),
+                        "bad request input" if status else "request input ended early",
+                        exc or "the web server closed the connection")
+            req._conn.close_after_request = True  # what is left of the input cannot be trusted
+            if status and not req.stdout.dataWritten:
+                page = error_page(status, str(exc)).encode()
+                req.stdout.write(f"Status: {status}\r\nContent-Type: text/html; charset=utf-8\r\n"
+                                 f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+            else:
+                req.aborted = True  # nobody is left to answer: drop any output still buffered
             return FCGI_REQUEST_COMPLETE, 0
 
     def _sanitizeEnv(self, environ: dict) -> None:

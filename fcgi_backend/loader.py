@@ -89,3 +89,25 @@ def load_handlers(handlers_dir: Path, registry: Registry) -> list[str]:
              ", ".join(loaded) or "none", ", ".join(registry.handler_names) or "none",
              ", ".join(r.pattern for r in registry.routes) or "none")
     return loaded
+
+
+def load_wsgi_app(spec: str):
+    """The WSGI callable named by ``MODULE:NAME`` or ``path/to/file.py:NAME``; HandlerLoadError if not."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise HandlerLoadError(f"--app wants MODULE:CALLABLE or FILE.py:CALLABLE, got {spec!r}")
+    try:
+        if target.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            if module_spec is None:
+                raise ImportError(f"cannot load {target}")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except Exception as exc:
+        raise HandlerLoadError(f"WSGI application {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+    app = getattr(module, name, None)
+    if not callable(app):
+        raise HandlerLoadError(f"WSGI application {spec!r}: {target} has no callable named {name!r}")
+    return app

@@ -32,10 +32,14 @@ from flup.server.fcgi_base import (
 __all__ = [
     "FCGI_ABORT_REQUEST", "FCGI_BEGIN_REQUEST", "FCGI_DATA", "FCGI_END_REQUEST", "FCGI_GET_VALUES",
     "FCGI_GET_VALUES_RESULT", "FCGI_KEEP_CONN", "FCGI_PARAMS", "FCGI_RESPONDER", "FCGI_STDERR",
-    "FCGI_STDIN", "FCGI_STDOUT", "FCGI_UNKNOWN_TYPE", "MAX_CONTENT",
-    "ProtocolError", "ConnectionClosed", "RecordParser", "decode_params", "encode_params",
+    "FCGI_STDIN", "FCGI_STDOUT", "FCGI_UNKNOWN_TYPE", "FCGI_X_STDIN", "MAX_CONTENT", "X_STDIN_LENGTH",
+    "ProtocolError", "StreamError", "ConnectionClosed", "RecordParser", "decode_params", "encode_params",
     "encode_record", "padding_for",
 ]
+
+# The upload extension: content is the body length N (u32, big-endian); N raw bytes follow.
+FCGI_X_STDIN = 50
+X_STDIN_LENGTH = struct.Struct("!L")
 
 HEADER = struct.Struct("!BBHHBx")
 MAX_CONTENT = 0xFFFF
@@ -46,6 +50,15 @@ _COMPACT_AT = 1 << 16
 
 class ProtocolError(RequestInputError):
     """The peer sent bytes that are not valid FastCGI; the connection must be closed."""
+
+
+class StreamError(ProtocolError):
+    """A well-framed record that breaks the rules of a request's input: the request can still be
+    answered with ``status`` (400 or 413), then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ConnectionClosed(RequestInputError, EOFError):
@@ -135,11 +148,15 @@ class RecordParser:
         """Bytes received but not yet returned as part of a record."""
         return len(self._buf) - self._pos
 
-    def take_pending(self) -> bytes:
-        """Hand over every buffered byte not yet parsed (for raw streams that follow a record)."""
-        data = bytes(self._buf[self._pos:])
-        self._buf.clear()
-        self._pos = 0
+    def take(self, limit: int) -> bytes:
+        """Hand over up to ``limit`` buffered bytes not yet parsed (a raw stream after a record)."""
+        end = min(len(self._buf), self._pos + limit)
+        data = bytes(self._buf[self._pos:end])
+        if end == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
         return data
 
     def next_record(self) -> Record | None:

@@ -10,21 +10,22 @@ from urllib.parse import parse_qsl
 
 from .datastructures import Headers, MultiDict
 from .errors import HTTPError
+from .limits import Limits
 
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 
 
 class Request:
     """One HTTP request, read lazily from a WSGI environ.
 
-    ``max_body`` bounds how much of the body is read into memory (``body``, ``form``, ``json()``);
-    a larger body is a 413.
+    ``limits`` bound the body: ``body``, ``json()`` and urlencoded forms are read into memory (at
+    most ``max_memory``); multipart bodies stream, files to disk. Call :meth:`close` at the end to
+    remove uploaded files the handler did not keep.
     """
 
-    def __init__(self, environ: dict, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, environ: dict, limits: Limits | None = None) -> None:
         self.environ = environ
-        self.max_body = max_body
+        self.limits = limits or Limits()
         self.path_params: dict[str, str] = {}
 
     @property
@@ -75,27 +76,55 @@ class Request:
     def remote_addr(self) -> str:
         return self.environ.get("REMOTE_ADDR", "")
 
+    def _check_length(self, limit: int, what: str) -> None:
+        length = self.content_length
+        if length is not None and length > limit:
+            raise HTTPError(413, f"request body of {length} bytes exceeds the {what} limit of {limit} bytes")
+
     @cached_property
     def body(self) -> bytes:
-        """The whole request body (at most ``max_body`` bytes, else 413)."""
-        length = self.content_length
-        if length is not None and length > self.max_body:
-            raise HTTPError(413, f"request body of {length} bytes exceeds the limit of {self.max_body}")
+        """The whole request body, read into memory (at most ``limits.max_memory`` bytes, else 413)."""
+        limit = self.limits.max_memory
+        self._check_length(limit, "in-memory")
         stream = self.environ["wsgi.input"]
-        if length is not None:
-            return _read_exactly(stream, length)
-        data = stream.read(self.max_body + 1)  # no length given: read to the end, within the limit
-        if len(data) > self.max_body:
-            raise HTTPError(413, f"request body exceeds the limit of {self.max_body} bytes")
+        if self.content_length is not None:
+            return _read_exactly(stream, self.content_length)
+        data = stream.read(limit + 1)  # no length given: read to the end, within the limit
+        if len(data) > limit:
+            raise HTTPError(413, f"request body exceeds the in-memory limit of {limit} bytes")
         return data
 
     @cached_property
+    def _form_and_files(self) -> tuple[MultiDict, MultiDict]:
+        if self.method in ("GET", "HEAD"):
+            return MultiDict(), MultiDict()
+        if self.content_type == "application/x-www-form-urlencoded":
+            text = self.body.decode("utf-8", "replace")
+            return MultiDict(parse_qsl(text, keep_blank_values=True)), MultiDict()
+        if self.content_type == "multipart/form-data":
+            self._check_length(self.limits.max_body, "body size")
+            from .uploads import parse_multipart  # loads the C parser only when a form needs it
+
+            already_read = self.__dict__.get("body")
+            return parse_multipart(self.environ, self.environ.get("CONTENT_TYPE", ""), self.limits, already_read)
+        return MultiDict(), MultiDict()
+
+    @property
     def form(self) -> MultiDict:
-        """Fields of an ``application/x-www-form-urlencoded`` body (empty for other bodies)."""
-        if self.method in ("GET", "HEAD") or self.content_type != "application/x-www-form-urlencoded":
-            return MultiDict()
-        text = self.body.decode("utf-8", "replace")
-        return MultiDict(parse_qsl(text, keep_blank_values=True))
+        """Fields of an urlencoded or multipart form body (empty for other bodies)."""
+        return self._form_and_files[0]
+
+    @property
+    def files(self) -> MultiDict:
+        """Uploaded files of a multipart body: name -> :class:`~fcgi_backend.uploads.UploadedFile`."""
+        return self._form_and_files[1]
+
+    def close(self) -> None:
+        """Remove the temporary files of uploads the handler did not move or keep."""
+        parsed = self.__dict__.get("_form_and_files")
+        if parsed is not None:
+            for _, uploaded in parsed[1].items(multi=True):
+                uploaded.discard()
 
     def json(self) -> Any:
         """The body parsed as JSON; a body that is not JSON is a 400."""

@@ -1,0 +1,29 @@
+"""Limits on what a request may send, and where uploads are written."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every bound a request body is held to; exceeding one is a 413 (a malformed body is a 400)."""
+
+    max_body: int = 4 * 1024 ** 3 - 1        #: whole request body, streamed (X_STDIN carries up to 4 GiB - 1)
+    max_memory: int = 16 * 1024 ** 2         #: a body read into memory, or all form fields together
+    max_file: int = 4 * 1024 ** 3 - 1        #: one uploaded file
+    max_parts: int = 1000                    #: parts of one multipart body
+    max_part_header: int = 16 * 1024         #: header bytes of one part
+    upload_dir: str = field(default_factory=tempfile.gettempdir)  #: where file parts are written
+    read_timeout: float = 60.0               #: seconds to wait for more of an upload stream
+
+    def check(self) -> None:
+        """ValueError with a clear message for a limit that cannot work."""
+        for name in ("max_body", "max_memory", "max_file", "max_parts", "max_part_header"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_part_header > 65536:
+            raise ValueError("max_part_header cannot exceed 64 KiB")
+        if self.read_timeout <= 0:
+            raise ValueError("read_timeout must be positive")

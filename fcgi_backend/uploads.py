@@ -1,0 +1,202 @@
+"""multipart/form-data bodies, parsed by the C parser in connector_c/ (through cffi).
+
+File parts stream to temporary files in ``Limits.upload_dir``; other parts stay in memory. The
+temporary files belong to the request: they are removed when it ends unless the handler moved or
+kept them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote
+
+from ._multipart import ffi, lib
+from .datastructures import MultiDict
+from .errors import HTTPError, RequestInputError
+from .limits import Limits
+
+_READ_CHUNK = 256 * 1024
+_UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
+
+
+class UploadedFile:
+    """One file part of a multipart body, already on disk at ``path``."""
+
+    def __init__(self, name: str, filename: str, content_type: str, size: int, path: str) -> None:
+        self.name = name
+        self.filename = filename
+        self.content_type = content_type
+        self.size = size
+        self.path = Path(path)
+        self.kept = False
+
+    def open(self, mode: str = "rb") -> BinaryIO:
+        """The file's content, opened for reading."""
+        return open(self.path, mode)
+
+    def read(self) -> bytes:
+        """The whole content (mind the size: it may be large)."""
+        return self.path.read_bytes()
+
+    def save(self, destination: str | os.PathLike) -> Path:
+        """Copy the content to ``destination``; the temporary file is still removed at the end."""
+        return Path(shutil.copyfile(self.path, destination))
+
+    def move(self, destination: str | os.PathLike) -> Path:
+        """Move the file to ``destination`` (a rename when on the same file system); it is now yours."""
+        self.path = Path(shutil.move(str(self.path), os.fspath(destination)))
+        self.kept = True
+        return self.path
+
+    def keep(self) -> Path:
+        """Leave the temporary file in place after the request; it is now yours to remove."""
+        self.kept = True
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary file unless it was kept or moved."""
+        if not self.kept:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"<UploadedFile {self.name}={self.filename!r} {self.content_type} {self.size} bytes>"
+
+
+def boundary_from_content_type(content_type: str) -> bytes | None:
+    """The boundary parameter of a multipart Content-Type, or None if missing or invalid."""
+    raw = content_type.encode("latin-1", "replace")
+    out = ffi.new("char[]", 72)
+    n = lib.upload_boundary_from_content_type(raw, len(raw), out)
+    return ffi.string(out, n) if n > 0 else None
+
+
+def _text(ptr) -> str | None:
+    return None if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", "replace")
+
+
+def _decode_ext_value(value: str) -> str | None:
+    """RFC 5987 ``charset'lang'percent-encoded`` (filename*), or None if it is not one."""
+    charset, sep, rest = value.partition("'")
+    _, sep2, encoded = rest.partition("'")
+    if not (sep and sep2):
+        return None
+    try:
+        return unquote(encoded, encoding=charset or "utf-8", errors="replace")
+    except LookupError:
+        return None
+
+
+class MultipartUpload:
+    """One multipart body being parsed: feed it bytes (or a file descriptor), then take the results."""
+
+    def __init__(self, boundary: bytes, limits: Limits) -> None:
+        self.limits = limits
+        c_limits = ffi.new("upload_limits *", {
+            "max_body": limits.max_body, "max_file": limits.max_file,
+            "max_field_memory": limits.max_memory, "max_parts": limits.max_parts,
+            "max_header": limits.max_part_header, "read_timeout_ms": int(limits.read_timeout * 1000),
+        })
+        handle = lib.upload_new(boundary, len(boundary), os.fsencode(limits.upload_dir), c_limits)
+        if handle == ffi.NULL:
+            raise MemoryError("cannot allocate a multipart upload")
+        self._handle = ffi.gc(handle, lib.upload_free)
+        self.done = False
+        if lib.upload_error_status(handle):  # the boundary was refused
+            self._check(_UPLOAD_ERROR)
+
+    def _check(self, status: int) -> bool:
+        if status == _UPLOAD_ERROR:
+            http_status = lib.upload_error_status(self._handle)
+            message = ffi.string(lib.upload_error_message(self._handle)).decode("utf-8", "replace")
+            if http_status == 0:
+                raise RequestInputError(message)
+            raise HTTPError(http_status, message)
+        self.done = status == _UPLOAD_DONE
+        return self.done
+
+    def feed(self, data: bytes) -> bool:
+        """Parse more of the body; True once the closing boundary was read."""
+        return self._check(lib.upload_feed(self._handle, data, len(data)))
+
+    def read_fd(self, fd: int, length: int) -> bool:
+        """Read exactly ``length`` body bytes from ``fd`` and parse them, in C without the GIL."""
+        return self._check(lib.upload_read_fd(self._handle, fd, length))
+
+    def finish(self) -> None:
+        """The body has ended; a body without its closing boundary is a 400."""
+        self._check(lib.upload_finish(self._handle))
+
+    @property
+    def bytes_in(self) -> int:
+        return lib.upload_bytes_in(self._handle)
+
+    def results(self) -> tuple[MultiDict, MultiDict]:
+        """(fields, files) of a completed body; the temporary files now belong to the caller."""
+        fields, files = MultiDict(), MultiDict()
+        memory = lib.upload_field_memory(self._handle)
+        for i in range(lib.upload_part_count(self._handle)):
+            part = lib.upload_get_part(self._handle, i)
+            name = _text(part.name) or ""
+            if part.is_file:
+                filename = _text(part.filename) or ""
+                if part.filename_star != ffi.NULL:
+                    filename = _decode_ext_value(_text(part.filename_star)) or filename
+                files.add(name, UploadedFile(name, filename, _text(part.content_type) or "application/octet-stream",
+                                             part.size, os.fsdecode(ffi.string(part.path))))
+                lib.upload_release_file(self._handle, i)
+            else:
+                value = ffi.unpack(memory + part.value_offset, part.size) if part.size else b""
+                fields.add(name, value.decode("utf-8", "replace"))
+        return fields, files
+
+    def close(self) -> None:
+        """Free the parser now; files not yet handed over by results() are removed."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            ffi.release(handle)
+
+
+def parse_multipart(environ: dict, content_type: str, limits: Limits,
+                    body: bytes | None = None) -> tuple[MultiDict, MultiDict]:
+    """(fields, files) of a multipart body: from ``body`` if already read, else from ``wsgi.input``.
+
+    A FastCGI input stream of this server feeds the parser itself (records, or the X_STDIN raw
+    stream straight from the socket); any other WSGI input is read in chunks.
+    """
+    boundary = boundary_from_content_type(content_type)
+    if boundary is None:
+        raise HTTPError(400, "multipart body without a valid boundary in its Content-Type")
+    upload = MultipartUpload(boundary, limits)
+    try:
+        if body is not None:
+            upload.feed(body)
+        else:
+            stream = environ["wsgi.input"]
+            feed_upload = getattr(stream, "feed_upload", None)
+            if feed_upload is not None:
+                feed_upload(upload)
+            else:
+                _feed_from_stream(upload, stream, environ.get("CONTENT_LENGTH", ""))
+        upload.finish()
+        return upload.results()
+    finally:
+        upload.close()
+
+
+def _feed_from_stream(upload: MultipartUpload, stream, content_length: str) -> None:
+    left = int(content_length) if content_length.isdigit() else None
+    while left is None or left > 0:
+        chunk = stream.read(_READ_CHUNK if left is None else min(left, _READ_CHUNK))
+        if not chunk:
+            if left:
+                raise RequestInputError(f"request body ended {left} bytes short of its Content-Length")
+            return
+        if left is not None:
+            left -= len(chunk)
+        upload.feed(chunk)
