@@ -19,7 +19,9 @@ from fcgi_backend.records import (
     FCGI_STDERR,
     FCGI_STDIN,
     FCGI_STDOUT,
+    FCGI_X_STDIN,
     HEADER,
+    X_STDIN_LENGTH,
     encode_params,
     encode_record,
     encode_stream,
@@ -84,6 +86,19 @@ def request_bytes(params: dict[str, str], body: bytes = b"", request_id: int = 1
     return (begin_request(request_id, keep_conn)
             + encode_stream(FCGI_PARAMS, request_id, encode_params(params))
             + encode_stream(FCGI_STDIN, request_id, body))
+
+
+def x_stdin_record(length: int, request_id: int = 1) -> bytes:
+    """The upload extension's record: the raw body of ``length`` bytes follows it."""
+    return encode_record(FCGI_X_STDIN, request_id, X_STDIN_LENGTH.pack(length))
+
+
+def x_stdin_request_bytes(params: dict[str, str], body: bytes, request_id: int = 1) -> bytes:
+    """A whole request whose body travels as one FCGI_X_STDIN raw stream, closed by an empty STDIN."""
+    return (begin_request(request_id)
+            + encode_stream(FCGI_PARAMS, request_id, encode_params(params))
+            + x_stdin_record(len(body), request_id) + body
+            + encode_record(FCGI_STDIN, request_id))
 
 
 class FastCGIClient:

@@ -1,0 +1,278 @@
+"""The C multipart parser, checked against python-multipart (an independent parser from PyPI)."""
+
+import hashlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from python_multipart import MultipartParser
+from python_multipart.multipart import parse_options_header
+
+from fcgi_backend.errors import HTTPError
+from fcgi_backend.limits import Limits
+from fcgi_backend.uploads import MultipartUpload, boundary_from_content_type, parse_multipart
+
+BCHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? "
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_- .[]é"
+
+
+# ---- an independent reference ----------------------------------------------------------------
+
+def reference_parse(body: bytes, boundary: bytes):
+    """(fields, files) as python-multipart reads them: lists of (name, value) and (name, filename, type, data)."""
+    parts, headers, field, value = [], {}, [], []
+    current = {}
+
+    def on_part_begin():
+        current.clear()
+        current["data"] = bytearray()
+        headers.clear()
+
+    def on_header_field(data, start, end):
+        field.append(data[start:end])
+
+    def on_header_value(data, start, end):
+        value.append(data[start:end])
+
+    def on_header_end():
+        headers[b"".join(field).lower()] = b"".join(value)
+        field.clear()
+        value.clear()
+
+    def on_part_data(data, start, end):
+        current["data"] += data[start:end]
+
+    def on_part_end():
+        _, params = parse_options_header(headers.get(b"content-disposition", b""))
+        parts.append((params.get(b"name", b"").decode(), params.get(b"filename"),
+                      headers.get(b"content-type"), bytes(current["data"])))
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data, "on_part_end": on_part_end,
+    }, max_header_count=16)
+    parser.write(body)
+    parser.finalize()
+    fields = [(n, d.decode("utf-8", "replace")) for n, f, _, d in parts if f is None]
+    files = [(n, f.decode(), (t or b"application/octet-stream").decode(), d) for n, f, t, d in parts if f is not None]
+    return grouped(fields), grouped(files)
+
+
+def grouped(items):
+    """Entries grouped by name in order of first appearance, each name's entries in order (MultiDict's order)."""
+    order = {}
+    for item in items:
+        order.setdefault(item[0], []).append(item)
+    return [item for entries in order.values() for item in entries]
+
+
+def ours(body: bytes, boundary: bytes, chunks, limits: Limits):
+    upload = MultipartUpload(boundary, limits)
+    try:
+        for chunk in chunks:
+            upload.feed(chunk)
+        upload.finish()
+        fields, files = upload.results()
+    finally:
+        upload.close()
+    got_files = []
+    for name, f in files.items(multi=True):
+        got_files.append((name, f.filename, f.content_type, f.read()))
+        f.discard()
+    return fields.items(multi=True), got_files
+
+
+# ---- generated bodies ---------------------------------------------------------------------------
+
+@st.composite
+def multipart_bodies(draw):
+    boundary = draw(st.text(alphabet=BCHARS, min_size=1, max_size=70).filter(lambda b: not b.endswith(" ")))
+    bnd = boundary.encode()
+    # content made of pieces that look like delimiters, so every near-miss is exercised
+    fragments = st.sampled_from([b"\r", b"\n", b"\r\n", b"-", b"--", b"\r\n--", bnd[:len(bnd) // 2],
+                                 b"\r\n--" + bnd[:-1], bnd, b"\x00", b"\xff"])
+    content = st.lists(st.one_of(fragments, st.binary(max_size=12)), max_size=12).map(b"".join)
+    parts = draw(st.lists(st.tuples(
+        st.text(alphabet=NAME_CHARS, min_size=1, max_size=10),
+        st.one_of(st.none(), st.text(alphabet=NAME_CHARS, min_size=1, max_size=12)),  # filename
+        st.sampled_from([None, "text/plain", "application/octet-stream", "image/png"]),
+        content,
+    ), min_size=1, max_size=4))
+    preamble = draw(st.sampled_from([b"", b"preamble text\r\n", b"\r\n"]))
+    epilogue = draw(st.sampled_from([b"", b"\r\n", b"epilogue\r\n--" + bnd]))
+    body = bytearray(preamble)
+    for name, filename, ctype, data in parts:
+        assume(b"\r\n--" + bnd not in b"\r\n" + data + b"\r\n")
+        body += b"--" + bnd + b"\r\n"
+        disposition = f'Content-Disposition: form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        body += disposition.encode() + b"\r\n"
+        if ctype and filename is not None:
+            body += f"Content-Type: {ctype}\r\n".encode()
+        body += b"\r\n" + data + b"\r\n"
+    body += b"--" + bnd + b"--" + epilogue
+    return bytes(body), bnd, len(preamble)
+
+
+@pytest.fixture
+def limits(tmp_path):
+    return Limits(upload_dir=str(tmp_path))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.filter_too_much])
+@given(multipart_bodies())
+def test_same_result_as_python_multipart_at_every_split_point(limits, generated):
+    body, boundary, preamble = generated
+    expected = reference_parse(body[preamble:], boundary)  # python-multipart does not skip a preamble
+    assert ours(body, boundary, [body], limits) == expected
+    for i in range(1, len(body)):
+        assert ours(body, boundary, [body[:i], body[i:]], limits) == expected, f"split at {i}"
+    assert ours(body, boundary, [body[i:i + 1] for i in range(len(body))], limits) == expected
+    assert os.listdir(limits.upload_dir) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.filter_too_much])
+@given(multipart_bodies(), st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=50))
+def test_same_result_in_random_chunks(limits, generated, sizes):
+    body, boundary, preamble = generated
+    chunks, pos, i = [], 0, 0
+    while pos < len(body):
+        n = sizes[i % len(sizes)]
+        chunks.append(body[pos:pos + n])
+        pos += n
+        i += 1
+    assert ours(body, boundary, chunks, limits) == reference_parse(body[preamble:], boundary)
+
+
+# ---- headers and boundaries ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("content_type, boundary", [
+    ("multipart/form-data; boundary=abc", b"abc"),
+    ('multipart/form-data; boundary="a b:c"', b"a b:c"),
+    ("multipart/form-data;boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW", b"----WebKitFormBoundary7MA4YWxkTrZu0gW"),
+    ("multipart/form-data; charset=utf-8; BOUNDARY=xyz; other=1", b"xyz"),
+    ("multipart/form-data", None),
+    ("multipart/form-data; boundary=", None),
+    ("multipart/form-data; boundary=" + "x" * 71, None),
+    ('multipart/form-data; boundary="bad\x01"', None),
+])
+def test_boundary_from_content_type(content_type, boundary):
+    assert boundary_from_content_type(content_type) == boundary
+
+
+def body_of(*parts, boundary=b"XyZ"):
+    return b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts) + b"--" + boundary + b"--\r\n"
+
+
+def test_filename_star_quoted_escapes_and_transport_padding(limits):
+    body = (b"--XyZ  \t\r\n"  # transport padding after the boundary
+            b'Content-Disposition: form-data; name="doc"; filename="fallback.txt"; '
+            b"filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.txt\r\n"
+            b"Content-Type: text/plain\r\n\r\nhello\r\n"
+            b'--XyZ\r\ncontent-disposition: form-data; name="q\\"uoted"\r\n\r\nv\r\n'
+            b"--XyZ--")
+    fields, files = ours(body, b"XyZ", [body], limits)
+    assert files == [("doc", "naïve résumé.txt", "text/plain", b"hello")]
+    assert fields == [('q"uoted', "v")]
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end", "closing boundary"),
+    (b"--XyZ\r\nno colon here\r\n\r\nx\r\n--XyZ--", "without ':'"),
+    (b"--XyZ\r\nContent-Type: text/plain\r\n\r\nx\r\n--XyZ--", "no Content-Disposition"),
+    (b"--XyZ\r\nContent-Disposition: attachment; name=\"a\"\r\n\r\nx\r\n--XyZ--", "not form-data"),
+    (b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ--", "not form-data with a name"),
+    (b"--XyZgarbage\r\n", "not followed by CRLF"),
+    (b"--XyZ-x", "single '-'"),
+    (b"nothing but preamble", "closing boundary"),
+    (b"", "closing boundary"),
+])
+def test_malformed_bodies_are_400_and_leave_no_file(limits, body, message):
+    with pytest.raises(HTTPError) as err:
+        ours(body, b"XyZ", [body], limits)
+    assert err.value.status == 400 and message in err.value.detail
+    assert os.listdir(limits.upload_dir) == []
+
+
+def test_invalid_boundary_is_400(limits):
+    with pytest.raises(HTTPError) as err:
+        MultipartUpload(b"bad\x00boundary", limits)
+    assert err.value.status == 400
+
+
+# ---- limits ---------------------------------------------------------------------------------------
+
+FILE_PART = b'Content-Disposition: form-data; name="f"; filename="x.bin"\r\n\r\n'
+FIELD_PART = b'Content-Disposition: form-data; name="t"\r\n\r\n'
+
+
+@pytest.mark.parametrize("limit, body, message", [
+    ({"max_file": 1000}, body_of(FILE_PART + b"x" * 1001), "file size limit"),
+    ({"max_body": 500}, body_of(FILE_PART + b"x" * 600), "body size limit"),
+    ({"max_parts": 3}, body_of(*[FIELD_PART + b"v"] * 4), "more parts"),
+    ({"max_part_header": 100}, body_of(b"X-Long: " + b"h" * 200 + b"\r\n" + FIELD_PART), "headers exceed"),
+    ({"max_memory": 100}, body_of(FIELD_PART + b"a" * 60, FIELD_PART + b"b" * 60), "in-memory field data"),
+])
+def test_each_limit_is_413_and_removes_every_partial_file(tmp_path, limit, body, message):
+    limits = Limits(upload_dir=str(tmp_path), **limit)
+    # an earlier complete file part must go too
+    body = body.replace(b"--XyZ\r\n", b"--XyZ\r\n" + FILE_PART + b"kept?\r\n--XyZ\r\n", 1)
+    for chunk_size in (len(body), 7):
+        with pytest.raises(HTTPError) as err:
+            ours(body, b"XyZ", [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)], limits)
+        assert err.value.status == 413 and message in err.value.detail
+        assert os.listdir(tmp_path) == []
+
+
+def test_limits_at_exactly_the_bound_pass(tmp_path):
+    limits = Limits(upload_dir=str(tmp_path), max_file=1000, max_parts=2, max_memory=10)
+    body = body_of(FILE_PART + b"x" * 1000, FIELD_PART + b"0123456789")
+    fields, files = ours(body, b"XyZ", [body], limits)
+    assert files[0][3] == b"x" * 1000 and fields == [("t", "0123456789")]
+
+
+def test_a_missing_upload_dir_is_500_not_a_crash(tmp_path):
+    limits = Limits(upload_dir=str(tmp_path / "gone"))
+    with pytest.raises(HTTPError) as err:
+        ours(body_of(FILE_PART + b"x"), b"XyZ", [body_of(FILE_PART + b"x")], limits)
+    assert err.value.status == 500 and "cannot create a temporary file" in err.value.detail
+
+
+# ---- uploaded files -------------------------------------------------------------------------------
+
+def wsgi_environ(body: bytes, boundary: bytes = b"XyZ"):
+    import io
+    return {"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "multipart/form-data; boundary=" + boundary.decode(), "REQUEST_METHOD": "POST"}
+
+
+def test_files_can_be_moved_kept_or_discarded(tmp_path):
+    limits = Limits(upload_dir=str(tmp_path))
+    body = body_of(FILE_PART.replace(b'"f"', b'"a"') + b"AAA", FILE_PART.replace(b'"f"', b'"b"') + b"BBB",
+                   FILE_PART.replace(b'"f"', b'"c"') + b"CCC")
+    fields, files = parse_multipart(wsgi_environ(body), wsgi_environ(body)["CONTENT_TYPE"], limits)
+    dest = tmp_path / "kept"
+    dest.mkdir()
+    moved = files["a"].move(dest / "a.bin")
+    kept = files["b"].keep()
+    assert files["c"].size == 3 and files["c"].read() == b"CCC"
+    for f in files.values():
+        f.discard()
+    assert moved.read_bytes() == b"AAA" and kept.read_bytes() == b"BBB"
+    assert not files["c"].path.exists()
+
+
+def test_large_file_through_the_wsgi_stream_path(tmp_path):
+    limits = Limits(upload_dir=str(tmp_path))
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    body = body_of(FILE_PART + payload)
+    _, files = parse_multipart(wsgi_environ(body), wsgi_environ(body)["CONTENT_TYPE"], limits)
+    f = files["f"]
+    assert f.size == len(payload)
+    assert hashlib.sha256(f.read()).digest() == hashlib.sha256(payload).digest()
+    f.discard()
