@@ -8,6 +8,7 @@ kept them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +20,7 @@ from .errors import HTTPError, RequestInputError
 from .limits import Limits
 
 _READ_CHUNK = 256 * 1024
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
 
 
@@ -32,6 +34,13 @@ class UploadedFile:
         self.size = size
         self.path = Path(path)
         self.kept = False
+
+    @property
+    def safe_filename(self) -> str:
+        """The browser's filename made safe to use as a name on disk: no folders, no leading dots,
+        only letters, digits, '.', '_' and '-' ("upload" if nothing is left)."""
+        base = re.split(r"[/\\]", self.filename)[-1]
+        return _UNSAFE_FILENAME_CHARS.sub("_", base).lstrip("._") or "upload"
 
     def open(self, mode: str = "rb") -> BinaryIO:
         """The file's content, opened for reading."""

@@ -13,6 +13,7 @@ def init_module(registry):
     # (a) templates name these in their first tag: {{% handler:home }}
     registry.handler("home", home)
     registry.handler("guestbook", guestbook.page)
+    registry.handler("upload_demo", UploadBox(registry.site.root / "uploads").page)
 
     # (b) routes: URLs that name no file in the webroot
     registry.route("/hello/<name>", hello, template="views/hello.mustache")
@@ -55,3 +56,24 @@ class Guestbook:
         with sqlite3.connect(self.path) as db:
             rows = db.execute("SELECT name, message FROM entries ORDER BY id DESC LIMIT 50").fetchall()
         return {"title": "Guestbook", "entries": [{"name": n, "message": m} for n, m in rows]}
+
+
+class UploadBox:
+    """Files sent through the upload form, kept in SITE/uploads."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.folder.mkdir(exist_ok=True)
+
+    def page(self, request):
+        stored = []
+        for _, upload in request.files.items(multi=True):
+            if upload.filename:  # a file input left empty sends no name
+                destination = upload.move(self.folder / upload.safe_filename)
+                stored.append({"name": destination.name, "size": upload.size})
+        return {
+            "title": "Upload",
+            "comment": request.form.get("comment", ""),
+            "stored": stored,
+            "files": sorted(p.name for p in self.folder.iterdir()),
+        }

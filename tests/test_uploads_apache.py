@@ -1,0 +1,167 @@
+"""Uploads end to end: a real Apache with mod_proxy_fcgi in front of the backend."""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+
+import pytest
+
+from apache_harness import make_reachable_dir, wait_for
+from conftest import Stack
+
+BOUNDARY = "----fcgiUploadBoundaryQ2xvY2sK"
+MiB = 1024 * 1024
+
+
+class StreamedFile:
+    """A deterministic pseudo-random file of ``size`` bytes, generated in 1 MiB pieces."""
+
+    def __init__(self, size: int, seed: int = 7) -> None:
+        self.size = size
+        self.block = hashlib.shake_256(str(seed).encode()).digest(MiB)
+
+    def pieces(self):
+        sent = 0
+        i = 0
+        while sent < self.size:
+            r = i % MiB
+            piece = self.block[r:] + self.block[:r]  # rotate, so no two MiB are alike
+            piece = piece[:self.size - sent]
+            sent += len(piece)
+            i += 4099
+            yield piece
+
+
+def multipart_stream(fields: dict, name: str, filename: str, content: StreamedFile):
+    """(length, iterator of body pieces) of a multipart body with one streamed file."""
+    head = b"".join(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                    for k, v in fields.items())
+    head += (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+             f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+    def pieces():
+        yield head
+        yield from content.pieces()
+        yield tail
+    return len(head) + content.size + len(tail), pieces()
+
+
+def post_streamed(port: int, path: str, length: int, pieces, chunked: bool = False, timeout: float = 300):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.putrequest("POST", path)
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    if chunked:
+        conn.putheader("Transfer-Encoding", "chunked")
+    else:
+        conn.putheader("Content-Length", str(length))
+    conn.endheaders()
+    for piece in pieces:
+        if chunked:
+            conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        else:
+            conn.send(piece)
+    if chunked:
+        conn.send(b"0\r\n\r\n")
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response.status, body
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def upload_stack():
+    root = make_reachable_dir("fcgi-uploads-")
+    (root / "uploads").mkdir()
+    (root / "kept").mkdir()
+    s = Stack(root, ["--upload-dir", str(root / "uploads"), "--max-file", "2G"])
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_one_gib_upload_through_mod_proxy_fcgi(upload_stack):
+    content = StreamedFile(1024 * MiB)
+    expected = hashlib.sha256()
+    for piece in content.pieces():
+        expected.update(piece)
+    length, pieces = multipart_stream({"note": "big one"}, "big", "big.bin", content)
+    status, body = post_streamed(upload_stack.apache.port, f"/upload?keep_dir={upload_stack.root}/kept",
+                                 length, pieces)
+    assert status == 200, body[:500]
+    report = json.loads(body)
+    assert report["fields"] == {"note": ["big one"]}
+    (entry,) = report["files"]
+    assert entry["size"] == content.size and entry["filename"] == "big.bin"
+    kept = upload_stack.root / "kept" / "big"
+    assert entry["kept_at"] == str(kept)
+    assert sha256_file(kept) == expected.hexdigest()  # every byte on disk as sent
+    assert os.listdir(upload_stack.root / "uploads") == []  # no temporary file left
+    kept.unlink()
+
+
+def test_chunked_upload_without_content_length(upload_stack):
+    content = StreamedFile(5 * MiB + 3, seed=11)
+    expected = hashlib.sha256(b"".join(content.pieces())).hexdigest()
+    length, pieces = multipart_stream({}, "f", "chunked.bin", content)
+    status, body = post_streamed(upload_stack.apache.port, "/upload?hash=1", length, pieces, chunked=True)
+    assert status == 200, body[:500]
+    assert json.loads(body)["files"][0]["sha256"] == expected
+    assert os.listdir(upload_stack.root / "uploads") == []
+
+
+def test_client_abort_halfway_leaves_nothing_behind(upload_stack):
+    content = StreamedFile(200 * MiB, seed=3)
+    length, pieces = multipart_stream({}, "f", "aborted.bin", content)
+    sock = socket.create_connection(("127.0.0.1", upload_stack.apache.port))
+    sock.sendall((f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+                  f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode())
+    sent = 0
+    for piece in pieces:
+        sock.sendall(piece)
+        sent += len(piece)
+        if sent > 60 * MiB:
+            break
+    # wait until the backend is writing the file, then vanish
+    wait_for(lambda: os.listdir(upload_stack.root / "uploads"), 30, "the temporary upload file")
+    sock.close()
+    wait_for(lambda: os.listdir(upload_stack.root / "uploads") == [], 30, "removal of the partial upload")
+    wait_for(lambda: "request input ended early" in upload_stack.backend.log_text(), 10, "the log line")
+    # the backend still serves
+    conn = http.client.HTTPConnection("127.0.0.1", upload_stack.apache.port, timeout=10)
+    conn.request("GET", "/hello/after")
+    assert conn.getresponse().status == 200
+
+
+def test_too_large_file_is_413_and_leaves_nothing(workdir):
+    (workdir / "uploads").mkdir()
+    s = Stack(workdir, ["--upload-dir", str(workdir / "uploads"), "--max-file", "1M"])
+    try:
+        length, pieces = multipart_stream({}, "f", "big.bin", StreamedFile(5 * MiB))
+        status, body = post_streamed(s.apache.port, "/upload", length, pieces)
+        assert status == 413 and b"file size limit" in body
+        assert os.listdir(workdir / "uploads") == []
+        assert "exceeds the file size limit" in s.backend.log_text()
+    finally:
+        s.stop()
+
+
+def test_upload_form_of_the_example_site(upload_stack):
+    content = StreamedFile(300_000, seed=5)
+    length, pieces = multipart_stream({"comment": "a photo"}, "file", "photo.jpg", content)
+    status, body = post_streamed(upload_stack.apache.port, "/upload-demo", length, pieces)
+    assert status == 200
+    assert b"photo.jpg" in body and b"300000 bytes" in body
+    stored = upload_stack.site / "uploads" / "photo.jpg"
+    assert stored.read_bytes() == b"".join(StreamedFile(300_000, seed=5).pieces())
