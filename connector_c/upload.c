@@ -20,15 +20,17 @@ struct upload {
     char *directory;
 
     upload_part *parts;
-    size_t part_count, part_capacity;
+    size_t part_count, part_capacity, file_count;
     int in_part;
 
     int fd;                    /* temporary file of the current file part, or -1 */
     char *wbuf;                /* pending bytes for fd */
     size_t wbuf_len;
 
-    char *fields;              /* values of field parts, back to back */
+    char *fields;              /* field parts as name NUL value NUL, back to back */
     uint64_t fields_len, fields_capacity;
+    int fields_have_nul;       /* a value holds a NUL byte, so NUL does not separate fields */
+    uint64_t field_bytes;      /* names and values: what max_field_memory limits */
 
     uint64_t bytes_in;
     int status;                /* enum upload_status */
@@ -61,9 +63,9 @@ upload *upload_new(const char *boundary, size_t boundary_len, const char *direct
         return NULL;
     u->limits = *limits;
     u->fd = -1;
-    u->directory = strdup(directory);
+    u->directory = directory ? strdup(directory) : NULL;
     u->wbuf = malloc(WRITE_BUFFER_SIZE);
-    if (!u->directory || !u->wbuf) {
+    if ((directory && !u->directory) || !u->wbuf) {
         upload_free(u);
         return NULL;
     }
@@ -113,16 +115,21 @@ static int file_data(upload *u, const char *data, size_t len)
     return UPLOAD_MORE;
 }
 
+/* Charge n bytes of names or values to the field memory limit. */
+static int charge_fields(upload *u, size_t n)
+{
+    u->field_bytes += n;
+    if (u->field_bytes > u->limits.max_field_memory)
+        return set_error(u, 413, "form fields exceed the limit of in-memory field data%s", NULL);
+    return UPLOAD_MORE;
+}
+
 static int field_data(upload *u, const char *data, size_t len)
 {
-    if (u->fields_len + len > u->limits.max_field_memory)
-        return set_error(u, 413, "form fields exceed the limit of in-memory field data%s", NULL);
     if (u->fields_len + len > u->fields_capacity) {
         uint64_t want = u->fields_capacity ? u->fields_capacity * 2 : 4096;
         while (want < u->fields_len + len)
             want *= 2;
-        if (want > u->limits.max_field_memory)
-            want = u->limits.max_field_memory;
         char *bigger = realloc(u->fields, want);
         if (!bigger)
             return set_error(u, 500, "out of memory for form fields%s", NULL);
@@ -151,14 +158,24 @@ static int begin_part(upload *u)
     }
     upload_part *part = &u->parts[u->part_count++];
     memset(part, 0, sizeof *part);
-    part->name = copy_string(p->name);
-    part->filename = copy_string(p->filename);
-    part->filename_star = copy_string(p->filename_star);
-    part->content_type = copy_string(p->content_type);
     part->is_file = p->filename != NULL || p->filename_star != NULL;
-    part->value_offset = u->fields_len;
+    if (part->is_file) { /* a field's name is kept in the field memory instead */
+        part->name = copy_string(p->name);
+        part->filename = copy_string(p->filename);
+        part->filename_star = copy_string(p->filename_star);
+        part->content_type = copy_string(p->content_type);
+    }
+    u->file_count += (size_t)part->is_file;
     u->in_part = 1;
-    if (part->is_file) {
+    if (!part->is_file) {
+        /* The name goes beside the value, so all fields can be handed over in one piece. */
+        part->name_offset = u->fields_len;
+        size_t name_len = strlen(p->name);
+        if (charge_fields(u, name_len) != UPLOAD_MORE || field_data(u, p->name, name_len + 1) != UPLOAD_MORE)
+            return UPLOAD_ERROR;
+        part->value_offset = u->fields_len;
+    }
+    if (part->is_file && u->directory) {
         size_t n = strlen(u->directory) + sizeof "/fcgi-upload-XXXXXX";
         part->path = malloc(n);
         if (!part->path)
@@ -183,14 +200,20 @@ static int part_data(upload *u, const char *data, size_t len)
     if (part->is_file) {
         if (part->size > u->limits.max_file)
             return set_error(u, 413, "an uploaded file exceeds the file size limit%s", NULL);
-        return file_data(u, data, len);
+        return u->fd >= 0 ? file_data(u, data, len) : UPLOAD_MORE;
     }
+    if (!u->fields_have_nul && memchr(data, '\0', len))
+        u->fields_have_nul = 1;
+    if (charge_fields(u, len) != UPLOAD_MORE)
+        return UPLOAD_ERROR;
     return field_data(u, data, len);
 }
 
 static int end_part(upload *u)
 {
     u->in_part = 0;
+    if (!u->parts[u->part_count - 1].is_file)
+        return field_data(u, "", 1); /* the NUL after the value */
     if (u->fd >= 0) {
         int rc = flush_file(u);
         close(u->fd);
@@ -275,6 +298,11 @@ int upload_read_fd(upload *u, int fd, uint64_t n)
     return u->status;
 }
 
+void upload_fail_input(upload *u, const char *message)
+{
+    set_error(u, 0, "%s", message);
+}
+
 int upload_finish(upload *u)
 {
     if (u->status != UPLOAD_MORE)
@@ -287,11 +315,27 @@ int upload_finish(upload *u)
 
 /* ---- results ------------------------------------------------------------------------------- */
 
+int upload_status(const upload *u) { return u->status; }
 int upload_error_status(const upload *u) { return u->status == UPLOAD_ERROR ? u->error_status : 0; }
 const char *upload_error_message(const upload *u) { return u->message; }
 uint64_t upload_bytes_in(const upload *u) { return u->bytes_in; }
 size_t upload_part_count(const upload *u) { return u->part_count; }
+size_t upload_file_count(const upload *u) { return u->file_count; }
 const char *upload_field_memory(const upload *u) { return u->fields; }
+uint64_t upload_field_memory_size(const upload *u) { return u->fields_len; }
+int upload_fields_have_nul(const upload *u) { return u->fields_have_nul; }
+
+void upload_index(const upload *u, uint64_t *out)
+{
+    for (size_t i = 0; i < u->part_count; i++, out += 5) {
+        const upload_part *part = &u->parts[i];
+        out[0] = (uint64_t)part->is_file;
+        out[1] = part->is_file ? 0 : part->name_offset;
+        out[2] = part->is_file ? 0 : part->value_offset - part->name_offset - 1;
+        out[3] = part->is_file ? 0 : part->value_offset;
+        out[4] = part->is_file ? 0 : part->size;
+    }
+}
 
 const upload_part *upload_get_part(const upload *u, size_t i)
 {

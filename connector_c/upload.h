@@ -21,12 +21,13 @@ typedef struct upload_limits {
 } upload_limits;
 
 typedef struct upload_part {
-    char *name;
+    char *name;                 /* a file part's name (a field's is in the field memory) */
     char *filename;             /* NULL for a field */
     char *filename_star;        /* RFC 5987 value, undecoded, or NULL */
     char *content_type;         /* NULL if not sent */
     char *path;                 /* temporary file of a file part, else NULL */
     uint64_t size;
+    uint64_t name_offset;       /* a field's name, also kept in the field memory */
     uint64_t value_offset;      /* a field's value: upload_field_memory() + value_offset */
     int is_file;
 } upload_part;
@@ -39,15 +40,20 @@ enum upload_status {
 
 typedef struct upload upload;
 
-/* NULL only when out of memory. A bad boundary shows as an error on the returned upload. */
+/* NULL only when out of memory. A bad boundary shows as an error on the returned upload.
+   A NULL directory parses without storing: file parts are counted, their bytes dropped. */
 upload *upload_new(const char *boundary, size_t boundary_len, const char *directory,
                    const upload_limits *limits);
 int upload_feed(upload *u, const char *data, size_t len);
 /* Read exactly n bytes from fd and parse them. The GIL is released around this call. */
 int upload_read_fd(upload *u, int fd, uint64_t n);
+/* The input broke off (the peer went away): an error with status 0, files removed. */
+void upload_fail_input(upload *u, const char *message);
 /* The input has ended: UPLOAD_DONE, or UPLOAD_ERROR if the body was incomplete. */
 int upload_finish(upload *u);
 
+/* UPLOAD_MORE, UPLOAD_DONE or UPLOAD_ERROR. */
+int upload_status(const upload *u);
 /* HTTP status that fits the error: 400 malformed, 413 over a limit, 500 server-side failure,
    0 when the peer went away (no response can be sent). */
 int upload_error_status(const upload *u);
@@ -55,8 +61,16 @@ const char *upload_error_message(const upload *u);
 uint64_t upload_bytes_in(const upload *u);
 
 size_t upload_part_count(const upload *u);
+size_t upload_file_count(const upload *u);
 const upload_part *upload_get_part(const upload *u, size_t i);
+/* Field parts, in order, as name NUL value NUL. */
 const char *upload_field_memory(const upload *u);
+uint64_t upload_field_memory_size(const upload *u);
+/* True if some value contains a NUL byte, so the memory cannot simply be split at NULs. */
+int upload_fields_have_nul(const upload *u);
+/* All parts at once, 5 numbers each: is_file, name offset, name length, value offset, value
+   length (offsets into the field memory; for a file part only is_file is set). */
+void upload_index(const upload *u, uint64_t *out);
 
 /* Remove every temporary file still listed (after an error, or files nobody kept). */
 void upload_remove_files(upload *u);
