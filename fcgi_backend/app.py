@@ -51,11 +51,13 @@ class Application:
         except Exception:
             log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
             response = self._error_response(500, debug_text=traceback.format_exc() if self.debug else "")
-        finally:
+        except BaseException:
             request.close()
+            raise
         access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
                         len(response.body), (time.perf_counter() - started) * 1000)
-        return response(environ, start_response)
+        # Uploaded files are removed once the response is out (the server calls close()).
+        return _ClosingBody(response(environ, start_response), request.close)
 
     def dispatch(self, request: Request) -> Response:
         """The response for ``request``; raises HTTPError for 4xx answers."""
@@ -100,3 +102,14 @@ class Application:
 
     def _error_response(self, status: int, detail: str = "", headers=None, debug_text: str = "") -> Response:
         return Response(error_page(status, detail, debug_text), status=status, headers=headers)
+
+
+class _ClosingBody(list):
+    """A WSGI response body whose close() runs a clean-up after the server has sent it."""
+
+    def __init__(self, chunks: list[bytes], cleanup: Callable[[], None]) -> None:
+        super().__init__(chunks)
+        self._cleanup = cleanup
+
+    def close(self) -> None:
+        self._cleanup()

@@ -67,6 +67,7 @@ class FastCGIInputStream(InputStream):
 
     def __init__(self, conn: "FastCGIConnection") -> None:
         super().__init__(conn)
+        self.request_id = 0         # set when BEGIN_REQUEST is read
         self.records_received = 0   # body bytes that came in STDIN records
         self.raw_length = None      # N of the X_STDIN record, once it arrived
         self.raw_remaining = 0      # raw bytes still on the socket
@@ -96,7 +97,8 @@ class FastCGIInputStream(InputStream):
     def feed_upload(self, upload) -> None:
         """Feed the rest of the body to a C multipart upload, the fastest way this input allows.
 
-        Records are fed as they arrive; an X_STDIN stream goes from the socket straight into C.
+        STDIN records and an X_STDIN stream alike are read from the socket by C, with the GIL
+        released; any other record that turns up meanwhile goes through the usual dispatch.
         """
         while True:
             data = self._take_buffered()
@@ -112,8 +114,10 @@ class FastCGIInputStream(InputStream):
                     upload.read_fd(self._conn.fileno(), left)
             elif self._eof:
                 return
+            elif self.raw_length is None and self._conn.feed_stdin_records(self, upload):
+                self._eof = True
             else:
-                self._conn.process_input()
+                self._conn.process_input()  # one record that is not this request's STDIN
 
 
 class AbortableOutputStream(OutputStream):
@@ -197,6 +201,9 @@ class FastCGIConnection(Connection):
         if inrec.contentLength != struct.calcsize(FCGI_BeginRequestBody):
             raise ProtocolError(f"BEGIN_REQUEST body is {inrec.contentLength} bytes, expected 8")
         super()._do_begin_request(inrec)
+        req = self._requests.get(inrec.requestId)
+        if req is not None:
+            req.stdin.request_id = inrec.requestId
 
     def _do_params(self, inrec: Record) -> None:
         req = self._requests.get(inrec.requestId)
@@ -239,6 +246,17 @@ class FastCGIConnection(Connection):
     def take_parsed_bytes(self, limit: int) -> bytes:
         """Bytes received past the last record, up to ``limit`` (the start of a raw stream)."""
         return self._parser.take(limit)
+
+    def feed_stdin_records(self, stdin: FastCGIInputStream, upload) -> bool:
+        """Let C read ``stdin``'s STDIN records from the socket into ``upload``; True once the body
+        is complete. Whatever C read past them goes back to the record parser."""
+        if self._parser.pending > upload.STDIN_HANDOVER_MAX:
+            return False  # rare: let the Python path work through the backlog first
+        before = upload.bytes_in
+        ended, rest = upload.read_stdin_records(self.fileno(), stdin.request_id, self._parser.take(self._parser.pending))
+        self._parser.feed(rest)
+        stdin.records_received += upload.bytes_in - before
+        return ended
 
     def read_raw(self, limit: int) -> bytes:
         """Up to ``limit`` raw stream bytes: buffered ones first, else one recv."""

@@ -8,42 +8,65 @@ from typing import Iterable, Iterator, Mapping
 class MultiDict(Mapping[str, str]):
     """A mapping where a key may carry several values; ``d[key]`` and ``get`` give the first.
 
-    Order of keys and of each key's values is the order they arrived in.
+    Order of keys and of each key's values is the order they arrived in. Most keys have one value,
+    so the first values live in a plain dict and only further values in a second one.
     """
 
     def __init__(self, pairs: Iterable[tuple[str, object]] = ()) -> None:
-        self._lists: dict[str, list] = {}
+        self._first: dict[str, object] = {}
+        self._more: dict[str, list] = {}
         for key, value in pairs:
-            self._lists.setdefault(key, []).append(value)
+            self.add(key, value)
+
+    @classmethod
+    def from_lists(cls, keys: list[str], values: list) -> "MultiDict":
+        """keys[i] -> values[i]; with unique keys the dict is built without a Python-level loop."""
+        if len(set(keys)) == len(keys):
+            new = cls()
+            new._first = dict(zip(keys, values))
+            return new
+        return cls(zip(keys, values))
 
     def __getitem__(self, key: str):
-        return self._lists[key][0]
+        return self._first[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._lists)
+        return iter(self._first)
 
     def __len__(self) -> int:
-        return len(self._lists)
+        return len(self._first)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._first
 
     def getlist(self, key: str) -> list:
         """Every value of ``key``, in order; an empty list if there is none."""
-        return list(self._lists.get(key, ()))
+        if key not in self._first:
+            return []
+        return [self._first[key], *self._more.get(key, ())]
 
     def add(self, key: str, value) -> None:
         """Append one more value for ``key``."""
-        self._lists.setdefault(key, []).append(value)
+        if key in self._first:
+            self._more.setdefault(key, []).append(value)
+        else:
+            self._first[key] = value
 
     def items(self, multi: bool = False):
         """(key, first value) pairs, or every (key, value) pair with ``multi=True``."""
-        if multi:
-            return [(k, v) for k, values in self._lists.items() for v in values]
-        return [(k, values[0]) for k, values in self._lists.items()]
+        if not multi or not self._more:
+            return list(self._first.items())
+        return [(k, v) for k in self._first for v in self.getlist(k)]
+
+    def values(self, multi: bool = False):
+        """First values, or every value with ``multi=True``."""
+        return [v for _, v in self.items(multi)]
 
     def to_dict(self, flat: bool = True) -> dict:
         """A plain dict: first values, or lists of values with ``flat=False``."""
         if flat:
-            return {k: values[0] for k, values in self._lists.items()}
-        return {k: list(values) for k, values in self._lists.items()}
+            return dict(self._first)
+        return {k: self.getlist(k) for k in self._first}
 
     def __repr__(self) -> str:
         return f"MultiDict({self.items(multi=True)!r})"

@@ -11,7 +11,7 @@ class Limits:
     """Every bound a request body is held to; exceeding one is a 413 (a malformed body is a 400)."""
 
     max_body: int = 4 * 1024 ** 3 - 1        #: whole request body, streamed (X_STDIN carries up to 4 GiB - 1)
-    max_memory: int = 16 * 1024 ** 2         #: a body read into memory, or all form fields together
+    max_memory: int = 16 * 1024 ** 2         #: a body read into memory, or all form fields (names and values)
     max_file: int = 4 * 1024 ** 3 - 1        #: one uploaded file
     max_parts: int = 1000                    #: parts of one multipart body
     max_part_header: int = 16 * 1024         #: header bytes of one part

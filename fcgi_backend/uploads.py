@@ -20,6 +20,8 @@ from .errors import HTTPError, RequestInputError
 from .limits import Limits
 
 _READ_CHUNK = 256 * 1024
+_STDIN_BUFFER = 1024 * 1024  # what the C STDIN reader reads into
+STDIN_HANDOVER_MAX = _STDIN_BUFFER // 2  #: most already-received bytes read_stdin_records takes
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
 
@@ -27,12 +29,12 @@ _UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
 class UploadedFile:
     """One file part of a multipart body, already on disk at ``path``."""
 
-    def __init__(self, name: str, filename: str, content_type: str, size: int, path: str) -> None:
+    def __init__(self, name: str, filename: str, content_type: str, size: int, path: str | None) -> None:
         self.name = name
         self.filename = filename
         self.content_type = content_type
         self.size = size
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else None  # None: parsed without storing
         self.kept = False
 
     @property
@@ -67,7 +69,7 @@ class UploadedFile:
 
     def discard(self) -> None:
         """Remove the temporary file unless it was kept or moved."""
-        if not self.kept:
+        if not self.kept and self.path is not None:
             try:
                 self.path.unlink()
             except FileNotFoundError:
@@ -104,17 +106,22 @@ def _decode_ext_value(value: str) -> str | None:
 class MultipartUpload:
     """One multipart body being parsed: feed it bytes (or a file descriptor), then take the results."""
 
-    def __init__(self, boundary: bytes, limits: Limits) -> None:
+    STDIN_HANDOVER_MAX = STDIN_HANDOVER_MAX
+
+    def __init__(self, boundary: bytes, limits: Limits, store_files: bool = True) -> None:
+        """``store_files=False`` parses without writing files: their parts are only counted."""
         self.limits = limits
         c_limits = ffi.new("upload_limits *", {
             "max_body": limits.max_body, "max_file": limits.max_file,
             "max_field_memory": limits.max_memory, "max_parts": limits.max_parts,
             "max_header": limits.max_part_header, "read_timeout_ms": int(limits.read_timeout * 1000),
         })
-        handle = lib.upload_new(boundary, len(boundary), os.fsencode(limits.upload_dir), c_limits)
+        directory = os.fsencode(limits.upload_dir) if store_files else ffi.NULL
+        handle = lib.upload_new(boundary, len(boundary), directory, c_limits)
         if handle == ffi.NULL:
             raise MemoryError("cannot allocate a multipart upload")
         self._handle = ffi.gc(handle, lib.upload_free)
+        self._stdin_buffer = None
         self.done = False
         if lib.upload_error_status(handle):  # the boundary was refused
             self._check(_UPLOAD_ERROR)
@@ -129,13 +136,35 @@ class MultipartUpload:
         self.done = status == _UPLOAD_DONE
         return self.done
 
-    def feed(self, data: bytes) -> bool:
+    def feed(self, data: bytes | bytearray | memoryview) -> bool:
         """Parse more of the body; True once the closing boundary was read."""
-        return self._check(lib.upload_feed(self._handle, data, len(data)))
+        buffer = data if isinstance(data, bytes) else ffi.from_buffer(data)  # no copy either way
+        return self._check(lib.upload_feed(self._handle, buffer, len(data)))
 
     def read_fd(self, fd: int, length: int) -> bool:
         """Read exactly ``length`` body bytes from ``fd`` and parse them, in C without the GIL."""
         return self._check(lib.upload_read_fd(self._handle, fd, length))
+
+    def read_stdin_records(self, fd: int, request_id: int, buffered: bytes) -> tuple[bool, bytes]:
+        """Parse FCGI_STDIN records of ``request_id`` read from ``fd`` in C, after ``buffered`` bytes
+        (at most STDIN_HANDOVER_MAX) already received.
+
+        Returns (body complete, bytes left for the caller's record parser). Stops before any other
+        record, which stays in the bytes left.
+        """
+        if len(buffered) > STDIN_HANDOVER_MAX:
+            raise ValueError(f"{len(buffered)} buffered bytes exceed {STDIN_HANDOVER_MAX}")
+        if self._stdin_buffer is None:
+            self._stdin_buffer = ffi.new("char[]", _STDIN_BUFFER)
+        ffi.memmove(self._stdin_buffer, buffered, len(buffered))
+        rest_start, rest_len = ffi.new("size_t *"), ffi.new("size_t *")
+        outcome = lib.fcgi_stdin_feed(self._handle, fd, request_id, self._stdin_buffer, _STDIN_BUFFER,
+                                      len(buffered), rest_start, rest_len)
+        rest = ffi.buffer(self._stdin_buffer + rest_start[0], rest_len[0])[:]
+        ended = outcome == 1
+        if outcome == -1 or ended:  # a limit broken mid-body is reported once the body is read
+            self._check(lib.upload_status(self._handle))
+        return ended, rest
 
     def finish(self) -> None:
         """The body has ended; a body without its closing boundary is a 400."""
@@ -147,22 +176,44 @@ class MultipartUpload:
 
     def results(self) -> tuple[MultiDict, MultiDict]:
         """(fields, files) of a completed body; the temporary files now belong to the caller."""
-        fields, files = MultiDict(), MultiDict()
-        memory = lib.upload_field_memory(self._handle)
-        for i in range(lib.upload_part_count(self._handle)):
-            part = lib.upload_get_part(self._handle, i)
-            name = _text(part.name) or ""
-            if part.is_file:
-                filename = _text(part.filename) or ""
-                if part.filename_star != ffi.NULL:
-                    filename = _decode_ext_value(_text(part.filename_star)) or filename
-                files.add(name, UploadedFile(name, filename, _text(part.content_type) or "application/octet-stream",
-                                             part.size, os.fsdecode(ffi.string(part.path))))
-                lib.upload_release_file(self._handle, i)
-            else:
-                value = ffi.unpack(memory + part.value_offset, part.size) if part.size else b""
-                fields.add(name, value.decode("utf-8", "replace"))
+        handle = self._handle
+        count = lib.upload_part_count(handle)
+        memory = ffi.buffer(lib.upload_field_memory(handle), lib.upload_field_memory_size(handle))[:]
+        if lib.upload_fields_have_nul(handle):
+            fields = self._fields_by_index(memory, self._index(count))
+        else:  # the usual case: "name NUL value NUL ...", split at C speed
+            pieces = memory[:-1].decode("utf-8", "replace").split("\0") if memory else []
+            fields = MultiDict.from_lists(pieces[0::2], pieces[1::2])
+        files = MultiDict()
+        if lib.upload_file_count(handle):
+            for i in range(count):
+                part = lib.upload_get_part(handle, i)
+                if part.is_file:
+                    files.add(*self._take_file(i, part))
         return fields, files
+
+    def _index(self, count: int) -> list[int]:
+        index = ffi.new("uint64_t[]", 5 * count)
+        lib.upload_index(self._handle, index)
+        return memoryview(ffi.buffer(index)).cast("Q").tolist()
+
+    def _take_file(self, i: int, part) -> tuple[str, UploadedFile]:
+        name = _text(part.name) or ""
+        filename = _text(part.filename) or ""
+        if part.filename_star != ffi.NULL:
+            filename = _decode_ext_value(_text(part.filename_star)) or filename
+        path = os.fsdecode(ffi.string(part.path)) if part.path != ffi.NULL else None
+        uploaded = UploadedFile(name, filename, _text(part.content_type) or "application/octet-stream",
+                                part.size, path)
+        lib.upload_release_file(self._handle, i)  # the file is the UploadedFile's now
+        return name, uploaded
+
+    @staticmethod
+    def _fields_by_index(memory: bytes, numbers: list[int]) -> MultiDict:
+        rows = zip(numbers[0::5], numbers[1::5], numbers[2::5], numbers[3::5], numbers[4::5])
+        return MultiDict((memory[name_at:name_at + name_len].decode("utf-8", "replace"),
+                          memory[value_at:value_at + value_len].decode("utf-8", "replace"))
+                         for is_file, name_at, name_len, value_at, value_len in rows if not is_file)
 
     def close(self) -> None:
         """Free the parser now; files not yet handed over by results() are removed."""

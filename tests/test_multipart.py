@@ -230,7 +230,7 @@ def test_each_limit_is_413_and_removes_every_partial_file(tmp_path, limit, body,
 
 
 def test_limits_at_exactly_the_bound_pass(tmp_path):
-    limits = Limits(upload_dir=str(tmp_path), max_file=1000, max_parts=2, max_memory=10)
+    limits = Limits(upload_dir=str(tmp_path), max_file=1000, max_parts=2, max_memory=11)  # name + value
     body = body_of(FILE_PART + b"x" * 1000, FIELD_PART + b"0123456789")
     fields, files = ours(body, b"XyZ", [body], limits)
     assert files[0][3] == b"x" * 1000 and fields == [("t", "0123456789")]
