@@ -26,6 +26,12 @@ test: system-deps venv
 demo: system-deps venv
 	$(PY) tools/demo.py
 
+# Every figure in the README's tables, with the peers beside ours (several minutes).
+bench: system-deps venv
+	mkdir -p bench/results
+	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
+	$(PY) bench/upload_bench.py --runs 3 --json bench/results/upload.json
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,210 @@
+"""A 1 GiB multipart upload through Apache's mod_proxy_fcgi, side by side, in one run:
+
+  * fcgi_backend (this project), parsing with its C parser into a temporary file;
+  * stock flup (fcgi_single.WSGIServer) with python-multipart's parse_form, files spilled to disk;
+  * the ceiling: a minimal C responder on libfcgi that reads the body and drops it.
+
+The same Apache, vhost and socket path serve each in turn; rounds are interleaved, so the
+machine's noise falls on all alike. Reported: medians of the upload time, throughput, the ratio
+to fcgi_backend's throughput, and the growth of the backend process's RSS during the upload
+(sampled from /proc every 10 ms).
+
+    python bench/upload_bench.py [--runs 3] [--mib 1024] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+from apache_harness import APACHE_USER, Apache, make_reachable_dir, running_as_root, wait_for  # noqa: E402
+from apache_harness import _unix_socket_open as socket_answers  # noqa: E402
+
+MiB = 1024 * 1024
+BOUNDARY = "----benchUploadBoundaryZmNnaQ"
+
+
+def build_c_responder(out_dir: Path) -> Path:
+    """Compile the libfcgi ceiling responder (Debian's libfcgi-dev)."""
+    binary = out_dir / "fcgi_c_responder"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(BENCH / "peers" / "fcgi_c_responder.c"), "-lfcgi"],
+                   check=True)
+    return binary
+
+
+class Peer:
+    """A FastCGI server process listening on the site's socket."""
+
+    def __init__(self, name: str, command: list[str], socket_path: Path, log: Path) -> None:
+        self.name = name
+        self.command = command
+        self.socket_path = socket_path
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: socket_answers(self.socket_path), 20, self.name, self.proc, self.log)
+        if running_as_root():  # let Apache's children in, whatever mode the peer gave its socket
+            import grp
+            os.chown(self.socket_path, -1, grp.getgrnam(APACHE_USER).gr_gid)
+            os.chmod(self.socket_path, 0o660)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Largest VmRSS among the process and its children (the worker that holds the upload)."""
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    best = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        best = max(best, int(line.split()[1]))
+        except OSError:
+            pass
+    return best
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.baseline = tree_rss_kib(pid)
+        self.peak = self.baseline
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            time.sleep(0.01)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak - self.baseline
+
+
+def upload(port: int, mib: int, block: bytes) -> tuple[float, int, bytes]:
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
+    length = len(head) + mib * MiB + len(tail)
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.putrequest("POST", "/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders(head)
+    for _ in range(mib):
+        conn.send(block)
+    conn.send(tail)
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"upload answered {response.status}: {body[:300]!r}")
+    return elapsed, length, body
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    root = make_reachable_dir("fcgi-bench-upload-")
+    site = root / "site"
+    shutil.copytree(BENCH / "site", site)
+    uploads = root / "uploads"
+    uploads.mkdir()
+    run = root / "run"
+    run.mkdir()
+    sock = site / "fcgi_backend.sock"
+    python = sys.executable
+    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    peers = [
+        Peer("fcgi_backend", [python, "-m", "fcgi_backend", "run", str(site), "--upload-dir", str(uploads), *group],
+             sock, run / "fcgi_backend.log"),
+        Peer("flup + python-multipart", [python, str(BENCH / "peers" / "flup_multipart.py"), str(sock), str(uploads)],
+             sock, run / "flup.log"),
+        Peer("C libfcgi, body dropped (ceiling)", [str(build_c_responder(run)), str(sock)], sock, run / "c.log"),
+    ]
+    apache = Apache(site, run).start()
+    block = os.urandom(MiB)
+    samples: dict[str, list[tuple[float, int]]] = {p.name: [] for p in peers}
+    try:
+        for round_no in range(args.runs):
+            for peer in peers:
+                peer.start()
+                try:
+                    sampler = RssSampler(peer.proc.pid)
+                    sampler.start()
+                    elapsed, length, _ = upload(apache.port, args.mib, block)
+                    growth = sampler.stop()
+                finally:
+                    peer.stop()
+                leftovers = os.listdir(uploads)
+                if leftovers:
+                    raise RuntimeError(f"{peer.name} left files behind: {leftovers}")
+                samples[peer.name].append((elapsed, growth))
+                print(f"round {round_no + 1}: {peer.name}: {elapsed:.2f} s, "
+                      f"{length / elapsed / 1e6:.0f} MB/s, RSS +{growth / 1024:.1f} MiB", flush=True)
+    finally:
+        apache.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    length = args.mib * MiB
+    ours = statistics.median(t for t, _ in samples["fcgi_backend"])
+    results = []
+    for name, rows in samples.items():
+        median = statistics.median(t for t, _ in rows)
+        results.append({"backend": name, "median_s": median, "mb_per_s": length / median / 1e6,
+                        "ours_vs_this": median / ours, "rss_growth_mib": max(g for _, g in rows) / 1024})
+    print(f"\n{args.mib} MiB multipart upload through Apache mod_proxy_fcgi, median of {args.runs} runs\n")
+    print("| backend | median time | throughput | fcgi_backend's throughput relative to it | RSS growth (max) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        ratio = "—" if r["backend"] == "fcgi_backend" else f"{r['ours_vs_this']:.2f}x"
+        print(f"| {r['backend']} | {r['median_s']:.2f} s | {r['mb_per_s']:.0f} MB/s | {ratio} | {r['rss_growth_mib']:.1f} MiB |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"mib": args.mib, "runs": args.runs, "results": results}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
