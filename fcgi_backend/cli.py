@@ -10,21 +10,21 @@ from pathlib import Path
 
 from . import __version__, logs
 from .app import Application
-from .gateway import FastCGIGateway
-from .listener import DEFAULT_SOCKET_MODE, ListenAddress, ListenError, open_listener, remove_unix_socket
+from .config import ConfigError, ServerConfig, build_config, load_config_file
+from .hooks import Hooks
+from .limits import Limits
+from .listener import DEFAULT_SOCKET_MODE, ListenAddress
 from .loader import HandlerLoadError, load_handlers, load_wsgi_app
 from .registry import Registry
-from .limits import Limits
+from .server import EXIT_CANNOT_LISTEN, Server
 from .site import SiteError, SiteLayout
 from .views import ViewCache
-from .worker import Worker
 
 log = logging.getLogger("fcgi_backend")
 
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
 EXIT_USAGE = 2
-EXIT_CANNOT_LISTEN = 100  # Net::Waiter's "cannot create server listen socket"
 
 class UsageError(Exception):
     """Options that cannot work together or with this machine."""
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--socket-group", metavar="GROUP",
                      help="group of the unix socket, e.g. www-data so Apache may connect")
     limits = run.add_argument_group("request limits (a request over one gets 413)")
-    defaults = Limits()
+    defaults = Limits()  # noqa: F841 (rebinds the name for the limits' help texts)
     limits.add_argument("--max-body", metavar="SIZE", type=parse_size, default=defaults.max_body,
                         help="largest request body, streamed (default: 4G)")
     limits.add_argument("--max-memory", metavar="SIZE", type=parse_size, default=defaults.max_memory,
@@ -97,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest header block of one part (default: 16K)")
     limits.add_argument("--upload-dir", metavar="DIR", default=defaults.upload_dir,
                         help=f"where uploaded files are written while a request runs (default: {defaults.upload_dir})")
+    pool = run.add_argument_group("worker pool (also settable in --config; the flags win)")
+    defaults = ServerConfig()
+    run.add_argument("--config", metavar="FILE", help="TOML file with a [server] table of the settings below")
+    pool.add_argument("--prefork", type=int, help=f"workers forked at start; negative sets prefork and "
+                                                  f"maxfork together (default: {defaults.prefork})")
+    pool.add_argument("--maxfork", type=int, help="most workers, reached when all are busy (default: 4 x prefork)")
+    pool.add_argument("--nofork", action="store_const", const=True,
+                      help="serve from this one process, e.g. to step through a handler in a debugger")
+    pool.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help=f"accept wait before a worker's idle hook runs (default: {defaults.timeout:g})")
+    pool.add_argument("--px-idle", type=float, metavar="SECONDS",
+                      help=f"idle time after which a worker above prefork exits (default: {defaults.px_idle:g})")
+    pool.add_argument("--max-requests", type=int, metavar="N",
+                      help="replace a worker after N requests (default: 0, never)")
+    pool.add_argument("--graceful-timeout", type=float, metavar="SECONDS",
+                      help=f"on SIGTERM/SIGINT, time for requests in flight (default: {defaults.graceful_timeout:g})")
+    pool.add_argument("--no-prop-sigusr", dest="prop_sigusr", action="store_const", const=False,
+                      help="do not pass SIGUSR1/SIGUSR2 on to the workers")
+    pool.add_argument("--status-path", metavar="PATH", help="URL path of the status page (JSON; OpenMetrics "
+                                                             "with ?openmetrics), e.g. /fcgi-status")
+    pool.add_argument("--ping-path", metavar="PATH", help="URL path that answers pong, e.g. /fcgi-ping")
+    pool.add_argument("--log-file", metavar="FILE", help="append logs to FILE instead of stderr (SIGUSR1 reopens it)")
     run.add_argument("--app", metavar="MODULE:CALLABLE",
                      help="serve this WSGI application instead of the site's handlers and templates "
                           "(MODULE may also be a path to a .py file)")
@@ -140,46 +162,61 @@ def limits_from_args(args) -> Limits:
     return limits
 
 
+def server_config(args) -> ServerConfig:
+    """The pool settings: defaults, then --config's file, then the flags given."""
+    file_settings = load_config_file(args.config) if args.config else {}
+    names = ("prefork", "maxfork", "nofork", "timeout", "px_idle", "max_requests", "graceful_timeout",
+             "prop_sigusr", "status_path", "ping_path", "log_file")
+    return build_config(file_settings, {name: getattr(args, name) for name in names})
+
+
+def app_loader(site: SiteLayout, args, limits: Limits):
+    """A function that builds (application, hooks) afresh: at start, and again on SIGHUP."""
+    def load():
+        if args.app:
+            return load_wsgi_app(args.app), Hooks()
+        registry = Registry(site)
+        load_handlers(site.handlers, registry)
+        return Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits), registry.hooks
+    return load
+
+
 def cmd_run(args) -> int:
     limits = limits_from_args(args)
-    if args.app:
-        site = SiteLayout.open(args.site)
-        application = load_wsgi_app(args.app)
-    else:
-        site, registry = _load_site(args.site)
-        application = Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits)
+    site = SiteLayout.open(args.site)
+    config = server_config(args)
     address = args.tcp or ListenAddress(path=str(Path(args.socket).resolve() if args.socket else site.socket_path))
     if address.path and args.socket_mode & 0o002:
         log.warning("socket mode %04o lets every local user connect", args.socket_mode)
-    worker = Worker(FastCGIGateway(application, debug=args.debug, limits=limits))
-    with worker.handling_signals():
-        listener = open_listener(address, args.socket_mode, args.socket_group)
-        log.info("fcgi-backend %s serving %s on %s", __version__, site.root, address)
-        try:
-            worker.serve(listener)
-        finally:
-            if address.path:
-                remove_unix_socket(listener, address.path)
-            else:
-                listener.close()
-    log.info("stopped after %d connections", worker.connections_served)
-    return EXIT_OK
+    server = Server(app_loader(site, args, limits), address, config, limits=limits, debug=args.debug,
+                    socket_mode=args.socket_mode, socket_group=args.socket_group)
+    log.info("fcgi-backend %s serving %s", __version__, site.root)
+    code = server.run()
+    if code == EXIT_OK and not server.is_child():
+        pool = server.scoreboard.read()
+        log.info("stopped after %d requests on %d connections", pool.requests, pool.accepted)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(debug=args.debug)
+    log_file = ""
+    if args.command == "run":
+        try:
+            log_file = server_config(args).log_file
+        except ConfigError as exc:
+            logs.configure(debug=args.debug)
+            log.error("%s", exc)
+            return EXIT_USAGE
+    logs.configure(debug=args.debug, log_file=log_file)
     try:
         return {"run": cmd_run, "check": cmd_check}[args.command](args)
-    except (SiteError, UsageError) as exc:
+    except (SiteError, UsageError, ConfigError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except HandlerLoadError as exc:
         log.error("%s", exc)
         return EXIT_STARTUP_FAILED
-    except ListenError as exc:
-        log.error("%s", exc)
-        return EXIT_CANNOT_LISTEN
 
 
 if __name__ == "__main__":

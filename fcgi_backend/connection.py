@@ -145,10 +145,11 @@ class FastCGIConnection(Connection):
 
     _inputStreamClass = FastCGIInputStream
 
-    def __init__(self, sock: socket.socket, addr, server, timeout=None) -> None:
+    def __init__(self, sock: socket.socket, addr, server, timeout=None, before_close=None) -> None:
         super().__init__(sock, addr, server, timeout)
         self._parser = RecordParser()
         self._closed = False
+        self._before_close = before_close
         self.close_after_request = False  # the input is out of step: no further request on it
         self._handlers = {
             FCGI_GET_VALUES: self._do_get_values,
@@ -318,6 +319,8 @@ class FastCGIConnection(Connection):
         if self._closed:
             return
         self._closed = True
+        if self._before_close is not None:
+            self._before_close(self._sock)
         try:
             self._sock.shutdown(socket.SHUT_WR)
             # Read until the web server hangs up, so our last records are not lost to a reset.

@@ -45,14 +45,17 @@ class FastCGIGateway(BaseFCGIServer):
         super().__init__(application, multithreaded=False, multiprocess=multiprocess,
                          bindAddress="fcgi_backend", debug=debug, roles=(FCGI_RESPONDER,))
         self.limits = limits or Limits()
+        self.requests_served = 0
         self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
 
-    def connection(self, sock, addr) -> FastCGIConnection:
-        """A connection object for one accepted socket; call its ``run()``."""
-        return FastCGIConnection(sock, addr, self, None)
+    def connection(self, sock, addr, before_close=None) -> FastCGIConnection:
+        """A connection object for one accepted socket; call its ``run()``. ``before_close(sock)``
+        runs just before the socket is closed."""
+        return FastCGIConnection(sock, addr, self, None, before_close=before_close)
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""
+        self.requests_served += 1
         try:
             return super().handler(req)
         except RequestInputError as exc:

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import stat
+import struct
 from dataclasses import dataclass
 
 log = logging.getLogger("fcgi_backend.listener")
@@ -139,3 +140,50 @@ def remove_unix_socket(sock: socket.socket, path: str) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+# ---- the listen queue (connections waiting for accept), for the status page --------------------
+
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_TCP_LISTEN = 10
+_UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_RQLEN = 4
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_UNIX_DIAG_MSG = struct.Struct("=BBBBIII")
+
+
+def listen_queue_length(sock: socket.socket) -> int | None:
+    """How many connections wait in ``sock``'s backlog, or None where the system does not tell."""
+    try:
+        if sock.family == socket.AF_UNIX:
+            return _unix_backlog(os.fstat(sock.fileno()).st_ino)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return struct.unpack_from("=I", info, 24)[0]  # tcpi_unacked: the accept queue of a listener
+    except (OSError, struct.error):
+        return None
+
+
+def _unix_backlog(inode: int) -> int | None:
+    """UNIX_DIAG_RQLEN of the listening unix socket with this inode (what `ss -xl` shows)."""
+    request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, inode, _UDIAG_SHOW_RQLEN,
+                                  0xFFFFFFFF, 0xFFFFFFFF)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
+        nl.settimeout(1.0)
+        nl.send(header + request)
+        reply = nl.recv(8192)
+    length, msg_type, _, _, _ = _NLMSG_HEADER.unpack_from(reply, 0)
+    if msg_type != _SOCK_DIAG_BY_FAMILY:
+        return None
+    pos = _NLMSG_HEADER.size + _UNIX_DIAG_MSG.size
+    while pos + 4 <= length:  # netlink attributes: u16 length, u16 type, payload, aligned to 4
+        attr_len, attr_type = struct.unpack_from("=HH", reply, pos)
+        if attr_len < 4:
+            break
+        if attr_type == _UNIX_DIAG_RQLEN:
+            return struct.unpack_from("=I", reply, pos + 4)[0]
+        pos += (attr_len + 3) & ~3
+    return None

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from .hooks import Hooks
+
 Handler = Callable[..., object]
 
 _PLACEHOLDER = re.compile(r"<(?:(path):)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -50,6 +52,7 @@ class Registry:
 
     def __init__(self, site=None) -> None:
         self.site = site
+        self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
         self._routes: list[Route] = []
         self._exact: dict[str, Route] = {}
@@ -89,6 +92,13 @@ class Registry:
         if not _PLACEHOLDER.search(path):
             self._exact[path] = route
         return handler
+
+    def hook(self, event: str, func: Callable | None = None):
+        """Run ``func(server, *args)`` at a server event (``child_start``, ``sig_usr2``, ...; see
+        fcgi_backend.hooks.EVENTS). Also works as a decorator: ``@registry.hook("child_start")``."""
+        if func is None:
+            return lambda f: self.hook(event, f)
+        return self.hooks.register(event, func)
 
     def get_handler(self, name: str) -> Handler | None:
         """The handler registered as ``name``, or None."""

@@ -1,4 +1,4 @@
-"""The accept loop: take connections from the listen socket and serve each through the gateway."""
+"""A worker's accept loop: take connections from the listen socket and serve each through the gateway."""
 
 from __future__ import annotations
 
@@ -7,40 +7,64 @@ import logging
 import select
 import signal
 import socket
+from typing import Callable
 
 from .gateway import FastCGIGateway
+from .scoreboard import BUSY, IDLE, Scoreboard
 
 log = logging.getLogger("fcgi_backend.worker")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class NoEvents:
+    """Event handlers that do nothing (a Worker used on its own)."""
+
+    def on_accept_ok(self, client: socket.socket) -> None: ...
+    def on_accept_error(self, error: OSError) -> None: ...
+    def on_close(self, client: socket.socket) -> None: ...
+    def on_prefork_child_idle(self) -> None: ...
 
 
 class Worker:
-    """Serves one connection at a time until :meth:`stop` is called (SIGTERM and SIGINT call it).
+    """Serves one connection at a time until :meth:`stop` (SIGTERM, SIGINT and SIGQUIT call it).
 
-    A stop that arrives during a request lets that request finish first. Use :meth:`handling_signals`
-    around binding and serving, so a signal that comes before the loop starts is not lost.
+    A stop during a request lets that request finish first. Every ``timeout`` seconds without a
+    connection, ``events.on_prefork_child_idle()`` runs. After ``max_requests`` requests (0: no
+    limit) the worker stops, to be replaced. ``scoreboard`` and ``slot`` publish its state.
     """
 
-    def __init__(self, gateway: FastCGIGateway) -> None:
+    def __init__(self, gateway: FastCGIGateway, *, events=None, timeout: float | None = None,
+                 max_requests: int = 0, scoreboard: Scoreboard | None = None, slot: int | None = None) -> None:
         self.gateway = gateway
+        self.events = events or NoEvents()
+        self.timeout = timeout
+        self.max_requests = max_requests
+        self.scoreboard = scoreboard
+        self.slot = slot
         self.connections_served = 0
         self._running = True
+        self._connection = None
         self._wake_r: socket.socket | None = None
 
     def stop(self, *_signal_args) -> None:
-        """Leave the loop after the current connection (safe to call from a signal handler)."""
+        """Leave the loop after the current request (safe to call from a signal handler)."""
         self._running = False
+        if self._connection is not None:
+            self._connection.close_after_request = True
 
     @contextlib.contextmanager
-    def handling_signals(self):
-        """SIGTERM and SIGINT call :meth:`stop` and wake the loop at once, inside this block."""
+    def handling_signals(self, extra: dict[int, Callable[[], None]] | None = None):
+        """Inside this block, stop signals call :meth:`stop` and wake the loop at once; ``extra``
+        maps further signals to functions of no arguments."""
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
         wake_w.setblocking(False)
         # A signal writes a byte to wake_w, so select returns at once.
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        old_handlers = {sig: signal.signal(sig, self.stop) for sig in STOP_SIGNALS}
+        handlers = {sig: self.stop for sig in STOP_SIGNALS}
+        handlers.update({sig: (lambda func: lambda *_: func())(func) for sig, func in (extra or {}).items()})
+        old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         self._wake_r = wake_r
         try:
             yield self
@@ -57,23 +81,43 @@ class Worker:
         listener.setblocking(False)
         watched = [listener] + ([self._wake_r] if self._wake_r else [])
         while self._running:
-            ready, _, _ = select.select(watched, [], [])
+            ready, _, _ = select.select(watched, [], [], self.timeout)
+            if not ready:
+                self.events.on_prefork_child_idle()
+                continue
             if self._wake_r in ready:
                 _drain(self._wake_r)
             if listener in ready and self._running:
                 self._accept_one(listener)
+            if self.max_requests and self.gateway.requests_served >= self.max_requests:
+                log.info("served %d requests (max_requests); making way for a fresh worker",
+                         self.gateway.requests_served)
+                self._running = False
+
+    def _set_state(self, state: int, accepted: int = 0, requests: int = 0) -> None:
+        if self.scoreboard is not None:
+            self.scoreboard.set_state(self.slot, state, accepted, requests)
 
     def _accept_one(self, listener: socket.socket) -> None:
         try:
             client, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
-            return  # another process took it, or a signal came first
+            return  # another worker took it, or a signal came first
         except OSError as exc:
             log.error("accept failed: %s", exc)
+            self.events.on_accept_error(exc)
             return
-        client.setblocking(True)
-        self.connections_served += 1
-        self.gateway.connection(client, addr).run()
+        self._set_state(BUSY, accepted=1)
+        before = self.gateway.requests_served
+        try:
+            client.setblocking(True)
+            self.connections_served += 1
+            self.events.on_accept_ok(client)
+            self._connection = self.gateway.connection(client, addr, before_close=self.events.on_close)
+            self._connection.run()
+        finally:
+            self._connection = None
+            self._set_state(IDLE, requests=self.gateway.requests_served - before)
 
 
 def _drain(sock: socket.socket) -> None:

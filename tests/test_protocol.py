@@ -21,6 +21,7 @@ from fcgi_backend.records import (
     encode_record,
     encode_stream,
 )
+from apache_harness import Backend
 from fcgi_client import FastCGIClient, begin_request, cgi_params, request_bytes
 
 CGI_FCGI = shutil.which("cgi-fcgi")
@@ -59,14 +60,19 @@ def test_libfcgi_client_posts_a_form(backend):
     assert json.loads(body)["form"] == {"a": ["1"], "b": ["two", "three"]}
 
 
-def test_get_values_reports_capabilities(backend):
-    with FastCGIClient(backend.socket_path) as client:
-        query = encode_params({"FCGI_MAX_CONNS": "", "FCGI_MPXS_CONNS": "", "NOT_A_VALUE": ""})
-        client.send(encode_record(FCGI_GET_VALUES, 0, query))
-        rec_type, request_id, content = client.read_record()
+@pytest.mark.parametrize("args, max_conns", [(["--prefork", "2", "--maxfork", "5"], "5"), (["--nofork"], "1")])
+def test_get_values_reports_capabilities(site, workdir, args, max_conns):
+    backend = Backend(site, workdir / "run", args).start()
+    try:
+        with FastCGIClient(backend.socket_path) as client:
+            query = encode_params({"FCGI_MAX_CONNS": "", "FCGI_MPXS_CONNS": "", "NOT_A_VALUE": ""})
+            client.send(encode_record(FCGI_GET_VALUES, 0, query))
+            rec_type, request_id, content = client.read_record()
+    finally:
+        backend.stop()
     assert rec_type == FCGI_GET_VALUES_RESULT and request_id == 0
     values = {k.decode(): v.decode() for k, v in decode_params(content)}
-    assert values == {"FCGI_MAX_CONNS": "1", "FCGI_MPXS_CONNS": "0"}
+    assert values == {"FCGI_MAX_CONNS": max_conns, "FCGI_MPXS_CONNS": "0"}
 
 
 def test_keep_conn_serves_several_requests_on_one_connection(backend):

@@ -1,0 +1,97 @@
+"""The server's controls: Net::Waiter's (prefork, maxfork, nofork, timeout, px_idle, prop_sigusr)
+and what users know from php-fpm and gunicorn, read from a TOML file and the command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server runs its pool of worker processes."""
+
+    prefork: int = 4                 #: workers forked at start (negative: both prefork and maxfork)
+    maxfork: int = 0                 #: ceiling on workers; 0 means 4 x prefork
+    nofork: bool = False             #: serve from one process (for stepping through with a debugger)
+    timeout: float = 4.0             #: seconds a worker waits in accept before its idle hook runs
+    px_idle: float = 31.0            #: a worker above prefork that idles this long exits
+    max_requests: int = 0            #: a worker is replaced after this many requests (0: never)
+    graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
+    prop_sigusr: bool = True         #: pass USR1/USR2 on to the workers
+    status_path: str = ""            #: URL path of the status page ("" = off), as php-fpm's pm.status_path
+    ping_path: str = ""              #: URL path that answers "pong" ("" = off)
+    log_file: str = ""               #: append logs here instead of stderr; USR1 reopens it
+
+    def resolved(self) -> "ServerConfig":
+        """Checked, with derived values filled in (negative prefork, maxfork 0)."""
+        prefork, maxfork = self.prefork, self.maxfork
+        if prefork < 0:
+            prefork = maxfork = -prefork
+        if prefork == 0:
+            raise ConfigError("prefork must be at least 1 (or negative to set prefork and maxfork together)")
+        if maxfork == 0:
+            maxfork = 4 * prefork
+        if maxfork < prefork:
+            raise ConfigError(f"maxfork ({maxfork}) must not be below prefork ({prefork})")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be more than 0 seconds, got {self.timeout}")
+        if self.px_idle <= 0:
+            raise ConfigError(f"px_idle must be more than 0 seconds, got {self.px_idle}")
+        if self.max_requests < 0:
+            raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
+        if self.graceful_timeout < 0:
+            raise ConfigError(f"graceful_timeout must be 0 or more seconds, got {self.graceful_timeout}")
+        for name in ("status_path", "ping_path"):
+            value = getattr(self, name)
+            if value and not value.startswith("/"):
+                raise ConfigError(f"{name} must start with '/', got {value!r}")
+        if self.status_path and self.status_path == self.ping_path:
+            raise ConfigError("status_path and ping_path must differ")
+        return replace(self, prefork=prefork, maxfork=maxfork)
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(ServerConfig)}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """The ``[server]`` table of a TOML file (or its top level), checked for unknown keys and types."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    table = data.get("server", data)
+    settings = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_TYPES:
+            raise ConfigError(f"config file {path}: unknown setting {key!r} "
+                              f"(known: {', '.join(sorted(FIELD_TYPES))})")
+        wanted = FIELD_TYPES[name]
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+              "bool": isinstance(value, bool), "str": isinstance(value, str)}[wanted]
+        if not ok:
+            raise ConfigError(f"config file {path}: {key} must be {wanted}, got {value!r}")
+        settings[name] = value
+    return settings
+
+
+def build_config(file_settings: dict, overrides: dict) -> ServerConfig:
+    """Defaults, then the file, then the command line (its options that were given)."""
+    merged = {**file_settings, **{k: v for k, v in overrides.items() if v is not None}}
+    return ServerConfig(**merged).resolved()

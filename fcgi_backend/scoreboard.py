@@ -1,0 +1,118 @@
+"""Counters every process of the pool can read: one shared memory area, made before forking.
+
+The supervisor owns the header and hands out slots; each worker writes only its own slot. Reads
+are not locked: the figures are for decisions (all busy? grow the pool) and for the status page,
+where a value one request old does no harm.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+IDLE, BUSY = 0, 1
+# start wall time, maxfork reached count, accepted/requests of workers that have exited
+_HEADER = struct.Struct("=dQQQ")
+# pid, generation, state, accepted, requests, started (wall), last state change (monotonic)
+_SLOT = struct.Struct("=iIB7xQQdd")
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker as the scoreboard sees it."""
+
+    slot: int
+    pid: int
+    generation: int
+    busy: bool
+    accepted: int
+    requests: int
+    started: float
+    idle_for: float
+
+
+@dataclass(frozen=True)
+class PoolStatus:
+    """The pool as a whole, with each worker."""
+
+    start_time: float
+    maxfork_reached: int
+    accepted: int
+    requests: int
+    workers: list[WorkerStatus]
+
+    @property
+    def busy(self) -> int:
+        return sum(w.busy for w in self.workers)
+
+    @property
+    def idle(self) -> int:
+        return len(self.workers) - self.busy
+
+
+class Scoreboard:
+    """``capacity`` worker slots in anonymous shared memory."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._mem = mmap.mmap(-1, _HEADER.size + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
+        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0)
+
+    def _offset(self, slot: int) -> int:
+        return _HEADER.size + slot * _SLOT.size
+
+    # -- supervisor --------------------------------------------------------------------------
+
+    def claim(self, generation: int) -> int:
+        """A free slot for a worker about to be forked (its pid is filled in by :meth:`assign`)."""
+        for slot in range(self.capacity):
+            if _SLOT.unpack_from(self._mem, self._offset(slot))[0] == 0:
+                _SLOT.pack_into(self._mem, self._offset(slot), -1, generation, IDLE, 0, 0, time.time(),
+                                time.monotonic())
+                return slot
+        raise RuntimeError("no free scoreboard slot")
+
+    def assign(self, slot: int, pid: int) -> None:
+        values = list(_SLOT.unpack_from(self._mem, self._offset(slot)))
+        values[0] = pid
+        _SLOT.pack_into(self._mem, self._offset(slot), *values)
+
+    def release(self, slot: int) -> None:
+        """Free the slot of a worker that exited, keeping its counts in the pool's totals."""
+        _, _, _, accepted, requests, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
+        start, reached, old_accepted, old_requests = _HEADER.unpack_from(self._mem, 0)
+        _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests)
+        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, IDLE, 0, 0, 0.0, 0.0)
+
+    def count_maxfork_reached(self) -> None:
+        start, reached, accepted, requests = _HEADER.unpack_from(self._mem, 0)
+        _HEADER.pack_into(self._mem, 0, start, reached + 1, accepted, requests)
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def set_state(self, slot: int, state: int, accepted: int = 0, requests: int = 0) -> None:
+        """A worker's own slot: its state, and counts to add."""
+        off = self._offset(slot)
+        pid, gen, _, acc, req, started, _ = _SLOT.unpack_from(self._mem, off)
+        _SLOT.pack_into(self._mem, off, pid, gen, state, acc + accepted, req + requests, started, time.monotonic())
+
+    # -- anyone ------------------------------------------------------------------------------
+
+    def read(self) -> PoolStatus:
+        start, reached, old_accepted, old_requests = _HEADER.unpack_from(self._mem, 0)
+        now = time.monotonic()
+        workers = []
+        for slot in range(self.capacity):
+            pid, gen, state, acc, req, started, changed = _SLOT.unpack_from(self._mem, self._offset(slot))
+            if pid > 0:
+                workers.append(WorkerStatus(slot, pid, gen, state == BUSY, acc, req, started,
+                                            0.0 if state == BUSY else now - changed))
+        return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
+                          old_requests + sum(w.requests for w in workers), workers)
+
+    def busy_counts(self) -> tuple[int, int]:
+        """(busy workers, all workers): Net::Waiter's get_busy_kids_count."""
+        pool = self.read()
+        return pool.busy, len(pool.workers)

@@ -1,0 +1,95 @@
+"""The status page (JSON and OpenMetrics text) and the ping path, in front of the application.
+
+Like php-fpm's pm.status_path and ping.path: answered by whichever worker takes the request,
+from the shared scoreboard, so every figure covers the whole pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Callable
+
+from .scoreboard import PoolStatus
+
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: int | None) -> dict:
+    """The pool's figures as one JSON-ready dict."""
+    return {
+        "start_time": int(pool.start_time),
+        "uptime_seconds": round(time.time() - pool.start_time, 3),
+        "accepted_connections": pool.accepted,
+        "requests": pool.requests,
+        "listen_queue": listen_queue,
+        "active_workers": pool.busy,
+        "idle_workers": pool.idle,
+        "total_workers": len(pool.workers),
+        "prefork": prefork,
+        "maxfork": maxfork,
+        "maxfork_reached": pool.maxfork_reached,
+        "workers": [{"pid": w.pid, "state": "busy" if w.busy else "idle", "generation": w.generation,
+                     "accepted_connections": w.accepted, "requests": w.requests,
+                     "started": int(w.started)} for w in pool.workers],
+    }
+
+
+def openmetrics_text(status: dict) -> str:
+    """The same figures in the OpenMetrics text format."""
+    lines = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, object]]) -> None:
+        lines.append(f"# TYPE fcgi_backend_{name} {kind}")
+        lines.append(f"# HELP fcgi_backend_{name} {help_text}")
+        for suffix_labels, value in samples:
+            lines.append(f"fcgi_backend_{name}{suffix_labels} {value}")
+
+    metric("accepted_connections", "counter", "Connections accepted from the web server.",
+           [("_total", status["accepted_connections"])])
+    metric("requests", "counter", "Requests served.", [("_total", status["requests"])])
+    metric("workers", "gauge", "Worker processes by state.",
+           [('{state="busy"}', status["active_workers"]), ('{state="idle"}', status["idle_workers"])])
+    metric("maxfork", "gauge", "Most worker processes allowed.", [("", status["maxfork"])])
+    metric("maxfork_reached", "counter", "Times every worker was busy at maxfork.",
+           [("_total", status["maxfork_reached"])])
+    if status["listen_queue"] is not None:
+        metric("listen_queue", "gauge", "Connections waiting in the listen backlog.", [("", status["listen_queue"])])
+    metric("uptime_seconds", "gauge", "Seconds since the server started.", [("", status["uptime_seconds"])])
+    metric("worker_requests", "counter", "Requests served by each worker.",
+           [(f'_total{{pid="{w["pid"]}"}}', w["requests"]) for w in status["workers"]])
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def wants_openmetrics(environ: dict) -> bool:
+    query = environ.get("QUERY_STRING", "")
+    return ("openmetrics" in query.split("&") or "format=openmetrics" in query
+            or "application/openmetrics-text" in environ.get("HTTP_ACCEPT", ""))
+
+
+class StatusMiddleware:
+    """Answers ``status_path`` and ``ping_path``; passes everything else to ``app``."""
+
+    def __init__(self, app: Callable, *, status_path: str, ping_path: str, read_status: Callable[[], dict]) -> None:
+        self.app = app
+        self.status_path = status_path
+        self.ping_path = ping_path
+        self.read_status = read_status
+
+    def __call__(self, environ: dict, start_response: Callable):
+        path = environ.get("PATH_INFO", "")
+        if self.ping_path and path == self.ping_path:
+            return _answer(start_response, "text/plain", b"pong\n")
+        if self.status_path and path == self.status_path:
+            status = self.read_status()
+            if wants_openmetrics(environ):
+                return _answer(start_response, OPENMETRICS_TYPE, openmetrics_text(status).encode())
+            return _answer(start_response, "application/json", json.dumps(status, indent=1).encode())
+        return self.app(environ, start_response)
+
+
+def _answer(start_response: Callable, content_type: str, body: bytes) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                              ("Cache-Control", "no-store")])
+    return [body]
