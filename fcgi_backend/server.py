@@ -39,7 +39,7 @@ _TICK = 0.05  # seconds between looks at the pool
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 
-AppFactory = Callable[[], tuple[Callable, Hooks]]
+AppFactory = Callable[[], tuple[Callable, "Hooks | None"]]
 
 
 class Server:
@@ -59,7 +59,8 @@ class Server:
         self.debug = debug
         self.socket_mode = socket_mode
         self.socket_group = socket_group
-        self.app, self.hooks = load_app()
+        self.app, hooks = load_app()
+        self.hooks = hooks or Hooks()
         # Room for two generations of workers: the old finish their requests while the new start.
         self.scoreboard = Scoreboard(2 * self.config.maxfork)
         self.listener: socket.socket | None = None
@@ -266,7 +267,8 @@ class Server:
     def _reload(self) -> None:
         log.info("SIGHUP: reloading handler modules and templates")
         try:
-            self.app, self.hooks = self.load_app()
+            self.app, hooks = self.load_app()
+            self.hooks = hooks or Hooks()
         except HandlerLoadError as exc:
             log.error("reload failed, the running workers go on serving: %s", exc)
             return

@@ -79,20 +79,23 @@ class Worker:
     def serve(self, listener: socket.socket) -> None:
         """Run the accept loop on ``listener`` until stopped."""
         listener.setblocking(False)
-        watched = [listener] + ([self._wake_r] if self._wake_r else [])
-        while self._running:
-            ready, _, _ = select.select(watched, [], [], self.timeout)
-            if not ready:
-                self.events.on_prefork_child_idle()
-                continue
-            if self._wake_r in ready:
-                _drain(self._wake_r)
-            if listener in ready and self._running:
-                self._accept_one(listener)
-            if self.max_requests and self.gateway.requests_served >= self.max_requests:
-                log.info("served %d requests (max_requests); making way for a fresh worker",
-                         self.gateway.requests_served)
-                self._running = False
+        wait = _ReadinessWait(listener, self._wake_r)
+        try:
+            while self._running:
+                ready = wait.poll(self.timeout)
+                if not ready:
+                    self.events.on_prefork_child_idle()
+                    continue
+                if self._wake_r is not None and self._wake_r.fileno() in ready:
+                    _drain(self._wake_r)
+                if listener.fileno() in ready and self._running:
+                    self._accept_one(listener)
+                if self.max_requests and self.gateway.requests_served >= self.max_requests:
+                    log.info("served %d requests (max_requests); making way for a fresh worker",
+                             self.gateway.requests_served)
+                    self._running = False
+        finally:
+            wait.close()
 
     def _set_state(self, state: int, accepted: int = 0, requests: int = 0) -> None:
         if self.scoreboard is not None:
@@ -118,6 +121,33 @@ class Worker:
         finally:
             self._connection = None
             self._set_state(IDLE, requests=self.gateway.requests_served - before)
+
+
+class _ReadinessWait:
+    """Waits for a connection on the listen socket (or a wake-up byte).
+
+    On Linux, epoll with EPOLLEXCLUSIVE wakes one waiting worker per connection, the one that
+    went idle last: light traffic stays on few workers, so the others idle out (as Net::Waiter's
+    blocking accept does), and a burst does not wake the whole pool for one connection.
+    """
+
+    def __init__(self, listener: socket.socket, wake: socket.socket | None) -> None:
+        self._fds = [listener.fileno()] + ([wake.fileno()] if wake is not None else [])
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        if self._epoll is not None:
+            self._epoll.register(self._fds[0], select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0))
+            for fd in self._fds[1:]:
+                self._epoll.register(fd, select.EPOLLIN)
+
+    def poll(self, timeout: float | None) -> set[int]:
+        """File descriptors ready to read; empty after ``timeout`` seconds."""
+        if self._epoll is not None:
+            return {fd for fd, _ in self._epoll.poll(-1 if timeout is None else timeout)}
+        return set(select.select(self._fds, [], [], timeout)[0])
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
 
 
 def _drain(sock: socket.socket) -> None:

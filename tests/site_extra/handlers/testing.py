@@ -1,6 +1,8 @@
 """Handlers the tests need beyond the example site's."""
 
 import json
+import os
+import time
 
 from fcgi_backend import HTTPError, Response
 
@@ -13,6 +15,14 @@ def init_module(registry):
     registry.route("/cookie", cookie)
     registry.route("/page-with-missing-template", lambda request: {}, template="no-such.mustache")
     registry.route("/post-only", lambda request: {"ok": True}, methods=["POST"])
+    registry.route("/pid", lambda request: Response(str(os.getpid()), content_type="text/plain"))
+    registry.route("/sleep", sleep)
+
+
+def sleep(request):
+    """Hold a worker busy for ?s= seconds; answers with the worker's pid."""
+    time.sleep(float(request.query.get("s", "1")))
+    return Response(str(os.getpid()), content_type="text/plain")
 
 
 def boom(request):

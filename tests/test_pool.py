@@ -1,0 +1,356 @@
+"""The process model: a supervisor and its preforked workers, with real processes and signals."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from apache_harness import Apache, Backend, wait_for
+from conftest import REPO
+from fcgi_client import FastCGIClient, cgi_params
+
+
+def get(backend, uri, timeout=30):
+    """(status, body) of GET uri, straight over FastCGI."""
+    with FastCGIClient(backend.socket_path, timeout=timeout) as client:
+        reply = client.request(cgi_params("GET", uri))
+    return reply.status, reply.body
+
+
+def status(backend):
+    code, body = get(backend, "/fcgi-status")
+    assert code == 200
+    return json.loads(body)
+
+
+def start(site, workdir, *args):
+    return Backend(site, workdir / "run", ["--status-path", "/fcgi-status", "--ping-path", "/fcgi-ping", *args]).start()
+
+
+def in_threads(func, count):
+    results = [None] * count
+
+    def run(i):
+        try:
+            results[i] = func(i)
+        except Exception as exc:  # the test looks at what came back
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def test_prefork_workers_start_and_status_counts_what_was_done(site, workdir):
+    backend = start(site, workdir, "--prefork", "3")
+    try:
+        wait_for(lambda: status(backend)["total_workers"] == 3, 10, "three workers")
+        before = status(backend)
+        for i in range(7):
+            assert get(backend, f"/hello/n{i}")[0] == 200
+        after = status(backend)
+        assert after["accepted_connections"] - before["accepted_connections"] == 8  # 7 pages + this status
+        assert after["requests"] - before["requests"] == 8  # 7 pages + the earlier status request
+        assert sum(w["requests"] for w in after["workers"]) == after["requests"]
+        assert after["prefork"] == 3 and after["maxfork"] == 12 and after["maxfork_reached"] == 0
+        assert after["active_workers"] == 1 and after["idle_workers"] == 2  # the one answering is busy
+        assert after["listen_queue"] == 0
+        assert get(backend, "/fcgi-ping") == (200, b"pong\n")
+    finally:
+        backend.stop()
+
+
+def test_status_in_openmetrics_text(site, workdir):
+    backend = start(site, workdir, "--prefork", "2")
+    try:
+        code, body = get(backend, "/fcgi-status?openmetrics")
+        text = body.decode()
+        assert code == 200 and text.endswith("# EOF\n")
+        values = dict(re.findall(r"^(fcgi_backend_\S+) (\S+)$", text, re.M))
+        assert values['fcgi_backend_workers{state="busy"}'] == "1"
+        assert values["fcgi_backend_maxfork"] == "8"
+        assert int(values["fcgi_backend_accepted_connections_total"]) >= 1
+        assert "# TYPE fcgi_backend_requests counter" in text
+    finally:
+        backend.stop()
+
+
+def test_a_worker_killed_mid_request_is_replaced_and_others_are_unaffected(site, workdir):
+    backend = start(site, workdir, "--prefork", "2", "--maxfork", "2")
+    try:
+        wait_for(lambda: status(backend)["total_workers"] == 2, 10, "two workers")
+
+        def sleeper(_):
+            with FastCGIClient(backend.socket_path, timeout=30) as client:
+                return client.request(cgi_params("GET", "/sleep?s=5"))
+        threads, results = in_threads(sleeper, 1)
+        wait_for(lambda: status(backend)["active_workers"] == 2, 10, "the sleeper and the status request")
+        free = int(get(backend, "/pid")[1])  # answered by the one worker not sleeping
+        victim = next(w["pid"] for w in status(backend)["workers"] if w["pid"] != free)
+        os.kill(victim, signal.SIGKILL)
+        for i in range(20):  # the others keep answering meanwhile
+            assert get(backend, f"/hello/after{i}")[0] == 200
+        threads[0].join(10)
+        assert not results[0].ended and results[0].stdout == b""  # the killed request got no answer
+        wait_for(lambda: status(backend)["total_workers"] == 2, 10, "the replacement")
+        assert victim not in [w["pid"] for w in status(backend)["workers"]]
+        assert f"worker {victim} was killed by SIGKILL; replacing it" in backend.log_text()
+    finally:
+        backend.stop()
+
+
+def test_the_pool_grows_under_a_burst_never_past_maxfork_and_shrinks_back(site, workdir):
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "3", "--px-idle", "1", "--timeout", "0.2")
+    try:
+        seen = []
+        sampling = threading.Event()
+
+        def sample():
+            while not sampling.is_set():
+                seen.append(_children(backend.proc.pid))
+                time.sleep(0.02)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        threads, results = in_threads(lambda i: get(backend, "/sleep?s=0.5"), 8)
+        for t in threads:
+            t.join(30)
+        sampling.set()
+        sampler.join()
+        assert all(r[0] == 200 for r in results), results  # every request of the burst was served
+        assert max(seen) == 3  # grew to maxfork, never past it
+        st = status(backend)
+        assert st["maxfork_reached"] >= 1
+        wait_for(lambda: status(backend)["total_workers"] == 1, 15, "the pool shrinking back to prefork")
+        assert "idle for" in backend.log_text() and "maxfork" in backend.log_text()
+    finally:
+        backend.stop()
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return len(f.read().split())
+
+
+def test_max_requests_replaces_the_worker(site, workdir):
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", "--max-requests", "3")
+    try:
+        pids = [int(get(backend, "/pid")[1]) for _ in range(9)]
+        assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))
+        assert "max_requests" in backend.log_text()
+    finally:
+        backend.stop()
+
+
+def test_reload_under_load_through_apache_fails_no_request(site, workdir):
+    pages = site / "handlers" / "testing.py"
+    backend = Backend(site, workdir / "run", ["--prefork", "3", "--status-path", "/fcgi-status"]).start()
+    apache = Apache(site, workdir / "run").start()
+    try:
+        load = subprocess.Popen(["wrk", "-t", "2", "-c", "8", "-d", "6s", f"{apache.url}/hello/load"],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        pages.write_text(pages.read_text().replace('registry.route("/pid"', 'registry.route("/version", '
+                                                   'lambda request: {"version": 2})\n    registry.route("/pid"'))
+        backend.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        backend.proc.send_signal(signal.SIGHUP)
+        out, _ = load.communicate(timeout=30)
+        wait_for(lambda: {w["generation"] for w in status(backend)["workers"]} == {3}, 10, "old workers gone")
+        requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+        assert requests_done > 100, out
+        assert "Non-2xx" not in out and "Socket errors" not in out, out  # not one request failed
+        assert get(backend, "/version") == (200, b'{"version":2}')  # the new code is live
+        assert "reloaded: generation 3 started" in backend.log_text()
+    finally:
+        apache.stop()
+        backend.stop()
+
+
+def test_a_reload_with_broken_code_keeps_the_old_workers(site, workdir):
+    backend = start(site, workdir, "--prefork", "2")
+    try:
+        pids = {w["pid"] for w in status(backend)["workers"]}
+        (site / "handlers" / "zz_broken.py").write_text("raise RuntimeError('half-saved file')\n")
+        backend.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in backend.log_text(), 10, "the reload failure")
+        assert "half-saved file" in backend.log_text()
+        assert {w["pid"] for w in status(backend)["workers"]} == pids
+        assert get(backend, "/hello/still")[0] == 200
+    finally:
+        backend.stop()
+
+
+def test_sigquit_lets_requests_in_flight_finish(site, workdir):
+    backend = start(site, workdir, "--prefork", "2")
+    threads, results = in_threads(lambda i: get(backend, "/sleep?s=1.5"), 2)
+    wait_for(lambda: status(backend)["active_workers"] >= 2, 10, "two busy workers")
+    backend.proc.send_signal(signal.SIGQUIT)
+    for t in threads:
+        t.join(20)
+    assert all(r[0] == 200 for r in results), results
+    assert backend.proc.wait(20) == 0
+    assert not backend.socket_path.exists()
+
+
+def test_sigterm_gives_requests_graceful_timeout_then_kills(site, workdir):
+    backend = start(site, workdir, "--prefork", "1", "--graceful-timeout", "0.5")
+    threads, results = in_threads(lambda i: get(backend, "/sleep?s=20"), 1)
+    wait_for(lambda: status(backend)["active_workers"] == 2, 10, "the sleeper busy")
+    started = time.monotonic()
+    backend.proc.send_signal(signal.SIGTERM)
+    assert backend.proc.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert "killing 1 workers still busy after 0.5s" in backend.log_text()
+    threads[0].join(5)
+
+
+def test_sigusr1_reopens_the_log_file(site, workdir):
+    log_file = workdir / "backend.log"
+    backend = start(site, workdir, "--prefork", "1", "--log-file", str(log_file))
+    try:
+        assert get(backend, "/hello/before")[0] == 200
+        os.rename(log_file, workdir / "backend.log.1")  # what logrotate does
+        backend.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: log_file.exists(), 5, "the reopened log file")
+        wait_for(lambda: get(backend, "/hello/after")[0] == 200 and "GET /hello/after" in log_file.read_text(),
+                 5, "a request logged in the new file")
+        assert "GET /hello/before" in (workdir / "backend.log.1").read_text()
+        assert "GET /hello/before" not in log_file.read_text()
+    finally:
+        backend.stop()
+
+
+HOOKS_MODULE = '''
+import os
+
+def init_module(registry):
+    path = registry.site.root / "hooks.log"
+
+    def note(event):
+        def hook(server, *args):
+            with open(path, "a") as f:
+                f.write(f"{event} {os.getpid()} {'child' if server.is_child() else 'supervisor'}\\n")
+        return hook
+
+    for event in ("listen_ok", "fork_ok", "child_start", "child_exit", "accept_ok", "close",
+                  "sig_usr2", "child_sig_usr2", "sig_child", "server_close"):
+        registry.hook(event, note(event))
+'''
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+def test_hooks_registered_by_a_handler_module(site, workdir, propagate):
+    (site / "handlers" / "hooks_demo.py").write_text(HOOKS_MODULE)
+    backend = start(site, workdir, "--prefork", "2", *([] if propagate else ["--no-prop-sigusr"]))
+    assert get(backend, "/hello/x")[0] == 200
+    backend.proc.send_signal(signal.SIGUSR2)
+    time.sleep(0.5)
+    assert backend.stop() == 0
+    lines = (site / "hooks.log").read_text().splitlines()
+    events = [line.split()[0] for line in lines]
+    assert events.count("listen_ok") == 1 and events.count("server_close") == 1
+    assert events.count("fork_ok") == 2 and events.count("child_start") == 2 and events.count("child_exit") == 2
+    assert events.count("sig_usr2") == 1
+    assert events.count("child_sig_usr2") == (2 if propagate else 0)
+    assert events.count("accept_ok") >= 2 and events.count("close") >= 2  # the test's requests
+    assert all(line.endswith("child") for line in lines if line.startswith(("child_start", "accept_ok")))
+    assert all(line.endswith("supervisor") for line in lines if line.startswith(("fork_ok", "sig_usr2")))
+
+
+SUBCLASS_SCRIPT = '''
+import sys
+from fcgi_backend import Server, ServerConfig
+from fcgi_backend.listener import ListenAddress
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hi"]
+
+class CountingServer(Server):
+    idle_turns = 0
+
+    def on_child_start(self):
+        print("child", flush=True)
+
+    def on_prefork_child_idle(self):
+        # a worker that idles three times ends the whole server through its supervisor
+        CountingServer.idle_turns += 1
+        if CountingServer.idle_turns == 3:
+            import os, signal
+            os.kill(os.getppid(), signal.SIGUSR1)
+
+    def on_sig_usr1(self):
+        print("busy, total:", self.get_busy_kids_count(), "pids:", len(self.get_kid_pids()), flush=True)
+        self.break_main_loop()
+
+server = CountingServer(lambda: (hello, None), ListenAddress(path=sys.argv[1]),
+                        ServerConfig(prefork=2, timeout=0.1))
+sys.exit(server.run())
+'''
+
+
+def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
+    script = workdir / "my_server.py"
+    script.write_text(SUBCLASS_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(workdir / "s.sock")], capture_output=True,
+                         text=True, timeout=30, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("child") == 2
+    assert "busy, total: (0, 2) pids: 2" in out.stdout
+    assert not (workdir / "s.sock").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    ("prefork = 0", "prefork must be at least 1"),
+    ("prefork = 4\nmaxfork = 2", "maxfork (2) must not be below prefork (4)"),
+    ("timeout = -1", "timeout must be more than 0"),
+    ("px_idle = 0", "px_idle must be more than 0"),
+    ("max_requests = -5", "max_requests must be 0"),
+    ("prefork = 'four'", "prefork must be int"),
+    ("workers = 3", "unknown setting 'workers'"),
+    ("status_path = 'status'", "must start with '/'"),
+    ("prefork = [", "not valid TOML"),
+])
+def test_bad_settings_are_refused_at_start(site, workdir, config, message):
+    path = workdir / "server.toml"
+    path.write_text("[server]\n" + config + "\n")
+    out = subprocess.run([sys.executable, "-m", "fcgi_backend", "run", str(site), "--config", str(path)],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert not (site / "fcgi_backend.sock").exists()
+
+
+def test_config_file_settings_and_flags_that_override_them(site, workdir):
+    path = workdir / "server.toml"
+    path.write_text("[server]\nprefork = 3\nmaxfork = 5\nstatus-path = '/st'\n")
+    backend = Backend(site, workdir / "run", ["--config", str(path), "--maxfork", "7"]).start()
+    try:
+        code, body = get(backend, "/st")
+        st = json.loads(body)
+        assert (st["prefork"], st["maxfork"]) == (3, 7)
+    finally:
+        backend.stop()
+
+
+def test_negative_prefork_sets_both(site, workdir):
+    backend = start(site, workdir, "--prefork", "-2")
+    try:
+        st = status(backend)
+        assert (st["prefork"], st["maxfork"]) == (2, 2)
+    finally:
+        backend.stop()
+
+
+def test_nofork_serves_from_one_process(site, workdir):
+    backend = start(site, workdir, "--nofork")
+    try:
+        assert int(get(backend, "/pid")[1]) == backend.proc.pid
+        assert status(backend)["total_workers"] == 1
+    finally:
+        assert backend.stop() == 0
