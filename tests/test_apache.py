@@ -7,6 +7,8 @@ import time
 import pytest
 import requests
 
+from conftest import Stack
+
 
 def get(stack, path, **kw):
     return requests.get(stack.url + path, timeout=10, allow_redirects=False, **kw)
@@ -171,3 +173,18 @@ def test_many_requests_in_a_row_all_succeed(stack):
         for i in range(200):
             r = session.get(f"{stack.url}/hello/n{i}", timeout=10)
             assert r.status_code == 200 and f"Hello, n{i}!" in r.text
+
+
+def test_a_site_path_with_capital_letters_reaches_routes_and_pages(workdir):
+    """Apache must not lowercase the socket path on the way to the backend."""
+    root = workdir / "Sites" / "MyShop"
+    root.mkdir(parents=True)
+    (workdir / "Sites").chmod(0o755)
+    root.chmod(0o755)
+    s = Stack(root)
+    try:
+        assert "<h1>About</h1>" in get(s, "/about").text
+        assert get(s, "/hello/Caps").status_code == 200
+        assert get(s, "/api/time").status_code == 200
+    finally:
+        s.stop()
