@@ -27,15 +27,17 @@ PAGE_METHODS = frozenset({"GET", "HEAD", "POST"})
 class Application:
     """WSGI application serving a site's routes and templates.
 
-    ``debug`` puts tracebacks on 500 pages; without it they go only to the log.
+    ``debug`` puts tracebacks on 500 pages; without it they go only to the log. ``access_log``
+    logs a line per request (Apache's own access log has them anyway).
     """
 
     def __init__(self, registry: Registry, views: ViewCache, *, debug: bool = False,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, access_log: bool = False) -> None:
         self.registry = registry
         self.views = views
         self.debug = debug
         self.limits = limits or Limits()
+        self.access_log = access_log or debug
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         started = time.perf_counter()
@@ -54,8 +56,9 @@ class Application:
         except BaseException:
             request.close()
             raise
-        access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
-                        len(response.body), (time.perf_counter() - started) * 1000)
+        if self.access_log:
+            access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
+                            len(response.body), (time.perf_counter() - started) * 1000)
         # Uploaded files are removed once the response is out (the server calls close()).
         return _ClosingBody(response(environ, start_response), request.close)
 

@@ -16,7 +16,7 @@ from .limits import Limits
 from .listener import DEFAULT_SOCKET_MODE, ListenAddress
 from .loader import HandlerLoadError, load_handlers, load_wsgi_app
 from .registry import Registry
-from .server import EXIT_CANNOT_LISTEN, Server
+from .server import Server
 from .site import SiteError, SiteLayout
 from .views import ViewCache
 
@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--app", metavar="MODULE:CALLABLE",
                      help="serve this WSGI application instead of the site's handlers and templates "
                           "(MODULE may also be a path to a .py file)")
+    run.add_argument("--access-log", action="store_true",
+                     help="log a line per request (method, path, status, size, time); --debug does too")
     run.add_argument("--debug", action="store_true",
                      help="log more detail and show tracebacks on 500 pages (never in production)")
 
@@ -177,7 +179,8 @@ def app_loader(site: SiteLayout, args, limits: Limits):
             return load_wsgi_app(args.app), Hooks()
         registry = Registry(site)
         load_handlers(site.handlers, registry)
-        return Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits), registry.hooks
+        return (Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits,
+                            access_log=args.access_log), registry.hooks)
     return load
 
 

@@ -4,7 +4,8 @@ flup does the dispatching, the request streams and END_REQUEST; this module chan
 with bytes on the wire:
 
 * records are read through a buffer (:class:`~fcgi_backend.records.RecordParser`) instead of three
-  recv calls each, and written with one sendmsg each;
+  recv calls each, and written in batches: what a WSGI write() produces goes out in one sendmsg,
+  and the end of the output with END_REQUEST in another;
 * malformed input (bad version, truncated record, bad name-value lengths, a short BEGIN_REQUEST)
   closes this connection with a log line; the process lives;
 * PARAMS are decoded once the stream ends, so a pair split across two records is read correctly;
@@ -53,11 +54,15 @@ from .records import (
     encode_params,
     padding_for,
 )
+from .errors import RequestInputError
 
 log = logging.getLogger("fcgi_backend.connection")
 
 _RECV_SIZE = 256 * 1024
 _PADDING = bytes(8)
+_FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
+_MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
+_INPUT_REST_SECONDS = 10.0  # longest wait for the rest of a request's input after it was answered
 # How long a closing connection waits for the web server to hang up before closing anyway.
 _CLOSE_DRAIN_SECONDS = 1.0
 
@@ -69,12 +74,20 @@ class FastCGIInputStream(InputStream):
         super().__init__(conn)
         self.request_id = 0         # set when BEGIN_REQUEST is read
         self.records_received = 0   # body bytes that came in STDIN records
+        self.discard = False        # the request has ended: read what is left and drop it
         self.raw_length = None      # N of the X_STDIN record, once it arrived
         self.raw_remaining = 0      # raw bytes still on the socket
 
     def add_data(self, data: bytes) -> None:
         self.records_received += len(data)
+        if self.discard and data:
+            return
         super().add_data(data)
+
+    @property
+    def ended(self) -> bool:
+        """The whole input has arrived (the empty STDIN record was read)."""
+        return self._eof
 
     def start_raw(self, length: int) -> None:
         self.raw_length = self.raw_remaining = length
@@ -121,11 +134,16 @@ class FastCGIInputStream(InputStream):
 
 
 class AbortableOutputStream(OutputStream):
-    """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request."""
+    """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request,
+    and sends its records when flushed (flup's WSGI bridge flushes after each write)."""
 
     def _write(self, data: bytes) -> None:
         if not self._req.aborted:
             super()._write(data)
+
+    def flush(self) -> None:
+        super().flush()
+        self._conn.flush_output()
 
 
 class FastCGIRequest(Request):
@@ -144,22 +162,24 @@ class FastCGIConnection(Connection):
     """A connection with the web server, serving one request at a time (no multiplexing)."""
 
     _inputStreamClass = FastCGIInputStream
+    _HANDLERS = {
+        FCGI_GET_VALUES: "_do_get_values",
+        FCGI_BEGIN_REQUEST: "_do_begin_request",
+        FCGI_ABORT_REQUEST: "_do_abort_request",
+        FCGI_PARAMS: "_do_params",
+        FCGI_STDIN: "_do_stdin",
+        FCGI_DATA: "_do_data",
+        FCGI_X_STDIN: "_do_x_stdin",
+    }
 
     def __init__(self, sock: socket.socket, addr, server, timeout=None, before_close=None) -> None:
         super().__init__(sock, addr, server, timeout)
         self._parser = RecordParser()
         self._closed = False
         self._before_close = before_close
+        self._pending: list[bytes] = []  # records written and not yet sent
+        self._pending_size = 0
         self.close_after_request = False  # the input is out of step: no further request on it
-        self._handlers = {
-            FCGI_GET_VALUES: self._do_get_values,
-            FCGI_BEGIN_REQUEST: self._do_begin_request,
-            FCGI_ABORT_REQUEST: self._do_abort_request,
-            FCGI_PARAMS: self._do_params,
-            FCGI_STDIN: self._do_stdin,
-            FCGI_DATA: self._do_data,
-            FCGI_X_STDIN: self._do_x_stdin,
-        }
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -192,11 +212,12 @@ class FastCGIConnection(Connection):
                 raise ConnectionClosed()
             self._parser.feed(data)
             rec = self._parser.next_record()
-        handler = self._handlers.get(rec.type)
+        handler = self._HANDLERS.get(rec.type)
         if handler is None:
             self._do_unknown_type(rec)
+            self.flush_output()
         else:
-            handler(rec)
+            getattr(self, handler)(rec)
 
     def _do_begin_request(self, inrec: Record) -> None:
         if inrec.contentLength != struct.calcsize(FCGI_BeginRequestBody):
@@ -213,8 +234,7 @@ class FastCGIConnection(Connection):
         if inrec.contentLength:
             req.params_bytes += inrec.contentData
             return
-        req.params = {name.decode("latin-1"): value.decode("latin-1")
-                      for name, value in decode_params(bytes(req.params_bytes))}
+        req.params = dict(decode_params(bytes(req.params_bytes)))
         req.params_bytes = bytearray()
         req.started = True
         self._start_request(req)
@@ -275,22 +295,42 @@ class FastCGIConnection(Connection):
             length -= len(self.read_raw(length))
 
     def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE, remove=True) -> None:
+        if req.started and not req.stdin.ended and not self.close_after_request:
+            self._read_rest_of_input(req)
         super().end_request(req, appStatus, protocolStatus, remove)
+        self.flush_output()
         if self.close_after_request and self._keepGoing:
             self._keepGoing = False
             self._cleanupSocket()
 
+    def _read_rest_of_input(self, req: FastCGIRequest) -> None:
+        """Read and drop the input the application left, up to its end: the web server may still be
+        writing it, and a write that meets a closed socket fails the whole request."""
+        req.stdin.discard = True
+        self._sock.settimeout(_INPUT_REST_SECONDS)
+        try:
+            while not req.stdin.ended and not self.close_after_request:
+                if req.stdin.raw_remaining:
+                    req.stdin.raw_remaining -= len(self.read_raw(req.stdin.raw_remaining))
+                else:
+                    self.process_input()
+        except (OSError, RequestInputError):
+            self.close_after_request = True  # the input is not in step any more
+        finally:
+            if not self._closed:
+                self._sock.settimeout(None)
+
     def _do_get_values(self, inrec: Record) -> None:
-        asked = decode_params(inrec.contentData)
         answer = []
-        for name, _ in asked:
-            cap = self.server.capability.get(name.decode("latin-1"))
+        for name, _ in decode_params(inrec.contentData):
+            cap = self.server.capability.get(name)
             if cap is not None:
-                answer.append((name.decode("latin-1"), str(cap)))
+                answer.append((name, str(cap)))
         outrec = Record(FCGI_GET_VALUES_RESULT)
         outrec.contentData = encode_params(answer)
         outrec.contentLength = len(outrec.contentData)
         self.writeRecord(outrec)
+        self.flush_output()
 
     def _do_abort_request(self, inrec: Record) -> None:
         req = self._requests.get(inrec.requestId)
@@ -306,14 +346,22 @@ class FastCGIConnection(Connection):
     # -- writing -------------------------------------------------------------------------------
 
     def writeRecord(self, rec: Record) -> None:
-        """Send header, content and padding with one system call where the kernel allows."""
+        """Queue a record (header, content, padding); :meth:`flush_output` sends the queue."""
         pad = padding_for(rec.contentLength)
-        parts = [HEADER.pack(rec.version, rec.type, rec.requestId, rec.contentLength, pad)]
+        self._pending.append(HEADER.pack(rec.version, rec.type, rec.requestId, rec.contentLength, pad))
         if rec.contentLength:
-            parts.append(rec.contentData)
+            self._pending.append(rec.contentData)
         if pad:
-            parts.append(_PADDING[:pad])
-        _sendmsg_all(self._sock, parts)
+            self._pending.append(_PADDING[:pad])
+        self._pending_size += 8 + rec.contentLength + pad
+        if self._pending_size >= _FLUSH_AT or len(self._pending) >= _MAX_PARTS:
+            self.flush_output()
+
+    def flush_output(self) -> None:
+        """Send every queued record with one system call where the kernel allows."""
+        if self._pending:
+            parts, self._pending, self._pending_size = self._pending, [], 0
+            _sendmsg_all(self._sock, parts)
 
     def _cleanupSocket(self) -> None:
         if self._closed:
@@ -322,8 +370,11 @@ class FastCGIConnection(Connection):
         if self._before_close is not None:
             self._before_close(self._sock)
         try:
+            self.flush_output()
+            if self._sock.family == socket.AF_UNIX:
+                return  # no reset on a unix socket: what we sent is read even after we close
             self._sock.shutdown(socket.SHUT_WR)
-            # Read until the web server hangs up, so our last records are not lost to a reset.
+            # TCP: read until the web server hangs up, so our last records are not lost to a reset.
             deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
             while (left := deadline - time.monotonic()) > 0:
                 self._sock.settimeout(left)

@@ -99,32 +99,41 @@ def encode_params(pairs: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
     return bytes(out)
 
 
-def _decode_length(data: bytes, pos: int) -> tuple[int, int]:
-    if pos >= len(data):
-        raise ProtocolError("name-value pair truncated: length byte missing")
-    first = data[pos]
-    if first < 128:
-        return first, pos + 1
-    if pos + 4 > len(data):
-        raise ProtocolError("name-value pair truncated: 4-byte length cut short")
-    return _LONG_LENGTH.unpack_from(data, pos)[0] & 0x7FFFFFFF, pos + 4
+def decode_params(data: bytes) -> list[tuple[str, str]]:
+    """Decode a whole PARAMS (or GET_VALUES) stream into (name, value) strings, as latin-1.
 
-
-def decode_params(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Decode a whole PARAMS (or GET_VALUES) stream; lengths that overrun the data are a ProtocolError."""
+    Lengths that run past the data are a ProtocolError. Latin-1 maps byte n to character n, so
+    the block is decoded once and names and values are sliced from it at their byte offsets.
+    """
+    text = data.decode("latin-1")
     pairs = []
     pos = 0
     end = len(data)
     while pos < end:
-        name_len, pos = _decode_length(data, pos)
-        value_len, pos = _decode_length(data, pos)
-        if pos + name_len + value_len > end:
-            raise ProtocolError(
-                f"name-value pair claims {name_len}+{value_len} bytes but only {end - pos} remain")
-        name = data[pos:pos + name_len]
-        pos += name_len
-        pairs.append((name, data[pos:pos + value_len]))
-        pos += value_len
+        name_len = data[pos]
+        if name_len < 128:
+            pos += 1
+        elif pos + 4 <= end:
+            name_len = int.from_bytes(data[pos:pos + 4], "big") & 0x7FFFFFFF
+            pos += 4
+        else:
+            raise ProtocolError("name-value pair truncated: 4-byte length cut short")
+        if pos >= end:
+            raise ProtocolError("name-value pair truncated: length byte missing")
+        value_len = data[pos]
+        if value_len < 128:
+            pos += 1
+        elif pos + 4 <= end:
+            value_len = int.from_bytes(data[pos:pos + 4], "big") & 0x7FFFFFFF
+            pos += 4
+        else:
+            raise ProtocolError("name-value pair truncated: 4-byte length cut short")
+        value_at = pos + name_len
+        pos = value_at + value_len
+        if pos > end:
+            raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes "
+                                f"but only {end - value_at + name_len} remain")
+        pairs.append((text[value_at - name_len:value_at], text[value_at:pos]))
     return pairs
 
 

@@ -17,6 +17,9 @@ IDLE, BUSY = 0, 1
 _HEADER = struct.Struct("=dQQQ")
 # pid, generation, state, accepted, requests, started (wall), last state change (monotonic)
 _SLOT = struct.Struct("=iIB7xQQdd")
+_STATE_AT, _COUNTS_AT, _CHANGED_AT = 8, 16, 40  # byte offsets of fields a worker updates
+_COUNTS = struct.Struct("=QQ")
+_CHANGED = struct.Struct("=d")
 
 
 @dataclass(frozen=True)
@@ -93,10 +96,13 @@ class Scoreboard:
     # -- worker ------------------------------------------------------------------------------
 
     def set_state(self, slot: int, state: int, accepted: int = 0, requests: int = 0) -> None:
-        """A worker's own slot: its state, and counts to add."""
+        """A worker's own slot: its state, and counts to add (on every request: kept to a few writes)."""
         off = self._offset(slot)
-        pid, gen, _, acc, req, started, _ = _SLOT.unpack_from(self._mem, off)
-        _SLOT.pack_into(self._mem, off, pid, gen, state, acc + accepted, req + requests, started, time.monotonic())
+        self._mem[off + _STATE_AT] = state
+        if accepted or requests:
+            acc, req = _COUNTS.unpack_from(self._mem, off + _COUNTS_AT)
+            _COUNTS.pack_into(self._mem, off + _COUNTS_AT, acc + accepted, req + requests)
+        _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
 
     # -- anyone ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +25,9 @@ EXTENSION = ".mustache"
 INDEX = "index" + EXTENSION
 _FIRST_TAG = re.compile(r"\{\{")
 _PRAGMA = re.compile(r"\{\{%\s*handler\s*:\s*([^\s}]+)\s*\}\}[ \t]*(?:\r?\n)?")
+# How long a URL's resolved template file is trusted before the webroot is searched again (the file
+# itself is still checked for changes on every request).
+_RESOLVE_SECONDS = 2.0
 
 
 class TemplateError(Exception):
@@ -123,17 +127,25 @@ class ViewCache:
 
     def __init__(self, webroot: str | os.PathLike) -> None:
         self.webroot = Path(os.path.realpath(webroot))
-        self._views: dict[Path, tuple[tuple[int, int, int], View]] = {}
+        self._root = str(self.webroot) + os.sep
+        self._views: dict[str, tuple[tuple[int, int, int], View]] = {}
+        self._resolved: dict[str, tuple[float, str]] = {}  # webroot-relative name -> (when, real path)
         self._renderer = _Renderer(partials=_WebrootPartials(self), missing_tags="ignore")
 
-    def _inside(self, rel: str) -> Path | None:
+    def _inside(self, rel: str) -> str | None:
         """The real path of webroot/rel if it is a file inside the webroot (symlinks resolved)."""
+        now = time.monotonic()
+        cached = self._resolved.get(rel)
+        if cached is not None and now - cached[0] < _RESOLVE_SECONDS:
+            return cached[1]
         if "\0" in rel or rel.startswith("/"):
             return None
-        real = Path(os.path.realpath(self.webroot / rel))
-        if self.webroot not in real.parents:
+        real = os.path.realpath(os.path.join(self._root, rel))
+        if not real.startswith(self._root) or not os.path.isfile(real):
+            self._resolved.pop(rel, None)
             return None
-        return real if real.is_file() else None
+        self._resolved[rel] = (now, real)
+        return real
 
     def locate(self, url_path: str) -> View | None:
         """The view a URL path names, or None."""
@@ -146,11 +158,16 @@ class ViewCache:
     def load_name(self, rel: str) -> View | None:
         """The view at webroot-relative ``rel``, or None if no such file is inside the webroot."""
         path = self._inside(rel)
-        return None if path is None else self._load(path)
+        if path is None:
+            return None
+        view = self._load(path)
+        if view is None:  # gone since it was resolved
+            self._resolved.pop(rel, None)
+        return view
 
-    def _load(self, path: Path) -> View | None:
+    def _load(self, path: str) -> View | None:
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             return None
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -158,7 +175,8 @@ class ViewCache:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"cannot read template {path}: {exc}") from None
         handler_name, source = split_pragma(text)
@@ -166,7 +184,7 @@ class ViewCache:
             parsed = _parse(source, None)
         except Exception as exc:  # pystache raises ParsingError or plain Exception
             raise TemplateError(f"cannot parse template {path}: {exc}") from None
-        view = View(path, str(path.relative_to(self.webroot)), handler_name, source, parsed)
+        view = View(Path(path), path[len(self._root):], handler_name, source, parsed)
         if cached is not None:
             log.info("template %s changed; re-read", view.name)
         self._views[path] = (stamp, view)

@@ -41,7 +41,7 @@ def site(workdir) -> Path:
 @pytest.fixture
 def backend(site, workdir):
     """A running ``fcgi-backend run`` on the test site."""
-    proc = Backend(site, workdir / "run").start()
+    proc = Backend(site, workdir / "run", ["--access-log"]).start()
     yield proc
     proc.stop()
 
@@ -52,7 +52,7 @@ class Stack:
     def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
         self.root = root
         self.site = build_test_site(root)
-        self.backend = Backend(self.site, root / "run", backend_args).start()
+        self.backend = Backend(self.site, root / "run", ["--access-log", *(backend_args or [])]).start()
         self.apache = Apache(self.site, root / "run").start()
 
     @property

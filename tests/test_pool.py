@@ -212,7 +212,7 @@ def test_sigterm_gives_requests_graceful_timeout_then_kills(site, workdir):
 
 def test_sigusr1_reopens_the_log_file(site, workdir):
     log_file = workdir / "backend.log"
-    backend = start(site, workdir, "--prefork", "1", "--log-file", str(log_file))
+    backend = start(site, workdir, "--prefork", "1", "--log-file", str(log_file), "--access-log")
     try:
         assert get(backend, "/hello/before")[0] == 200
         os.rename(log_file, workdir / "backend.log.1")  # what logrotate does

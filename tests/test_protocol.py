@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import struct
 import subprocess
 
 import pytest
@@ -71,7 +70,7 @@ def test_get_values_reports_capabilities(site, workdir, args, max_conns):
     finally:
         backend.stop()
     assert rec_type == FCGI_GET_VALUES_RESULT and request_id == 0
-    values = {k.decode(): v.decode() for k, v in decode_params(content)}
+    values = dict(decode_params(content))
     assert values == {"FCGI_MAX_CONNS": max_conns, "FCGI_MPXS_CONNS": "0"}
 
 
