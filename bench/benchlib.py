@@ -1,0 +1,113 @@
+"""What the benchmarks share: peer server processes on the site's socket, and RSS sampling."""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+from apache_harness import APACHE_USER, make_reachable_dir, running_as_root, wait_for  # noqa: E402
+from apache_harness import _unix_socket_open as socket_answers  # noqa: E402
+
+
+def bench_site(prefix: str) -> tuple[Path, Path]:
+    """(root, site): a copy of bench/site in a folder Apache's user can enter; root also holds run/."""
+    root = make_reachable_dir(prefix)
+    site = root / "site"
+    shutil.copytree(BENCH / "site", site)
+    (root / "run").mkdir()
+    return root, site
+
+
+def build_c_responder(out_dir: Path) -> Path:
+    """Compile the libfcgi ceiling responder (Debian's libfcgi-dev)."""
+    binary = out_dir / "fcgi_c_responder"
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(BENCH / "peers" / "fcgi_c_responder.c"), "-lfcgi"],
+                   check=True)
+    return binary
+
+
+class Peer:
+    """A FastCGI server process listening on the site's socket."""
+
+    def __init__(self, name: str, command: list[str], socket_path: Path, log: Path) -> None:
+        self.name = name
+        self.command = command
+        self.socket_path = socket_path
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.socket_path.exists():
+            self.socket_path.unlink()
+        with open(self.log, "ab") as log:  # own session: stop() reaches every process it forks
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: socket_answers(self.socket_path), 20, self.name, self.proc, self.log)
+        if running_as_root():  # let Apache's children in, whatever mode the peer gave its socket
+            os.chown(self.socket_path, -1, grp.getgrnam(APACHE_USER).gr_gid)
+            os.chmod(self.socket_path, 0o660)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of its group still there
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def tree_rss_kib(pid: int) -> int:
+    """Largest VmRSS among the process and its children (the worker that holds the upload)."""
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    best = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        best = max(best, int(line.split()[1]))
+        except OSError:
+            pass
+    return best
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.baseline = tree_rss_kib(pid)
+        self.peak = self.baseline
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            time.sleep(0.01)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak - self.baseline
+
+

@@ -1,0 +1,152 @@
+"""Small-page requests per second and latency through Apache's mod_proxy_fcgi, side by side:
+
+  * fcgi_backend serving a plain WSGI hello;
+  * fcgi_backend serving a mustache view filled by a handler;
+  * stock flup's preforking WSGIServer with the same hello;
+  * php-fpm (pm = static) with a hello.php;
+  * the ceiling: a minimal C responder on libfcgi answering the same hello.
+
+Every server runs the same number of worker processes behind the same Apache, on a unix socket.
+wrk loads each at concurrency 1 to 256; rounds are interleaved and the table gives medians.
+
+    python bench/hello_bench.py [--runs 3] [--duration 4] [--workers 4] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from benchlib import APACHE_USER, BENCH, Peer, bench_site, build_c_responder, running_as_root
+from apache_harness import Apache
+
+CONCURRENCY = [1, 4, 16, 64, 256]
+PHP_FPM = shutil.which("php-fpm8.2", path="/usr/sbin:/usr/bin") or shutil.which("php-fpm", path="/usr/sbin:/usr/bin")
+
+
+def php_fpm_config(run: Path, sock: Path, workers: int) -> Path:
+    conf = run / "php-fpm.conf"
+    user = f"user = {APACHE_USER}\ngroup = {APACHE_USER}\nlisten.owner = {APACHE_USER}\nlisten.group = {APACHE_USER}\n" \
+        if running_as_root() else ""
+    conf.write_text(f"""[global]
+error_log = {run}/php-fpm.log
+daemonize = no
+pid = {run}/php-fpm.pid
+
+[bench]
+listen = {sock}
+listen.mode = 0660
+{user}pm = static
+pm.max_children = {workers}
+""")
+    return conf
+
+
+def wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int]:
+    """(requests/s, median latency ms, 99th percentile ms, errors) from wrk."""
+    out = subprocess.run(["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{int(duration)}s",
+                          "--latency", url], capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return rps, latency("50"), latency("99"), errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=CONCURRENCY)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    root, site = bench_site("fcgi-bench-hello-")
+    shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
+    run = root / "run"
+    sock = site / "fcgi_backend.sock"
+    python = sys.executable
+    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    pool = ["--prefork", str(-args.workers)]
+    php_stanza = f'<FilesMatch "\\.php$">\n    SetHandler "proxy:unix:{sock}|fcgi://localhost"\n</FilesMatch>'
+    # (name, peer, URL path, extra Apache config)
+    lines = [
+        ("fcgi_backend, WSGI hello", Peer("ours-hello", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group,
+                                                          "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"],
+                                          sock, run / "ours-hello.log"), "/hello", ""),
+        ("fcgi_backend, mustache view", Peer("ours-view", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group],
+                                             sock, run / "ours-view.log"), "/view", ""),
+        ("flup prefork, WSGI hello", Peer("flup", [python, str(BENCH / "peers" / "flup_prefork_hello.py"), str(sock),
+                                                   str(args.workers)], sock, run / "flup.log"), "/hello", ""),
+        ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
+                                    sock, run / "php.log"), "/hello.php", php_stanza),
+        ("C libfcgi hello (ceiling)", Peer("c", [str(build_c_responder(run)), str(sock), str(args.workers)],
+                                           sock, run / "c.log"), "/hello", ""),
+    ]
+    samples = {(name, c): [] for name, *_ in lines for c in args.concurrency}
+    try:
+        for round_no in range(args.runs):
+            for name, peer, path, extra in lines:
+                apache = Apache(site, run, extra_config=extra).start()
+                peer.start()
+                try:
+                    subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up
+                    for c in args.concurrency:
+                        rps, p50, p99, errors = wrk(apache.url + path, c, args.duration)
+                        samples[(name, c)].append((rps, p50, p99, errors))
+                        print(f"round {round_no + 1} {name} c={c}: {rps:.0f} req/s p50 {p50:.2f} ms "
+                              f"p99 {p99:.2f} ms errors {errors}", flush=True)
+                finally:
+                    peer.stop()
+                    apache.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    results = []
+    for (name, c), rows in samples.items():
+        results.append({"server": name, "concurrency": c, "rps": statistics.median(r[0] for r in rows),
+                        "p50_ms": statistics.median(r[1] for r in rows), "p99_ms": statistics.median(r[2] for r in rows),
+                        "errors": sum(r[3] for r in rows)})
+    by = {(r["server"], r["concurrency"]): r for r in results}
+    names = [name for name, *_ in lines]
+    print(f"\nrequests/s (median of {args.runs} runs of {args.duration:g} s; {args.workers} workers each)\n")
+    print("| concurrency | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c in args.concurrency:
+        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['rps']:.0f}" for n in names) + " |")
+    print("\nratios, same run:\n")
+    print("| concurrency | WSGI hello / php-fpm | WSGI hello / flup | mustache view / php-fpm | WSGI hello / C ceiling |")
+    print("|---|---|---|---|---|")
+    for c in args.concurrency:
+        hello, view = by[(names[0], c)]["rps"], by[(names[1], c)]["rps"]
+        flup, php, ceiling = by[(names[2], c)]["rps"], by[(names[3], c)]["rps"], by[(names[4], c)]["rps"]
+        print(f"| {c} | {hello / php:.2f}x | {hello / flup:.2f}x | {view / php:.2f}x | {hello / ceiling:.2f}x |")
+    print("\nlatency p50 / p99 in ms\n")
+    print("| concurrency | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c in args.concurrency:
+        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names) + " |")
+    if any(r["errors"] for r in results):
+        print("\nerrors: " + ", ".join(f"{r['server']} c={r['concurrency']}: {r['errors']}" for r in results if r["errors"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"runs": args.runs, "duration": args.duration, "workers": args.workers, "results": results},
+                      f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
