@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks).
 APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm
 
-.PHONY: all test demo bench system-deps venv clean
+.PHONY: all test demo bench system-deps venv clean connector install-connector
 
 all: test
 
@@ -21,17 +21,33 @@ venv: $(VENV)/.installed
 system-deps:
 	@tools/install-system-deps $(APT_PACKAGES)
 
-test: system-deps venv
+# The Apache connector module, built with Debian's apxs into build/ (LoadModule it from there, or
+# `make install-connector` to put it in Apache's modules folder).
+CONNECTOR := build/connector/.libs/mod_fcgi_backend.so
+$(CONNECTOR): connector_c/mod_fcgi_backend.c
+	mkdir -p build/connector
+	cp connector_c/mod_fcgi_backend.c build/connector/
+	cd build/connector && apxs -c -Wc,-O2 -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter mod_fcgi_backend.c >build.log 2>&1 \
+		|| (cat build.log; exit 1)
+	@grep -i "warning" build/connector/build.log || true
+
+connector: system-deps $(CONNECTOR)
+
+install-connector: connector
+	apxs -i -n fcgi_backend $(CONNECTOR)
+
+test: system-deps venv connector
 	$(PY) -m pytest tests
 
 demo: system-deps venv
 	$(PY) tools/demo.py
 
 # Every figure in the README's tables, with the peers beside ours (several minutes).
-bench: system-deps venv
+bench: system-deps venv connector
 	mkdir -p bench/results
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
 	$(PY) bench/upload_bench.py --runs 3 --json bench/results/upload.json
+	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run
