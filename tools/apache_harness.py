@@ -20,6 +20,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VHOST_CONF = REPO / "apache_conf" / "fcgi_backend.conf"
+CONNECTOR_CONF = REPO / "apache_conf" / "fcgi_backend_connector.conf"
+CONNECTOR_SO = REPO / "build" / "connector" / ".libs" / "mod_fcgi_backend.so"
 APACHE_BIN = shutil.which("apache2", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) or "/usr/sbin/apache2"
 MODULE_DIR = Path("/usr/lib/apache2/modules")
 MODULES = ["mpm_event", "authz_core", "mime", "dir", "rewrite", "proxy", "proxy_fcgi"]
@@ -92,11 +94,13 @@ class Apache:
     """An Apache httpd serving ``site`` through ``vhost_conf`` on 127.0.0.1:port."""
 
     def __init__(self, site: Path, run_dir: Path, port: int | None = None,
-                 vhost_conf: Path = VHOST_CONF, extra_config: str = "") -> None:
+                 vhost_conf: Path = VHOST_CONF, extra_config: str = "", connector: bool = False) -> None:
+        """``connector``: use apache_conf/fcgi_backend_connector.conf with the module from build/."""
         self.site = Path(site)
         self.run_dir = Path(run_dir)
         self.port = port or free_port()
-        self.vhost_conf = vhost_conf
+        self.vhost_conf = CONNECTOR_CONF if connector else vhost_conf
+        self.connector = connector
         self.extra_config = extra_config
         self.proc: subprocess.Popen | None = None
 
@@ -127,10 +131,13 @@ TypesConfig /etc/mime.types
 {self.extra_config}
 Define FCGI_SITE {self.site}
 Define FCGI_PORT {self.port}
+{f"Define FCGI_CONNECTOR_SO {CONNECTOR_SO}" if self.connector else ""}
 Include "{self.vhost_conf}"
 """
 
     def start(self) -> "Apache":
+        if self.connector and not CONNECTOR_SO.exists():
+            raise RuntimeError(f"the connector module is not built: run `make connector` ({CONNECTOR_SO})")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         conf = self.run_dir / "httpd.conf"
         conf.write_text(self.config_text())
