@@ -18,3 +18,34 @@ def body_digest(environ, start_response):
 def hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "12")])
     return [b"Hello world\n"]
+
+
+def streamer(environ, start_response):
+    """?mib=N chunks of 1 MiB, then (after ?pause= seconds) a last line: a response never whole in memory."""
+    import time
+    from urllib.parse import parse_qs
+
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    mib = int(query.get("mib", ["100"])[0])
+    pause = float(query.get("pause", ["0"])[0])
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    chunk = bytes(range(256)) * 4096
+
+    def body():
+        for _ in range(mib):
+            yield chunk
+        time.sleep(pause)
+        yield b"the end\n"
+    return body()
+
+
+def dies_midway(environ, start_response):
+    """Sends part of a response, then the worker process dies."""
+    import os
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def body():
+        yield b"x" * 100_000
+        os._exit(3)
+    return body()

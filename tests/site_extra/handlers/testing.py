@@ -51,4 +51,5 @@ def echo(request):
         "authorization": request.headers.get("Authorization"),
         "x_custom": request.headers.get("X-Custom"),
         "cookies": request.cookies,
+        "x_stdin_length": getattr(request.environ["wsgi.input"], "raw_length", None),  # which body path
     }), content_type="application/json")

@@ -1,0 +1,219 @@
+"""The Apache connector module (mod_fcgi_backend) in a real Apache, in front of the real backend."""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from apache_harness import Apache, Backend, make_reachable_dir, wait_for
+from conftest import Stack, build_test_site
+from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file
+
+TESTS = Path(__file__).resolve().parent
+
+
+class ConnectorStack(Stack):
+    """The test site's backend with two Apaches in front: the connector and mod_proxy_fcgi."""
+
+    def __init__(self, root: Path, backend_args=None) -> None:
+        super().__init__(root, backend_args)
+        self.proxy = self.apache
+        self.apache = Apache(self.site, root / "run-connector", connector=True).start()
+
+    def stop(self) -> None:
+        self.proxy.stop()
+        super().stop()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    root = make_reachable_dir("fcgi-connector-")
+    (root / "uploads").mkdir()
+    (root / "kept").mkdir()
+    s = ConnectorStack(root, ["--upload-dir", str(root / "uploads")])
+    yield s
+    s.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def connector_log(stack) -> str:
+    return stack.apache.error_log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("path", ["/", "/?name=Zoë", "/about", "/docs/", "/hello/Mod", "/api/time", "/nothing",
+                                  "/forbidden", "/teapot", "/boom", "/style.css"])
+def test_the_same_backend_answers_the_same_through_either_connector(stack, path):
+    a = requests.get(stack.url + path, timeout=10, allow_redirects=False)
+    b = requests.get(stack.proxy.url + path, timeout=10, allow_redirects=False)
+    assert a.status_code == b.status_code
+    assert a.headers.get("Content-Type") == b.headers.get("Content-Type")
+    if path not in ("/api/time", "/"):  # these show the time
+        assert a.content == b.content
+
+
+def test_form_post_redirect_and_cookies(stack):
+    session = requests.Session()
+    r = session.post(stack.url + "/guestbook", data={"name": "Mo", "message": "via module"},
+                     allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["Location"] == "/guestbook"
+    assert "<b>Mo</b>: via module" in session.get(stack.url + "/guestbook", timeout=10).text
+    r = session.get(stack.url + "/cookie", timeout=10)
+    assert r.cookies.get("visited") == "yes"
+
+
+def test_body_of_known_length_goes_as_one_x_stdin_stream(stack):
+    r = requests.post(stack.url + "/echo?q=1", data={"f": "v"}, timeout=10,
+                      headers={"Authorization": "Basic abc", "X-Custom": "c"})
+    got = r.json()
+    assert got["form"] == {"f": ["v"]} and got["query"] == {"q": ["1"]}
+    assert got["authorization"] == "Basic abc" and got["x_custom"] == "c"
+    assert got["x_stdin_length"] == len("f=v")
+
+
+def test_chunked_body_goes_as_stdin_records(stack):
+    r = requests.put(stack.url + "/echo", data=iter([b"abc", b"defgh"]), timeout=10,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert r.json()["body_length"] == 8 and r.json()["x_stdin_length"] is None
+
+
+def test_upload_stream_can_be_turned_off(workdir):
+    s = Stack(workdir)
+    apache = Apache(s.site, workdir / "run-off", connector=True, extra_config="FcgiBackendUploadStream Off").start()
+    try:
+        r = requests.post(apache.url + "/echo", data=b"12345", timeout=10)
+        assert r.json()["body_length"] == 5 and r.json()["x_stdin_length"] is None
+    finally:
+        apache.stop()
+        s.stop()
+
+
+def test_one_gib_upload_through_the_connector(stack):
+    content = StreamedFile(1024 * MiB, seed=21)
+    expected = hashlib.sha256()
+    for piece in content.pieces():
+        expected.update(piece)
+    length, pieces = multipart_stream({"via": "connector"}, "big", "big.bin", content)
+    status, body = post_streamed(stack.apache.port, f"/upload?keep_dir={stack.root}/kept", length, pieces)
+    assert status == 200, body[:300]
+    (entry,) = json.loads(body)["files"]
+    assert entry["size"] == content.size
+    assert sha256_file(stack.root / "kept" / "big") == expected.hexdigest()
+    assert os.listdir(stack.root / "uploads") == []
+    (stack.root / "kept" / "big").unlink()
+
+
+def test_client_abort_mid_upload_leaves_nothing_behind(stack):
+    length, pieces = multipart_stream({}, "f", "aborted.bin", StreamedFile(300 * MiB, seed=4))
+    sock = socket.create_connection(("127.0.0.1", stack.apache.port))
+    sock.sendall((f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                  f"Content-Type: multipart/form-data; boundary=----fcgiUploadBoundaryQ2xvY2sK\r\n\r\n").encode())
+    sent = 0
+    for piece in pieces:
+        sock.sendall(piece)
+        sent += len(piece)
+        if sent > 50 * MiB:
+            break
+    wait_for(lambda: os.listdir(stack.root / "uploads"), 30, "the temporary upload file")
+    sock.close()
+    wait_for(lambda: os.listdir(stack.root / "uploads") == [], 30, "removal of the partial upload")
+    wait_for(lambda: "of the upload stream" in stack.backend.log_text(), 10, "the backend's log line")
+    assert requests.get(stack.url + "/hello/after", timeout=10).status_code == 200
+
+
+def test_backend_down_is_503_with_a_log_line_naming_the_socket(workdir):
+    site = build_test_site(workdir)
+    apache = Apache(site, workdir / "run", connector=True).start()
+    try:
+        r = requests.get(apache.url + "/hello/nobody", timeout=10)
+        assert r.status_code == 503
+        log = apache.error_log.read_text()
+        assert f"cannot connect to the backend at {site}/fcgi_backend.sock" in log
+    finally:
+        apache.stop()
+
+
+@pytest.fixture
+def plain_app_stack(workdir):
+    """A backend serving a plain WSGI app from tests/wsgi_apps.py, behind the connector."""
+    def start(app: str):
+        site = build_test_site(workdir)
+        backend = Backend(site, workdir / "run", ["--app", f"{TESTS / 'wsgi_apps.py'}:{app}",
+                                                  "--prefork", "1"]).start()
+        apache = Apache(site, workdir / "run", connector=True).start()
+        started.append((apache, backend))
+        return apache, backend
+    started = []
+    yield start
+    for apache, backend in started:
+        apache.stop()
+        backend.stop()
+
+
+def test_a_large_response_streams_without_being_held_whole(plain_app_stack):
+    apache, _ = plain_app_stack("streamer")
+    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=60)
+    started = time.monotonic()
+    conn.request("GET", "/stream?mib=200&pause=1.5")
+    response = conn.getresponse()
+    first = response.read(1 << 20)
+    first_at = time.monotonic() - started
+    digest, total = hashlib.sha256(first), len(first)
+    while chunk := response.read(1 << 20):
+        digest.update(chunk)
+        total += len(chunk)
+    assert total == 200 * MiB + len(b"the end\n")
+    assert first_at < 1.5  # the start arrived while the backend was still producing the end
+    expected = hashlib.sha256()
+    for _ in range(200):
+        expected.update(bytes(range(256)) * 4096)
+    expected.update(b"the end\n")
+    assert digest.hexdigest() == expected.hexdigest()
+
+
+def test_backend_dying_mid_response_ends_the_client_connection(plain_app_stack):
+    apache, _ = plain_app_stack("dies_midway")
+    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=30)
+    conn.request("GET", "/anything")
+    response = conn.getresponse()
+    assert response.status == 200
+    with pytest.raises(http.client.IncompleteRead):  # the response cannot look complete
+        response.read()
+    wait_for(lambda: "closed the connection before the end of the response" in apache.error_log.read_text(),
+             10, "the error log line")
+
+
+def _apache_children(apache) -> list[int]:
+    with open(f"/proc/{apache.proc.pid}/task/{apache.proc.pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _rss_and_fds(pids) -> tuple[int, int]:
+    rss = fds = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            rss += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        fds += len(os.listdir(f"/proc/{pid}/fd"))
+    return rss, fds
+
+
+def test_a_long_run_of_requests_does_not_grow_apache(stack):
+    url = stack.url + "/hello/leak"
+    subprocess.run(["wrk", "-t1", "-c4", "-d2s", url], capture_output=True, check=True)  # warm up
+    time.sleep(2)  # client connections closing
+    pids = _apache_children(stack.apache)
+    rss_before, fds_before = _rss_and_fds(pids)
+    out = subprocess.run(["wrk", "-t2", "-c8", "-d8s", url], capture_output=True, text=True, check=True).stdout
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    assert _apache_children(stack.apache) == pids  # no child was replaced meanwhile
+    time.sleep(2)
+    rss_after, fds_after = _rss_and_fds(pids)
+    assert fds_after <= fds_before + 2  # no backend socket left open
+    assert rss_after - rss_before < 4 * 1024, (rss_before, rss_after)  # KiB: no growth per request
