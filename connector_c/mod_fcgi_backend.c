@@ -232,6 +232,8 @@ static int connect_backend(request_rec *r, backend *b, int timeout)
     struct timeval tv = {timeout, 0};
     setsockopt(b->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(b->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    int sndbuf = 1024 * 1024; /* more of an upload in flight per system call, on both sides */
+    setsockopt(b->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     if (connect(b->fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, errno, r,
                       "fcgi_backend: cannot connect to the backend at %s (is fcgi-backend running?)", b->path);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #define WRITE_BUFFER_SIZE (256 * 1024)
+#define DIRECT_WRITE_SIZE (64 * 1024) /* pieces this large skip the buffer: no copy */
 #define READ_BUFFER_SIZE (256 * 1024)
 
 struct upload {
@@ -101,10 +102,10 @@ static int flush_file(upload *u)
 
 static int file_data(upload *u, const char *data, size_t len)
 {
-    if (u->wbuf_len + len > WRITE_BUFFER_SIZE) {
+    if (len >= DIRECT_WRITE_SIZE || u->wbuf_len + len > WRITE_BUFFER_SIZE) {
         if (flush_file(u) != UPLOAD_MORE)
             return UPLOAD_ERROR;
-        if (len >= WRITE_BUFFER_SIZE) { /* large pieces go straight to the file */
+        if (len >= DIRECT_WRITE_SIZE) {
             if (write_all(u->fd, data, len) != 0)
                 return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
             return UPLOAD_MORE;

@@ -5,6 +5,8 @@ from fcgi_backend import Response
 
 def init_module(registry):
     registry.route("/upload", upload, methods=["POST"])
+    registry.route("/upload-form", lambda request: Response("Send a file with POST /upload\n",
+                                                              content_type="text/plain"))
     registry.handler("greeting", lambda request: {"name": "world", "items": ["one", "two", "three"]})
 
 

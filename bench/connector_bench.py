@@ -1,0 +1,93 @@
+"""mod_proxy_fcgi against this project's connector (mod_fcgi_backend), in one run, same backend:
+
+  * a 1 GiB multipart upload through each (the connector sends it as one FCGI_X_STDIN stream);
+  * small-page requests per second through each (the site's mustache view and a route), with wrk.
+
+One fcgi_backend serves one site; two Apaches, one per connector, stand in front of it. Rounds are
+interleaved; the tables give medians and the connector's ratio to mod_proxy_fcgi.
+
+    python bench/connector_bench.py [--runs 3] [--mib 1024] [--duration 4] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+
+from benchlib import APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
+from apache_harness import Apache
+from hello_bench import wrk
+from upload_bench import MiB, upload
+
+PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--mib", type=int, default=1024)
+    parser.add_argument("--duration", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64])
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    root, site = bench_site("fcgi-bench-connector-")
+    uploads = root / "uploads"
+    uploads.mkdir()
+    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    backend = Peer("fcgi_backend", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork", "-4",
+                                    "--upload-dir", str(uploads), *group], site / "fcgi_backend.sock",
+                   root / "run" / "backend.log")
+    backend.start()
+    fronts = {"mod_proxy_fcgi": Apache(site, root / "run-proxy").start(),
+              "connector (X_STDIN)": Apache(site, root / "run-connector", connector=True).start()}
+    block = os.urandom(MiB)
+    uploads_s = {name: [] for name in fronts}
+    rps = {(name, page, c): [] for name in fronts for page in PAGES for c in args.concurrency}
+    try:
+        for round_no in range(args.runs):
+            for name, apache in fronts.items():
+                elapsed, length, _ = upload(apache.port, args.mib, block)
+                uploads_s[name].append(elapsed)
+                print(f"round {round_no + 1}: {name}: {args.mib} MiB upload {elapsed:.2f} s "
+                      f"({length / elapsed / 1e6:.0f} MB/s)", flush=True)
+                for page, path in PAGES.items():
+                    for c in args.concurrency:
+                        result = wrk(apache.url + path, c, args.duration)
+                        rps[(name, page, c)].append(result[0])
+                        print(f"round {round_no + 1}: {name}: {page} c={c}: {result[0]:.0f} req/s", flush=True)
+    finally:
+        for apache in fronts.values():
+            apache.stop()
+        backend.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    proxy, conn = fronts
+    up = {name: statistics.median(v) for name, v in uploads_s.items()}
+    print(f"\n{args.mib} MiB multipart upload, median of {args.runs} runs\n")
+    print("| front | median time | throughput | connector relative to mod_proxy_fcgi |")
+    print("|---|---|---|---|")
+    for name, t in up.items():
+        ratio = f"{up[proxy] / t:.2f}x" if name == conn else "—"
+        print(f"| {name} | {t:.2f} s | {args.mib * MiB / t / 1e6:.0f} MB/s | {ratio} |")
+    print(f"\nrequests/s, median of {args.runs} runs of {args.duration} s\n")
+    print("| page | concurrency | mod_proxy_fcgi | connector | connector / mod_proxy_fcgi |")
+    print("|---|---|---|---|---|")
+    results = {"mib": args.mib, "runs": args.runs, "upload_s": up, "rps": []}
+    for page in PAGES:
+        for c in args.concurrency:
+            a, b = statistics.median(rps[(proxy, page, c)]), statistics.median(rps[(conn, page, c)])
+            results["rps"].append({"page": page, "concurrency": c, "mod_proxy_fcgi": a, "connector": b})
+            print(f"| {page} | {c} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
