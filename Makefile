@@ -48,6 +48,7 @@ bench: system-deps venv connector
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
 	$(PY) bench/upload_bench.py --runs 3 --json bench/results/upload.json
 	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
+	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run

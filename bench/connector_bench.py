@@ -18,7 +18,7 @@ import shutil
 import statistics
 import sys
 
-from benchlib import APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
+from benchlib import APACHE_TUNING, APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
 from apache_harness import Apache
 from hello_bench import wrk
 from upload_bench import MiB, upload
@@ -43,8 +43,9 @@ def main() -> int:
                                     "--upload-dir", str(uploads), *group], site / "fcgi_backend.sock",
                    root / "run" / "backend.log")
     backend.start()
-    fronts = {"mod_proxy_fcgi": Apache(site, root / "run-proxy").start(),
-              "connector (X_STDIN)": Apache(site, root / "run-connector", connector=True).start()}
+    fronts = {"mod_proxy_fcgi": Apache(site, root / "run-proxy", extra_config=APACHE_TUNING).start(),
+              "connector (X_STDIN)": Apache(site, root / "run-connector", extra_config=APACHE_TUNING,
+                                            connector=True).start()}
     block = os.urandom(MiB)
     uploads_s = {name: [] for name in fronts}
     rps = {(name, page, c): [] for name in fronts for page in PAGES for c in args.concurrency}

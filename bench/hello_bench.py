@@ -6,7 +6,8 @@
   * php-fpm (pm = static) with a hello.php;
   * the ceiling: a minimal C responder on libfcgi answering the same hello.
 
-Every server runs the same number of worker processes behind the same Apache, on a unix socket.
+Every server runs the same number of worker processes behind the same Apache (tuned for 256
+clients, benchlib.APACHE_TUNING), on a unix socket.
 wrk loads each at concurrency 1 to 256; rounds are interleaved and the table gives medians.
 
     python bench/hello_bench.py [--runs 3] [--duration 4] [--workers 4] [--json results.json]
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import APACHE_USER, BENCH, Peer, bench_site, build_c_responder, running_as_root
+from benchlib import APACHE_TUNING, APACHE_USER, BENCH, Peer, bench_site, build_c_responder, running_as_root
 from apache_harness import Apache
 
 CONCURRENCY = [1, 4, 16, 64, 256]
@@ -100,7 +101,7 @@ def main() -> int:
     try:
         for round_no in range(args.runs):
             for name, peer, path, extra in lines:
-                apache = Apache(site, run, extra_config=extra).start()
+                apache = Apache(site, run, extra_config=APACHE_TUNING + extra).start()
                 peer.start()
                 try:
                     subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up

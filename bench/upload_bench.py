@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from benchlib import APACHE_USER, BENCH, Peer, RssSampler, bench_site, build_c_responder, running_as_root
+from benchlib import APACHE_TUNING, APACHE_USER, BENCH, Peer, RssSampler, bench_site, build_c_responder, running_as_root
 from apache_harness import Apache
 
 MiB = 1024 * 1024
@@ -74,7 +74,7 @@ def main() -> int:
              sock, run / "flup.log"),
         Peer("C libfcgi, body dropped (ceiling)", [str(build_c_responder(run)), str(sock)], sock, run / "c.log"),
     ]
-    apache = Apache(site, run).start()
+    apache = Apache(site, run, extra_config=APACHE_TUNING).start()
     block = os.urandom(MiB)
     samples: dict[str, list[tuple[float, int]]] = {p.name: [] for p in peers}
     try:

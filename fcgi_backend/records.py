@@ -103,7 +103,8 @@ def decode_params(data: bytes) -> list[tuple[str, str]]:
     """Decode a whole PARAMS (or GET_VALUES) stream into (name, value) strings, as latin-1.
 
     Lengths that run past the data are a ProtocolError. Latin-1 maps byte n to character n, so
-    the block is decoded once and names and values are sliced from it at their byte offsets.
+    the block is decoded once and names and values are sliced from it at their byte offsets. The
+    two length decodings are written out in place: as a function they cost a fifth of a request.
     """
     text = data.decode("latin-1")
     pairs = []

@@ -28,7 +28,7 @@ from .listener import ListenAddress, ListenError, listen_queue_length, open_list
 from .loader import HandlerLoadError
 from .scoreboard import Scoreboard
 from .status import StatusMiddleware, status_dict
-from .worker import Worker
+from .worker import Worker, drain
 
 log = logging.getLogger("fcgi_backend.server")
 
@@ -227,7 +227,7 @@ class Server:
                 self._manage_pool()
                 ready, _, _ = select.select([wake_r], [], [], _TICK)
                 if ready:
-                    _drain(wake_r)
+                    drain(wake_r)
             self._stop_workers()
         finally:
             if not self._child:
@@ -400,10 +400,3 @@ def _kill(pid: int, signum: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(512):
-            pass
-    except BlockingIOError:
-        pass

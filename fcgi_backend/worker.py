@@ -87,7 +87,7 @@ class Worker:
                     self.events.on_prefork_child_idle()
                     continue
                 if self._wake_r is not None and self._wake_r.fileno() in ready:
-                    _drain(self._wake_r)
+                    drain(self._wake_r)
                 if listener.fileno() in ready and self._running:
                     self._accept_one(listener)
                 if self.max_requests and self.gateway.requests_served >= self.max_requests:
@@ -150,7 +150,8 @@ class _ReadinessWait:
             self._epoll.close()
 
 
-def _drain(sock: socket.socket) -> None:
+def drain(sock: socket.socket) -> None:
+    """Empty a non-blocking wake-up socket (the bytes signals wrote to it)."""
     try:
         while sock.recv(512):
             pass

@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import requests
 
 from apache_harness import Apache, Backend, make_reachable_dir, wait_for
 from conftest import Stack, build_test_site
-from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file
+from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file, upload_then_vanish
 
 TESTS = Path(__file__).resolve().parent
 
@@ -111,18 +110,7 @@ def test_one_gib_upload_through_the_connector(stack):
 
 
 def test_client_abort_mid_upload_leaves_nothing_behind(stack):
-    length, pieces = multipart_stream({}, "f", "aborted.bin", StreamedFile(300 * MiB, seed=4))
-    sock = socket.create_connection(("127.0.0.1", stack.apache.port))
-    sock.sendall((f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
-                  f"Content-Type: multipart/form-data; boundary=----fcgiUploadBoundaryQ2xvY2sK\r\n\r\n").encode())
-    sent = 0
-    for piece in pieces:
-        sock.sendall(piece)
-        sent += len(piece)
-        if sent > 50 * MiB:
-            break
-    wait_for(lambda: os.listdir(stack.root / "uploads"), 30, "the temporary upload file")
-    sock.close()
+    upload_then_vanish(stack.apache.port, stack.root / "uploads", 300, 50)
     wait_for(lambda: os.listdir(stack.root / "uploads") == [], 30, "removal of the partial upload")
     wait_for(lambda: "of the upload stream" in stack.backend.log_text(), 10, "the backend's log line")
     assert requests.get(stack.url + "/hello/after", timeout=10).status_code == 200

@@ -121,21 +121,25 @@ def test_chunked_upload_without_content_length(upload_stack):
     assert os.listdir(upload_stack.root / "uploads") == []
 
 
-def test_client_abort_halfway_leaves_nothing_behind(upload_stack):
-    content = StreamedFile(200 * MiB, seed=3)
-    length, pieces = multipart_stream({}, "f", "aborted.bin", content)
-    sock = socket.create_connection(("127.0.0.1", upload_stack.apache.port))
+def upload_then_vanish(port: int, uploads_dir, total_mib: int, sent_mib: int) -> None:
+    """Start a ``total_mib`` upload, send ``sent_mib`` of it, wait until the backend is writing its
+    temporary file, then close the connection as a browser tab that is shut would."""
+    length, pieces = multipart_stream({}, "f", "aborted.bin", StreamedFile(total_mib * MiB, seed=3))
+    sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall((f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
                   f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n").encode())
     sent = 0
     for piece in pieces:
         sock.sendall(piece)
         sent += len(piece)
-        if sent > 60 * MiB:
+        if sent > sent_mib * MiB:
             break
-    # wait until the backend is writing the file, then vanish
-    wait_for(lambda: os.listdir(upload_stack.root / "uploads"), 30, "the temporary upload file")
+    wait_for(lambda: os.listdir(uploads_dir), 30, "the temporary upload file")
     sock.close()
+
+
+def test_client_abort_halfway_leaves_nothing_behind(upload_stack):
+    upload_then_vanish(upload_stack.apache.port, upload_stack.root / "uploads", 200, 60)
     wait_for(lambda: os.listdir(upload_stack.root / "uploads") == [], 30, "removal of the partial upload")
     wait_for(lambda: "request input ended early" in upload_stack.backend.log_text(), 10, "the log line")
     # the backend still serves

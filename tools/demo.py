@@ -43,11 +43,13 @@ def choose_site() -> tuple[Path, Path]:
 def main() -> int:
     site, run_dir = choose_site()
     port = int(os.environ.get("DEMO_PORT", 0)) or (8080 if port_is_free(8080) else free_port())
-    backend = Backend(site, run_dir, log_to_terminal=True).start()
+    backend = Backend(site, run_dir, ["--config", str(REPO / "examples" / "fcgi_backend.toml"), "--access-log"],
+                      log_to_terminal=True).start()
     apache = None
     try:
         apache = Apache(site, run_dir, port=port).start()
         print(f"\nThe example site is up at {apache.url}/  (socket {backend.socket_path})")
+        print(f"Pool status: {apache.url}/fcgi-status  (OpenMetrics: {apache.url}/fcgi-status?openmetrics)")
         print(f"Apache logs: {run_dir}/apache_*.log. Press Ctrl-C to stop.\n", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while backend.proc.poll() is None and apache.proc.poll() is None:
