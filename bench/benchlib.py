@@ -84,8 +84,8 @@ class Peer:
             pass
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Largest VmRSS among the process and its children (the worker that holds the upload)."""
+def tree_rss_kib(pid: int) -> dict[int, int]:
+    """VmRSS (KiB) of the process and each of its children (the worker that holds the upload)."""
     pids = [pid]
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -93,34 +93,37 @@ def tree_rss_kib(pid: int) -> int:
                 pids += [int(p) for p in f.read().split()]
     except OSError:
         pass
-    best = 0
+    rss = {}
     for p in pids:
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
-                        best = max(best, int(line.split()[1]))
+                        rss[p] = int(line.split()[1])
         except OSError:
             pass
-    return best
+    return rss
 
 
 class RssSampler(threading.Thread):
+    """The largest growth of any one process of the server during a run (each against its own start)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.baseline = tree_rss_kib(pid)
-        self.peak = self.baseline
+        self.peak = dict(self.baseline)
         self.running = True
 
     def run(self) -> None:
         while self.running:
-            self.peak = max(self.peak, tree_rss_kib(self.pid))
+            for p, kib in tree_rss_kib(self.pid).items():
+                self.baseline.setdefault(p, kib)
+                self.peak[p] = max(self.peak.get(p, 0), kib)
             time.sleep(0.01)
 
     def stop(self) -> int:
+        """KiB: the largest peak-minus-start of one process."""
         self.running = False
         self.join()
-        return self.peak - self.baseline
-
-
+        return max((self.peak[p] - self.baseline[p] for p in self.peak), default=0)

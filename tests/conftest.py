@@ -53,7 +53,11 @@ class Stack:
         self.root = root
         self.site = build_test_site(root)
         self.backend = Backend(self.site, root / "run", ["--access-log", *(backend_args or [])]).start()
-        self.apache = Apache(self.site, root / "run").start()
+        try:
+            self.apache = Apache(self.site, root / "run").start()
+        except BaseException:
+            self.backend.stop()  # leave no process behind when Apache cannot start
+            raise
 
     @property
     def url(self) -> str:
@@ -64,20 +68,25 @@ class Stack:
         self.backend.stop()
 
 
+def stack_fixture(prefix: str, backend_args: list[str] | None = None):
+    """A Stack in a fresh folder, removed afterwards whatever happened."""
+    root = make_reachable_dir(prefix)
+    try:
+        s = Stack(root, backend_args)
+        try:
+            yield s
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def stack():
     """One Apache + backend for a whole test module (pages only read, or write what they own)."""
-    root = make_reachable_dir("fcgi-stack-")
-    s = Stack(root)
-    yield s
-    s.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    yield from stack_fixture("fcgi-stack-")
 
 
 @pytest.fixture(scope="module")
 def debug_stack():
-    root = make_reachable_dir("fcgi-debug-")
-    s = Stack(root, ["--debug"])
-    yield s
-    s.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    yield from stack_fixture("fcgi-debug-", ["--debug"])

@@ -25,7 +25,12 @@ class ConnectorStack(Stack):
     def __init__(self, root: Path, backend_args=None) -> None:
         super().__init__(root, backend_args)
         self.proxy = self.apache
-        self.apache = Apache(self.site, root / "run-connector", connector=True).start()
+        try:
+            self.apache = Apache(self.site, root / "run-connector", connector=True).start()
+        except BaseException:
+            self.proxy.stop()
+            self.backend.stop()
+            raise
 
     def stop(self) -> None:
         self.proxy.stop()
@@ -35,12 +40,16 @@ class ConnectorStack(Stack):
 @pytest.fixture(scope="module")
 def stack():
     root = make_reachable_dir("fcgi-connector-")
-    (root / "uploads").mkdir()
-    (root / "kept").mkdir()
-    s = ConnectorStack(root, ["--upload-dir", str(root / "uploads")])
-    yield s
-    s.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        (root / "uploads").mkdir()
+        (root / "kept").mkdir()
+        s = ConnectorStack(root, ["--upload-dir", str(root / "uploads")])
+        try:
+            yield s
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def connector_log(stack) -> str:

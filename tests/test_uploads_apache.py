@@ -83,12 +83,16 @@ def sha256_file(path) -> str:
 @pytest.fixture(scope="module")
 def upload_stack():
     root = make_reachable_dir("fcgi-uploads-")
-    (root / "uploads").mkdir()
-    (root / "kept").mkdir()
-    s = Stack(root, ["--upload-dir", str(root / "uploads"), "--max-file", "2G"])
-    yield s
-    s.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        (root / "uploads").mkdir()
+        (root / "kept").mkdir()
+        s = Stack(root, ["--upload-dir", str(root / "uploads"), "--max-file", "2G"])
+        try:
+            yield s
+        finally:
+            s.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_one_gib_upload_through_mod_proxy_fcgi(upload_stack):

@@ -146,7 +146,11 @@ Include "{self.vhost_conf}"
             raise RuntimeError(f"Apache rejects the config:\n{check.stderr}")
         self.proc = subprocess.Popen([APACHE_BIN, "-f", str(conf), "-DFOREGROUND"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: _port_open(self.port), 15, "Apache", self.proc, self.error_log)
+        try:
+            wait_for(lambda: _port_open(self.port), 15, "Apache", self.proc, self.error_log)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -188,7 +192,11 @@ class Backend:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = None if self.log_to_terminal else open(self.log_file, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log and subprocess.STDOUT)
-        wait_for(lambda: _unix_socket_open(self.socket_path), 15, "the backend", self.proc, self.log_file)
+        try:
+            wait_for(lambda: _unix_socket_open(self.socket_path), 15, "the backend", self.proc, self.log_file)
+        except RuntimeError:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
