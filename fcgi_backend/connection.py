@@ -58,7 +58,7 @@ from .errors import RequestInputError
 
 log = logging.getLogger("fcgi_backend.connection")
 
-_RECV_SIZE = 256 * 1024
+RECEIVE_BUFFER_SIZE = 256 * 1024
 _PADDING = bytes(8)
 _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
@@ -135,7 +135,13 @@ class FastCGIInputStream(InputStream):
 
 class AbortableOutputStream(OutputStream):
     """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request,
-    and sends its records when flushed (flup's WSGI bridge flushes after each write)."""
+    and sends its records when flushed (flup's WSGI bridge flushes after each write).
+
+    With ``hold`` set (the application returned a list: every block already exists) flushes only
+    turn data into records; they go out with END_REQUEST, in one system call for a small page.
+    """
+
+    hold = False
 
     def _write(self, data: bytes) -> None:
         if not self._req.aborted:
@@ -143,7 +149,8 @@ class AbortableOutputStream(OutputStream):
 
     def flush(self) -> None:
         super().flush()
-        self._conn.flush_output()
+        if not self.hold:
+            self._conn.flush_output()
 
 
 class FastCGIRequest(Request):
@@ -178,6 +185,9 @@ class FastCGIConnection(Connection):
         self._closed = False
         self._before_close = before_close
         self._pending: list[bytes] = []  # records written and not yet sent
+        # The worker's receive buffer (one connection at a time): a fresh 256 KiB per recv costs an
+        # mmap, mremap and munmap, and zeroing one per connection a tenth of a small request.
+        self._recv_buffer = server.receive_buffer
         self._pending_size = 0
         self.close_after_request = False  # the input is out of step: no further request on it
 
@@ -203,14 +213,14 @@ class FastCGIConnection(Connection):
         """Read and act on exactly one record (flup's InputStream calls this while the app reads)."""
         rec = self._parser.next_record()
         while rec is None:
-            data = self._sock.recv(_RECV_SIZE)
-            if not data:
+            received = self._sock.recv_into(self._recv_buffer)
+            if not received:
                 if self._parser.pending:
                     raise ConnectionClosed(
                         f"web server closed the connection inside a record "
                         f"({self._parser.pending} bytes of it received)")
                 raise ConnectionClosed()
-            self._parser.feed(data)
+            self._parser.feed(self._recv_buffer[:received])
             rec = self._parser.next_record()
         handler = self._HANDLERS.get(rec.type)
         if handler is None:
@@ -284,7 +294,7 @@ class FastCGIConnection(Connection):
         data = self._parser.take(limit)
         if data:
             return data
-        data = self._sock.recv(min(limit, _RECV_SIZE))
+        data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE))
         if not data:
             raise ConnectionClosed(f"web server closed the connection with {limit} bytes of the "
                                    f"FCGI_X_STDIN stream still to come")
@@ -298,6 +308,8 @@ class FastCGIConnection(Connection):
         if req.started and not req.stdin.ended and not self.close_after_request:
             self._read_rest_of_input(req)
         super().end_request(req, appStatus, protocolStatus, remove)
+        if self.server.on_request_end is not None:
+            self.server.on_request_end()  # before the answer leaves: whoever reads it can count it
         self.flush_output()
         if self.close_after_request and self._keepGoing:
             self._keepGoing = False
@@ -307,9 +319,17 @@ class FastCGIConnection(Connection):
         """Read and drop the input the application left, up to its end: the web server may still be
         writing it, and a write that meets a closed socket fails the whole request."""
         req.stdin.discard = True
-        self._sock.settimeout(_INPUT_REST_SECONDS)
+        timeout_set = False
         try:
             while not req.stdin.ended and not self.close_after_request:
+                may_wait = req.stdin.raw_remaining or not self._parser.has_record()
+                if may_wait and not timeout_set:
+                    # Only when a read may wait: mostly the rest (the empty STDIN record) came with
+                    # the params, and a timeout costs two system calls to set and clear. The answer
+                    # goes out first, whatever the rest of the input takes.
+                    self.flush_output()
+                    self._sock.settimeout(_INPUT_REST_SECONDS)
+                    timeout_set = True
                 if req.stdin.raw_remaining:
                     req.stdin.raw_remaining -= len(self.read_raw(req.stdin.raw_remaining))
                 else:
@@ -317,7 +337,7 @@ class FastCGIConnection(Connection):
         except (OSError, RequestInputError):
             self.close_after_request = True  # the input is not in step any more
         finally:
-            if not self._closed:
+            if timeout_set and not self._closed:
                 self._sock.settimeout(None)
 
     def _do_get_values(self, inrec: Record) -> None:
@@ -378,7 +398,7 @@ class FastCGIConnection(Connection):
             deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
             while (left := deadline - time.monotonic()) > 0:
                 self._sock.settimeout(left)
-                if not self._sock.recv(_RECV_SIZE):
+                if not self._sock.recv_into(self._recv_buffer):
                     break
         except OSError:
             pass

@@ -158,6 +158,14 @@ class RecordParser:
         """Bytes received but not yet returned as part of a record."""
         return len(self._buf) - self._pos
 
+    def has_record(self) -> bool:
+        """A whole record is buffered: :meth:`next_record` returns it without more bytes."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < FCGI_HEADER_LEN:
+            return False
+        _, _, _, content_len, padding_len = HEADER.unpack_from(buf, pos)
+        return len(buf) - pos >= FCGI_HEADER_LEN + content_len + padding_len
+
     def take(self, limit: int) -> bytes:
         """Hand over up to ``limit`` buffered bytes not yet parsed (a raw stream after a record)."""
         end = min(len(self._buf), self._pos + limit)

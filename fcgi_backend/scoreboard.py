@@ -95,13 +95,19 @@ class Scoreboard:
 
     # -- worker ------------------------------------------------------------------------------
 
-    def set_state(self, slot: int, state: int, accepted: int = 0, requests: int = 0) -> None:
-        """A worker's own slot: its state, and counts to add (on every request: kept to a few writes)."""
+    def count_request(self, slot: int) -> None:
+        """One more request answered by the worker in ``slot``."""
+        off = self._offset(slot) + _COUNTS_AT
+        acc, req = _COUNTS.unpack_from(self._mem, off)
+        _COUNTS.pack_into(self._mem, off, acc, req + 1)
+
+    def set_state(self, slot: int, state: int, accepted: int = 0) -> None:
+        """A worker's own slot: its state, and connections accepted to add (kept to a few writes)."""
         off = self._offset(slot)
         self._mem[off + _STATE_AT] = state
-        if accepted or requests:
+        if accepted:
             acc, req = _COUNTS.unpack_from(self._mem, off + _COUNTS_AT)
-            _COUNTS.pack_into(self._mem, off + _COUNTS_AT, acc + accepted, req + requests)
+            _COUNTS.pack_into(self._mem, off + _COUNTS_AT, acc + accepted, req)
         _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
 
     # -- anyone ------------------------------------------------------------------------------

@@ -339,6 +339,9 @@ class Server:
 
     def _spawn(self) -> None:
         slot = self.scoreboard.claim(self.generation)
+        # Signals wait until the child has its own handlers: the supervisor's would only queue them,
+        # and a worker that missed its SIGTERM would hold the stop up for graceful_timeout.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -348,6 +351,7 @@ class Server:
                 log.exception("worker %d failed", os.getpid())
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.scoreboard.assign(slot, pid)
         self.workers[pid] = (slot, self.generation)
         log.debug("forked worker %d (generation %d)", pid, self.generation)
@@ -382,6 +386,7 @@ class Server:
         self.on_child_start()
         try:
             with self._worker.handling_signals(self._worker_signal_handlers()):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
                 self._worker.serve(self.listener)
         finally:
             self.on_child_exit()

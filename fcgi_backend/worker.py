@@ -46,6 +46,8 @@ class Worker:
         self._running = True
         self._connection = None
         self._wake_r: socket.socket | None = None
+        if scoreboard is not None:
+            gateway.on_request_end = lambda: scoreboard.count_request(slot)
 
     def stop(self, *_signal_args) -> None:
         """Leave the loop after the current request (safe to call from a signal handler)."""
@@ -97,9 +99,9 @@ class Worker:
         finally:
             wait.close()
 
-    def _set_state(self, state: int, accepted: int = 0, requests: int = 0) -> None:
+    def _set_state(self, state: int, accepted: int = 0) -> None:
         if self.scoreboard is not None:
-            self.scoreboard.set_state(self.slot, state, accepted, requests)
+            self.scoreboard.set_state(self.slot, state, accepted)
 
     def _accept_one(self, listener: socket.socket) -> None:
         try:
@@ -111,16 +113,16 @@ class Worker:
             self.events.on_accept_error(exc)
             return
         self._set_state(BUSY, accepted=1)
-        before = self.gateway.requests_served
         try:
-            client.setblocking(True)
+            if client.gettimeout() is not None:  # accept4 gives a blocking socket; spare the ioctl
+                client.setblocking(True)
             self.connections_served += 1
             self.events.on_accept_ok(client)
             self._connection = self.gateway.connection(client, addr, before_close=self.events.on_close)
             self._connection.run()
         finally:
             self._connection = None
-            self._set_state(IDLE, requests=self.gateway.requests_served - before)
+            self._set_state(IDLE)
 
 
 class _ReadinessWait:

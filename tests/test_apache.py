@@ -102,13 +102,13 @@ def test_handler_exception_is_a_500_without_traceback(stack):
 def test_template_naming_an_unregistered_handler_is_a_logged_500(stack):
     r = get(stack, "/orphan")
     assert r.status_code == 500 and "nobody_registered_this" not in r.text
-    assert "names handler 'nobody_registered_this', which no handler module registered" in stack.backend.log_text()
+    stack.backend.wait_for_log("names handler 'nobody_registered_this', which no handler module registered")
 
 
 def test_route_with_missing_template_is_a_logged_500(stack):
     r = get(stack, "/page-with-missing-template")
     assert r.status_code == 500
-    assert "names template 'no-such.mustache'" in stack.backend.log_text()
+    stack.backend.wait_for_log("names template 'no-such.mustache'")
 
 
 def test_request_details_reach_the_handler(stack):

@@ -68,7 +68,7 @@ def test_a_stale_socket_file_is_replaced(site, workdir):
     stale.bind(str(site / "fcgi_backend.sock"))
     stale.close()  # the file stays, nobody listens
     backend = Backend(site, workdir / "run").start()
-    assert "replacing stale socket" in backend.log_text()
+    backend.wait_for_log("replacing stale socket")
     backend.stop()
 
 

@@ -121,7 +121,7 @@ def test_one_gib_upload_through_the_connector(stack):
 def test_client_abort_mid_upload_leaves_nothing_behind(stack):
     upload_then_vanish(stack.apache.port, stack.root / "uploads", 300, 50)
     wait_for(lambda: os.listdir(stack.root / "uploads") == [], 30, "removal of the partial upload")
-    wait_for(lambda: "of the upload stream" in stack.backend.log_text(), 10, "the backend's log line")
+    stack.backend.wait_for_log("of the upload stream")
     assert requests.get(stack.url + "/hello/after", timeout=10).status_code == 200
 
 

@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_request_is_replaced_and_others_are_unaffected(site,
         assert not results[0].ended and results[0].stdout == b""  # the killed request got no answer
         wait_for(lambda: status(backend)["total_workers"] == 2, 10, "the replacement")
         assert victim not in [w["pid"] for w in status(backend)["workers"]]
-        assert f"worker {victim} was killed by SIGKILL; replacing it" in backend.log_text()
+        backend.wait_for_log(f"worker {victim} was killed by SIGKILL; replacing it")
     finally:
         backend.stop()
 
@@ -127,7 +127,8 @@ def test_the_pool_grows_under_a_burst_never_past_maxfork_and_shrinks_back(site, 
         st = status(backend)
         assert st["maxfork_reached"] >= 1
         wait_for(lambda: status(backend)["total_workers"] == 1, 15, "the pool shrinking back to prefork")
-        assert "idle for" in backend.log_text() and "maxfork" in backend.log_text()
+        backend.wait_for_log("idle for")
+        backend.wait_for_log("maxfork")
     finally:
         backend.stop()
 
@@ -142,7 +143,7 @@ def test_max_requests_replaces_the_worker(site, workdir):
     try:
         pids = [int(get(backend, "/pid")[1]) for _ in range(9)]
         assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))
-        assert "max_requests" in backend.log_text()
+        backend.wait_for_log("max_requests")
     finally:
         backend.stop()
 
@@ -166,7 +167,7 @@ def test_reload_under_load_through_apache_fails_no_request(site, workdir):
         assert requests_done > 100, out
         assert "Non-2xx" not in out and "Socket errors" not in out, out  # not one request failed
         assert get(backend, "/version") == (200, b'{"version":2}')  # the new code is live
-        assert "reloaded: generation 3 started" in backend.log_text()
+        backend.wait_for_log("reloaded: generation 3 started")
     finally:
         apache.stop()
         backend.stop()
@@ -178,8 +179,8 @@ def test_a_reload_with_broken_code_keeps_the_old_workers(site, workdir):
         pids = {w["pid"] for w in status(backend)["workers"]}
         (site / "handlers" / "zz_broken.py").write_text("raise RuntimeError('half-saved file')\n")
         backend.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: "reload failed" in backend.log_text(), 10, "the reload failure")
-        assert "half-saved file" in backend.log_text()
+        backend.wait_for_log("reload failed")
+        backend.wait_for_log("half-saved file")
         assert {w["pid"] for w in status(backend)["workers"]} == pids
         assert get(backend, "/hello/still")[0] == 200
     finally:
@@ -206,7 +207,7 @@ def test_sigterm_gives_requests_graceful_timeout_then_kills(site, workdir):
     backend.proc.send_signal(signal.SIGTERM)
     assert backend.proc.wait(10) == 0
     assert time.monotonic() - started < 5
-    assert "killing 1 workers still busy after 0.5s" in backend.log_text()
+    backend.wait_for_log("killing 1 workers still busy after 0.5s")
     threads[0].join(5)
 
 

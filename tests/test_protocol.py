@@ -118,7 +118,7 @@ def test_abort_while_the_body_is_read_stops_the_request(backend):
                     + encode_record(FCGI_STDIN, 2, b"x" * 100) + encode_record(FCGI_ABORT_REQUEST, 2))
         reply = client.read_reply()
     assert reply.ended and reply.stdout == b""  # nothing after the abort reaches the web server
-    assert "aborted by the web server" in backend.log_text()
+    backend.wait_for_log("aborted by the web server")
     assert still_serving(backend)
 
 
@@ -162,7 +162,7 @@ def test_malformed_input_closes_the_connection_with_a_log_line(backend, make):
         reply = client.read_reply()
         assert not reply.ended
         assert client.closed_by_server()
-    assert logged in backend.log_text()
+    backend.wait_for_log(logged)
     assert still_serving(backend)
 
 
@@ -171,7 +171,7 @@ def test_hang_up_inside_a_record_is_logged_and_the_server_lives(backend):
     with FastCGIClient(backend.socket_path) as client:
         client.send(head[:-5])  # the params record is cut short
     assert still_serving(backend)
-    assert "closed the connection inside a record" in backend.log_text()
+    backend.wait_for_log("closed the connection inside a record")
 
 
 def test_hang_up_while_the_body_is_read_is_logged_and_the_server_lives(backend):
@@ -180,7 +180,7 @@ def test_hang_up_while_the_body_is_read_is_logged_and_the_server_lives(backend):
         client.send(begin_request(1) + encode_stream(FCGI_PARAMS, 1, encode_params(params))
                     + encode_record(FCGI_STDIN, 1, b"x" * 100))
     assert still_serving(backend)
-    assert "request input ended early" in backend.log_text()
+    backend.wait_for_log("request input ended early")
 
 
 @pytest.mark.parametrize("uri", [

@@ -145,7 +145,7 @@ def upload_then_vanish(port: int, uploads_dir, total_mib: int, sent_mib: int) ->
 def test_client_abort_halfway_leaves_nothing_behind(upload_stack):
     upload_then_vanish(upload_stack.apache.port, upload_stack.root / "uploads", 200, 60)
     wait_for(lambda: os.listdir(upload_stack.root / "uploads") == [], 30, "removal of the partial upload")
-    wait_for(lambda: "request input ended early" in upload_stack.backend.log_text(), 10, "the log line")
+    upload_stack.backend.wait_for_log("request input ended early")
     # the backend still serves
     conn = http.client.HTTPConnection("127.0.0.1", upload_stack.apache.port, timeout=10)
     conn.request("GET", "/hello/after")
@@ -160,7 +160,7 @@ def test_too_large_file_is_413_and_leaves_nothing(workdir):
         status, body = post_streamed(s.apache.port, "/upload", length, pieces)
         assert status == 413 and b"file size limit" in body
         assert os.listdir(workdir / "uploads") == []
-        assert "exceeds the file size limit" in s.backend.log_text()
+        s.backend.wait_for_log("exceeds the file size limit")
     finally:
         s.stop()
 

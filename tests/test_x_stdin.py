@@ -130,7 +130,8 @@ def test_connection_closed_during_the_raw_stream(server, upload_dir):
         client.send(begin_request(1) + encode_stream(FCGI_PARAMS, 1, encode_params(upload_params(body)))
                     + x_stdin_record(len(body)) + body[:1_000_000])
     assert still_serving(server)
-    assert "connection closed after" in server.log_text() and "of the upload stream" in server.log_text()
+    server.wait_for_log("connection closed after")
+    server.wait_for_log("of the upload stream")
     assert os.listdir(upload_dir) == []
 
 
@@ -139,7 +140,7 @@ def test_connection_closed_during_the_raw_stream_read_by_python(plain_wsgi):
         client.send(begin_request(1) + encode_stream(FCGI_PARAMS, 1, encode_params(cgi_params("POST", "/", 5000)))
                     + x_stdin_record(5000) + b"x" * 1000)
     assert still_serving(plain_wsgi)
-    assert "bytes of the FCGI_X_STDIN stream still to come" in plain_wsgi.log_text()
+    plain_wsgi.wait_for_log("bytes of the FCGI_X_STDIN stream still to come")
 
 
 def _send_and_read(backend, data):
@@ -155,7 +156,7 @@ def test_x_stdin_record_content_not_four_bytes_is_400(server):
     head = begin_request(1) + encode_stream(FCGI_PARAMS, 1, encode_params(upload_params(body)))
     reply, closed = _send_and_read(server, head + encode_record(FCGI_X_STDIN, 1, b"\x00\x00\x01"))
     assert reply.status == 400 and b"is 3 bytes, expected 4" in reply.body and closed
-    assert "bad request input" in server.log_text()
+    server.wait_for_log("bad request input")
     assert still_serving(server)
 
 
@@ -194,7 +195,7 @@ def test_no_closing_stdin_then_hang_up_leaves_nothing(server, upload_dir):
         client.sock.shutdown(1)  # no closing STDIN record: end of stream instead
         reply = client.read_reply()
     assert reply.stdout == b""  # the request was dropped, not answered
-    assert "request input ended early" in server.log_text()
+    server.wait_for_log("request input ended early")
     assert os.listdir(upload_dir) == []
     assert still_serving(server)
 

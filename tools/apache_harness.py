@@ -216,6 +216,11 @@ class Backend:
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def wait_for_log(self, fragment: str, timeout: float = 10) -> None:
+        """Return once the log holds ``fragment``: a worker may write it just after the connection
+        it is about has closed, while another worker already answers the next request."""
+        wait_for(lambda: fragment in self.log_text(), timeout, f"the log line {fragment!r}", log_file=self.log_file)
+
 
 def user_exists(name: str) -> bool:
     try:
