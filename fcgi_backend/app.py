@@ -59,8 +59,11 @@ class Application:
         if self.access_log:
             access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
                             len(response.body), (time.perf_counter() - started) * 1000)
+        body = response(environ, start_response)
+        if not request.has_uploads:
+            return body
         # Uploaded files are removed once the response is out (the server calls close()).
-        return _ClosingBody(response(environ, start_response), request.close)
+        return _ClosingBody(body, request.close)
 
     def dispatch(self, request: Request) -> Response:
         """The response for ``request``; raises HTTPError for 4xx answers."""

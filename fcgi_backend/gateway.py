@@ -55,9 +55,10 @@ class FastCGIGateway(BaseFCGIServer):
     def _call_application(self, environ: dict, start_response):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by
         block: every block already exists, so nothing waits (PEP 3333), and a small page costs one
-        system call instead of two."""
+        system call instead of two. Not when it has a close(): flup calls that before END_REQUEST,
+        and it may be slow (removing a large upload), so the answer goes out before it runs."""
         result = self.wsgi_app(environ, start_response)
-        if isinstance(result, (list, tuple)):
+        if isinstance(result, (list, tuple)) and not hasattr(result, "close"):
             self._request.stdout.hold = True
         return result
 

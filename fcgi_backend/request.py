@@ -119,6 +119,11 @@ class Request:
         """Uploaded files of a multipart body: name -> :class:`~fcgi_backend.uploads.UploadedFile`."""
         return self._form_and_files[1]
 
+    @property
+    def has_uploads(self) -> bool:
+        """The body was parsed as a form, so temporary upload files may exist for :meth:`close`."""
+        return "_form_and_files" in self.__dict__
+
     def close(self) -> None:
         """Remove the temporary files of uploads the handler did not move or keep."""
         parsed = self.__dict__.get("_form_and_files")
