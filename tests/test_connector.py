@@ -4,6 +4,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -63,8 +64,12 @@ def test_the_same_backend_answers_the_same_through_either_connector(stack, path)
     b = requests.get(stack.proxy.url + path, timeout=10, allow_redirects=False)
     assert a.status_code == b.status_code
     assert a.headers.get("Content-Type") == b.headers.get("Content-Type")
-    if path not in ("/api/time", "/"):  # these show the time
-        assert a.content == b.content
+    assert without_times(a.content) == without_times(b.content)
+
+
+def without_times(page: bytes) -> bytes:
+    """A page with its clock readings blanked (the two answers may fall in different seconds)."""
+    return re.sub(rb"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.\d+:]*", b"TIME", page)
 
 
 def test_form_post_redirect_and_cookies(stack):
