@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages: Apache and its module toolchain, libfcgi's client (tests) and headers (benchmarks),
-# wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks).
-APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm
+# wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks), docker-compose (checks the
+# files in docker/; no engine is needed for that).
+APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose
 
 .PHONY: all test demo bench system-deps venv clean connector install-connector
 
