@@ -35,6 +35,7 @@ def upload(port: int, mib: int, block: bytes) -> tuple[float, int, bytes]:
             f"Content-Type: application/octet-stream\r\n\r\n").encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     length = len(head) + mib * MiB + len(tail)
+    os.sync()  # no dirty pages left by whatever ran before: each server starts from the same state
     start = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     conn.putrequest("POST", "/upload")
