@@ -244,7 +244,7 @@ class FastCGIConnection(Connection):
         if inrec.contentLength:
             req.params_bytes += inrec.contentData
             return
-        req.params = dict(decode_params(bytes(req.params_bytes)))
+        req.params = decode_params(bytes(req.params_bytes))
         req.params_bytes = bytearray()
         req.started = True
         self._start_request(req)
@@ -342,7 +342,7 @@ class FastCGIConnection(Connection):
 
     def _do_get_values(self, inrec: Record) -> None:
         answer = []
-        for name, _ in decode_params(inrec.contentData):
+        for name in decode_params(inrec.contentData):
             cap = self.server.capability.get(name)
             if cap is not None:
                 answer.append((name, str(cap)))
