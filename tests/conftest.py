@@ -68,11 +68,17 @@ class Stack:
         self.backend.stop()
 
 
-def stack_fixture(prefix: str, backend_args: list[str] | None = None):
-    """A Stack in a fresh folder, removed afterwards whatever happened."""
+def stack_fixture(prefix: str, backend_args: list[str] | None = None, *, stack_class: type = Stack,
+                  upload_dirs: bool = False):
+    """A Stack in a fresh folder, removed afterwards whatever happened. ``upload_dirs``: the folder
+    also holds uploads/ (the backend's --upload-dir) and kept/ (where handlers move files)."""
     root = make_reachable_dir(prefix)
     try:
-        s = Stack(root, backend_args)
+        if upload_dirs:
+            (root / "uploads").mkdir()
+            (root / "kept").mkdir()
+            backend_args = ["--upload-dir", str(root / "uploads"), *(backend_args or [])]
+        s = stack_class(root, backend_args)
         try:
             yield s
         finally:

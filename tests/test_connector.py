@@ -5,7 +5,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from apache_harness import Apache, Backend, make_reachable_dir, wait_for
-from conftest import Stack, build_test_site
+from apache_harness import Apache, Backend, wait_for
+from conftest import Stack, build_test_site, stack_fixture
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file, upload_then_vanish
 
 TESTS = Path(__file__).resolve().parent
@@ -40,17 +39,7 @@ class ConnectorStack(Stack):
 
 @pytest.fixture(scope="module")
 def stack():
-    root = make_reachable_dir("fcgi-connector-")
-    try:
-        (root / "uploads").mkdir()
-        (root / "kept").mkdir()
-        s = ConnectorStack(root, ["--upload-dir", str(root / "uploads")])
-        try:
-            yield s
-        finally:
-            s.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from stack_fixture("fcgi-connector-", stack_class=ConnectorStack, upload_dirs=True)
 
 
 def connector_log(stack) -> str:

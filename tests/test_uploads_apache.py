@@ -4,13 +4,12 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import socket
 
 import pytest
 
-from apache_harness import make_reachable_dir, wait_for
-from conftest import Stack
+from apache_harness import wait_for
+from conftest import Stack, stack_fixture
 
 BOUNDARY = "----fcgiUploadBoundaryQ2xvY2sK"
 MiB = 1024 * 1024
@@ -82,17 +81,7 @@ def sha256_file(path) -> str:
 
 @pytest.fixture(scope="module")
 def upload_stack():
-    root = make_reachable_dir("fcgi-uploads-")
-    try:
-        (root / "uploads").mkdir()
-        (root / "kept").mkdir()
-        s = Stack(root, ["--upload-dir", str(root / "uploads"), "--max-file", "2G"])
-        try:
-            yield s
-        finally:
-            s.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    yield from stack_fixture("fcgi-uploads-", ["--max-file", "2G"], upload_dirs=True)
 
 
 def test_one_gib_upload_through_mod_proxy_fcgi(upload_stack):
