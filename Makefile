@@ -47,7 +47,7 @@ demo: system-deps venv
 bench: system-deps venv connector
 	mkdir -p bench/results
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
-	$(PY) bench/upload_bench.py --runs 3 --json bench/results/upload.json
+	$(PY) bench/upload_bench.py --runs 5 --json bench/results/upload.json
 	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 

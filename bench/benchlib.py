@@ -84,8 +84,8 @@ class Peer:
             pass
 
 
-def tree_rss_kib(pid: int) -> dict[int, int]:
-    """VmRSS (KiB) of the process and each of its children (the worker that holds the upload)."""
+def process_tree(pid: int) -> list[int]:
+    """The process and its children (a server's supervisor and its workers)."""
     pids = [pid]
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
@@ -93,8 +93,39 @@ def tree_rss_kib(pid: int) -> dict[int, int]:
                 pids += [int(p) for p in f.read().split()]
     except OSError:
         pass
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of the process and each of its children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = {}
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu[p] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except OSError:
+            pass
+    return cpu
+
+
+class CpuMeter:
+    """CPU seconds a server's processes spend between start() and stop() (children that exist at stop)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = tree_cpu_seconds(pid)
+
+    def stop(self) -> float:
+        after = tree_cpu_seconds(self.pid)
+        return sum(seconds - self.before.get(p, 0.0) for p, seconds in after.items())
+
+
+def tree_rss_kib(pid: int) -> dict[int, int]:
+    """VmRSS (KiB) of the process and each of its children (the worker that holds the upload)."""
     rss = {}
-    for p in pids:
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
