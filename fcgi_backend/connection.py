@@ -185,10 +185,10 @@ class FastCGIConnection(Connection):
         self._closed = False
         self._before_close = before_close
         self._pending: list[bytes] = []  # records written and not yet sent
+        self._pending_size = 0
         # The worker's receive buffer (one connection at a time): a fresh 256 KiB per recv costs an
         # mmap, mremap and munmap, and zeroing one per connection a tenth of a small request.
         self._recv_buffer = server.receive_buffer
-        self._pending_size = 0
         self.close_after_request = False  # the input is out of step: no further request on it
 
     # -- reading -------------------------------------------------------------------------------
