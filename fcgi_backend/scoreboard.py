@@ -20,6 +20,7 @@ _SLOT = struct.Struct("=iIB7xQQdd")
 _STATE_AT, _COUNTS_AT, _CHANGED_AT = 8, 16, 40  # byte offsets of fields a worker updates
 _COUNTS = struct.Struct("=QQ")
 _CHANGED = struct.Struct("=d")
+_PID = struct.Struct("=i")  # at offset 0 of a slot
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,9 @@ class Scoreboard:
         raise RuntimeError("no free scoreboard slot")
 
     def assign(self, slot: int, pid: int) -> None:
-        values = list(_SLOT.unpack_from(self._mem, self._offset(slot)))
-        values[0] = pid
-        _SLOT.pack_into(self._mem, self._offset(slot), *values)
+        """Fill in the pid of a claimed slot (the supervisor and the new worker both do, whichever
+        runs first). Only the pid: the worker may already be counting in the rest of its slot."""
+        _PID.pack_into(self._mem, self._offset(slot), pid)
 
     def release(self, slot: int) -> None:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals."""
