@@ -305,10 +305,7 @@ class FastCGIConnection(Connection):
             length -= len(self.read_raw(length))
 
     def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE, remove=True) -> None:
-        if self.server.on_request_end is not None:
-            # Before any of the answer's last bytes leave (flup's end_request sends them and closes
-            # the socket): a client that has its answer can count on it being counted.
-            self.server.on_request_end()
+        self.server.request_ended()  # first: flup's end_request sends the last records and may close
         if req.started and not req.stdin.ended and not self.close_after_request:
             self._read_rest_of_input(req)
         super().end_request(req, appStatus, protocolStatus, remove)

@@ -49,7 +49,7 @@ class FastCGIGateway(BaseFCGIServer):
         self.requests_served = 0
         self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
         self._request: FastCGIRequest | None = None  # the one being served
-        self.on_request_end: Callable[[], None] | None = None  # called as each request's answer is completed
+        self.on_request_end: Callable[[], None] | None = None  # also told of each request that ends
         self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # lent to each connection in turn
 
     def _call_application(self, environ: dict, start_response):
@@ -62,6 +62,13 @@ class FastCGIGateway(BaseFCGIServer):
             self._request.stdout.hold = True
         return result
 
+    def request_ended(self) -> None:
+        """Count a request whose answer is complete; the connection calls this before the answer's
+        last bytes leave, so a client that has its answer finds it counted (status page)."""
+        self.requests_served += 1
+        if self.on_request_end is not None:
+            self.on_request_end()
+
     def connection(self, sock, addr, before_close=None) -> FastCGIConnection:
         """A connection object for one accepted socket; call its ``run()``. ``before_close(sock)``
         runs just before the socket is closed."""
@@ -69,7 +76,6 @@ class FastCGIGateway(BaseFCGIServer):
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""
-        self.requests_served += 1
         self._request = req
         try:
             return super().handler(req)

@@ -17,10 +17,11 @@ IDLE, BUSY = 0, 1
 _HEADER = struct.Struct("=dQQQ")
 # pid, generation, state, accepted, requests, started (wall), last state change (monotonic)
 _SLOT = struct.Struct("=iIB7xQQdd")
-_STATE_AT, _COUNTS_AT, _CHANGED_AT = 8, 16, 40  # byte offsets of fields a worker updates
-_COUNTS = struct.Struct("=QQ")
+# Byte offsets of the fields written one at a time: each writer touches only its own field.
+_PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT = 0, 8, 16, 24, 40
+_PID = struct.Struct("=i")
+_COUNT = struct.Struct("=Q")
 _CHANGED = struct.Struct("=d")
-_PID = struct.Struct("=i")  # at offset 0 of a slot
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Scoreboard:
     def assign(self, slot: int, pid: int) -> None:
         """Fill in the pid of a claimed slot (the supervisor and the new worker both do, whichever
         runs first). Only the pid: the worker may already be counting in the rest of its slot."""
-        _PID.pack_into(self._mem, self._offset(slot), pid)
+        _PID.pack_into(self._mem, self._offset(slot) + _PID_AT, pid)
 
     def release(self, slot: int) -> None:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals."""
@@ -96,19 +97,20 @@ class Scoreboard:
 
     # -- worker ------------------------------------------------------------------------------
 
+    def _add(self, slot: int, field_at: int, n: int) -> None:
+        off = self._offset(slot) + field_at
+        _COUNT.pack_into(self._mem, off, _COUNT.unpack_from(self._mem, off)[0] + n)
+
     def count_request(self, slot: int) -> None:
         """One more request answered by the worker in ``slot``."""
-        off = self._offset(slot) + _COUNTS_AT
-        acc, req = _COUNTS.unpack_from(self._mem, off)
-        _COUNTS.pack_into(self._mem, off, acc, req + 1)
+        self._add(slot, _REQUESTS_AT, 1)
 
     def set_state(self, slot: int, state: int, accepted: int = 0) -> None:
         """A worker's own slot: its state, and connections accepted to add (kept to a few writes)."""
         off = self._offset(slot)
         self._mem[off + _STATE_AT] = state
         if accepted:
-            acc, req = _COUNTS.unpack_from(self._mem, off + _COUNTS_AT)
-            _COUNTS.pack_into(self._mem, off + _COUNTS_AT, acc + accepted, req)
+            self._add(slot, _ACCEPTED_AT, accepted)
         _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
 
     # -- anyone ------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ class Worker:
         self.max_requests = max_requests
         self.scoreboard = scoreboard
         self.slot = slot
-        self.connections_served = 0
         self._running = True
         self._connection = None
         self._wake_r: socket.socket | None = None
@@ -116,7 +115,6 @@ class Worker:
         try:
             if client.gettimeout() is not None:  # accept4 gives a blocking socket; spare the ioctl
                 client.setblocking(True)
-            self.connections_served += 1
             self.events.on_accept_ok(client)
             self._connection = self.gateway.connection(client, addr, before_close=self.events.on_close)
             self._connection.run()
