@@ -111,7 +111,7 @@ def tree_cpu_seconds(pid: int) -> dict[int, float]:
 
 
 class CpuMeter:
-    """CPU seconds a server's processes spend between start() and stop() (children that exist at stop)."""
+    """CPU seconds a server's processes spend from its making until stop() (children that exist at stop)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid

@@ -9,6 +9,8 @@
 Every server runs the same number of worker processes behind the same Apache (tuned for 256
 clients, benchlib.APACHE_TUNING), on a unix socket.
 wrk loads each at concurrency 1 to 256; rounds are interleaved and the table gives medians.
+Beside requests/s and latency: the CPU time per request of the server's processes and of
+Apache's, from /proc, which shows where a request's cost lies.
 
     python bench/hello_bench.py [--runs 3] [--duration 4] [--workers 4] [--json results.json]
 """
@@ -24,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import APACHE_TUNING, APACHE_USER, BENCH, Peer, bench_site, build_c_responder, running_as_root
+from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, CpuMeter, Peer, bench_site, build_c_responder,
+                      running_as_root)
 from apache_harness import Apache
 
 CONCURRENCY = [1, 4, 16, 64, 256]
@@ -49,8 +52,8 @@ pm.max_children = {workers}
     return conf
 
 
-def wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int]:
-    """(requests/s, median latency ms, 99th percentile ms, errors) from wrk."""
+def wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int, int]:
+    """(requests/s, median latency ms, 99th percentile ms, errors, requests) from wrk."""
     out = subprocess.run(["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{int(duration)}s",
                           "--latency", url], capture_output=True, text=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -63,7 +66,8 @@ def wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, floa
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
-    return rps, latency("50"), latency("99"), errors
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, latency("50"), latency("99"), errors, requests
 
 
 def main() -> int:
@@ -106,10 +110,13 @@ def main() -> int:
                 try:
                     subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up
                     for c in args.concurrency:
-                        rps, p50, p99, errors = wrk(apache.url + path, c, args.duration)
-                        samples[(name, c)].append((rps, p50, p99, errors))
+                        server_cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
+                        rps, p50, p99, errors, requests = wrk(apache.url + path, c, args.duration)
+                        server_us, apache_us = (meter.stop() / requests * 1e6 for meter in (server_cpu, apache_cpu))
+                        samples[(name, c)].append((rps, p50, p99, errors, server_us, apache_us))
                         print(f"round {round_no + 1} {name} c={c}: {rps:.0f} req/s p50 {p50:.2f} ms "
-                              f"p99 {p99:.2f} ms errors {errors}", flush=True)
+                              f"p99 {p99:.2f} ms errors {errors}; CPU per request: server {server_us:.0f} us, "
+                              f"Apache {apache_us:.0f} us", flush=True)
                 finally:
                     peer.stop()
                     apache.stop()
@@ -120,7 +127,8 @@ def main() -> int:
     for (name, c), rows in samples.items():
         results.append({"server": name, "concurrency": c, "rps": statistics.median(r[0] for r in rows),
                         "p50_ms": statistics.median(r[1] for r in rows), "p99_ms": statistics.median(r[2] for r in rows),
-                        "errors": sum(r[3] for r in rows)})
+                        "errors": sum(r[3] for r in rows), "server_cpu_us": statistics.median(r[4] for r in rows),
+                        "apache_cpu_us": statistics.median(r[5] for r in rows)})
     by = {(r["server"], r["concurrency"]): r for r in results}
     names = [name for name, *_ in lines]
     print(f"\nrequests/s (median of {args.runs} runs of {args.duration:g} s; {args.workers} workers each)\n")
@@ -140,6 +148,12 @@ def main() -> int:
     print("|---|" + "---|" * len(names))
     for c in args.concurrency:
         print(f"| {c} | " + " | ".join(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names) + " |")
+    print("\nCPU per request in µs (user + system of each side's processes): server / Apache\n")
+    print("| concurrency | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for c in args.concurrency:
+        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['server_cpu_us']:.0f} / {by[(n, c)]['apache_cpu_us']:.0f}"
+                                       for n in names) + " |")
     if any(r["errors"] for r in results):
         print("\nerrors: " + ", ".join(f"{r['server']} c={r['concurrency']}: {r['errors']}" for r in results if r["errors"]))
     if args.json:

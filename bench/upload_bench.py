@@ -7,7 +7,7 @@
 The same Apache, vhost and socket path serve each in turn; rounds are interleaved, so the
 machine's noise falls on all alike. Reported: medians of the upload time, throughput, the ratio
 to fcgi_backend's throughput, the CPU time the backend's processes spent on the upload (steadier
-than the wall time on a shared machine, and apart from Apache's share), and the growth of the
+than the wall time on a shared machine) and Apache's processes beside it, and the growth of the
 backend process's RSS during the upload (sampled from /proc every 10 ms).
 
     python bench/upload_bench.py [--runs 3] [--mib 1024] [--json results.json]
@@ -79,7 +79,7 @@ def main() -> int:
     ]
     apache = Apache(site, run, extra_config=APACHE_TUNING).start()
     block = os.urandom(MiB)
-    samples: dict[str, list[tuple[float, int, float]]] = {p.name: [] for p in peers}
+    samples: dict[str, list[tuple[float, int, float, float]]] = {p.name: [] for p in peers}
     try:
         for round_no in range(args.runs):
             for peer in peers:
@@ -87,42 +87,44 @@ def main() -> int:
                 try:
                     sampler = RssSampler(peer.proc.pid)
                     sampler.start()
-                    cpu = CpuMeter(peer.proc.pid)
+                    cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
                     elapsed, length, _ = upload(apache.port, args.mib, block)
-                    cpu_s = cpu.stop()
+                    cpu_s, apache_s = cpu.stop(), apache_cpu.stop()
                     growth = sampler.stop()
                 finally:
                     peer.stop()
                 leftovers = os.listdir(uploads)
                 if leftovers:
                     raise RuntimeError(f"{peer.name} left files behind: {leftovers}")
-                samples[peer.name].append((elapsed, growth, cpu_s))
+                samples[peer.name].append((elapsed, growth, cpu_s, apache_s))
                 print(f"round {round_no + 1}: {peer.name}: {elapsed:.2f} s, {length / elapsed / 1e6:.0f} MB/s, "
-                      f"backend CPU {cpu_s:.2f} s, RSS +{growth / 1024:.1f} MiB", flush=True)
+                      f"backend CPU {cpu_s:.2f} s, Apache CPU {apache_s:.2f} s, RSS +{growth / 1024:.1f} MiB",
+                      flush=True)
     finally:
         apache.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     length = args.mib * MiB
-    ours = statistics.median(t for t, _, _ in samples["fcgi_backend"])
-    ours_cpu = statistics.median(c for _, _, c in samples["fcgi_backend"])
+    ours = statistics.median(row[0] for row in samples["fcgi_backend"])
+    ours_cpu = statistics.median(row[2] for row in samples["fcgi_backend"])
     results = []
     for name, rows in samples.items():
-        median = statistics.median(t for t, _, _ in rows)
-        cpu = statistics.median(c for _, _, c in rows)
+        median = statistics.median(row[0] for row in rows)
+        cpu = statistics.median(row[2] for row in rows)
         results.append({"backend": name, "median_s": median, "mb_per_s": length / median / 1e6,
                         "ours_vs_this": median / ours, "backend_cpu_s": cpu, "cpu_vs_ours": cpu / ours_cpu,
-                        "rss_growth_mib": max(g for _, g, _ in rows) / 1024})
+                        "apache_cpu_s": statistics.median(row[3] for row in rows),
+                        "rss_growth_mib": max(row[1] for row in rows) / 1024})
     print(f"\n{args.mib} MiB multipart upload through Apache mod_proxy_fcgi, median of {args.runs} runs\n")
     print("| backend | median time | throughput | fcgi_backend's throughput relative to it "
-          "| backend CPU | relative to fcgi_backend's | RSS growth (max) |")
-    print("|---|---|---|---|---|---|---|")
+          "| backend CPU | relative to fcgi_backend's | Apache CPU | RSS growth (max) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ours_row = r["backend"] == "fcgi_backend"
         ratio = "—" if ours_row else f"{r['ours_vs_this']:.2f}x"
         cpu_ratio = "—" if ours_row else f"{r['cpu_vs_ours']:.2f}x"
         print(f"| {r['backend']} | {r['median_s']:.2f} s | {r['mb_per_s']:.0f} MB/s | {ratio} "
-              f"| {r['backend_cpu_s']:.2f} s | {cpu_ratio} | {r['rss_growth_mib']:.1f} MiB |")
+              f"| {r['backend_cpu_s']:.2f} s | {cpu_ratio} | {r['apache_cpu_s']:.2f} s | {r['rss_growth_mib']:.1f} MiB |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mib": args.mib, "runs": args.runs, "results": results}, f, indent=2)
