@@ -6,7 +6,7 @@
 #include <strings.h>
 
 enum state {
-    S_PREAMBLE,     /* searching for the first delimiter; bytes are discarded */
+    S_FIRST,        /* the body's first bytes: (CRLF) "--" boundary, nothing else */
     S_DELIM_END,    /* just after a delimiter: "--", transport padding or CRLF */
     S_DELIM_DASH,   /* seen one '-' of the closing "--" */
     S_DELIM_PAD,    /* transport padding (spaces, tabs) before CRLF */
@@ -50,7 +50,7 @@ int mp_init(mp_parser *p, const char *boundary, size_t boundary_len, size_t max_
     memcpy(p->delim + 4, boundary, boundary_len);
     p->delim_len = boundary_len + 4;
     p->max_header = max_header > MP_MAX_HEADER_CAP ? MP_MAX_HEADER_CAP : max_header;
-    p->state = S_PREAMBLE;
+    p->state = S_FIRST;
     p->matched = 2; /* the first delimiter may open the body without a CRLF before it */
     return MP_OK;
 }
@@ -95,14 +95,13 @@ static int parse_disposition(mp_parser *p, char *v)
         trim_end(key, key_end);
         s = skip_ws(s + 1);
         char *value = s, *out = s;
-        if (*s == '"') { /* quoted-string; a backslash escapes the next character */
+        if (*s == '"') {
+            /* Quoted, and no escapes: browsers send backslashes as they are (a Windows path) and
+               encode '"', CR and LF as %22, %0D, %0A (WHATWG); the value ends at the next quote. */
             s++;
-            value = out = s;
-            while (*s && *s != '"') {
-                if (*s == '\\' && s[1])
-                    s++;
-                *out++ = *s++;
-            }
+            value = s;
+            s += strcspn(s, "\"");
+            out = s;
             if (*s == '"')
                 s++;
             s += strcspn(s, ";"); /* anything between the closing quote and ';' is ignored */
@@ -192,9 +191,24 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
 
     while (pos < len) {
         switch (p->state) {
-        case S_PREAMBLE:
+        case S_FIRST: {
+            /* No preamble: browsers send none, and skipping one would drop a part whose first
+               boundary was damaged. A CRLF before the first "--" is tolerated. */
+            char c = buf[pos];
+            if (p->offset + pos == 0 && c == '\r') {
+                p->matched = 0;
+            } else if (c != p->delim[p->matched]) {
+                ev = fail(p, MP_E_PREAMBLE, "body does not start with its boundary");
+                goto out;
+            }
+            pos++;
+            if (++p->matched == p->delim_len) {
+                p->matched = 0;
+                p->state = S_DELIM_END;
+            }
+            continue;
+        }
         case S_BODY: {
-            int emit = p->state == S_BODY;
             if (p->matched) {
                 /* Continue a delimiter match that began at the end of earlier input. */
                 size_t need = p->delim_len - p->matched;
@@ -207,42 +221,32 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
                     }
                     p->matched = 0;
                     p->state = S_DELIM_END;
-                    if (emit) {
-                        ev = MP_PART_END;
-                        goto out;
-                    }
-                    continue;
+                    ev = MP_PART_END;
+                    goto out;
                 }
                 /* Not a delimiter after all: the held bytes were data. The delimiter's only CR is
                    its first byte, so no shorter match can start inside the held bytes. */
-                size_t held = p->matched;
+                p->data = p->delim;
+                p->data_len = p->matched;
                 p->matched = 0;
-                if (emit) {
-                    p->data = p->delim;
-                    p->data_len = held;
-                    ev = MP_PART_DATA;
-                    goto out;
-                }
-                continue;
+                ev = MP_PART_DATA;
+                goto out;
             }
             const char *start = buf + pos;
             size_t avail = len - pos;
             const char *hit = find_delim(p, start, avail);
             if (hit) {
-                if (hit > start && emit) {
+                if (hit > start) {
                     p->data = start;
                     p->data_len = (size_t)(hit - start);
                     pos += p->data_len;
                     ev = MP_PART_DATA;
                     goto out;
                 }
-                pos += (size_t)(hit - start) + p->delim_len;
+                pos += p->delim_len;
                 p->state = S_DELIM_END;
-                if (emit) {
-                    ev = MP_PART_END;
-                    goto out;
-                }
-                continue;
+                ev = MP_PART_END;
+                goto out;
             }
             /* No whole delimiter: hold back a tail that may be the start of one. */
             size_t keep = 0;
@@ -255,7 +259,7 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
             }
             pos = len;
             p->matched = keep;
-            if (emit && avail > keep) {
+            if (avail > keep) {
                 p->data = start;
                 p->data_len = avail - keep;
                 ev = MP_PART_DATA;
@@ -308,11 +312,17 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
             p->state = S_HEADERS;
             continue;
         case S_HEADERS: {
-            /* Copy up to and including the next LF, then look for the empty line. */
+            /* Copy up to and including the next LF, then look for the empty line. Lines must end
+               in CRLF (RFC 2046): a bare LF would let the header block end somewhere else than
+               where the header parser sees it end. */
             const char *nl = memchr(buf + pos, '\n', len - pos);
             size_t n = nl ? (size_t)(nl - (buf + pos)) + 1 : len - pos;
             if (p->header_len + n > p->max_header) {
                 ev = fail(p, MP_E_HEADER_TOO_LARGE, "part headers exceed the limit");
+                goto out;
+            }
+            if (memchr(buf + pos, '\0', n)) {
+                ev = fail(p, MP_E_BAD_HEADER, "NUL byte in a part's headers");
                 goto out;
             }
             memcpy(p->header + p->header_len, buf + pos, n);
@@ -321,8 +331,11 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
             if (!nl)
                 continue;
             size_t h = p->header_len;
-            if ((h == 2 && p->header[0] == '\r') ||
-                (h >= 4 && memcmp(p->header + h - 4, "\r\n\r\n", 4) == 0)) {
+            if (h < 2 || p->header[h - 2] != '\r') {
+                ev = fail(p, MP_E_BAD_HEADER, "part header line ends in a bare LF (CRLF required)");
+                goto out;
+            }
+            if (h == 2 || (h >= 4 && memcmp(p->header + h - 4, "\r\n\r\n", 4) == 0)) {
                 ev = parse_headers(p);
                 goto out;
             }

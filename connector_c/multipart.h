@@ -34,8 +34,10 @@ enum mp_error {
     MP_OK = 0,
     MP_E_BOUNDARY,          /* boundary missing, too long or with forbidden characters */
     MP_E_HEADER_TOO_LARGE,  /* a part's header block exceeds max_header */
-    MP_E_BAD_HEADER,        /* a header line without ':' or without a form-data name */
+    MP_E_BAD_HEADER,        /* a header line without ':', without a form-data name, ending in a bare
+                               LF, or holding a NUL byte */
     MP_E_BAD_DELIMITER,     /* something other than CRLF or "--" after a boundary */
+    MP_E_PREAMBLE,          /* the body does not start with its boundary (no preamble accepted) */
     MP_E_TRUNCATED          /* input ended before the closing boundary */
 };
 

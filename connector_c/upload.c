@@ -177,11 +177,13 @@ static int begin_part(upload *u)
         part->value_offset = u->fields_len;
     }
     if (part->is_file && u->directory) {
-        size_t n = strlen(u->directory) + sizeof "/fcgi-upload-XXXXXX";
+        /* The worker's pid in the name: if the worker dies mid-request, its supervisor finds
+           and removes the files it left (UPLOAD_FILE_PREFIX, fcgi_backend/uploads.py). */
+        size_t n = strlen(u->directory) + sizeof "/" UPLOAD_FILE_PREFIX "4294967295-XXXXXX";
         part->path = malloc(n);
         if (!part->path)
             return set_error(u, 500, "out of memory%s", NULL);
-        snprintf(part->path, n, "%s/fcgi-upload-XXXXXX", u->directory);
+        snprintf(part->path, n, "%s/" UPLOAD_FILE_PREFIX "%ld-XXXXXX", u->directory, (long)getpid());
         u->fd = mkostemp(part->path, O_CLOEXEC);
         if (u->fd < 0) {
             free(part->path);

@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Temporary files are named UPLOAD_FILE_PREFIX "<pid>-XXXXXX" in the upload directory. */
+#define UPLOAD_FILE_PREFIX "fcgi-upload-"
+
 typedef struct upload_limits {
     uint64_t max_body;          /* bytes of the whole body */
     uint64_t max_file;          /* bytes of one file part */

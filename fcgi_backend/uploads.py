@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -22,7 +23,9 @@ from .limits import Limits
 _READ_CHUNK = 256 * 1024
 _STDIN_BUFFER = 1024 * 1024  # what the C STDIN reader reads into
 STDIN_HANDOVER_MAX = _STDIN_BUFFER // 2  #: most already-received bytes read_stdin_records takes
-_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+# Runs of anything but letters and digits (of any script), '_', '.' and '-'.
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.-]+")
+_MAX_FILENAME_BYTES = 200  # well under the 255 bytes most file systems allow in one name
 _UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
 
 
@@ -39,10 +42,10 @@ class UploadedFile:
 
     @property
     def safe_filename(self) -> str:
-        """The browser's filename made safe to use as a name on disk: no folders, no leading dots,
-        only letters, digits, '.', '_' and '-' ("upload" if nothing is left)."""
-        base = re.split(r"[/\\]", self.filename)[-1]
-        return _UNSAFE_FILENAME_CHARS.sub("_", base).lstrip("._") or "upload"
+        """The browser's filename made safe to use as a name on disk: the last segment of a path
+        (``/`` or ``\\``), letters and digits of any script, '.', '_' and '-', no leading dot, at
+        most 200 bytes; a stem with nothing left is "upload" (``😀.txt`` -> ``upload.txt``)."""
+        return safe_filename(self.filename)
 
     def open(self, mode: str = "rb") -> BinaryIO:
         """The file's content, opened for reading."""
@@ -77,6 +80,21 @@ class UploadedFile:
 
     def __repr__(self) -> str:
         return f"<UploadedFile {self.name}={self.filename!r} {self.content_type} {self.size} bytes>"
+
+
+def safe_filename(filename: str) -> str:
+    """See :attr:`UploadedFile.safe_filename`."""
+    base = unicodedata.normalize("NFC", re.split(r"[/\\]", filename)[-1])
+    stem, dot, extension = base.rpartition(".")
+    if not dot:
+        stem, extension = base, ""
+    stem = _UNSAFE_FILENAME_CHARS.sub("_", stem).strip("._") or "upload"
+    extension = _UNSAFE_FILENAME_CHARS.sub("_", extension).strip("._")
+    room = _MAX_FILENAME_BYTES - len(extension.encode()) - 1
+    if room < 1:  # an absurd extension: keep only the stem
+        extension, room = "", _MAX_FILENAME_BYTES
+    stem = stem.encode()[:room].decode("utf-8", "ignore")
+    return f"{stem}.{extension}" if extension else stem
 
 
 def boundary_from_content_type(content_type: str) -> bytes | None:

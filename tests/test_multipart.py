@@ -11,7 +11,7 @@ from python_multipart.multipart import parse_options_header
 
 from fcgi_backend.errors import HTTPError
 from fcgi_backend.limits import Limits
-from fcgi_backend.uploads import MultipartUpload, boundary_from_content_type, parse_multipart
+from fcgi_backend.uploads import MultipartUpload, boundary_from_content_type, parse_multipart, safe_filename
 
 BCHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? "
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_- .[]é"
@@ -100,7 +100,7 @@ def multipart_bodies(draw):
         st.sampled_from([None, "text/plain", "application/octet-stream", "image/png"]),
         content,
     ), min_size=1, max_size=4))
-    preamble = draw(st.sampled_from([b"", b"preamble text\r\n", b"\r\n"]))
+    preamble = draw(st.sampled_from([b"", b"\r\n"]))  # the only bytes allowed before the first boundary
     epilogue = draw(st.sampled_from([b"", b"\r\n", b"epilogue\r\n--" + bnd]))
     body = bytearray(preamble)
     for name, filename, ctype, data in parts:
@@ -169,16 +169,121 @@ def body_of(*parts, boundary=b"XyZ"):
     return b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts) + b"--" + boundary + b"--\r\n"
 
 
-def test_filename_star_quoted_escapes_and_transport_padding(limits):
+def test_filename_star_and_transport_padding(limits):
     body = (b"--XyZ  \t\r\n"  # transport padding after the boundary
             b'Content-Disposition: form-data; name="doc"; filename="fallback.txt"; '
             b"filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9.txt\r\n"
             b"Content-Type: text/plain\r\n\r\nhello\r\n"
-            b'--XyZ\r\ncontent-disposition: form-data; name="q\\"uoted"\r\n\r\nv\r\n'
             b"--XyZ--")
     fields, files = ours(body, b"XyZ", [body], limits)
     assert files == [("doc", "naïve résumé.txt", "text/plain", b"hello")]
-    assert fields == [('q"uoted', "v")]
+
+
+def test_backslashes_in_quoted_values_are_kept_as_sent(limits):
+    """Browsers send a Windows path's backslashes as they are and escape only '"', CR and LF
+    (as %22, %0D, %0A): a backslash is not an escape character."""
+    body = body_of(b'Content-Disposition: form-data; name="cv"; filename="C:\\Users\\me\\cv.pdf"\r\n\r\nPDF',
+                   b'Content-Disposition: form-data; name="a\\b"\r\n\r\nv',
+                   b'Content-Disposition: form-data; name="q%22uoted\\"\r\n\r\nw')
+    upload = MultipartUpload(b"XyZ", limits)
+    upload.feed(body)
+    upload.finish()
+    fields, files = upload.results()
+    assert files["cv"].filename == "C:\\Users\\me\\cv.pdf"
+    assert files["cv"].safe_filename == "cv.pdf"
+    files["cv"].discard()
+    assert fields.items(multi=True) == [("a\\b", "v"), ("q%22uoted\\", "w")]
+
+
+def test_bare_lf_header_lines_are_400_and_nothing_is_misplaced(limits):
+    """A bare LF used to end no header block, so part a's header block swallowed its value and
+    part c's headers, and field a got c's value."""
+    body = (b'--B\r\nContent-Disposition: form-data; name="a"\n\nvalue-a\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="c"\r\n\r\nvalue-c\r\n--B--\r\n')
+    for chunks in ([body], [body[i:i + 1] for i in range(len(body))]):
+        with pytest.raises(HTTPError) as err:
+            ours(body, b"B", chunks, limits)
+        assert err.value.status == 400 and "bare LF" in err.value.detail
+    file_body = (b'--B\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\n\n'
+                 b'file-bytes\r\n--B\r\nContent-Disposition: form-data; name="g"\r\n\r\nother\r\n--B--')
+    with pytest.raises(HTTPError) as err:
+        ours(file_body, b"B", [file_body], limits)
+    assert err.value.status == 400
+    assert os.listdir(limits.upload_dir) == []
+
+
+@pytest.mark.parametrize("body", [
+    b'--XyY\r\nContent-Disposition: form-data; name="lost"\r\n\r\n1\r\n'  # damaged first boundary
+    b'--XyZ\r\nContent-Disposition: form-data; name="kept"\r\n\r\n2\r\n--XyZ--',
+    b'Content-Disposition: form-data; name="lost"\r\n\r\n1\r\n'  # first boundary missing
+    b'--XyZ\r\nContent-Disposition: form-data; name="kept"\r\n\r\n2\r\n--XyZ--',
+    b"some text\r\n--XyZ--\r\n",  # text, then the close-delimiter
+    b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XyZ--",
+    b"\r\n\r\n--XyZ--",
+])
+def test_a_body_that_does_not_start_with_its_boundary_is_400(limits, body):
+    for chunks in ([body], [body[i:i + 1] for i in range(len(body))]):
+        with pytest.raises(HTTPError) as err:
+            ours(body, b"XyZ", chunks, limits)
+        assert err.value.status == 400 and "does not start with its boundary" in err.value.detail
+
+
+def test_a_first_boundary_with_a_stray_dash_is_400(limits):
+    body = (b'--XyZ-\r\nContent-Disposition: form-data; name="lost"\r\n\r\n1\r\n'
+            b'--XyZ\r\nContent-Disposition: form-data; name="kept"\r\n\r\n2\r\n--XyZ--')
+    with pytest.raises(HTTPError) as err:
+        ours(body, b"XyZ", [body], limits)
+    assert err.value.status == 400
+
+
+@pytest.mark.parametrize("body, fields", [
+    (b"--XyZ--\r\n", []),  # what a browser sends for a form with no fields
+    (b'\r\n--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--XyZ--', [("a", "1")]),
+])
+def test_an_empty_form_and_a_leading_crlf_are_accepted(limits, body, fields):
+    assert ours(body, b"XyZ", [body], limits) == (fields, [])
+
+
+@pytest.mark.parametrize("disposition", [
+    b'form-data; name="us\x00er"',
+    b'form-data; name="f"; filename="evil.php\x00.jpg"',
+])
+def test_a_nul_byte_in_name_or_filename_is_400_never_a_shorter_name(limits, disposition):
+    body = body_of(b"Content-Disposition: " + disposition + b"\r\n\r\ndata")
+    with pytest.raises(HTTPError) as err:
+        ours(body, b"XyZ", [body], limits)
+    assert err.value.status == 400 and "NUL" in err.value.detail
+    assert os.listdir(limits.upload_dir) == []
+
+
+@pytest.mark.parametrize("filename, safe", [
+    ("日本.txt", "日本.txt"),
+    ("Ünïcödé résumé.pdf", "Ünïcödé_résumé.pdf"),
+    ("😀.txt", "upload.txt"),
+    ("../../etc/passwd", "passwd"),
+    ("C:\\Users\\me\\cv.pdf", "cv.pdf"),
+    (".htaccess", "upload.htaccess"),
+    ("a b&c.tar.gz", "a_b_c.tar.gz"),
+    ("", "upload"),
+    ("..", "upload"),
+    ("x" * 400 + ".txt", "x" * 196 + ".txt"),
+])
+def test_safe_filename_keeps_a_usable_stem(filename, safe):
+    assert safe_filename(filename) == safe
+
+
+def test_two_non_ascii_filenames_do_not_collide():
+    assert safe_filename("日本.txt") != safe_filename("中国.txt")
+
+
+def test_temporary_files_carry_the_worker_pid(limits):
+    """So a supervisor can remove the files of a worker that died mid-upload."""
+    upload = MultipartUpload(b"XyZ", limits)
+    upload.feed(body_of(FILE_PART + b"partial"))
+    names = os.listdir(limits.upload_dir)
+    upload.close()
+    assert len(names) == 1 and names[0].startswith(f"fcgi-upload-{os.getpid()}-")
+    assert os.listdir(limits.upload_dir) == []
 
 
 @pytest.mark.parametrize("body, message", [
@@ -189,7 +294,7 @@ def test_filename_star_quoted_escapes_and_transport_padding(limits):
     (b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nx\r\n--XyZ--", "not form-data with a name"),
     (b"--XyZgarbage\r\n", "not followed by CRLF"),
     (b"--XyZ-x", "single '-'"),
-    (b"nothing but preamble", "closing boundary"),
+    (b"nothing but preamble", "does not start with its boundary"),
     (b"", "closing boundary"),
 ])
 def test_malformed_bodies_are_400_and_leave_no_file(limits, body, message):
