@@ -25,10 +25,11 @@ system-deps:
 # The Apache connector module, built with Debian's apxs into build/ (LoadModule it from there, or
 # `make install-connector` to put it in Apache's modules folder).
 CONNECTOR := build/connector/.libs/mod_fcgi_backend.so
-$(CONNECTOR): connector_c/mod_fcgi_backend.c
+CONNECTOR_SOURCES := connector_c/mod_fcgi_backend.c connector_c/fcgi_wire.c connector_c/fcgi_wire.h
+$(CONNECTOR): $(CONNECTOR_SOURCES)
 	mkdir -p build/connector
-	cp connector_c/mod_fcgi_backend.c build/connector/
-	cd build/connector && apxs -c -Wc,-O2 -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter mod_fcgi_backend.c >build.log 2>&1 \
+	cp $(CONNECTOR_SOURCES) build/connector/
+	cd build/connector && apxs -c -Wc,-O2 -Wc,-Wall -Wc,-Wextra -Wc,-Wno-unused-parameter mod_fcgi_backend.c fcgi_wire.c >build.log 2>&1 \
 		|| (cat build.log; exit 1)
 	@grep -i "warning" build/connector/build.log || true
 

@@ -22,6 +22,8 @@
 #include "util_script.h"
 #include "apr_strings.h"
 
+#include "fcgi_wire.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -35,17 +37,8 @@ module AP_MODULE_DECLARE_DATA fcgi_backend_module;
 #define HANDLER_NAME "fcgi-backend"
 #define SOCKET_NAME "fcgi_backend.sock"
 
-#define FCGI_VERSION_1 1
-#define FCGI_BEGIN_REQUEST 1
-#define FCGI_END_REQUEST 3
-#define FCGI_PARAMS 4
-#define FCGI_STDIN 5
-#define FCGI_STDOUT 6
-#define FCGI_STDERR 7
-#define FCGI_X_STDIN 50
-#define FCGI_RESPONDER 1
 #define REQUEST_ID 1
-#define MAX_CONTENT 65535
+#define MAX_CONTENT FCGI_MAX_CONTENT
 #define MAX_RESPONSE_HEADER (64 * 1024)
 #define READ_SIZE (64 * 1024)
 #define BODY_READ_SIZE (256 * 1024)
@@ -111,18 +104,6 @@ static apr_status_t close_backend(void *data)
     return APR_SUCCESS;
 }
 
-static void fill_header(unsigned char h[8], int type, size_t len)
-{
-    h[0] = FCGI_VERSION_1;
-    h[1] = (unsigned char)type;
-    h[2] = 0;
-    h[3] = REQUEST_ID;
-    h[4] = (unsigned char)(len >> 8);
-    h[5] = (unsigned char)len;
-    h[6] = (unsigned char)((8 - len % 8) % 8); /* pad to a multiple of 8 */
-    h[7] = 0;
-}
-
 /* Write every byte of iov[0..count), through partial writes and EINTR. */
 static apr_status_t send_all(backend *b, struct iovec *iov, int count)
 {
@@ -153,7 +134,7 @@ static apr_status_t send_record(backend *b, int type, const char *data, size_t l
 {
     static const char padding[8];
     unsigned char header[8];
-    fill_header(header, type, len);
+    fcgi_fill_header(header, type, REQUEST_ID, len);
     struct iovec iov[3] = {
         {header, 8}, {(void *)data, len}, {(void *)padding, header[6]},
     };
@@ -242,6 +223,13 @@ static int connect_backend(request_rec *r, backend *b, int timeout)
     return OK;
 }
 
+/* Filters between the handler and the protocol (DEFLATE, say) may change the body's length, so
+   Content-Length does not tell how many bytes will be read. */
+static int body_may_be_transformed(request_rec *r)
+{
+    return r->input_filters != r->proto_input_filters;
+}
+
 static apr_status_t send_begin_and_params(request_rec *r, backend *b)
 {
     unsigned char begin[8] = {0, FCGI_RESPONDER, 0 /* no KEEP_CONN */, 0, 0, 0, 0, 0};
@@ -255,6 +243,9 @@ static apr_status_t send_begin_and_params(request_rec *r, backend *b)
     if (auth && !apr_table_get(r->subprocess_env, "HTTP_AUTHORIZATION"))
         apr_table_setn(r->subprocess_env, "HTTP_AUTHORIZATION", auth);
 
+    if (body_may_be_transformed(r))
+        apr_table_unset(r->subprocess_env, "CONTENT_LENGTH"); /* the records' end tells the length */
+
     apr_array_header_t *params = apr_array_make(r->pool, 4096, 1);
     const apr_array_header_t *env = apr_table_elts(r->subprocess_env);
     const apr_table_entry_t *e = (const apr_table_entry_t *)env->elts;
@@ -265,47 +256,9 @@ static apr_status_t send_begin_and_params(request_rec *r, backend *b)
     return rv == APR_SUCCESS ? send_record(b, FCGI_PARAMS, NULL, 0) : rv;
 }
 
-/* Body bytes gathered for one sendmsg: raw (X_STDIN) or framed as STDIN records. */
-#define BATCH_IOV 96
-typedef struct {
-    backend *b;
-    int raw;
-    struct iovec iov[BATCH_IOV];
-    unsigned char headers[BATCH_IOV / 3][8];
-    int count, records;
-} batch;
-
-static apr_status_t batch_flush(batch *q)
+static int send_iov(void *ctx, struct iovec *iov, int count)
 {
-    apr_status_t rv = q->count ? send_all(q->b, q->iov, q->count) : APR_SUCCESS;
-    q->count = q->records = 0;
-    return rv;
-}
-
-static apr_status_t batch_add(batch *q, const char *data, size_t len)
-{
-    static const char padding[8];
-    while (len) {
-        if (q->count + 3 > BATCH_IOV) {
-            apr_status_t rv = batch_flush(q);
-            if (rv != APR_SUCCESS)
-                return rv;
-        }
-        if (q->raw) {
-            q->iov[q->count++] = (struct iovec){(void *)data, len};
-            return APR_SUCCESS;
-        }
-        size_t n = len > MAX_CONTENT ? MAX_CONTENT : len;
-        unsigned char *h = q->headers[q->records++];
-        fill_header(h, FCGI_STDIN, n);
-        q->iov[q->count++] = (struct iovec){h, 8};
-        q->iov[q->count++] = (struct iovec){(void *)data, n};
-        if (h[6])
-            q->iov[q->count++] = (struct iovec){(void *)padding, h[6]};
-        data += n;
-        len -= n;
-    }
-    return APR_SUCCESS;
+    return (int)send_all(ctx, iov, count);
 }
 
 /* The body: one FCGI_X_STDIN stream when its length is known, else STDIN records. Returns OK, or an
@@ -320,10 +273,10 @@ static int send_body(request_rec *r, backend *b, int upload_stream)
         if (apr_strtoff(&length, cl, &end, 10) != APR_SUCCESS || *end || length < 0)
             return HTTP_BAD_REQUEST;
     }
-    batch *q = apr_palloc(r->pool, sizeof *q);
-    q->b = b;
-    q->raw = upload_stream && length > 0 && length <= 0xFFFFFFFFLL;
-    q->count = q->records = 0;
+    fcgi_batch *q = apr_palloc(r->pool, sizeof *q);
+    /* X_STDIN announces the length: only when exactly that many bytes will be read. */
+    int raw = upload_stream && length > 0 && length <= 0xFFFFFFFFLL && !body_may_be_transformed(r);
+    fcgi_batch_init(q, raw, REQUEST_ID, send_iov, b);
     apr_status_t rv;
     if (q->raw) {
         unsigned char n[4] = {(unsigned char)(length >> 24), (unsigned char)(length >> 16),
@@ -355,12 +308,12 @@ static int send_body(request_rec *r, backend *b, int upload_stream)
                 continue;
             if (q->raw && sent + (apr_off_t)len > length)
                 len = (apr_size_t)(length - sent); /* never more than announced */
-            if ((rv = batch_add(q, data, len)) != APR_SUCCESS)
+            if ((rv = fcgi_batch_add(q, data, len)) != APR_SUCCESS)
                 goto backend_failed;
             sent += (apr_off_t)len;
         }
         /* the buckets' memory goes with the cleanup: send before it */
-        if ((rv = batch_flush(q)) != APR_SUCCESS)
+        if ((rv = fcgi_batch_flush(q)) != APR_SUCCESS)
             goto backend_failed;
         apr_brigade_cleanup(bb);
     }
@@ -426,8 +379,9 @@ static int next_record(reader *rd, const char **content, size_t *len)
     }
 }
 
-/* Apply the CGI-style response header block (without its blank line) to r. */
-static int apply_headers(request_rec *r, char *block)
+/* Apply the CGI-style response header block (without its blank line) to r. NULL, or what is
+   wrong with it: a status or header that HTTP does not allow is never passed to the client. */
+static const char *apply_headers(request_rec *r, char *block)
 {
     int status = HTTP_OK;
     const char *status_line = NULL;
@@ -438,15 +392,20 @@ static int apply_headers(request_rec *r, char *block)
             line[--n] = '\0';
         char *colon = strchr(line, ':');
         if (!colon)
-            return HTTP_BAD_GATEWAY;
+            return "a header line without ':'";
         *colon = '\0';
         char *value = colon + 1;
         while (*value == ' ' || *value == '\t')
             value++;
+        if (!fcgi_header_name_ok(line))
+            return "a header name that is not a token";
+        if (!fcgi_header_value_ok(value))
+            return apr_psprintf(r->pool, "a control character in header %s", line);
         if (!strcasecmp(line, "Status")) {
-            status = atoi(value);
-            if (status < 100 || status > 999)
-                return HTTP_BAD_GATEWAY;
+            status = fcgi_parse_status(value);
+            if (status < 0)
+                return apr_psprintf(r->pool, "Status %.40s%s (a final status 200-599 with a short reason "
+                                    "is required)", value, strlen(value) > 40 ? "..." : "");
             status_line = apr_pstrdup(r->pool, value);
         } else if (!strcasecmp(line, "Content-Type")) {
             ap_set_content_type(r, apr_pstrdup(r->pool, value));
@@ -463,7 +422,7 @@ static int apply_headers(request_rec *r, char *block)
     r->status = status;
     if (status_line && strlen(status_line) > 4)
         r->status_line = status_line;
-    return OK;
+    return NULL;
 }
 
 static void log_stderr(request_rec *r, const char *data, size_t len)
@@ -514,9 +473,10 @@ static int relay_response(request_rec *r, backend *b)
                 }
                 *blank = '\0';
                 size_t body_at = (size_t)(blank - head) + sep;
-                if (apply_headers(r, head) != OK) {
-                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "fcgi_backend: malformed response headers from %s",
-                                  b->path);
+                const char *wrong = apply_headers(r, head);
+                if (wrong) {
+                    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "fcgi_backend: refused the response from %s: %s",
+                                  b->path, wrong);
                     return HTTP_BAD_GATEWAY;
                 }
                 headers_done = 1;

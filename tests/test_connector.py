@@ -1,5 +1,6 @@
 """The Apache connector module (mod_fcgi_backend) in a real Apache, in front of the real backend."""
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -8,11 +9,12 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from apache_harness import Apache, Backend, wait_for
+from apache_harness import MODULE_DIR, Apache, Backend, wait_for
 from conftest import Stack, build_test_site, stack_fixture
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file, upload_then_vanish
 
@@ -208,3 +210,68 @@ def test_a_long_run_of_requests_does_not_grow_apache(stack):
     rss_after, fds_after = _rss_and_fds(pids)
     assert fds_after <= fds_before + 2  # no backend socket left open
     assert rss_after - rss_before < 4 * 1024, (rss_before, rss_after)  # KiB: no growth per request
+
+
+# ---- input filters that change the body, and responses HTTP forbids ------------------------------
+
+DEFLATE_CONFIG = f"""LoadModule deflate_module {MODULE_DIR}/mod_deflate.so
+# Small inflate buffers: one read of the body is then many small buckets.
+DeflateBufferSize 512
+<Location "/raw-sha256">
+    SetInputFilter DEFLATE
+</Location>
+"""
+
+
+@pytest.fixture(scope="module")
+def deflate_stack():
+    """The connector behind an Apache that inflates gzip request bodies (mod_deflate's input filter)."""
+    def with_deflate(root, backend_args):
+        s = Stack(root, backend_args)
+        s.apache.stop()
+        s.apache = Apache(s.site, root / "run-deflate", connector=True, extra_config=DEFLATE_CONFIG).start()
+        return s
+    yield from stack_fixture("fcgi-deflate-", stack_class=with_deflate)
+
+
+def gzipped_body() -> tuple[bytes, bytes]:
+    """About 8 MB of text and its gzip form (about 50 times smaller)."""
+    plain = b"".join(b"line %07d of a body that compresses well\n" % i for i in range(190_476))
+    return plain, gzip.compress(plain, 6)
+
+
+def test_a_body_inflated_by_an_input_filter_arrives_whole_with_content_length(deflate_stack):
+    """Content-Length gives the gzip size; X_STDIN used to announce it and cut the inflated body."""
+    plain, packed = gzipped_body()
+    r = requests.post(deflate_stack.url + "/raw-sha256", data=packed, timeout=60,
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 200
+    assert r.json() == {"size": len(plain), "sha256": hashlib.sha256(plain).hexdigest()}
+
+
+def test_a_chunked_body_in_many_small_pieces_through_an_input_filter(deflate_stack):
+    """More than 32 small buckets in one brigade, sent as STDIN records: the record batch used to
+    overwrite its own bookkeeping and crash the Apache child."""
+    plain, packed = gzipped_body()
+    pieces = (packed[i:i + 4096] for i in range(0, len(packed), 4096))
+    r = requests.post(deflate_stack.url + "/raw-sha256", data=pieces, timeout=60,
+                      headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"})
+    assert r.status_code == 200
+    assert r.json() == {"size": len(plain), "sha256": hashlib.sha256(plain).hexdigest()}
+    log = deflate_stack.apache.error_log.read_text(errors="replace")
+    assert "Segmentation fault" not in log and "exit signal" not in log
+
+
+@pytest.mark.parametrize("status", ["101 Switching Protocols", "100 Continue", "999 Beyond", "200 " + "x" * 5000,
+                                    "404 Not\x01Found"])
+def test_a_status_http_forbids_is_a_502_and_a_log_line(plain_app_stack, status):
+    apache, _ = plain_app_stack("status_from_query")
+    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
+    conn.request("GET", "/?status=" + quote(status))
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 502 and b"never see" not in body
+    assert "refused the response" in apache.error_log.read_text()
+    conn.request("GET", "/?status=" + quote("201 Created"))  # the client's connection is still in step
+    response = conn.getresponse()
+    assert response.status == 201 and b"never see" in response.read()

@@ -49,3 +49,13 @@ def dies_midway(environ, start_response):
         yield b"x" * 100_000
         os._exit(3)
     return body()
+
+
+def status_from_query(environ, start_response):
+    """Answers with the status line given as ?status= (percent-encoded), and a body: a backend
+    that sends what HTTP does not allow."""
+    from urllib.parse import unquote
+
+    status = unquote(environ.get("QUERY_STRING", "").partition("status=")[2]) or "200 OK"
+    start_response(status, [("Content-Type", "text/plain")])
+    return [b"a body the client must never see\n"]
