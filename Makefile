@@ -4,10 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages: Apache and its module toolchain, libfcgi's client (tests) and headers (benchmarks),
 # wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks), docker-compose (checks the
-# files in docker/; no engine is needed for that).
-APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose
+# files in docker/; no engine is needed for that), clang (libFuzzer harnesses), nginx and lighttpd
+# (the other web servers the tests put in front of the backend).
+APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose clang nginx lighttpd
 
-.PHONY: all test demo bench system-deps venv clean connector install-connector
+.PHONY: all test demo bench system-deps venv clean connector install-connector fuzz fuzz-build
 
 all: test
 
@@ -38,8 +39,31 @@ connector: system-deps $(CONNECTOR)
 install-connector: connector
 	apxs -i -n fcgi_backend $(CONNECTOR)
 
-test: system-deps venv connector
+test: system-deps venv connector fuzz-build
 	$(PY) -m pytest tests
+
+# libFuzzer + ASan + UBSan harnesses for the C code that reads untrusted bytes (connector_c/fuzz/).
+# `make test` runs each for about 20 s; `make fuzz FUZZ_SECONDS=N` runs each for longer.
+FUZZ_SECONDS ?= 300
+FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iconnector_c
+FUZZERS := build/fuzz/fuzz_multipart build/fuzz/fuzz_upload build/fuzz/fuzz_fcgi_stdin build/fuzz/fuzz_wire
+build/fuzz/fuzz_multipart: connector_c/fuzz/fuzz_multipart.c connector_c/multipart.c connector_c/multipart.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter %.c,$^) -o $@
+build/fuzz/fuzz_upload: connector_c/fuzz/fuzz_upload.c connector_c/upload.c connector_c/multipart.c connector_c/upload.h connector_c/multipart.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter %.c,$^) -o $@
+build/fuzz/fuzz_fcgi_stdin: connector_c/fuzz/fuzz_fcgi_stdin.c connector_c/fcgi_stdin.c connector_c/upload.c connector_c/multipart.c connector_c/fcgi_stdin.h connector_c/upload.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter %.c,$^) -o $@
+build/fuzz/fuzz_wire: connector_c/fuzz/fuzz_wire.c connector_c/fcgi_wire.c connector_c/fcgi_wire.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter %.c,$^) -o $@
+
+fuzz-build: system-deps $(FUZZERS)
+
+fuzz: fuzz-build venv
+	$(PY) tools/fuzz.py --seconds $(FUZZ_SECONDS)
 
 demo: system-deps venv
 	$(PY) tools/demo.py

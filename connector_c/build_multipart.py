@@ -58,7 +58,7 @@ int upload_boundary_from_content_type(const char *content_type, size_t len, char
 void upload_fail_input(upload *u, const char *message);
 
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
-                    size_t *rest_start, size_t *rest_len);
+                    int timeout_ms, size_t *rest_start, size_t *rest_len);
 """)
 
 ffibuilder.set_source(

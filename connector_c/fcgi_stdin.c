@@ -11,7 +11,7 @@
 #define HEADER_LEN 8
 
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
-                    size_t *rest_start, size_t *rest_len)
+                    int timeout_ms, size_t *rest_start, size_t *rest_len)
 {
     size_t pos = 0, end = buffered_len;
     for (;;) {
@@ -47,13 +47,16 @@ int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t ca
         }
         if (n < 0 && errno == EINTR)
             continue;
+        const char *failure = n == 0 ? "the web server closed the connection in the middle of the body"
+                                     : "reading the body from the web server failed";
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             struct pollfd pfd = {.fd = fd, .events = POLLIN};
-            poll(&pfd, 1, -1);
-            continue;
+            int ready = poll(&pfd, 1, timeout_ms > 0 ? timeout_ms : -1);
+            if (ready != 0)
+                continue;
+            failure = "timed out waiting for the rest of the body from the web server";
         }
-        upload_fail_input(u, n == 0 ? "the web server closed the connection in the middle of the body"
-                                    : "reading the body from the web server failed");
+        upload_fail_input(u, failure);
         *rest_start = pos;
         *rest_len = end - pos;
         return FCGI_STDIN_FAILED;

@@ -317,12 +317,14 @@ enum mp_event mp_next(mp_parser *p, const char *buf, size_t len, size_t *consume
                where the header parser sees it end. */
             const char *nl = memchr(buf + pos, '\n', len - pos);
             size_t n = nl ? (size_t)(nl - (buf + pos)) + 1 : len - pos;
-            if (p->header_len + n > p->max_header) {
-                ev = fail(p, MP_E_HEADER_TOO_LARGE, "part headers exceed the limit");
+            /* Errors in byte order, so where the input was cut never changes which one is reported. */
+            size_t room = p->max_header - p->header_len;
+            if (memchr(buf + pos, '\0', n < room ? n : room)) {
+                ev = fail(p, MP_E_BAD_HEADER, "NUL byte in a part's headers");
                 goto out;
             }
-            if (memchr(buf + pos, '\0', n)) {
-                ev = fail(p, MP_E_BAD_HEADER, "NUL byte in a part's headers");
+            if (n > room) {
+                ev = fail(p, MP_E_HEADER_TOO_LARGE, "part headers exceed the limit");
                 goto out;
             }
             memcpy(p->header + p->header_len, buf + pos, n);

@@ -177,7 +177,7 @@ class MultipartUpload:
         ffi.memmove(self._stdin_buffer, buffered, len(buffered))
         rest_start, rest_len = ffi.new("size_t *"), ffi.new("size_t *")
         outcome = lib.fcgi_stdin_feed(self._handle, fd, request_id, self._stdin_buffer, _STDIN_BUFFER,
-                                      len(buffered), rest_start, rest_len)
+                                      len(buffered), int(self.limits.read_timeout * 1000), rest_start, rest_len)
         rest = ffi.buffer(self._stdin_buffer + rest_start[0], rest_len[0])[:]
         ended = outcome == 1
         if outcome == -1 or ended:  # a limit broken mid-body is reported once the body is read
