@@ -12,7 +12,7 @@ APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-c
 
 all: test
 
-$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt
+$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h build_multipart.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e . -r requirements-dev.txt

@@ -11,7 +11,7 @@ import time
 import traceback
 from typing import Callable
 
-from .errors import HTTPError, RequestInputError, error_page
+from .errors import HTTPError, RequestInputError, ServerError, error_page
 from .registry import Registry
 from .limits import Limits
 from .request import Request
@@ -44,6 +44,9 @@ class Application:
         request = Request(environ, self.limits)
         try:
             response = self.dispatch(request)
+        except ServerError as exc:
+            log.error("%s %s: %s", request.method, request.path, exc)
+            response = self._error_response(exc.status, exc.detail if self.debug else "", exc.headers)
         except HTTPError as exc:
             if exc.detail:
                 log.info("%s %s: %s", request.method, request.path, exc)

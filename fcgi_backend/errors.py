@@ -20,6 +20,15 @@ class HTTPError(Exception):
         self.headers = headers or []
 
 
+class ServerError(HTTPError):
+    """A failure on the server's side (a full disk, a missing folder): the page names only the
+    status, since the detail may hold OS error text or paths; the log gets the detail (and so does
+    the page with --debug)."""
+
+    def __init__(self, detail: str, status: int = 500) -> None:
+        super().__init__(status, detail)
+
+
 class NotFound(HTTPError):
     """404: nothing here."""
 

@@ -6,6 +6,7 @@ import errno
 import grp
 import logging
 import os
+import pwd
 import socket
 import stat
 import struct
@@ -41,7 +42,19 @@ class ListenAddress:
         return f"unix:{self.path}" if self.path else f"tcp:{self.host}:{self.port}"
 
 
+def _owner(st: os.stat_result) -> str:
+    try:
+        return pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return f"uid {st.st_uid}"
+
+
 def _unix_socket_is_live(path: str) -> bool:
+    """True if a server answers on ``path``; False only if nobody listens there (ECONNREFUSED).
+
+    Any other failure to connect (EACCES: another user's socket) is a ListenError: such a socket
+    may well be live, and replacing it would take over someone else's server.
+    """
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
@@ -49,9 +62,15 @@ def _unix_socket_is_live(path: str) -> bool:
         return True
     except (ConnectionRefusedError, FileNotFoundError):
         return False
+    except (BlockingIOError, TimeoutError):
+        return True  # the live server's backlog is full
     except OSError as exc:
-        # EAGAIN: the live server's backlog is full, which still means it is live.
-        return exc.errno in (errno.EAGAIN, errno.ETIMEDOUT) or isinstance(exc, TimeoutError)
+        try:
+            owner = _owner(os.lstat(path))
+        except OSError:
+            owner = "another user"
+        raise ListenError(f"{path} belongs to {owner} and cannot be probed ({exc.strerror}): another "
+                          f"server may be listening there; refusing to replace it") from None
     finally:
         probe.close()
 
@@ -66,7 +85,10 @@ def _prepare_unix_path(path: str) -> None:
     if _unix_socket_is_live(path):
         raise ListenError(f"another server is already listening on {path}")
     log.info("replacing stale socket %s", path)
-    os.unlink(path)
+    try:
+        os.unlink(path)
+    except OSError as exc:
+        raise ListenError(f"cannot replace stale socket {path} (owned by {_owner(st)}): {exc.strerror}") from None
 
 
 def bind_unix(path: str, mode: int = DEFAULT_SOCKET_MODE, group: str | None = None) -> socket.socket:
@@ -138,7 +160,7 @@ def remove_unix_socket(sock: socket.socket, path: str) -> None:
     try:
         if stat.S_ISSOCK(os.lstat(path).st_mode) and not _unix_socket_is_live(path):
             os.unlink(path)
-    except OSError:
+    except (OSError, ListenError):
         pass
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,20 @@ class SiteLayout:
         site = cls(Path(root).resolve())
         if not site.root.is_dir():
             raise SiteError(f"site folder {site.root} does not exist")
+        if not os.access(site.root, os.R_OK | os.X_OK):
+            raise SiteError(f"site folder {site.root} cannot be read by {_user()}")
         if not site.webroot.is_dir():
             raise SiteError(f"site folder {site.root} has no webroot/ (the DocumentRoot with the templates)")
-        site.sqlite_dbs.mkdir(exist_ok=True)
+        try:
+            site.sqlite_dbs.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise SiteError(f"cannot create {site.sqlite_dbs} as {_user()}: {exc.strerror} (create it, "
+                            f"writable for {_user()}, or run as the site folder's owner)") from None
         return site
+
+
+def _user() -> str:
+    try:
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.geteuid()}"

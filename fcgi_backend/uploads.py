@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from ._multipart import ffi, lib
 from .datastructures import MultiDict
-from .errors import HTTPError, RequestInputError
+from .errors import HTTPError, RequestInputError, ServerError
 from .limits import Limits
 
 _READ_CHUNK = 256 * 1024
@@ -150,6 +150,8 @@ class MultipartUpload:
             message = ffi.string(lib.upload_error_message(self._handle)).decode("utf-8", "replace")
             if http_status == 0:
                 raise RequestInputError(message)
+            if http_status >= 500:
+                raise ServerError(message, http_status)  # OS error text: for the log, not the page
             raise HTTPError(http_status, message)
         self.done = status == _UPLOAD_DONE
         return self.done

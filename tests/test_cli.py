@@ -2,6 +2,8 @@
 
 import grp
 import os
+import pwd
+import shutil
 import signal
 import socket
 import stat
@@ -11,6 +13,7 @@ import sys
 import pytest
 
 from apache_harness import Backend, free_port, running_as_root, user_exists, wait_for
+from conftest import build_test_site
 from fcgi_client import FastCGIClient, cgi_params
 
 
@@ -161,3 +164,44 @@ def test_check_lists_handlers_and_routes(site):
     assert out.returncode == 0
     assert "handlers: boom, guestbook, home" in out.stdout
     assert "route:    /hello/<name> -> hello with views/hello.mustache [GET, HEAD]" in out.stdout
+
+
+# ---- other users ------------------------------------------------------------------------------
+
+RUN_AS = os.path.join(os.path.dirname(__file__), "run_as.py")
+needs_root_and_www_data = pytest.mark.skipif(not running_as_root() or not user_exists("www-data"),
+                                             reason="needs root, and the user www-data")
+
+
+def fcgi_backend_as(user, *args, timeout=20):
+    return subprocess.run([sys.executable, RUN_AS, user, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@needs_root_and_www_data
+def test_another_users_live_socket_is_never_taken_over(site, workdir):
+    """A socket www-data may not connect to (root's, mode 0660) is not stale: connecting fails with
+    EACCES, and a backend run as www-data used to unlink it and listen in its place."""
+    shared = workdir / "shared"
+    shared.mkdir()
+    os.chown(shared, pwd.getpwnam("www-data").pw_uid, -1)  # www-data could unlink what is in it
+    socket_path = shared / "app.sock"
+    root_backend = Backend(site, workdir / "run", ["--socket", socket_path, "--socket-group", "root"]).start()
+    try:
+        other_site = build_test_site(workdir / "other")
+        shutil.chown(other_site / "SQLiteDBs" if (other_site / "SQLiteDBs").exists() else other_site, "www-data")
+        out = fcgi_backend_as("www-data", "run", other_site, "--socket", socket_path)
+        assert out.returncode == 100, out.stderr
+        assert f"{socket_path} belongs to root" in out.stderr and "Traceback" not in out.stderr
+        with FastCGIClient(socket_path) as client:  # root's server still answers on its socket
+            assert client.request(cgi_params("GET", "/api/time")).status == 200
+    finally:
+        root_backend.stop()
+
+
+@needs_root_and_www_data
+def test_a_site_folder_the_user_cannot_write_is_a_clear_error_exit_2(site):
+    out = fcgi_backend_as("www-data", "run", site)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot create {site}/SQLiteDBs as user www-data: Permission denied" in out.stderr
+    assert "Traceback" not in out.stderr

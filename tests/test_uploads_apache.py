@@ -162,3 +162,18 @@ def test_upload_form_of_the_example_site(upload_stack):
     assert b"photo.jpg" in body and b"300000 bytes" in body
     stored = upload_stack.site / "uploads" / "photo.jpg"
     assert stored.read_bytes() == b"".join(StreamedFile(300_000, seed=5).pieces())
+
+
+def test_a_server_side_failure_is_500_without_os_error_text(upload_stack):
+    """The page says what status it is; why (the OS error, the path) goes to the log only."""
+    uploads = upload_stack.root / "uploads"
+    uploads.rename(upload_stack.root / "uploads-away")  # every temporary file now fails to open
+    try:
+        length, pieces = multipart_stream({"a": "1"}, "f", "f.bin", StreamedFile(1000))
+        status, body = post_streamed(upload_stack.apache.port, "/upload", length, pieces)
+    finally:
+        (upload_stack.root / "uploads-away").rename(uploads)
+    assert status == 500
+    assert b"No such file" not in body and str(uploads).encode() not in body
+    assert b"Internal Server Error" in body
+    upload_stack.backend.wait_for_log("cannot create a temporary file in the upload directory: No such file")

@@ -170,12 +170,15 @@ class Backend:
                  log_to_terminal: bool = False) -> None:
         self.site = Path(site)
         self.run_dir = Path(run_dir)
-        self.args = list(args or [])
+        self.args = [str(a) for a in args or []]
         self.log_to_terminal = log_to_terminal
         self.proc: subprocess.Popen | None = None
 
     @property
     def socket_path(self) -> Path:
+        """The site's socket, or the one ``--socket`` names."""
+        if "--socket" in self.args:
+            return Path(self.args[self.args.index("--socket") + 1])
         return self.site / "fcgi_backend.sock"
 
     @property
