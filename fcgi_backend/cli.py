@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest header block of one part (default: 16K)")
     limits.add_argument("--upload-dir", metavar="DIR", default=defaults.upload_dir,
                         help=f"where uploaded files are written while a request runs (default: {defaults.upload_dir})")
+    limits.add_argument("--max-params", metavar="SIZE", type=parse_size, default=defaults.max_params,
+                        help="largest block of FastCGI params (the CGI variables) of a request (default: 1M)")
+    limits.add_argument("--read-timeout", metavar="SECONDS", type=float, default=defaults.read_timeout,
+                        help=f"longest wait for the web server's next bytes inside a request "
+                             f"(default: {defaults.read_timeout:g})")
+    limits.add_argument("--idle-timeout", metavar="SECONDS", type=float, default=defaults.idle_timeout,
+                        help=f"longest wait for a request on a new or kept connection (default: {defaults.idle_timeout:g})")
     pool = run.add_argument_group("worker pool (also settable in --config; the flags win)")
     defaults = ServerConfig()
     run.add_argument("--config", metavar="FILE", help="TOML file with a [server] table of the settings below")
@@ -113,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replace a worker after N requests (default: 0, never)")
     pool.add_argument("--graceful-timeout", type=float, metavar="SECONDS",
                       help=f"on SIGTERM/SIGINT, time for requests in flight (default: {defaults.graceful_timeout:g})")
+    pool.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                      help="stop a request running longer (504) and replace its worker (default: 0, never)")
     pool.add_argument("--no-prop-sigusr", dest="prop_sigusr", action="store_const", const=False,
                       help="do not pass SIGUSR1/SIGUSR2 on to the workers")
     pool.add_argument("--status-path", metavar="PATH", help="URL path of the status page (JSON; OpenMetrics "
@@ -154,7 +163,8 @@ def cmd_check(args) -> int:
 def limits_from_args(args) -> Limits:
     """The request limits the options ask for; UsageError if they cannot work."""
     limits = Limits(max_body=args.max_body, max_memory=args.max_memory, max_file=args.max_file,
-                    max_parts=args.max_parts, max_part_header=args.max_part_header, upload_dir=args.upload_dir)
+                    max_parts=args.max_parts, max_part_header=args.max_part_header, max_params=args.max_params,
+                    upload_dir=args.upload_dir, read_timeout=args.read_timeout, idle_timeout=args.idle_timeout)
     try:
         limits.check()
     except ValueError as exc:
@@ -168,7 +178,7 @@ def server_config(args) -> ServerConfig:
     """The pool settings: defaults, then --config's file, then the flags given."""
     file_settings = load_config_file(args.config) if args.config else {}
     names = ("prefork", "maxfork", "nofork", "timeout", "px_idle", "max_requests", "graceful_timeout",
-             "prop_sigusr", "status_path", "ping_path", "log_file")
+             "request_timeout", "prop_sigusr", "status_path", "ping_path", "log_file")
     return build_config(file_settings, {name: getattr(args, name) for name in names})
 
 

@@ -29,6 +29,7 @@ class ServerConfig:
     px_idle: float = 31.0            #: a worker above prefork that idles this long exits
     max_requests: int = 0            #: a worker is replaced after this many requests (0: never)
     graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
+    request_timeout: float = 0.0     #: a request running longer is stopped (504) and its worker replaced; 0: never
     prop_sigusr: bool = True         #: pass USR1/USR2 on to the workers
     status_path: str = ""            #: URL path of the status page ("" = off), as php-fpm's pm.status_path
     ping_path: str = ""              #: URL path that answers "pong" ("" = off)
@@ -53,6 +54,8 @@ class ServerConfig:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be 0 or more seconds, got {self.graceful_timeout}")
+        if self.request_timeout < 0:
+            raise ConfigError(f"request_timeout must be 0 (never) or more seconds, got {self.request_timeout}")
         for name in ("status_path", "ping_path"):
             value = getattr(self, name)
             if value and not value.startswith("/"):

@@ -1,18 +1,27 @@
-"""One FastCGI connection with the web server: flup's Connection and Request, hardened and faster.
+"""One FastCGI connection with the web server: flup's Connection and Request, strict, bounded and faster.
 
-flup does the dispatching, the request streams and END_REQUEST; this module changes what it does
-with bytes on the wire:
+flup runs the request (its WSGI bridge writes the output, its Request ends it); this module decides
+what happens with bytes on the wire:
 
-* records are read through a buffer (:class:`~fcgi_backend.records.RecordParser`) instead of three
-  recv calls each, and written in batches: what a WSGI write() produces goes out in one sendmsg,
-  and the end of the output with END_REQUEST in another;
-* malformed input (bad version, truncated record, bad name-value lengths, a short BEGIN_REQUEST)
-  closes this connection with a log line; the process lives;
-* PARAMS are decoded once the stream ends, so a pair split across two records is read correctly;
-* FCGI_ABORT_REQUEST ends a request that has not started, and stops input to and output from one
-  that has;
-* every record type the server does not know is answered with FCGI_UNKNOWN_TYPE;
-* closing never blocks for long on a peer that keeps the socket open;
+* records are read through a buffer (:class:`~fcgi_backend.records.RecordParser`) and written in
+  batches, a small answer in one ``sendmsg``;
+* each record must fit the state of the request it belongs to (BEGIN_REQUEST, then PARAMS to their
+  end, then STDIN or one FCGI_X_STDIN stream to its end); one that does not (PARAMS again while the
+  application runs, STDIN after its end, X_STDIN before the params end) is a protocol error: that
+  connection is closed with a log line, the worker goes on. Records of a request id that is not
+  active are ignored, as the FastCGI spec says;
+* what a peer can make the backend hold is bounded: PARAMS by ``Limits.max_params``, body bytes sent
+  before the params end by ``Limits.max_memory``;
+* every wait on the peer has a deadline: ``Limits.idle_timeout`` for the first record of a request,
+  ``Limits.read_timeout`` for each further wait inside one (the socket is non-blocking, and the C
+  readers of upload bodies poll with the same deadline);
+* an answer leaves with its END_REQUEST as soon as the application is done, even if the application
+  did not read its body; the rest of that input is then read and dropped (for at most
+  ``_DRAIN_SECONDS``) so the connection stays in step for the next request, or closed;
+* FCGI_ABORT_REQUEST ends input to the request and drops its output, also when the application
+  never reads its input (the connection is looked at before the answer leaves);
+* a closing connection shuts down its sending side and waits briefly for the web server to hang up,
+  so no write of the web server's (an empty FCGI_DATA record, say) meets a closed socket;
 * the upload extension: after an FCGI_X_STDIN record, N raw body bytes follow on the socket
   (docs/PROTOCOL.md). The request's input stream reads them in Python for any WSGI reader, or
   hands the socket to the C multipart parser (:meth:`FastCGIInputStream.feed_upload`).
@@ -21,15 +30,20 @@ with bytes on the wire:
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import struct
 import time
 
 from flup.server.fcgi_base import (
     FCGI_BEGIN_REQUEST,
-    FCGI_BeginRequestBody,
+    FCGI_CANT_MPX_CONN,
+    FCGI_END_REQUEST,
     FCGI_GET_VALUES_RESULT,
+    FCGI_KEEP_CONN,
     FCGI_REQUEST_COMPLETE,
+    FCGI_BeginRequestBody,
+    FCGI_EndRequestBody,
     Connection,
     InputStream,
     OutputStream,
@@ -37,6 +51,7 @@ from flup.server.fcgi_base import (
     Request,
 )
 
+from .errors import RequestInputError, RequestTimeout
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -54,7 +69,6 @@ from .records import (
     encode_params,
     padding_for,
 )
-from .errors import RequestInputError
 
 log = logging.getLogger("fcgi_backend.connection")
 
@@ -62,9 +76,14 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 _PADDING = bytes(8)
 _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
-_INPUT_REST_SECONDS = 10.0  # longest wait for the rest of a request's input after it was answered
-# How long a closing connection waits for the web server to hang up before closing anyway.
-_CLOSE_DRAIN_SECONDS = 1.0
+_DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
+_CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
+_CLOSE_DRAIN_BYTES = 1 << 20  # ... and how much of what it still sends is read meanwhile
+_NULL_REQUEST_ID = 0
+
+
+class InputTimeout(ConnectionClosed):
+    """The web server sent nothing for longer than the deadline of that wait."""
 
 
 class FastCGIInputStream(InputStream):
@@ -74,7 +93,7 @@ class FastCGIInputStream(InputStream):
         super().__init__(conn)
         self.request_id = 0         # set when BEGIN_REQUEST is read
         self.records_received = 0   # body bytes that came in STDIN records
-        self.discard = False        # the request has ended: read what is left and drop it
+        self.discard = False        # the request has been answered: read what is left and drop it
         self.raw_length = None      # N of the X_STDIN record, once it arrived
         self.raw_remaining = 0      # raw bytes still on the socket
 
@@ -86,8 +105,13 @@ class FastCGIInputStream(InputStream):
 
     @property
     def ended(self) -> bool:
-        """The whole input has arrived (the empty STDIN record was read)."""
+        """The whole input has arrived (the empty STDIN record was read, or the request was aborted)."""
         return self._eof
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read by the application."""
+        return self._avail - self._pos
 
     def start_raw(self, length: int) -> None:
         self.raw_length = self.raw_remaining = length
@@ -133,15 +157,22 @@ class FastCGIInputStream(InputStream):
                 self._conn.process_input()  # one record that is not this request's STDIN
 
 
-class AbortableOutputStream(OutputStream):
+class FastCGIOutputStream(OutputStream):
     """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request,
     and sends its records when flushed (flup's WSGI bridge flushes after each write).
 
     With ``hold`` set (the application returned a list: every block already exists) flushes only
     turn data into records; they go out with END_REQUEST, in one system call for a small page.
+    With ``drop_body`` (a HEAD request) only the first write, flup's header block, is kept.
     """
 
     hold = False
+    drop_body = False
+
+    def write(self, data) -> None:
+        if self.drop_body and self.dataWritten:
+            return
+        super().write(data)
 
     def _write(self, data: bytes) -> None:
         if not self._req.aborted:
@@ -150,23 +181,37 @@ class AbortableOutputStream(OutputStream):
     def flush(self) -> None:
         super().flush()
         if not self.hold:
-            self._conn.flush_output()
+            self._conn.flush_output(self._req)
 
 
 class FastCGIRequest(Request):
-    """flup's Request plus the state this server needs: params bytes so far, started, aborted."""
+    """flup's Request plus the state this server keeps: params so far, started, aborted, answered."""
 
     def __init__(self, conn: "FastCGIConnection", inputStreamClass, timeout) -> None:
         super().__init__(conn, inputStreamClass, timeout)
-        self.stdout = AbortableOutputStream(conn, self, self.stdout._type)
-        self.stderr = AbortableOutputStream(conn, self, self.stderr._type, buffered=True)
+        self.stdout = FastCGIOutputStream(conn, self, self.stdout._type)
+        self.stderr = FastCGIOutputStream(conn, self, self.stderr._type, buffered=True)
         self.params_bytes = bytearray()
-        self.started = False
+        self.started = False     # the params ended and the application was called
         self.aborted = False
+        self.answered = False    # END_REQUEST was sent
+        self.output_checked = False  # the connection was looked at for an ABORT before output left
+
+    @property
+    def keep_conn(self) -> bool:
+        return bool(self.flags & FCGI_KEEP_CONN)
+
+    def describe(self) -> str:
+        """'METHOD URI' for log lines."""
+        return f"{self.params.get('REQUEST_METHOD', '-')} {self.params.get('REQUEST_URI', '-')}"
 
 
 class FastCGIConnection(Connection):
-    """A connection with the web server, serving one request at a time (no multiplexing)."""
+    """A connection with the web server, serving one request at a time (no multiplexing).
+
+    The worker calls :meth:`serve_request` once per request; it returns whether the connection may
+    serve another (the web server asked for FCGI_KEEP_CONN and the input is in step).
+    """
 
     _inputStreamClass = FastCGIInputStream
     _HANDLERS = {
@@ -179,8 +224,10 @@ class FastCGIConnection(Connection):
         FCGI_X_STDIN: "_do_x_stdin",
     }
 
-    def __init__(self, sock: socket.socket, addr, server, timeout=None, before_close=None) -> None:
-        super().__init__(sock, addr, server, timeout)
+    def __init__(self, sock: socket.socket, addr, server, before_close=None) -> None:
+        super().__init__(sock, addr, server, None)
+        sock.setblocking(False)  # every wait is a poll with a deadline (_wait_readable)
+        self.limits = server.limits
         self._parser = RecordParser()
         self._closed = False
         self._before_close = before_close
@@ -189,16 +236,32 @@ class FastCGIConnection(Connection):
         # The worker's receive buffer (one connection at a time): a fresh 256 KiB per recv costs an
         # mmap, mremap and munmap, and zeroing one per connection a tenth of a small request.
         self._recv_buffer = server.receive_buffer
-        self.close_after_request = False  # the input is out of step: no further request on it
+        self.request: FastCGIRequest | None = None  # from BEGIN_REQUEST until its input is drained
+        self._drain_deadline = 0.0  # while draining an answered request's input: when to give up
+        self.close_after_request = False  # the input is out of step, or the worker stops: no next request
 
-    # -- reading -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def run(self) -> None:
-        """Serve records until the web server hangs up, a request ends without KEEP_CONN, or bad input."""
+    # -- the request cycle ---------------------------------------------------------------------
+
+    def serve_request(self) -> bool:
+        """Read records until one request has been answered and its input drained; True if the
+        connection can serve another request. Bad input or a peer that goes away ends it here."""
         self._keepGoing = True
         try:
             while self._keepGoing:
                 self.process_input()
+                req = self.request
+                if req is not None and req.answered:
+                    self.request = None
+                    if req.keep_conn and not self.close_after_request and req.stdin.ended:
+                        return True
+                    self.close()
+                    return False
+        except InputTimeout as exc:
+            log.warning("closing connection: %s", exc)
         except ConnectionClosed as exc:
             if str(exc):
                 log.warning("closing connection: %s", exc)
@@ -206,21 +269,26 @@ class FastCGIConnection(Connection):
             log.warning("closing connection after malformed FastCGI input: %s", exc)
         except OSError as exc:
             log.info("connection ended: %s", exc)
-        finally:
-            self._cleanupSocket()
+        except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
+            self.server.timed_out = True
+            log.error("a request ran past request_timeout while its answer was being sent")
+        self.close(graceful=False)
+        return False
+
+    def has_buffered_record(self) -> bool:
+        """A whole record is already received: the next request needs no wait on the socket."""
+        return self._parser.has_record()
+
+    def run(self) -> None:
+        """Serve requests until the connection closes (flup's entry point; the worker uses serve_request)."""
+        while self.serve_request():
+            pass
 
     def process_input(self) -> None:
         """Read and act on exactly one record (flup's InputStream calls this while the app reads)."""
         rec = self._parser.next_record()
         while rec is None:
-            received = self._sock.recv_into(self._recv_buffer)
-            if not received:
-                if self._parser.pending:
-                    raise ConnectionClosed(
-                        f"web server closed the connection inside a record "
-                        f"({self._parser.pending} bytes of it received)")
-                raise ConnectionClosed()
-            self._parser.feed(self._recv_buffer[:received])
+            self._receive()
             rec = self._parser.next_record()
         handler = self._HANDLERS.get(rec.type)
         if handler is None:
@@ -229,20 +297,73 @@ class FastCGIConnection(Connection):
         else:
             getattr(self, handler)(rec)
 
+    def _receive(self) -> None:
+        """One recv into the parser, waiting up to the deadline that fits the state."""
+        while True:
+            try:
+                received = self._sock.recv_into(self._recv_buffer)
+                break
+            except BlockingIOError:
+                self._wait_readable()
+        if not received:
+            if self._parser.pending:
+                raise ConnectionClosed(f"web server closed the connection inside a record "
+                                       f"({self._parser.pending} bytes of it received)")
+            if self.request is not None and not self.request.answered:
+                raise ConnectionClosed(f"web server closed the connection during {self.request.describe()}")
+            raise ConnectionClosed()
+        self._parser.feed(self._recv_buffer[:received])
+
+    def _wait_readable(self) -> None:
+        in_request = self.request is not None or self._parser.pending
+        timeout = self._within_drain(self.limits.read_timeout if in_request else self.limits.idle_timeout)
+        if not _poll(self._sock, select.POLLIN, timeout):
+            what = f"during {self.request.describe()}" if self.request and self.request.started else \
+                "for the next record" if in_request else "for a request"
+            raise InputTimeout(f"web server sent nothing {what} for {timeout:g}s")
+
+    def _within_drain(self, timeout: float) -> float:
+        """A wait's timeout, shortened to what is left of the drain's time while draining."""
+        if self._drain_deadline:
+            return max(0.0, min(timeout, self._drain_deadline - time.monotonic()))
+        return timeout
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _active(self, inrec: Record) -> FastCGIRequest | None:
+        """The request a record belongs to, or None if its id is not active (the record is ignored)."""
+        req = self.request
+        return req if req is not None and req.requestId == inrec.requestId else None
+
     def _do_begin_request(self, inrec: Record) -> None:
         if inrec.contentLength != struct.calcsize(FCGI_BeginRequestBody):
             raise ProtocolError(f"BEGIN_REQUEST body is {inrec.contentLength} bytes, expected 8")
-        super()._do_begin_request(inrec)
-        req = self._requests.get(inrec.requestId)
-        if req is not None:
-            req.stdin.request_id = inrec.requestId
+        if inrec.requestId == _NULL_REQUEST_ID:
+            raise ProtocolError("BEGIN_REQUEST with request id 0")
+        if self.request is not None:
+            if self.request.requestId == inrec.requestId:
+                raise ProtocolError(f"BEGIN_REQUEST for request {inrec.requestId}, which is already active")
+            # One request at a time, as FCGI_MPXS_CONNS=0 told: refuse the other, as the spec says.
+            self._write_end_request(inrec.requestId, 0, FCGI_CANT_MPX_CONN)
+            self.flush_output()
+            return
+        role, flags = struct.unpack(FCGI_BeginRequestBody, inrec.contentData)
+        req = self.server.request_class(self, self._inputStreamClass, None)
+        req.requestId, req.role, req.flags = inrec.requestId, role, flags
+        req.stdin.request_id = inrec.requestId
+        self._requests = {inrec.requestId: req}
+        self.request = req
 
     def _do_params(self, inrec: Record) -> None:
-        req = self._requests.get(inrec.requestId)
+        req = self._active(inrec)
         if req is None:
             return
+        if req.started:
+            raise ProtocolError(f"PARAMS for request {inrec.requestId} after its params ended")
         if inrec.contentLength:
             req.params_bytes += inrec.contentData
+            if len(req.params_bytes) > self.limits.max_params:
+                raise ProtocolError(f"PARAMS exceed the limit of {self.limits.max_params} bytes")
             return
         req.params = decode_params(bytes(req.params_bytes))
         req.params_bytes = bytearray()
@@ -250,26 +371,65 @@ class FastCGIConnection(Connection):
         self._start_request(req)
 
     def _do_stdin(self, inrec: Record) -> None:
-        req = self._requests.get(inrec.requestId)
-        if req is not None and inrec.contentLength and req.stdin.raw_length is not None:
+        req = self._active(inrec)
+        if req is None:
+            return
+        if req.stdin.ended and not req.aborted:
+            raise ProtocolError(f"STDIN for request {inrec.requestId} after the end of its input")
+        if inrec.contentLength and req.stdin.raw_length is not None:
             raise StreamError(400, "FCGI_STDIN data after the FCGI_X_STDIN stream (only an empty STDIN may follow)")
-        super()._do_stdin(inrec)
+        if not req.started and req.stdin.buffered + inrec.contentLength > self.limits.max_memory:
+            raise ProtocolError(f"more than {self.limits.max_memory} bytes of STDIN before the params ended")
+        req.stdin.add_data(inrec.contentData)
+
+    def _do_data(self, inrec: Record) -> None:
+        """FCGI_DATA is for the Filter role, which this responder does not play: its content is dropped."""
 
     def _do_x_stdin(self, inrec: Record) -> None:
         """The upload extension: N raw body bytes follow this record on the socket."""
         if inrec.contentLength != X_STDIN_LENGTH.size:
             raise StreamError(400, f"FCGI_X_STDIN record content is {inrec.contentLength} bytes, expected 4")
         (length,) = X_STDIN_LENGTH.unpack(inrec.contentData)
-        req = self._requests.get(inrec.requestId)
+        req = self._active(inrec)
         if req is None:
-            self._skip_raw(length)  # the request already ended without reading its body
+            self._skip_raw(length)  # a request that is not active: its raw bytes are skipped
             return
+        if not req.started:
+            raise ProtocolError("FCGI_X_STDIN before the params ended")
         if req.stdin.raw_length is not None or req.stdin.records_received:
             raise StreamError(400, "FCGI_X_STDIN after body data was already sent for this request")
-        limit = self.server.limits.max_body
+        if req.answered:
+            self._skip_raw(length)  # answered without reading its body: the bytes are dropped
+            req.stdin.raw_length = length
+            return
+        limit = self.limits.max_body
         if length > limit:
             raise StreamError(413, f"upload of {length} bytes exceeds the body size limit of {limit} bytes")
         req.stdin.start_raw(length)
+
+    def _do_abort_request(self, inrec: Record) -> None:
+        req = self._active(inrec)
+        if req is None or req.answered:
+            return
+        log.info("%s aborted by the web server", req.describe() if req.started else f"request {req.requestId}")
+        req.aborted = True
+        req.stdin.add_data(b"")  # input ends: the application's next read sees end of file
+        if not req.started:
+            self.end_request(req, 0, FCGI_REQUEST_COMPLETE)
+
+    def _do_get_values(self, inrec: Record) -> None:
+        answer = []
+        for name in decode_params(inrec.contentData):
+            cap = self.server.capability.get(name)
+            if cap is not None:
+                answer.append((name, str(cap)))
+        outrec = Record(FCGI_GET_VALUES_RESULT)
+        outrec.contentData = encode_params(answer)
+        outrec.contentLength = len(outrec.contentData)
+        self.writeRecord(outrec)
+        self.flush_output()
+
+    # -- reading the upload extension and the C fast paths --------------------------------------
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -290,11 +450,19 @@ class FastCGIConnection(Connection):
         return ended
 
     def read_raw(self, limit: int) -> bytes:
-        """Up to ``limit`` raw stream bytes: buffered ones first, else one recv."""
+        """Up to ``limit`` raw stream bytes: buffered ones first, else one recv (with the read deadline)."""
         data = self._parser.take(limit)
         if data:
             return data
-        data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE))
+        while True:
+            try:
+                data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE))
+                break
+            except BlockingIOError:
+                timeout = self._within_drain(self.limits.read_timeout)
+                if not _poll(self._sock, select.POLLIN, timeout):
+                    raise InputTimeout(f"web server sent nothing of the FCGI_X_STDIN stream for "
+                                       f"{timeout:g}s ({limit} bytes still to come)") from None
         if not data:
             raise ConnectionClosed(f"web server closed the connection with {limit} bytes of the "
                                    f"FCGI_X_STDIN stream still to come")
@@ -304,63 +472,66 @@ class FastCGIConnection(Connection):
         while length:
             length -= len(self.read_raw(length))
 
-    def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE, remove=True) -> None:
-        self.server.request_ended()  # first: flup's end_request sends the last records and may close
-        if req.started and not req.stdin.ended and not self.close_after_request:
-            self._read_rest_of_input(req)
-        super().end_request(req, appStatus, protocolStatus, remove)
-        self.flush_output()
-        if self.close_after_request and self._keepGoing:
-            self._keepGoing = False
-            self._cleanupSocket()
+    # -- ending a request ----------------------------------------------------------------------
 
-    def _read_rest_of_input(self, req: FastCGIRequest) -> None:
-        """Read and drop the input the application left, up to its end: the web server may still be
-        writing it, and a write that meets a closed socket fails the whole request."""
+    def end_request(self, req, appStatus=0, protocolStatus=FCGI_REQUEST_COMPLETE, remove=True) -> None:
+        """The answer is complete: send it with END_REQUEST now, then read and drop what is left of
+        the request's input, so the next request on this connection starts in step."""
+        self.server.request_ended()  # first: the answer's last bytes leave below
+        self._check_for_abort(req)
+        self._write_end_request(req.requestId, appStatus, protocolStatus)
+        self.flush_output()
+        req.answered = True
+        self._requests = {}
+        self._keepGoing = False  # serve_request returns once the input is drained
+        if not req.stdin.ended and not self.close_after_request:
+            self._drain_input(req)
+
+    def _write_end_request(self, request_id: int, app_status: int, protocol_status: int) -> None:
+        rec = Record(FCGI_END_REQUEST, request_id)
+        rec.contentData = struct.pack(FCGI_EndRequestBody, app_status, protocol_status)
+        rec.contentLength = len(rec.contentData)
+        self.writeRecord(rec)
+
+    def _drain_input(self, req: FastCGIRequest) -> None:
+        """Read and drop the request's remaining input (up to its empty STDIN), for at most
+        _DRAIN_SECONDS: the web server may still be writing it, and a write that meets a closed
+        socket can fail a request the web server has already been answered for."""
         req.stdin.discard = True
-        timeout_set = False
+        self._drain_deadline = time.monotonic() + _DRAIN_SECONDS
         try:
-            while not req.stdin.ended and not self.close_after_request:
-                may_wait = req.stdin.raw_remaining or not self._parser.has_record()
-                if may_wait and not timeout_set:
-                    # Only when a read may wait: mostly the rest (the empty STDIN record) came with
-                    # the params, and a timeout costs two system calls to set and clear. The answer
-                    # goes out first, whatever the rest of the input takes.
-                    self.flush_output()
-                    self._sock.settimeout(_INPUT_REST_SECONDS)
-                    timeout_set = True
+            while not req.stdin.ended:
                 if req.stdin.raw_remaining:
                     req.stdin.raw_remaining -= len(self.read_raw(req.stdin.raw_remaining))
                 else:
                     self.process_input()
+        except InputTimeout:
+            log.info("%s: answered; the rest of its input did not arrive within %gs, closing", req.describe(),
+                     _DRAIN_SECONDS)
+            self.close_after_request = True
         except (OSError, RequestInputError):
             self.close_after_request = True  # the input is not in step any more
         finally:
-            if timeout_set and not self._closed:
-                self._sock.settimeout(None)
+            self._drain_deadline = 0.0
 
-    def _do_get_values(self, inrec: Record) -> None:
-        answer = []
-        for name in decode_params(inrec.contentData):
-            cap = self.server.capability.get(name)
-            if cap is not None:
-                answer.append((name, str(cap)))
-        outrec = Record(FCGI_GET_VALUES_RESULT)
-        outrec.contentData = encode_params(answer)
-        outrec.contentLength = len(outrec.contentData)
-        self.writeRecord(outrec)
-        self.flush_output()
-
-    def _do_abort_request(self, inrec: Record) -> None:
-        req = self._requests.get(inrec.requestId)
-        if req is None:
+    def _check_for_abort(self, req: FastCGIRequest) -> None:
+        """Before an answer first leaves: act on records that already arrived (an ABORT_REQUEST
+        drops the output), without waiting. Only records of the request's input or management
+        records are taken here; the rest waits for the next request."""
+        if req.output_checked or self._closed:
             return
-        log.info("request %d aborted by the web server", inrec.requestId)
-        req.aborted = True
-        if req.started:
-            req.stdin.add_data(b"")  # the application's next read sees end of input
-        else:
-            self.end_request(req, 0, FCGI_REQUEST_COMPLETE)
+        req.output_checked = True
+        if not self._parser.pending:
+            try:
+                received = self._sock.recv_into(self._recv_buffer)
+            except (BlockingIOError, OSError):
+                return
+            if not received:
+                return  # the web server hung up; the answer goes nowhere, which sending will show
+            self._parser.feed(self._recv_buffer[:received])
+        while self._parser.has_record() and not req.aborted and self._parser.peek_type() in (
+                FCGI_ABORT_REQUEST, FCGI_GET_VALUES):
+            self.process_input()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -376,40 +547,78 @@ class FastCGIConnection(Connection):
         if self._pending_size >= _FLUSH_AT or len(self._pending) >= _MAX_PARTS:
             self.flush_output()
 
-    def flush_output(self) -> None:
+    def flush_output(self, req: FastCGIRequest | None = None) -> None:
         """Send every queued record with one system call where the kernel allows."""
+        if req is not None:
+            self._check_for_abort(req)
+            if req.aborted:
+                self._pending, self._pending_size = [], 0
+                return
         if self._pending:
             parts, self._pending, self._pending_size = self._pending, [], 0
-            _sendmsg_all(self._sock, parts)
+            _sendmsg_all(self._sock, parts, self.limits.read_timeout)
 
-    def _cleanupSocket(self) -> None:
+    def close(self, graceful: bool = True) -> None:
+        """Send what is queued and close. ``graceful``: shut down our side first and wait briefly
+        for the web server to hang up, reading what it still sends."""
         if self._closed:
             return
         self._closed = True
+        self._keepGoing = False
         if self._before_close is not None:
             self._before_close(self._sock)
         try:
-            self.flush_output()
-            if self._sock.family == socket.AF_UNIX:
-                return  # no reset on a unix socket: what we sent is read even after we close
-            self._sock.shutdown(socket.SHUT_WR)
-            # TCP: read until the web server hangs up, so our last records are not lost to a reset.
-            deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
-            while (left := deadline - time.monotonic()) > 0:
-                self._sock.settimeout(left)
-                if not self._sock.recv_into(self._recv_buffer):
-                    break
+            if graceful:
+                self.flush_output()
+                self._sock.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
+                drained = 0
+                while drained < _CLOSE_DRAIN_BYTES:
+                    try:
+                        received = self._sock.recv_into(self._recv_buffer)
+                    except BlockingIOError:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not _poll(self._sock, select.POLLIN, left):
+                            break
+                        continue
+                    if not received:
+                        break
+                    drained += received
         except OSError:
             pass
         finally:
             self._sock.close()
 
+    _cleanupSocket = close  # what flup calls
 
-def _sendmsg_all(sock: socket.socket, parts: list[bytes]) -> None:
+
+def _poll(sock: socket.socket, events: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``events`` on ``sock``; False on timeout."""
+    poller = select.poll()
+    poller.register(sock, events)
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
+        if ready:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def _sendmsg_all(sock: socket.socket, parts: list[bytes], timeout: float) -> None:
+    """Send every byte of ``parts``; a peer that takes none of it for ``timeout`` seconds is an error."""
     total = sum(len(p) for p in parts)
-    sent = sock.sendmsg(parts)
+    try:
+        sent = sock.sendmsg(parts)
+    except BlockingIOError:
+        sent = 0
     if sent == total:
         return
-    # A partial send is rare (full socket buffer); finish the rest with sendall.
+    # A partial send is rare (full socket buffer); finish the rest as the peer takes it.
     rest = memoryview(b"".join(parts))[sent:]
-    sock.sendall(rest)
+    while rest:
+        try:
+            rest = rest[sock.send(rest):]
+        except BlockingIOError:
+            if not _poll(sock, select.POLLOUT, timeout):
+                raise TimeoutError(f"web server took none of the answer for {timeout:g}s") from None

@@ -10,6 +10,11 @@ class RequestInputError(Exception):
     """The request's input broke off or was malformed; no response can reach the client."""
 
 
+class RequestTimeout(BaseException):
+    """A request ran past request_timeout (raised in the worker by SIGALRM). A BaseException, so an
+    application's ``except Exception`` does not swallow it."""
+
+
 class HTTPError(Exception):
     """Raise from a handler to answer with this status and an error page (``HTTPError(403)``)."""
 

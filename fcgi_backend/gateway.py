@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Callable
 from urllib.parse import unquote_to_bytes
@@ -17,7 +18,7 @@ from flup.server.fcgi_base import (
 )
 
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest
-from .errors import RequestInputError, error_page
+from .errors import RequestInputError, RequestTimeout, error_page
 from .limits import Limits
 
 log = logging.getLogger("fcgi_backend.gateway")
@@ -42,14 +43,20 @@ class FastCGIGateway(BaseFCGIServer):
 
     def __init__(self, application, *, debug: bool = False, max_conns: int = 1,
                  multiprocess: bool = False, limits: Limits | None = None) -> None:
-        super().__init__(self._call_application, multithreaded=False, multiprocess=multiprocess,
-                         bindAddress="fcgi_backend", debug=debug, roles=(FCGI_RESPONDER,))
+        # The server always ends the input stream itself (the empty STDIN record): PEP 3333's
+        # wsgi.input_terminated lets applications read to its end when there is no Content-Length.
+        super().__init__(self._call_application, environ={"wsgi.input_terminated": True},
+                         multithreaded=False, multiprocess=multiprocess, bindAddress="fcgi_backend",
+                         debug=debug, roles=(FCGI_RESPONDER,))
         self.wsgi_app = application
         self.limits = limits or Limits()
         self.requests_served = 0
         self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
         self._request: FastCGIRequest | None = None  # the one being served
+        self.on_request_start: Callable[[str], None] | None = None  # told "METHOD URI" of each request
         self.on_request_end: Callable[[], None] | None = None  # also told of each request that ends
+        self.request_timeout = 0.0  # what the worker enforces (for log lines)
+        self.timed_out = False  # a request ran past request_timeout: this worker must be replaced
         self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # lent to each connection in turn
 
     def _call_application(self, environ: dict, start_response):
@@ -72,13 +79,27 @@ class FastCGIGateway(BaseFCGIServer):
     def connection(self, sock, addr, before_close=None) -> FastCGIConnection:
         """A connection object for one accepted socket; call its ``run()``. ``before_close(sock)``
         runs just before the socket is closed."""
-        return FastCGIConnection(sock, addr, self, None, before_close=before_close)
+        return FastCGIConnection(sock, addr, self, before_close=before_close)
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""
         self._request = req
+        if self.on_request_start is not None:
+            self.on_request_start(req.describe())
+        req.stdout.drop_body = req.params.get("REQUEST_METHOD") == "HEAD"  # headers only, whatever the app writes
+        started = time.monotonic()
         try:
             return super().handler(req)
+        except RequestTimeout:
+            self.timed_out = True
+            req._conn.close_after_request = True
+            log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", req.describe(),
+                      time.monotonic() - started, self.request_timeout)
+            if not req.stdout.dataWritten:
+                page = error_page(504, "The application took too long to answer.").encode()
+                req.stdout.write(f"Status: 504 Gateway Timeout\r\nContent-Type: text/html; charset=utf-8\r\n"
+                                 f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+            return FCGI_REQUEST_COMPLETE, 0
         except RequestInputError as exc:
             status = getattr(exc, "status", 0)
             log.warning("%s %s: %s: %s", req.params.get("REQUEST_METHOD", "-"), req.params.get("REQUEST_URI", "-"),
@@ -96,21 +117,49 @@ class FastCGIGateway(BaseFCGIServer):
             self._request = None
 
     def _sanitizeEnv(self, environ: dict) -> None:
-        """Make PATH_INFO the URL the browser asked for: the backend is mounted at the site root.
-
-        Apache's mod_proxy_fcgi names the file it mapped (``/about.mustache`` after a rewrite) in
-        SCRIPT_NAME; REQUEST_URI keeps what was requested, which is what routes and pages match.
-        """
-        request_uri = environ.get("REQUEST_URI")
-        if request_uri:
-            path, _, query = request_uri.partition("?")
-            environ["SCRIPT_NAME"] = ""
-            environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
-            if not environ.get("QUERY_STRING"):
-                environ["QUERY_STRING"] = query
+        """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults."""
+        environ["SCRIPT_NAME"], environ["PATH_INFO"] = wsgi_paths(environ)
+        if not environ.get("QUERY_STRING"):
+            environ["QUERY_STRING"] = environ.get("REQUEST_URI", "").partition("?")[2]
         super()._sanitizeEnv(environ)
 
     def error(self, req: FastCGIRequest) -> None:
         """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""
         log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
         req.stdout.write(_ERROR_PAGE)
+
+
+def wsgi_paths(params: dict) -> tuple[str, str]:
+    """(SCRIPT_NAME, PATH_INFO) for the application, from what the web server sent.
+
+    A web server that sends PATH_INFO (nginx with ``fastcgi_split_path_info``, lighttpd, Apache's
+    mod_fcgid) has split the path itself, after its rewrites: that split is used as sent. Apache's
+    mod_proxy_fcgi does not split: SCRIPT_NAME is the whole path, and SCRIPT_FILENAME is
+    ``proxy:fcgi://HOST/PATH``, where PATH is what ProxyPass mapped to the backend
+    (``ProxyPass /myapp/ fcgi://host/`` turns ``/myapp/x`` into ``/x``: SCRIPT_NAME ``/myapp``,
+    PATH_INFO ``/x``) or, for a SetHandler on files, the file's path on disk (the backend then
+    serves the site from its root: PATH_INFO is the whole path). Without either, the backend is at
+    the root and the path comes from SCRIPT_NAME, else from REQUEST_URI.
+    """
+    script_name = params.get("SCRIPT_NAME", "")
+    path_info = params.get("PATH_INFO")
+    script_filename = params.get("SCRIPT_FILENAME", "")
+    if script_filename.startswith("proxy:"):
+        full = script_name + (path_info or "")
+        mapped = _proxy_url_path(script_filename)
+        if mapped and full.endswith(mapped):
+            return full[:len(full) - len(mapped)], mapped
+        return "", full
+    if path_info is not None:
+        return script_name, path_info
+    if script_name:
+        return "", script_name
+    path = params.get("REQUEST_URI", "").partition("?")[0]
+    return "", unquote_to_bytes(path).decode("latin-1")
+
+
+def _proxy_url_path(script_filename: str) -> str:
+    """The path of mod_proxy_fcgi's ``proxy:fcgi://host:port/path?query``, percent-decoded."""
+    rest = script_filename.partition("://")[2]
+    path = rest[rest.find("/"):] if "/" in rest else ""
+    return unquote_to_bytes(path.partition("?")[0]).decode("latin-1")

@@ -15,15 +15,18 @@ class Limits:
     max_file: int = 4 * 1024 ** 3 - 1        #: one uploaded file
     max_parts: int = 1000                    #: parts of one multipart body
     max_part_header: int = 16 * 1024         #: header bytes of one part
+    max_params: int = 1024 ** 2              #: FastCGI PARAMS of one request (the CGI variables)
     upload_dir: str = field(default_factory=tempfile.gettempdir)  #: where file parts are written
-    read_timeout: float = 60.0               #: seconds to wait for more of an upload stream
+    read_timeout: float = 60.0               #: longest wait for the web server's next bytes inside a request
+    idle_timeout: float = 15.0               #: longest wait for a request on a new or kept connection
 
     def check(self) -> None:
         """ValueError with a clear message for a limit that cannot work."""
-        for name in ("max_body", "max_memory", "max_file", "max_parts", "max_part_header"):
+        for name in ("max_body", "max_memory", "max_file", "max_parts", "max_part_header", "max_params"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_part_header > 65536:
             raise ValueError("max_part_header cannot exceed 64 KiB")
-        if self.read_timeout <= 0:
-            raise ValueError("read_timeout must be positive")
+        for name in ("read_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0 seconds")

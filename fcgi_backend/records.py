@@ -167,6 +167,12 @@ class RecordParser:
         _, _, _, content_len, padding_len = HEADER.unpack_from(buf, pos)
         return len(buf) - pos >= FCGI_HEADER_LEN + content_len + padding_len
 
+    def peek_type(self) -> int | None:
+        """The type of the next record, once its header has arrived."""
+        if len(self._buf) - self._pos < FCGI_HEADER_LEN:
+            return None
+        return self._buf[self._pos + 1]
+
     def take(self, limit: int) -> bytes:
         """Hand over up to ``limit`` buffered bytes not yet parsed (a raw stream after a record)."""
         end = min(len(self._buf), self._pos + limit)

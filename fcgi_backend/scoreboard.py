@@ -12,16 +12,25 @@ import struct
 import time
 from dataclasses import dataclass
 
-IDLE, BUSY = 0, 1
-# start wall time, maxfork reached count, accepted/requests of workers that have exited
-_HEADER = struct.Struct("=dQQQ")
-# pid, generation, state, accepted, requests, started (wall), last state change (monotonic)
-_SLOT = struct.Struct("=iIB7xQQdd")
+IDLE, BUSY, KEPT = 0, 1, 2  # KEPT: idle between requests on a connection the web server keeps open
+STATE_NAMES = {IDLE: "idle", BUSY: "busy", KEPT: "kept"}
+REQUEST_TEXT = 120  # bytes of "METHOD URI" kept for the request in progress
+# start wall time, maxfork reached count, accepted/requests of workers that have exited, stopping
+_HEADER = struct.Struct("=dQQQB7x")
+_STOPPING_AT = 32
+# pid, generation, state, accepted, requests, started (wall), last state change (monotonic),
+# start of the request in progress (monotonic), "METHOD URI" of that request
+_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}s")
 # Byte offsets of the fields written one at a time: each writer touches only its own field.
-_PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT = 0, 8, 16, 24, 40
+_PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
+_REQUEST = struct.Struct(f"=d{REQUEST_TEXT}s")
 _PID = struct.Struct("=i")
 _COUNT = struct.Struct("=Q")
 _CHANGED = struct.Struct("=d")
+
+
+class ScoreboardFull(Exception):
+    """Every worker slot is taken (by workers of earlier generations still finishing)."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,17 @@ class WorkerStatus:
     slot: int
     pid: int
     generation: int
-    busy: bool
+    state: int
     accepted: int
     requests: int
     started: float
     idle_for: float
+    request: str            #: "METHOD URI" of the request in progress (or the last one)
+    request_for: float      #: seconds the request in progress has run (0 when not busy)
+
+    @property
+    def busy(self) -> bool:
+        return self.state == BUSY
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,7 @@ class Scoreboard:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._mem = mmap.mmap(-1, _HEADER.size + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
-        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0)
+        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0)
 
     def _offset(self, slot: int) -> int:
         return _HEADER.size + slot * _SLOT.size
@@ -75,9 +90,9 @@ class Scoreboard:
         for slot in range(self.capacity):
             if _SLOT.unpack_from(self._mem, self._offset(slot))[0] == 0:
                 _SLOT.pack_into(self._mem, self._offset(slot), -1, generation, IDLE, 0, 0, time.time(),
-                                time.monotonic())
+                                time.monotonic(), 0.0, b"")
                 return slot
-        raise RuntimeError("no free scoreboard slot")
+        raise ScoreboardFull(f"all {self.capacity} worker slots are taken")
 
     def assign(self, slot: int, pid: int) -> None:
         """Fill in the pid of a claimed slot (the supervisor and the new worker both do, whichever
@@ -86,20 +101,38 @@ class Scoreboard:
 
     def release(self, slot: int) -> None:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals."""
-        _, _, _, accepted, requests, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
-        start, reached, old_accepted, old_requests = _HEADER.unpack_from(self._mem, 0)
-        _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests)
-        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, IDLE, 0, 0, 0.0, 0.0)
+        _, _, _, accepted, requests, _, _, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
+        start, reached, old_accepted, old_requests, stopping = _HEADER.unpack_from(self._mem, 0)
+        _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests, stopping)
+        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, IDLE, 0, 0, 0.0, 0.0, 0.0, b"")
 
     def count_maxfork_reached(self) -> None:
-        start, reached, accepted, requests = _HEADER.unpack_from(self._mem, 0)
-        _HEADER.pack_into(self._mem, 0, start, reached + 1, accepted, requests)
+        start, reached, accepted, requests, stopping = _HEADER.unpack_from(self._mem, 0)
+        _HEADER.pack_into(self._mem, 0, start, reached + 1, accepted, requests, stopping)
+
+    def set_stopping(self) -> None:
+        """The server is stopping: workers serve what waits in the backlog before they exit."""
+        self._mem[_STOPPING_AT] = 1
+
+    @property
+    def stopping(self) -> bool:
+        return self._mem[_STOPPING_AT] == 1
+
+    def free_slots(self) -> int:
+        return sum(1 for slot in range(self.capacity)
+                   if _PID.unpack_from(self._mem, self._offset(slot) + _PID_AT)[0] == 0)
 
     # -- worker ------------------------------------------------------------------------------
 
     def _add(self, slot: int, field_at: int, n: int) -> None:
         off = self._offset(slot) + field_at
         _COUNT.pack_into(self._mem, off, _COUNT.unpack_from(self._mem, off)[0] + n)
+
+    def start_request(self, slot: int, what: str) -> None:
+        """The worker in ``slot`` starts a request ("METHOD URI"): for the status page, and so the
+        supervisor can name a request that runs past request_timeout."""
+        _REQUEST.pack_into(self._mem, self._offset(slot) + _REQUEST_AT, time.monotonic(),
+                           what.encode("utf-8", "replace")[:REQUEST_TEXT])
 
     def count_request(self, slot: int) -> None:
         """One more request answered by the worker in ``slot``."""
@@ -116,16 +149,26 @@ class Scoreboard:
     # -- anyone ------------------------------------------------------------------------------
 
     def read(self) -> PoolStatus:
-        start, reached, old_accepted, old_requests = _HEADER.unpack_from(self._mem, 0)
+        start, reached, old_accepted, old_requests, _ = _HEADER.unpack_from(self._mem, 0)
         now = time.monotonic()
         workers = []
         for slot in range(self.capacity):
-            pid, gen, state, acc, req, started, changed = _SLOT.unpack_from(self._mem, self._offset(slot))
+            pid, gen, state, acc, req, started, changed, req_started, what = _SLOT.unpack_from(
+                self._mem, self._offset(slot))
             if pid > 0:
-                workers.append(WorkerStatus(slot, pid, gen, state == BUSY, acc, req, started,
-                                            0.0 if state == BUSY else now - changed))
+                busy = state == BUSY
+                workers.append(WorkerStatus(slot, pid, gen, state, acc, req, started,
+                                            0.0 if busy else now - changed,
+                                            what.rstrip(b"\0").decode("utf-8", "replace"),
+                                            now - req_started if busy and req_started else 0.0))
         return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
                           old_requests + sum(w.requests for w in workers), workers)
+
+    def count_in_state(self, state: int) -> int:
+        """Workers in ``state`` now (one byte read per slot: cheap enough for a worker to ask)."""
+        return sum(1 for slot in range(self.capacity)
+                   if self._mem[self._offset(slot) + _STATE_AT] == state
+                   and _PID.unpack_from(self._mem, self._offset(slot) + _PID_AT)[0] > 0)
 
     def busy_counts(self) -> tuple[int, int]:
         """(busy workers, all workers): Net::Waiter's get_busy_kids_count."""

@@ -24,9 +24,11 @@ from .config import ServerConfig
 from .gateway import FastCGIGateway
 from .hooks import Hooks
 from .limits import Limits
-from .listener import ListenAddress, ListenError, listen_queue_length, open_listener, remove_unix_socket
+from .listener import (ListenAddress, ListenError, listen_queue_length, open_listener, remove_unix_socket,
+                       socket_is_ours)
 from .loader import HandlerLoadError
-from .scoreboard import Scoreboard
+from .scoreboard import IDLE, Scoreboard, ScoreboardFull
+from .uploads import remove_stale_upload_files, remove_upload_files
 from .status import StatusMiddleware, status_dict
 from .worker import Worker, drain
 
@@ -36,6 +38,7 @@ EXIT_OK = 0
 EXIT_CANNOT_LISTEN = 100  # Net::Waiter: cannot create server listen socket
 
 _TICK = 0.05  # seconds between looks at the pool
+_REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop the request itself
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 
@@ -66,7 +69,7 @@ class Server:
         self.listener: socket.socket | None = None
         self.generation = 1
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (scoreboard slot, generation)
-        self._retiring: set[int] = set()
+        self._retiring: dict[int, float] = {}  # pid -> when it was told to finish and exit
         self._child = False
         self._worker: Worker | None = None
         self._running = True
@@ -88,6 +91,7 @@ class Server:
             return EXIT_CANNOT_LISTEN
         try:
             log.info("listening on %s", self.address)
+            self._remove_stale_uploads()
             self.on_listen_ok()
             if self.config.nofork:
                 self._serve_in_this_process()
@@ -196,7 +200,8 @@ class Server:
 
     def _make_worker(self, slot: int | None) -> Worker:
         return Worker(self._gateway(), events=self, timeout=self.config.timeout,
-                      max_requests=self.config.max_requests, scoreboard=self.scoreboard, slot=slot)
+                      max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
+                      scoreboard=self.scoreboard, slot=slot)
 
     def _serve_in_this_process(self) -> None:
         slot = self.scoreboard.claim(self.generation)
@@ -207,6 +212,8 @@ class Server:
         handlers[signal.SIGHUP] = lambda: log.warning("SIGHUP: no reload in nofork mode; restart the server")
         with self._worker.handling_signals(handlers):
             self._worker.serve(self.listener)
+            self._stop_accepting()
+            self._worker.serve_backlog(self.listener)
 
     # ---- the supervisor ---------------------------------------------------------------------------
 
@@ -224,11 +231,10 @@ class Server:
                 self._reap()
                 if not self._running:
                     break
+                self._watch_requests()
                 self._manage_pool()
-                ready, _, _ = select.select([wake_r], [], [], _TICK)
-                if ready:
-                    drain(wake_r)
-            self._stop_workers()
+                self._sleep(wake_r)
+            self._stop_workers(wake_r)
         finally:
             if not self._child:
                 signal.set_wakeup_fd(old_wakeup)
@@ -237,16 +243,23 @@ class Server:
                 wake_r.close()
                 wake_w.close()
 
+    @staticmethod
+    def _sleep(wake_r: socket.socket) -> None:
+        """Wait one tick, or less if a signal comes."""
+        ready, _, _ = select.select([wake_r], [], [], _TICK)
+        if ready:
+            drain(wake_r)
+
     def _queue_signal(self, signum: int, _frame) -> None:
         self._signal_queue.append(signum)
 
     def _handle_signals(self) -> None:
-        while self._signal_queue:
+        while self._signal_queue and self._running:
             signum = self._signal_queue.pop(0)
             if signum in (signal.SIGTERM, signal.SIGINT):
                 log.info("%s: stopping; requests in flight get %gs", signal.Signals(signum).name,
                          self.config.graceful_timeout)
-                self._running = False
+                self._running = False  # signals after this one are _stop_workers' to handle
             elif signum == signal.SIGQUIT:
                 log.info("SIGQUIT: stopping once every request in flight has finished")
                 self._running = False
@@ -265,6 +278,14 @@ class Server:
             # SIGCHLD only wakes the loop; _reap does the work
 
     def _reload(self) -> None:
+        old = [pid for pid, (_, gen) in self.workers.items() if gen == self.generation]
+        room = self.scoreboard.free_slots()
+        if room < self.config.prefork:
+            log.error("SIGHUP: reload refused: %d workers of earlier generations are still finishing requests "
+                      "and only %d of %d worker slots are free; it can be asked again once they exit (each is "
+                      "stopped graceful_timeout=%gs after it was retired)", len(self._retiring), room,
+                      self.scoreboard.capacity, self.config.graceful_timeout)
+            return
         log.info("SIGHUP: reloading handler modules and templates")
         try:
             self.app, hooks = self.load_app()
@@ -272,7 +293,6 @@ class Server:
         except HandlerLoadError as exc:
             log.error("reload failed, the running workers go on serving: %s", exc)
             return
-        old = [pid for pid, (_, gen) in self.workers.items() if gen == self.generation]
         self.generation += 1
         for _ in range(self.config.prefork):
             self._spawn()
@@ -292,15 +312,56 @@ class Server:
             if slot is None:
                 continue
             self.scoreboard.release(slot)
-            retiring = pid in self._retiring
-            self._retiring.discard(pid)
+            retiring = self._retiring.pop(pid, None) is not None
             if os.WIFSIGNALED(status) and not retiring:
                 log.warning("worker %d was killed by %s; replacing it", pid, signal.Signals(os.WTERMSIG(status)).name)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:
                 log.debug("worker %d exited", pid)
+            self._remove_uploads_of(pid)
             self.on_sig_child(pid)
+
+    def _remove_stale_uploads(self) -> None:
+        """Temporary upload files of workers no longer running (an earlier server was killed)."""
+        try:
+            count, size = remove_stale_upload_files(self.limits.upload_dir)
+        except OSError as exc:
+            log.warning("cannot look for stale upload files in %s: %s", self.limits.upload_dir, exc)
+            return
+        if count:
+            log.warning("removed %d stale upload file%s (%.1f MB) in %s", count, "s" * (count != 1), size / 1e6,
+                        self.limits.upload_dir)
+
+    def _remove_uploads_of(self, pid: int) -> None:
+        """A worker that died mid-upload (killed, out of memory) could not remove its temporary files."""
+        try:
+            count, size = remove_upload_files(self.limits.upload_dir, pid)
+        except OSError as exc:
+            log.warning("cannot look for upload files of worker %d in %s: %s", pid, self.limits.upload_dir, exc)
+            return
+        if count:
+            log.warning("removed %d upload file%s (%.1f MB) left by worker %d", count, "s" * (count != 1),
+                        size / 1e6, pid)
+
+    def _watch_requests(self) -> None:
+        """Kill what must go: a request far past request_timeout (the worker did not stop it
+        itself: stuck in C code), a retired worker still busy graceful_timeout after retirement."""
+        now = time.monotonic()
+        limit = self.config.request_timeout
+        for w in self.scoreboard.read().workers:
+            if w.pid not in self.workers:
+                continue
+            if limit and w.busy and w.request_for > limit + _REQUEST_KILL_GRACE:
+                log.error("worker %d: %s has run %.1fs, past request_timeout %gs and not stopped; killing the "
+                          "worker", w.pid, w.request or "a request", w.request_for, limit)
+                _kill(w.pid, signal.SIGKILL)
+            retired = self._retiring.get(w.pid)
+            if retired is not None and now - retired > self.config.graceful_timeout and w.busy:
+                log.warning("worker %d, retired %.0fs ago, is still busy with %s; killing it (graceful_timeout "
+                            "%gs)", w.pid, now - retired, w.request or "a request", self.config.graceful_timeout)
+                _kill(w.pid, signal.SIGKILL)
+                self._retiring[w.pid] = float("inf")  # still retiring until reaped, but never killed twice
 
     def _manage_pool(self) -> None:
         """Keep prefork workers; grow while all are busy, up to maxfork; let idle extras go."""
@@ -310,7 +371,8 @@ class Server:
         for _ in range(self.config.prefork - count):
             self._spawn()
         count = max(count, self.config.prefork)
-        all_busy = bool(current) and len(current) == count and all(w.busy for w in current.values())
+        # A worker idle on a kept connection is not free to accept: only plain idle ones count.
+        all_busy = bool(current) and len(current) == count and all(w.state != IDLE for w in current.values())
         if all_busy:
             if count < self.config.maxfork:
                 for _ in range(min(self._spawn_rate, self.config.maxfork - count)):
@@ -326,7 +388,7 @@ class Server:
         self._spawn_rate = 1
         self._maxforked = False
         extra = count - self.config.prefork
-        for w in sorted(current.values(), key=lambda w: -w.idle_for):
+        for w in sorted((w for w in current.values() if w.state == IDLE), key=lambda w: -w.idle_for):
             if extra <= 0 or w.idle_for < self.config.px_idle:
                 break
             log.info("worker %d idle for %.0fs above prefork; letting it go", w.pid, w.idle_for)
@@ -334,11 +396,17 @@ class Server:
             extra -= 1
 
     def _retire(self, pid: int) -> None:
-        self._retiring.add(pid)
+        self._retiring.setdefault(pid, time.monotonic())
         _kill(pid, signal.SIGQUIT)
 
-    def _spawn(self) -> None:
-        slot = self.scoreboard.claim(self.generation)
+    def _spawn(self) -> bool:
+        """Fork one worker of the current generation; False (logged) if the pool has no room."""
+        try:
+            slot = self.scoreboard.claim(self.generation)
+        except ScoreboardFull:
+            log.error("cannot start a worker: all %d worker slots are taken (workers of earlier generations "
+                      "still finishing requests)", self.scoreboard.capacity)
+            return False
         # Signals wait until the child has its own handlers: the supervisor's would only queue them,
         # and a worker that missed its SIGTERM would hold the stop up for graceful_timeout.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
@@ -356,19 +424,58 @@ class Server:
         self.workers[pid] = (slot, self.generation)
         log.debug("forked worker %d (generation %d)", pid, self.generation)
         self.on_fork_ok(pid)
+        return True
 
-    def _stop_workers(self) -> None:
-        deadline = None if self._graceful_stop else time.monotonic() + self.config.graceful_timeout
-        self.propagate_signal(signal.SIGQUIT if self._graceful_stop else signal.SIGTERM)
-        while self.workers:
+    def _stop_accepting(self) -> None:
+        """New clients are refused from now on: the socket file goes (connecting to its path fails
+        at once), while the workers still accept what is already in the backlog."""
+        if self.address.path and socket_is_ours(self.listener, self.address.path):
+            try:
+                os.unlink(self.address.path)
+            except OSError as exc:
+                log.warning("cannot remove socket %s: %s", self.address.path, exc.strerror)
+
+    def _stop_workers(self, wake_r: socket.socket) -> None:
+        """Stop every worker: each finishes its request in hand and what waits in the backlog. A
+        stop by TERM or INT kills workers still busy after graceful_timeout; a stop by QUIT waits,
+        until a TERM or INT comes; a second TERM or INT kills at once."""
+        self.scoreboard.set_stopping()
+        self._stop_accepting()
+        deadline = None
+        if self._graceful_stop:
+            self.propagate_signal(signal.SIGQUIT)
+        else:
+            deadline = time.monotonic() + self.config.graceful_timeout
+            self.propagate_signal(signal.SIGTERM)
+        while True:
             self._reap()
             if not self.workers:
-                break
+                return
+            for signum in self._take_signals():
+                if signum == signal.SIGUSR1:
+                    logs.reopen()
+                elif signum in (signal.SIGTERM, signal.SIGINT):
+                    if deadline is None:
+                        log.info("%s: requests in flight now get %gs", signal.Signals(signum).name,
+                                 self.config.graceful_timeout)
+                        deadline = time.monotonic() + self.config.graceful_timeout
+                        self.propagate_signal(signal.SIGTERM)
+                    else:
+                        log.warning("%s again: killing %d workers now", signal.Signals(signum).name, len(self.workers))
+                        deadline = 0.0
             if deadline is not None and time.monotonic() >= deadline:
-                log.warning("killing %d workers still busy after %gs", len(self.workers), self.config.graceful_timeout)
+                busy = [w for w in self.scoreboard.read().workers if w.pid in self.workers and w.busy]
+                log.warning("killing %d workers still busy after %gs%s", len(self.workers),
+                            self.config.graceful_timeout,
+                            "".join(f"; {w.pid}: {w.request} ({w.request_for:.1f}s)" for w in busy))
                 self.propagate_signal(signal.SIGKILL)
                 deadline = None
-            time.sleep(_TICK)
+            self._watch_requests()
+            self._sleep(wake_r)
+
+    def _take_signals(self) -> list[int]:
+        taken, self._signal_queue = self._signal_queue, []
+        return taken
 
     # ---- a worker -----------------------------------------------------------------------------------
 
@@ -388,6 +495,8 @@ class Server:
             with self._worker.handling_signals(self._worker_signal_handlers()):
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
                 self._worker.serve(self.listener)
+                if self.scoreboard.stopping:  # the server stops (not a reload or retirement)
+                    self._worker.serve_backlog(self.listener)
         finally:
             self.on_child_exit()
         return 0

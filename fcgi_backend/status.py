@@ -10,7 +10,7 @@ import json
 import time
 from typing import Callable
 
-from .scoreboard import PoolStatus
+from .scoreboard import KEPT, STATE_NAMES, PoolStatus
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -25,13 +25,15 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "listen_queue": listen_queue,
         "active_workers": pool.busy,
         "idle_workers": pool.idle,
+        "kept_connections": sum(1 for w in pool.workers if w.state == KEPT),
         "total_workers": len(pool.workers),
         "prefork": prefork,
         "maxfork": maxfork,
         "maxfork_reached": pool.maxfork_reached,
-        "workers": [{"pid": w.pid, "state": "busy" if w.busy else "idle", "generation": w.generation,
+        "workers": [{"pid": w.pid, "state": STATE_NAMES[w.state], "generation": w.generation,
                      "accepted_connections": w.accepted, "requests": w.requests,
-                     "started": int(w.started)} for w in pool.workers],
+                     "started": int(w.started), "request": w.request,
+                     "request_seconds": round(w.request_for, 3)} for w in pool.workers],
     }
 
 

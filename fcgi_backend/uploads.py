@@ -27,6 +27,10 @@ STDIN_HANDOVER_MAX = _STDIN_BUFFER // 2  #: most already-received bytes read_std
 _UNSAFE_FILENAME_CHARS = re.compile(r"[^\w.-]+")
 _MAX_FILENAME_BYTES = 200  # well under the 255 bytes most file systems allow in one name
 _UPLOAD_MORE, _UPLOAD_DONE, _UPLOAD_ERROR = 0, 1, -1
+# Temporary files are "fcgi-upload-<worker pid>-XXXXXX" (UPLOAD_FILE_PREFIX in upload.h); kept
+# ones "fcgi-kept-<pid>-XXXXXX".
+UPLOAD_FILE_PREFIX = "fcgi-upload-"
+_KEPT_FILE_PREFIX = "fcgi-kept-"
 
 
 class UploadedFile:
@@ -66,8 +70,15 @@ class UploadedFile:
         return self.path
 
     def keep(self) -> Path:
-        """Leave the temporary file in place after the request; it is now yours to remove."""
-        self.kept = True
+        """Leave the file in the upload folder after the request, under a name that no longer marks
+        it as temporary (the supervisor removes those of workers that die); it is now yours to
+        remove. Returns its path."""
+        if not self.kept:
+            kept = self.path.with_name(self.path.name.replace(UPLOAD_FILE_PREFIX, _KEPT_FILE_PREFIX, 1))
+            os.link(self.path, kept)  # never replaces an existing file
+            self.path.unlink()
+            self.path = kept
+            self.kept = True
         return self.path
 
     def discard(self) -> None:
@@ -80,6 +91,44 @@ class UploadedFile:
 
     def __repr__(self) -> str:
         return f"<UploadedFile {self.name}={self.filename!r} {self.content_type} {self.size} bytes>"
+
+
+def remove_upload_files(directory: str, pid: int) -> tuple[int, int]:
+    """Remove the temporary upload files of worker ``pid`` in ``directory``: (how many, bytes)."""
+    return _remove_matching(directory, lambda owner: owner == pid)
+
+
+def remove_stale_upload_files(directory: str) -> tuple[int, int]:
+    """Remove temporary upload files whose worker is not running: (how many, bytes)."""
+    return _remove_matching(directory, lambda owner: not _process_exists(owner))
+
+
+def _remove_matching(directory: str, owner_gone) -> tuple[int, int]:
+    count = size = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.startswith(UPLOAD_FILE_PREFIX):
+                continue
+            owner = entry.name[len(UPLOAD_FILE_PREFIX):].partition("-")[0]
+            if not owner.isdigit() or not owner_gone(int(owner)):
+                continue
+            try:
+                size += entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+                count += 1
+            except FileNotFoundError:
+                pass
+    return count, size
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def safe_filename(filename: str) -> str:

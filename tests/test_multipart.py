@@ -11,7 +11,7 @@ from python_multipart.multipart import parse_options_header
 
 from fcgi_backend.errors import HTTPError
 from fcgi_backend.limits import Limits
-from fcgi_backend.uploads import MultipartUpload, boundary_from_content_type, parse_multipart, safe_filename
+from fcgi_backend.uploads import UPLOAD_FILE_PREFIX, MultipartUpload, boundary_from_content_type, parse_multipart, safe_filename
 
 BCHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'()+_,-./:=? "
 NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_- .[]é"
@@ -282,7 +282,7 @@ def test_temporary_files_carry_the_worker_pid(limits):
     upload.feed(body_of(FILE_PART + b"partial"))
     names = os.listdir(limits.upload_dir)
     upload.close()
-    assert len(names) == 1 and names[0].startswith(f"fcgi-upload-{os.getpid()}-")
+    assert len(names) == 1 and names[0].startswith(f"{UPLOAD_FILE_PREFIX}{os.getpid()}-")
     assert os.listdir(limits.upload_dir) == []
 
 

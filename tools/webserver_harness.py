@@ -1,0 +1,150 @@
+"""Start a real nginx or lighttpd on loopback in front of a backend, for the tests.
+
+Each runs from a main config written here (a run folder, logs, loopback port) that includes the
+project's own example config (examples/nginx/, examples/lighttpd/) with its marked places edited
+as a user would: the site folder and the port.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from apache_harness import APACHE_USER, REPO, _port_open, free_port, running_as_root, wait_for
+
+NGINX_SITE_CONF = REPO / "examples" / "nginx" / "fcgi_backend.conf"
+LIGHTTPD_SITE_CONF = REPO / "examples" / "lighttpd" / "fcgi_backend.conf"
+NGINX_BIN = shutil.which("nginx", path="/usr/sbin:/usr/bin") or "/usr/sbin/nginx"
+LIGHTTPD_BIN = shutil.which("lighttpd", path="/usr/sbin:/usr/bin") or "/usr/sbin/lighttpd"
+EXAMPLE_SITE = "/var/www/example"
+
+
+class WebServer:
+    """A web server process serving ``site`` on 127.0.0.1:port from a config in ``run_dir``."""
+
+    name = "web server"
+
+    def __init__(self, site: Path, run_dir: Path, port: int | None = None, extra_config: str = "") -> None:
+        self.site = Path(site)
+        self.run_dir = Path(run_dir)
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def error_log(self) -> Path:
+        return self.run_dir / f"{self.name}_error.log"
+
+    def config_text(self) -> str:
+        raise NotImplementedError
+
+    def command(self, conf: Path) -> list[str]:
+        raise NotImplementedError
+
+    def check_command(self, conf: Path) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> "WebServer":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if running_as_root():
+            shutil.chown(self.run_dir, APACHE_USER)
+        conf = self.run_dir / f"{self.name}.conf"
+        conf.write_text(self.config_text())
+        check = subprocess.run(self.check_command(conf), capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"{self.name} rejects the config:\n{check.stdout}{check.stderr}\n{conf.read_text()}")
+        self.proc = subprocess.Popen(self.command(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: _port_open(self.port), 15, self.name, self.proc, self.error_log)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def site_config(self, template: Path) -> str:
+        """The example config with its marked places edited for this site and port."""
+        text = template.read_text().replace(EXAMPLE_SITE, str(self.site))
+        return text.replace("fcgi_backend_example", f"fcgi_backend_{self.port}")
+
+
+class Nginx(WebServer):
+    name = "nginx"
+
+    def config_text(self) -> str:
+        site = re.sub(r"listen 80;", f"listen 127.0.0.1:{self.port};", self.site_config(NGINX_SITE_CONF))
+        # relative to /etc/nginx/ where a user puts the file; this config lives elsewhere
+        site = site.replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
+        user = f"user {APACHE_USER};\n" if running_as_root() else ""
+        run = self.run_dir
+        return f"""\
+{user}daemon off;
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {self.error_log} info;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    access_log {run}/nginx_access.log;
+    client_body_temp_path {run}/body;
+    fastcgi_temp_path {run}/fastcgi;
+    proxy_temp_path {run}/proxy;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+{site}
+{self.extra_config}
+}}
+"""
+
+    def command(self, conf: Path) -> list[str]:
+        return [NGINX_BIN, "-c", str(conf), "-p", str(self.run_dir)]
+
+    def check_command(self, conf: Path) -> list[str]:
+        return [NGINX_BIN, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)]
+
+
+class Lighttpd(WebServer):
+    name = "lighttpd"
+
+    def config_text(self) -> str:
+        site = self.site_config(LIGHTTPD_SITE_CONF).replace("server.port = 80", f"server.port = {self.port}")
+        user = (f'server.username = "{APACHE_USER}"\nserver.groupname = "{APACHE_USER}"\n'
+                if running_as_root() else "")
+        run = self.run_dir
+        return f"""\
+server.bind = "127.0.0.1"
+server.pid-file = "{run}/lighttpd.pid"
+server.errorlog = "{self.error_log}"
+{user}server.modules += ("mod_accesslog")
+accesslog.filename = "{run}/lighttpd_access.log"
+mimetype.assign = (".css" => "text/css", ".html" => "text/html", ".txt" => "text/plain",
+                   ".png" => "image/png", ".js" => "text/javascript")
+{site}
+{self.extra_config}
+"""
+
+    def command(self, conf: Path) -> list[str]:
+        return [LIGHTTPD_BIN, "-D", "-f", str(conf)]
+
+    def check_command(self, conf: Path) -> list[str]:
+        return [LIGHTTPD_BIN, "-tt", "-f", str(conf)]
+
+
+def available(server: type[WebServer]) -> bool:
+    return os.path.exists(NGINX_BIN if server is Nginx else LIGHTTPD_BIN)
