@@ -413,6 +413,7 @@ class FastCGIConnection(Connection):
             return
         log.info("%s aborted by the web server", req.describe() if req.started else f"request {req.requestId}")
         req.aborted = True
+        self._pending, self._pending_size = [], 0  # its output not yet sent is dropped too
         req.stdin.add_data(b"")  # input ends: the application's next read sees end of file
         if not req.started:
             self.end_request(req, 0, FCGI_REQUEST_COMPLETE)
@@ -509,29 +510,33 @@ class FastCGIConnection(Connection):
             log.info("%s: answered; the rest of its input did not arrive within %gs, closing", req.describe(),
                      _DRAIN_SECONDS)
             self.close_after_request = True
+        except ProtocolError:
+            self.close_after_request = True
+            raise  # serve_request logs it and closes
         except (OSError, RequestInputError):
-            self.close_after_request = True  # the input is not in step any more
+            self.close_after_request = True  # the web server went away or broke off: nothing to keep in step
         finally:
             self._drain_deadline = 0.0
 
     def _check_for_abort(self, req: FastCGIRequest) -> None:
-        """Before an answer first leaves: act on records that already arrived (an ABORT_REQUEST
-        drops the output), without waiting. Only records of the request's input or management
-        records are taken here; the rest waits for the next request."""
+        """Before an answer first leaves: act on the records that already arrived (an ABORT_REQUEST
+        drops the output), after one look at the socket that does not wait. What is taken is
+        bounded by what one read brings; a raw X_STDIN stream is left for the drain."""
         if req.output_checked or self._closed:
             return
         req.output_checked = True
-        if not self._parser.pending:
-            try:
-                received = self._sock.recv_into(self._recv_buffer)
-            except (BlockingIOError, OSError):
-                return
-            if not received:
-                return  # the web server hung up; the answer goes nowhere, which sending will show
-            self._parser.feed(self._recv_buffer[:received])
-        while self._parser.has_record() and not req.aborted and self._parser.peek_type() in (
-                FCGI_ABORT_REQUEST, FCGI_GET_VALUES):
-            self.process_input()
+        for look in (False, True):
+            if look and not self._parser.has_record():
+                try:
+                    received = self._sock.recv_into(self._recv_buffer)
+                except OSError:  # BlockingIOError: nothing came
+                    return
+                if not received:
+                    return  # the web server hung up; sending the answer will show it
+                self._parser.feed(self._recv_buffer[:received])
+            while (self._parser.has_record() and not req.aborted and not req.stdin.raw_remaining
+                   and self._parser.peek_type() != FCGI_X_STDIN):
+                self.process_input()
 
     # -- writing -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import traceback
 import types
@@ -92,22 +93,52 @@ def load_handlers(handlers_dir: Path, registry: Registry) -> list[str]:
 
 
 def load_wsgi_app(spec: str):
-    """The WSGI callable named by ``MODULE:NAME`` or ``path/to/file.py:NAME``; HandlerLoadError if not."""
+    """The WSGI callable named by ``MODULE:NAME`` or ``path/to/file.py:NAME``, as gunicorn finds
+    it; HandlerLoadError if not.
+
+    A MODULE is imported with the current folder first on ``sys.path`` (a ``django-admin
+    startproject`` folder: ``mysite.wsgi:application``). A FILE.py is imported as the module named
+    after it, registered in ``sys.modules`` (frameworks look their settings and URL modules up
+    there), with its folder first on ``sys.path`` so it imports its neighbours. NAME may be dotted
+    (``app:server.wsgi``).
+    """
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
         raise HandlerLoadError(f"--app wants MODULE:CALLABLE or FILE.py:CALLABLE, got {spec!r}")
     try:
         if target.endswith(".py"):
-            module_spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-            if module_spec is None:
-                raise ImportError(f"cannot load {target}")
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            module = _import_file(Path(target).resolve())
         else:
+            _put_first_on_path(os.getcwd())
             module = importlib.import_module(target)
     except Exception as exc:
         raise HandlerLoadError(f"WSGI application {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
-    app = getattr(module, name, None)
+    app = module
+    for part in name.split("."):
+        app = getattr(app, part, None)
     if not callable(app):
         raise HandlerLoadError(f"WSGI application {spec!r}: {target} has no callable named {name!r}")
     return app
+
+
+def _put_first_on_path(folder: str) -> None:
+    if folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    if not path.is_file():
+        raise ImportError(f"no such file: {path}")
+    _put_first_on_path(str(path.parent))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    if module_spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[path.stem] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
+    return module

@@ -59,3 +59,12 @@ def status_from_query(environ, start_response):
     status = unquote(environ.get("QUERY_STRING", "").partition("status=")[2]) or "200 OK"
     start_response(status, [("Content-Type", "text/plain")])
     return [b"a body the client must never see\n"]
+
+
+def environ_flags(environ, start_response):
+    """What a WSGI application sees of the request's paths and the server's promises, one per line."""
+    keys = ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "wsgi.input_terminated", "HTTPS",
+            "wsgi.url_scheme")
+    body = "\n".join(f"{key}={environ.get(key)}" for key in keys).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
