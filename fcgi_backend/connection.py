@@ -380,6 +380,8 @@ class FastCGIConnection(Connection):
             raise StreamError(400, "FCGI_STDIN data after the FCGI_X_STDIN stream (only an empty STDIN may follow)")
         if not req.started and req.stdin.buffered + inrec.contentLength > self.limits.max_memory:
             raise ProtocolError(f"more than {self.limits.max_memory} bytes of STDIN before the params ended")
+        if req.stdin.records_received + inrec.contentLength > self.limits.max_body and not req.answered:
+            raise StreamError(413, f"request body exceeds the body size limit of {self.limits.max_body} bytes")
         req.stdin.add_data(inrec.contentData)
 
     def _do_data(self, inrec: Record) -> None:

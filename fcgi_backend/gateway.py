@@ -18,8 +18,9 @@ from flup.server.fcgi_base import (
 )
 
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest
-from .errors import RequestInputError, RequestTimeout, error_page
+from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
+from .records import StreamError
 
 log = logging.getLogger("fcgi_backend.gateway")
 
@@ -89,6 +90,10 @@ class FastCGIGateway(BaseFCGIServer):
         req.stdout.drop_body = req.params.get("REQUEST_METHOD") == "HEAD"  # headers only, whatever the app writes
         started = time.monotonic()
         try:
+            length = req.params.get("CONTENT_LENGTH", "")
+            if length.isdigit() and int(length) > self.limits.max_body:
+                raise StreamError(413, f"request body of {length} bytes exceeds the body size limit of "
+                                       f"{self.limits.max_body} bytes")
             return super().handler(req)
         except RequestTimeout:
             self.timed_out = True
@@ -96,9 +101,7 @@ class FastCGIGateway(BaseFCGIServer):
             log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", req.describe(),
                       time.monotonic() - started, self.request_timeout)
             if not req.stdout.dataWritten:
-                page = error_page(504, "The application took too long to answer.").encode()
-                req.stdout.write(f"Status: 504 Gateway Timeout\r\nContent-Type: text/html; charset=utf-8\r\n"
-                                 f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+                self._answer_error(req, 504, "The application took too long to answer.")
             return FCGI_REQUEST_COMPLETE, 0
         except RequestInputError as exc:
             status = getattr(exc, "status", 0)
@@ -107,14 +110,18 @@ class FastCGIGateway(BaseFCGIServer):
                         exc or "the web server closed the connection")
             req._conn.close_after_request = True  # what is left of the input cannot be trusted
             if status and not req.stdout.dataWritten:
-                page = error_page(status, str(exc)).encode()
-                req.stdout.write(f"Status: {status}\r\nContent-Type: text/html; charset=utf-8\r\n"
-                                 f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+                self._answer_error(req, status, str(exc))
             else:
                 req.aborted = True  # nobody is left to answer: drop any output still buffered
             return FCGI_REQUEST_COMPLETE, 0
         finally:
             self._request = None
+
+    @staticmethod
+    def _answer_error(req: FastCGIRequest, status: int, detail: str) -> None:
+        page = error_page(status, detail).encode()
+        req.stdout.write(f"Status: {status} {reason_phrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
+                         f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
 
     def _sanitizeEnv(self, environ: dict) -> None:
         """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults."""

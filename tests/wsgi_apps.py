@@ -68,3 +68,11 @@ def environ_flags(environ, start_response):
     body = "\n".join(f"{key}={environ.get(key)}" for key in keys).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def refuses_body(environ, start_response):
+    """Answers 403 at once without reading the body, in pieces and without Content-Length (as a
+    streaming application does): the web server can only tell the answer is complete from
+    END_REQUEST."""
+    start_response("403 Forbidden", [("Content-Type", "text/plain")])
+    return iter([b"no body ", b"wanted\n"])

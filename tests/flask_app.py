@@ -1,0 +1,30 @@
+"""A Flask application for the tests, served with ``fcgi-backend run SITE --app tests/flask_app.py:app``."""
+
+import hashlib
+import os
+
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+
+
+@app.post("/body")
+def body():
+    """What arrived of the request body, read the way Flask reads it."""
+    data = request.get_data()
+    return jsonify(length=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                   content_length=request.headers.get("Content-Length"))
+
+
+@app.get("/where")
+def where():
+    """Where the application thinks it is mounted, and what it was asked for."""
+    return jsonify(script_root=request.script_root, path=request.path, url=request.url,
+                   query=request.args.to_dict(), pid=os.getpid())
+
+
+@app.route("/upload", methods=["POST"])
+def upload():
+    f = request.files["f"]
+    data = f.read()
+    return jsonify(filename=f.filename, size=len(data), sha256=hashlib.sha256(data).hexdigest())

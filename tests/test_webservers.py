@@ -1,0 +1,270 @@
+"""The backend behind nginx and lighttpd (the example configs in examples/), and Apache alongside.
+
+What each web server does differently reaches the backend here: nginx keeps FastCGI connections
+open (fastcgi_keep_conn) and can stream request bodies unbuffered; lighttpd and nginx split paths
+themselves; Apache's mod_proxy_fcgi streams bodies and mounts apps with ProxyPass.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from apache_harness import Apache, Backend, make_reachable_dir, wait_for
+from conftest import build_test_site
+from test_uploads_apache import upload_then_vanish
+from webserver_harness import Lighttpd, Nginx, available
+
+TESTS = Path(__file__).resolve().parent
+FLASK_APP = f"{TESTS / 'flask_app.py'}:app"
+UNBUFFERED = "fastcgi_request_buffering off;"
+
+pytestmark = pytest.mark.skipif(not (available(Nginx) and available(Lighttpd)),
+                                reason="nginx and lighttpd (Debian packages) are needed")
+
+
+@pytest.fixture
+def root():
+    path = make_reachable_dir("fcgi-web-")
+    started = []
+    yield path, started
+    for server in reversed(started):
+        server.stop()
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start(root, server):
+    """Start ``server`` and stop it when the test ends."""
+    _, started = root
+    started.append(server)
+    return server.start()
+
+
+def front(kind: str, site: Path, run: Path, extra: str = ""):
+    """A web server of ``kind`` for ``site``: apache, nginx, nginx-unbuffered or lighttpd."""
+    if kind == "apache":
+        return Apache(site, run / "apache", extra_config=extra)
+    if kind == "lighttpd":
+        return Lighttpd(site, run / "lighttpd", extra_config=extra)
+    return Nginx(site, run / "nginx", extra_config=(UNBUFFERED if kind == "nginx-unbuffered" else "") + extra)
+
+
+# ---- the example site ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["nginx", "lighttpd"])
+def test_the_example_site_through_each_web_server(root, kind):
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run"))
+    web = start(root, front(kind, site, path))
+    expect = {"/": (200, "Welcome"), "/about": (200, "About"), "/hello/Ann": (200, "Hello, Ann!"),
+              "/api/time": (200, '"time"'), "/docs/": (200, "docs index"), "/nothing": (404, "Nothing is at"),
+              "/style.css": (200, "font-family"), "/index.mustache": (200, "Welcome")}
+    for url, (status, text) in expect.items():
+        r = requests.get(web.url + url, timeout=10)
+        assert (r.status_code, text in r.text) == (status, True), url
+        assert "{{" not in r.text, f"{url}: a template was served as a file"
+
+
+# ---- bodies: chunked into Flask, early answers, client aborts --------------------------------------
+
+@pytest.mark.parametrize("kind", ["apache", "nginx", "nginx-unbuffered", "lighttpd"])
+def test_a_chunked_body_reaches_a_flask_app_whole(root, kind):
+    """Werkzeug reads a body without Content-Length only when wsgi.input_terminated says the
+    server ends the stream: without it, Flask saw an empty body."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", FLASK_APP]))
+    web = start(root, front(kind, site, path))
+    payload = os.urandom(300_000)
+    r = requests.post(web.url + "/body", data=(payload[i:i + 7000] for i in range(0, len(payload), 7000)),
+                      timeout=30)
+    assert r.status_code == 200
+    assert (r.json()["length"], r.json()["sha256"]) == (len(payload), hashlib.sha256(payload).hexdigest())
+
+
+def send_partial_body(port: int, method: str, url: str, length: int, sent: int):
+    """A client that announces ``length`` body bytes, sends ``sent`` of them and then waits."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    conn.putrequest(method, url)
+    conn.putheader("Content-Type", "application/octet-stream")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders()
+    conn.send(b"q" * sent)
+    return conn
+
+
+EARLY_ANSWERS = {  # backend arguments, method, URL, the status that comes without reading the body
+    "route refuses PUT": ([], "PUT", "/hello/early", 405),
+    "over --max-body": (["--max-body", "1M"], "POST", "/echo", 413),
+    "streamed, no Content-Length": (["--app", f"{TESTS / 'wsgi_apps.py'}:refuses_body"], "POST", "/x", 403),
+}
+
+
+@pytest.mark.parametrize("kind, sent", [("nginx", 5_000_000), ("nginx-unbuffered", 200_000),
+                                         ("apache", 5_000_000), ("lighttpd", 5_000_000)])
+@pytest.mark.parametrize("case", list(EARLY_ANSWERS))
+def test_an_answer_before_the_body_reaches_the_client_at_once(root, kind, sent, case):
+    """END_REQUEST used to wait for the rest of the body: nginx, which can only end an answer of
+    unknown length on END_REQUEST, passed it on 10 s late. Unbuffered, nginx passes on what the
+    client sent so far (the rest never comes); the others get the whole body. (Apache cannot be
+    asked the unbuffered way: mod_proxy_fcgi blocks reading the client's body.)"""
+    args, method, url, status = EARLY_ANSWERS[case]
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", args))
+    web = start(root, front(kind, site, path))
+    conn = send_partial_body(web.port, method, url, 5_000_000, sent)
+    started = time.monotonic()
+    response = conn.getresponse()
+    response.read()
+    assert response.status == status and time.monotonic() - started < 2
+    conn.close()
+
+
+def test_a_client_that_vanishes_mid_upload_leaves_nothing_behind_nginx(root):
+    path, _ = root
+    site = build_test_site(path)
+    uploads = path / "uploads"
+    uploads.mkdir()
+    backend = start(root, Backend(site, path / "run", ["--upload-dir", uploads]))
+    web = start(root, front("nginx-unbuffered", site, path))
+    upload_then_vanish(web.port, uploads, 300, 50)
+    wait_for(lambda: os.listdir(uploads) == [], 30, "removal of the partial upload")
+    backend.wait_for_log("request input ended early")
+    assert requests.get(web.url + "/hello/after", timeout=10).status_code == 200
+
+
+# ---- paths: apps under a prefix, rewrites ----------------------------------------------------------
+
+def test_an_app_under_a_prefix_behind_apache_proxypass(root):
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", FLASK_APP]))
+    sock = site / "fcgi_backend.sock"
+    web = start(root, front("apache", site, path, f'ProxyPass "/myapp/" "unix:{sock}|fcgi://localhost/"\n'))
+    got = requests.get(web.url + "/myapp/where?q=1", timeout=10).json()
+    assert (got["script_root"], got["path"], got["query"]) == ("/myapp", "/where", {"q": "1"})
+    got = requests.get(web.url + "/where", timeout=10).json()  # the vhost's own mapping: at the root
+    assert (got["script_root"], got["path"]) == ("", "/where")
+
+
+def nginx_prefix_server(port: int, sock: Path) -> str:
+    return f"""
+server {{
+    listen 127.0.0.1:{port};
+    location /myapp/ {{
+        include /etc/nginx/fastcgi_params;
+        fastcgi_split_path_info ^(/myapp)(/.*)$;
+        fastcgi_param SCRIPT_NAME $fastcgi_script_name;
+        fastcgi_param PATH_INFO $fastcgi_path_info;
+        fastcgi_pass unix:{sock};
+    }}
+    location / {{
+        rewrite ^/old-where$ /where last;
+        include /etc/nginx/fastcgi_params;
+        fastcgi_param SCRIPT_NAME "";
+        fastcgi_param PATH_INFO $uri;
+        fastcgi_pass unix:{sock};
+    }}
+}}
+"""
+
+
+def test_an_app_under_a_prefix_and_a_rewrite_behind_nginx(root):
+    """SCRIPT_NAME and PATH_INFO as nginx split them, after its rewrites: they used to be replaced
+    by what REQUEST_URI said, so the app answered 404 everywhere under /myapp/."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", FLASK_APP]))
+    port = __import__("apache_harness").free_port()
+    start(root, front("nginx", site, path, nginx_prefix_server(port, site / "fcgi_backend.sock")))
+    got = requests.get(f"http://127.0.0.1:{port}/myapp/where?q=2", timeout=10).json()
+    assert (got["script_root"], got["path"], got["query"]) == ("/myapp", "/where", {"q": "2"})
+    got = requests.get(f"http://127.0.0.1:{port}/old-where", timeout=10).json()
+    assert (got["script_root"], got["path"]) == ("", "/where")
+
+
+# ---- connections nginx keeps open (fastcgi_keep_conn) ------------------------------------------------
+
+def kept_stack(root, *backend_args):
+    path, _ = root
+    site = build_test_site(path)
+    backend = start(root, Backend(site, path / "run", ["--prefork", "2", "--maxfork", "2", "--status-path",
+                                                       "/fcgi-status", *backend_args]))
+    return backend, start(root, front("nginx", site, path))
+
+
+def wrk(url: str, clients: int, seconds: int = 3) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
+    latency_max = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)
+    seconds_max = float(latency_max[:-2]) / 1000 if latency_max.endswith("ms") else \
+        float(latency_max[:-2]) / 1e6 if latency_max.endswith("us") else float(latency_max[:-1])
+    return {"requests": requests_done, "errors": int(errors.group(1)) if errors else 0,
+            "timeouts": int(timeouts.group(1)) if timeouts else 0, "latency_max": seconds_max, "out": out}
+
+
+def test_kept_connections_never_starve_new_ones(root):
+    """More nginx clients than workers: each worker used to stay pinned to its kept connection
+    while idle, and requests on the others stalled for 60 s (a 504 from nginx)."""
+    _, web = kept_stack(root)
+    result = wrk(web.url + "/hello/kept", clients=16)
+    assert result["errors"] == 0 and result["timeouts"] == 0, result["out"]
+    assert result["requests"] > 100 and result["latency_max"] < 1.0, result["out"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT])
+def test_a_stop_is_quick_while_nginx_holds_idle_connections(root, sig):
+    backend, web = kept_stack(root, "--graceful-timeout", "30")
+    for i in range(20):
+        assert requests.get(web.url + f"/hello/k{i}", timeout=10).status_code == 200
+    started = time.monotonic()
+    assert backend.stop(sig, timeout=40) == 0
+    assert time.monotonic() - started < 3
+
+
+def test_a_reload_reaches_connections_nginx_reuses(root):
+    backend, web = kept_stack(root)
+    session = requests.Session()
+    before = {session.get(web.url + "/pid", timeout=10).text for _ in range(20)}
+    backend.proc.send_signal(signal.SIGHUP)
+    backend.wait_for_log("reloaded: generation 2 started")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = {session.get(web.url + "/pid", timeout=10).text for _ in range(10)}
+        if not after & before:
+            break
+        time.sleep(0.2)
+    assert after and not after & before, "old workers still answer on kept connections"
+
+
+def test_max_requests_applies_on_kept_connections(root):
+    backend, web = kept_stack(root, "--max-requests", "5")
+    pids = [requests.get(web.url + "/pid", timeout=10).text for _ in range(40)]
+    assert max(pids.count(p) for p in set(pids)) <= 5 and len(set(pids)) >= 8
+
+
+def test_the_status_page_counts_workers_on_idle_kept_connections_as_idle(root):
+    backend, web = kept_stack(root)
+    threads = [threading.Thread(target=lambda: requests.get(web.url + "/hello/x", timeout=10)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    status = json.loads(requests.get(web.url + "/fcgi-status", timeout=10).text)
+    assert status["active_workers"] == 1  # the one answering this
+    assert status["idle_workers"] == 1 and status["kept_connections"] >= 1
