@@ -26,6 +26,7 @@ APACHE_BIN = shutil.which("apache2", path="/usr/sbin:/usr/bin:" + os.environ.get
 MODULE_DIR = Path("/usr/lib/apache2/modules")
 MODULES = ["mpm_event", "authz_core", "mime", "dir", "rewrite", "proxy", "proxy_fcgi"]
 APACHE_USER = "www-data"
+INSTALLED_COMMAND = Path(sys.executable).parent / "fcgi-backend"
 
 
 def free_port() -> int:
@@ -167,8 +168,10 @@ class Backend:
     """``fcgi-backend run SITE`` as a child process, logging to run_dir/backend.log (or to our stderr)."""
 
     def __init__(self, site: Path, run_dir: Path, args: list[str] | None = None,
-                 log_to_terminal: bool = False) -> None:
+                 log_to_terminal: bool = False, cwd: Path | None = None, installed_command: bool = False) -> None:
         self.site = Path(site)
+        self.cwd = cwd
+        self.installed_command = installed_command
         self.run_dir = Path(run_dir)
         self.args = [str(a) for a in args or []]
         self.log_to_terminal = log_to_terminal
@@ -186,7 +189,10 @@ class Backend:
         return self.run_dir / "backend.log"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "fcgi_backend", "run", str(self.site), *self.args]
+        """``python -m fcgi_backend run SITE ...``; with ``installed_command``, the ``fcgi-backend``
+        script pip installed instead (which, unlike ``-m``, does not put the current folder on sys.path)."""
+        program = [str(INSTALLED_COMMAND)] if self.installed_command else [sys.executable, "-m", "fcgi_backend"]
+        cmd = [*program, "run", str(self.site), *self.args]
         if running_as_root() and "--socket-group" not in self.args and "--tcp" not in self.args:
             cmd += ["--socket-group", APACHE_USER]
         return cmd
@@ -194,7 +200,8 @@ class Backend:
     def start(self) -> "Backend":
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = None if self.log_to_terminal else open(self.log_file, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log and subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log and subprocess.STDOUT,
+                                     cwd=self.cwd)
         try:
             wait_for(lambda: _unix_socket_open(self.socket_path), 15, "the backend", self.proc, self.log_file)
         except RuntimeError:
