@@ -154,13 +154,13 @@ def open_listener(address: ListenAddress, mode: int = DEFAULT_SOCKET_MODE,
     return bind_tcp(address.host, address.port)
 
 
-def socket_is_ours(sock: socket.socket, path: str) -> bool:
-    """``path`` is still the file ``sock`` was bound to (not one another server has made since)."""
+def file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``: which socket file it is (None if there is none)."""
     try:
-        here, there = os.fstat(sock.fileno()), os.lstat(path)
+        st = os.lstat(path)
     except OSError:
-        return False
-    return stat.S_ISSOCK(there.st_mode) and (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+        return None
+    return st.st_dev, st.st_ino
 
 
 def remove_unix_socket(sock: socket.socket, path: str) -> None:

@@ -25,7 +25,7 @@ from .gateway import FastCGIGateway
 from .hooks import Hooks
 from .limits import Limits
 from .listener import (ListenAddress, ListenError, listen_queue_length, open_listener, remove_unix_socket,
-                       socket_is_ours)
+                       file_id)
 from .loader import HandlerLoadError
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
 from .uploads import remove_stale_upload_files, remove_upload_files
@@ -89,6 +89,7 @@ class Server:
         except ListenError as exc:
             log.error("%s", exc)
             return EXIT_CANNOT_LISTEN
+        self._socket_file = file_id(self.address.path) if self.address.path else None
         try:
             log.info("listening on %s", self.address)
             self._remove_stale_uploads()
@@ -429,7 +430,7 @@ class Server:
     def _stop_accepting(self) -> None:
         """New clients are refused from now on: the socket file goes (connecting to its path fails
         at once), while the workers still accept what is already in the backlog."""
-        if self.address.path and socket_is_ours(self.listener, self.address.path):
+        if self.address.path and file_id(self.address.path) == self._socket_file:  # not another server's since
             try:
                 os.unlink(self.address.path)
             except OSError as exc:

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +14,8 @@ import pytest
 
 from apache_harness import Apache, Backend, wait_for
 from conftest import REPO
-from fcgi_client import FastCGIClient, cgi_params
+from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
+from fcgi_backend.records import FCGI_PARAMS, encode_params, encode_stream
 
 
 def get(backend, uri, timeout=30):
@@ -32,6 +34,10 @@ def status(backend):
 def busy_and_idle(backend) -> tuple[int, int]:
     st = status(backend)
     return st["active_workers"], st["idle_workers"]
+
+
+def request_head(params: dict, request_id: int = 1) -> bytes:
+    return begin_request(request_id) + encode_stream(FCGI_PARAMS, request_id, encode_params(params))
 
 
 def start(site, workdir, *args):
@@ -368,3 +374,138 @@ def test_nofork_serves_from_one_process(site, workdir):
         assert status(backend)["total_workers"] == 1
     finally:
         assert backend.stop() == 0
+
+
+# ---- a supervisor that never dies of bookkeeping, stops that lose nothing ---------------------------
+
+def children(backend) -> set[int]:
+    with open(f"/proc/{backend.proc.pid}/task/{backend.proc.pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def test_reloads_with_workers_that_cannot_exit_never_kill_the_supervisor(site, workdir):
+    """Each SIGHUP started a generation while the old workers were stuck; once the board's 2 x
+    maxfork slots were full the supervisor died of 'no free scoreboard slot', leaving its workers."""
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", "--graceful-timeout", "3")
+    try:
+        threads, _ = in_threads(lambda i: get(backend, "/stuck?s=60", timeout=70), 1)
+        time.sleep(0.5)  # the only worker is stuck
+        backend.proc.send_signal(signal.SIGHUP)  # a new generation takes the second and last slot
+        backend.wait_for_log("reloaded: generation 2 started, 1 old workers finishing")
+        wait_for(lambda: status(backend)["active_workers"] == 2, 10, "the stuck worker still busy")
+        for _ in range(3):
+            backend.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        backend.wait_for_log("reload refused")
+        assert backend.proc.poll() is None and get(backend, "/hello/alive")[0] == 200
+        assert len(children(backend)) <= 2  # never more workers than slots
+        backend.wait_for_log("is still busy with GET /stuck?s=60; killing it", timeout=15)
+        wait_for(lambda: len(children(backend)) == 1, 10, "the stuck worker gone")
+        backend.proc.send_signal(signal.SIGHUP)  # room again: the reload goes through
+        backend.wait_for_log("reloaded: generation")
+        threads[0].join(5)
+    finally:
+        assert backend.stop() == 0
+
+
+def test_term_after_a_quit_stop_ends_it_within_graceful_timeout(site, workdir):
+    """SIGQUIT waits for every request in flight; a stuck one used to hold it forever, with TERM
+    ignored and the socket open with nobody accepting."""
+    backend = start(site, workdir, "--prefork", "1", "--graceful-timeout", "1")
+    threads, _ = in_threads(lambda i: get(backend, "/stuck?s=60", timeout=70), 1)
+    wait_for(lambda: status(backend)["active_workers"] == 2, 10, "the stuck request in a worker")
+    backend.proc.send_signal(signal.SIGQUIT)
+    wait_for(lambda: not backend.socket_path.exists(), 5, "the socket removed at once")
+    probe = socket.socket(socket.AF_UNIX)
+    with pytest.raises((FileNotFoundError, ConnectionRefusedError)):  # new clients are refused fast
+        probe.connect(str(backend.socket_path))
+    probe.close()
+    time.sleep(1)
+    assert backend.proc.poll() is None  # QUIT waits for the stuck request
+    started = time.monotonic()
+    backend.proc.send_signal(signal.SIGTERM)
+    assert backend.proc.wait(10) == 0 and time.monotonic() - started < 4
+    backend.wait_for_log("killing 1 workers still busy after 1s; ")
+    threads[0].join(5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT])
+def test_a_graceful_stop_answers_every_connection_already_made(site, workdir, sig):
+    """Connections accepted by the kernel (in the backlog) when the stop came used to be dropped:
+    under load through Apache that was 16 answers of 503."""
+    backend = start(site, workdir, "--prefork", "2", "--maxfork", "2")
+    outcomes = {"answered": 0, "refused": 0, "lost": []}
+    lock = threading.Lock()
+    stop_sent = threading.Event()
+
+    def client_loop():
+        while True:
+            try:
+                client = FastCGIClient(backend.socket_path, timeout=20)
+            except (FileNotFoundError, ConnectionRefusedError):
+                with lock:
+                    outcomes["refused"] += 1
+                return
+            with client:
+                try:
+                    reply = client.request(cgi_params("GET", "/sleep?s=0.05"))
+                except OSError as exc:
+                    reply = exc
+            with lock:
+                if getattr(reply, "status", None) == 200 and reply.ended:
+                    outcomes["answered"] += 1
+                else:
+                    outcomes["lost"].append(repr(reply)[:100])
+            if stop_sent.is_set() and outcomes["answered"] > 200:
+                return
+    threads = [threading.Thread(target=client_loop) for _ in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # a backlog of waiting connections builds up: 12 clients, 2 workers
+    backend.proc.send_signal(sig)
+    stop_sent.set()
+    for t in threads:
+        t.join(30)
+    assert backend.proc.wait(30) == 0
+    assert outcomes["lost"] == [] and outcomes["refused"] == 12 and outcomes["answered"] > 20, outcomes
+
+
+def test_a_worker_killed_mid_upload_leaves_no_temporary_file(site, workdir):
+    uploads = workdir / "uploads"
+    uploads.mkdir()
+    stale = uploads / "fcgi-upload-999999-AbCdEf"  # from a server that was killed: no such process
+    stale.write_bytes(b"x" * 1000)
+    backend = start(site, workdir, "--prefork", "1", "--upload-dir", str(uploads))
+    try:
+        backend.wait_for_log("removed 1 stale upload file")
+        assert not stale.exists()
+        boundary = "Kb"
+        params = cgi_params("POST", "/upload", 50_000_000, f"multipart/form-data; boundary={boundary}")
+        client = FastCGIClient(backend.socket_path, timeout=20)
+        client.send(request_head(params) + x_stdin_record(50_000_000)
+                    + f'--{boundary}\r\nContent-Disposition: form-data; name="f"; filename="f.bin"\r\n\r\n'.encode()
+                    + b"u" * 5_000_000)
+        wait_for(lambda: os.listdir(uploads), 10, "the temporary file")
+        (name,) = os.listdir(uploads)
+        victim = int(name.split("-")[2])
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: os.listdir(uploads) == [], 10, "the dead worker's file removed")
+        backend.wait_for_log(f"left by worker {victim}")
+        client.close()
+        assert get(backend, "/hello/after")[0] == 200
+    finally:
+        backend.stop()
+
+
+def test_a_request_stuck_where_no_alarm_reaches_is_killed_by_the_supervisor(site, workdir):
+    backend = start(site, workdir, "--prefork", "1", "--request-timeout", "1")
+    try:
+        started = time.monotonic()
+        with FastCGIClient(backend.socket_path, timeout=30) as client:
+            reply = client.request(cgi_params("GET", "/stuck?s=60"))
+        assert not reply.ended and reply.stdout == b"" and time.monotonic() - started < 12
+        backend.wait_for_log("GET /stuck?s=60 has run")
+        backend.wait_for_log("past request_timeout 1s and not stopped; killing the worker")
+        assert get(backend, "/hello/after")[0] == 200
+    finally:
+        backend.stop()

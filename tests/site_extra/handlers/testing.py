@@ -17,6 +17,7 @@ def init_module(registry):
     registry.route("/post-only", lambda request: {"ok": True}, methods=["POST"])
     registry.route("/pid", lambda request: Response(str(os.getpid()), content_type="text/plain"))
     registry.route("/sleep", sleep)
+    registry.route("/stuck", stuck)
 
 
 def sleep(request):
@@ -53,3 +54,15 @@ def echo(request):
         "cookies": request.cookies,
         "x_stdin_length": getattr(request.environ["wsgi.input"], "raw_length", None),  # which body path
     }), content_type="application/json")
+
+
+def stuck(request):
+    """Hold a worker for ?s= seconds in a way no alarm interrupts (as code stuck in C does)."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGALRM])
+    try:
+        time.sleep(float(request.query.get("s", "30")))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
+    return Response("unstuck", content_type="text/plain")
