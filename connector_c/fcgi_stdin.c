@@ -40,7 +40,7 @@ int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t ca
             end -= pos;
             pos = 0;
         }
-        ssize_t n = read(fd, buf + end, cap - end);
+        ssize_t n = read_nowait(fd, buf + end, cap - end);
         if (n > 0) {
             end += (size_t)n;
             continue;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define WRITE_BUFFER_SIZE (256 * 1024)
@@ -264,6 +265,14 @@ int upload_feed(upload *u, const char *data, size_t len)
     return UPLOAD_MORE;
 }
 
+ssize_t read_nowait(int fd, void *buf, size_t len)
+{
+    ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
+    if (n < 0 && errno == ENOTSOCK)
+        n = read(fd, buf, len); /* a pipe or file: as it was opened */
+    return n;
+}
+
 int upload_read_fd(upload *u, int fd, uint64_t n)
 {
     if (u->status == UPLOAD_ERROR)
@@ -273,7 +282,7 @@ int upload_read_fd(upload *u, int fd, uint64_t n)
     uint64_t total = n;
     while (n) {
         size_t want = n < READ_BUFFER_SIZE ? (size_t)n : READ_BUFFER_SIZE;
-        ssize_t got = read(fd, u->rbuf, want);
+        ssize_t got = read_nowait(fd, u->rbuf, want);
         if (got < 0) {
             if (errno == EINTR)
                 continue;

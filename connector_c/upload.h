@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Temporary files are named UPLOAD_FILE_PREFIX "<pid>-XXXXXX" in the upload directory. */
 #define UPLOAD_FILE_PREFIX "fcgi-upload-"
@@ -48,8 +49,12 @@ typedef struct upload upload;
 upload *upload_new(const char *boundary, size_t boundary_len, const char *directory,
                    const upload_limits *limits);
 int upload_feed(upload *u, const char *data, size_t len);
-/* Read exactly n bytes from fd and parse them. The GIL is released around this call. */
+/* Read exactly n bytes from fd and parse them. The GIL is released around this call. Each wait
+   for more bytes lasts at most the limits' read_timeout_ms: a socket is read without blocking
+   (MSG_DONTWAIT) and polled, whatever its mode. */
 int upload_read_fd(upload *u, int fd, uint64_t n);
+/* recv(MSG_DONTWAIT) on a socket, read() on anything else. */
+ssize_t read_nowait(int fd, void *buf, size_t len);
 /* The input broke off (the peer went away): an error with status 0, files removed. */
 void upload_fail_input(upload *u, const char *message);
 /* The input has ended: UPLOAD_DONE, or UPLOAD_ERROR if the body was incomplete. */

@@ -13,15 +13,16 @@ what happens with bytes on the wire:
 * what a peer can make the backend hold is bounded: PARAMS by ``Limits.max_params``, body bytes sent
   before the params end by ``Limits.max_memory``;
 * every wait on the peer has a deadline: ``Limits.idle_timeout`` for the first record of a request,
-  ``Limits.read_timeout`` for each further wait inside one (the socket is non-blocking, and the C
-  readers of upload bodies poll with the same deadline);
+  ``Limits.read_timeout`` for each further wait inside one (every read and write is non-blocking,
+  MSG_DONTWAIT, and waits are polls; the C readers of upload bodies poll with the same deadline);
 * an answer leaves with its END_REQUEST as soon as the application is done, even if the application
   did not read its body; the rest of that input is then read and dropped (for at most
   ``_DRAIN_SECONDS``) so the connection stays in step for the next request, or closed;
 * FCGI_ABORT_REQUEST ends input to the request and drops its output, also when the application
   never reads its input (the connection is looked at before the answer leaves);
-* a closing connection shuts down its sending side and waits briefly for the web server to hang up,
-  so no write of the web server's (an empty FCGI_DATA record, say) meets a closed socket;
+* a closing connection shuts down its sending side and is read until the web server hangs up (for
+  at most a second, by the worker's event loop while it goes on), so no write of the web
+  server's (an empty FCGI_DATA record, say) meets a closed socket;
 * the upload extension: after an FCGI_X_STDIN record, N raw body bytes follow on the socket
   (docs/PROTOCOL.md). The request's input stream reads them in Python for any WSGI reader, or
   hands the socket to the C multipart parser (:meth:`FastCGIInputStream.feed_upload`).
@@ -80,6 +81,8 @@ _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and droppin
 _CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
 _CLOSE_DRAIN_BYTES = 1 << 20  # ... and how much of what it still sends is read meanwhile
 _NULL_REQUEST_ID = 0
+_ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
+_NOWAIT = socket.MSG_DONTWAIT  # on every read and write: the socket stays blocking, no fcntl per connection
 
 
 class InputTimeout(ConnectionClosed):
@@ -163,16 +166,9 @@ class FastCGIOutputStream(OutputStream):
 
     With ``hold`` set (the application returned a list: every block already exists) flushes only
     turn data into records; they go out with END_REQUEST, in one system call for a small page.
-    With ``drop_body`` (a HEAD request) only the first write, flup's header block, is kept.
     """
 
     hold = False
-    drop_body = False
-
-    def write(self, data) -> None:
-        if self.drop_body and self.dataWritten:
-            return
-        super().write(data)
 
     def _write(self, data: bytes) -> None:
         if not self._req.aborted:
@@ -184,6 +180,14 @@ class FastCGIOutputStream(OutputStream):
             self._conn.flush_output(self._req)
 
 
+class HeadOutputStream(FastCGIOutputStream):
+    """FCGI_STDOUT of a HEAD request: only the first write, flup's header block, is kept."""
+
+    def write(self, data) -> None:
+        if not self.dataWritten:
+            super().write(data)
+
+
 class FastCGIRequest(Request):
     """flup's Request plus the state this server keeps: params so far, started, aborted, answered."""
 
@@ -193,6 +197,7 @@ class FastCGIRequest(Request):
         self.stderr = FastCGIOutputStream(conn, self, self.stderr._type, buffered=True)
         self.params_bytes = bytearray()
         self.started = False     # the params ended and the application was called
+        self.started_at = 0.0    # when (monotonic)
         self.aborted = False
         self.answered = False    # END_REQUEST was sent
         self.output_checked = False  # the connection was looked at for an ABORT before output left
@@ -224,10 +229,10 @@ class FastCGIConnection(Connection):
         FCGI_X_STDIN: "_do_x_stdin",
     }
 
-    def __init__(self, sock: socket.socket, addr, server, before_close=None) -> None:
+    def __init__(self, sock: socket.socket, addr, server, before_close=None, linger=None) -> None:
         super().__init__(sock, addr, server, None)
-        sock.setblocking(False)  # every wait is a poll with a deadline (_wait_readable)
         self.limits = server.limits
+        self._linger = linger  # takes a shut-down socket and reads it until the peer hangs up
         self._parser = RecordParser()
         self._closed = False
         self._before_close = before_close
@@ -301,7 +306,7 @@ class FastCGIConnection(Connection):
         """One recv into the parser, waiting up to the deadline that fits the state."""
         while True:
             try:
-                received = self._sock.recv_into(self._recv_buffer)
+                received = self._sock.recv_into(self._recv_buffer, 0, _NOWAIT)
                 break
             except BlockingIOError:
                 self._wait_readable()
@@ -368,6 +373,7 @@ class FastCGIConnection(Connection):
         req.params = decode_params(bytes(req.params_bytes))
         req.params_bytes = bytearray()
         req.started = True
+        req.started_at = time.monotonic()
         self._start_request(req)
 
     def _do_stdin(self, inrec: Record) -> None:
@@ -459,7 +465,7 @@ class FastCGIConnection(Connection):
             return data
         while True:
             try:
-                data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE))
+                data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE), _NOWAIT)
                 break
             except BlockingIOError:
                 timeout = self._within_drain(self.limits.read_timeout)
@@ -522,15 +528,19 @@ class FastCGIConnection(Connection):
 
     def _check_for_abort(self, req: FastCGIRequest) -> None:
         """Before an answer first leaves: act on the records that already arrived (an ABORT_REQUEST
-        drops the output), after one look at the socket that does not wait. What is taken is
-        bounded by what one read brings; a raw X_STDIN stream is left for the drain."""
+        drops the output), after one look at the socket that does not wait, if the application
+        ran long enough for a web server to give up on it (the look costs a system call a fast
+        request does without). What is taken is bounded by what one read brings; a raw X_STDIN
+        stream is left for the drain."""
         if req.output_checked or self._closed:
             return
         req.output_checked = True
-        for look in (False, True):
+        if not req.stdin.ended and self._parser.take_end_of_stream(FCGI_STDIN, req.requestId):
+            req.stdin.add_data(b"")  # the usual case, taken without the general dispatch
+        for look in (False, time.monotonic() - req.started_at >= _ABORT_LOOK_AFTER):
             if look and not self._parser.has_record():
                 try:
-                    received = self._sock.recv_into(self._recv_buffer)
+                    received = self._sock.recv_into(self._recv_buffer, 0, _NOWAIT)
                 except OSError:  # BlockingIOError: nothing came
                     return
                 if not received:
@@ -566,8 +576,9 @@ class FastCGIConnection(Connection):
             _sendmsg_all(self._sock, parts, self.limits.read_timeout)
 
     def close(self, graceful: bool = True) -> None:
-        """Send what is queued and close. ``graceful``: shut down our side first and wait briefly
-        for the web server to hang up, reading what it still sends."""
+        """Send what is queued and close. ``graceful``: shut down our side first, then read what
+        the web server still sends until it hangs up: here if it already has, else by the
+        worker's event loop (``linger``), else here for at most _CLOSE_DRAIN_SECONDS."""
         if self._closed:
             return
         self._closed = True
@@ -578,25 +589,36 @@ class FastCGIConnection(Connection):
             if graceful:
                 self.flush_output()
                 self._sock.shutdown(socket.SHUT_WR)
-                deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
-                drained = 0
-                while drained < _CLOSE_DRAIN_BYTES:
-                    try:
-                        received = self._sock.recv_into(self._recv_buffer)
-                    except BlockingIOError:
-                        left = deadline - time.monotonic()
-                        if left <= 0 or not _poll(self._sock, select.POLLIN, left):
+                if not drain_until_eof(self._sock, self._recv_buffer):
+                    if self._linger is not None:
+                        self._linger(self._sock)
+                        return
+                    deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
+                    while (left := deadline - time.monotonic()) > 0 and _poll(self._sock, select.POLLIN, left):
+                        if drain_until_eof(self._sock, self._recv_buffer):
                             break
-                        continue
-                    if not received:
-                        break
-                    drained += received
         except OSError:
             pass
-        finally:
-            self._sock.close()
+        self._sock.close()
 
     _cleanupSocket = close  # what flup calls
+
+
+def drain_until_eof(sock: socket.socket, buffer, limit: int = _CLOSE_DRAIN_BYTES) -> bool:
+    """Read and drop what ``sock`` has, without waiting; True once the peer has hung up (or
+    sent more than ``limit`` bytes, or failed): the socket can be closed."""
+    drained = 0
+    while drained < limit:
+        try:
+            received = sock.recv_into(buffer, 0, _NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        if not received:
+            return True
+        drained += received
+    return True
 
 
 def _poll(sock: socket.socket, events: int, timeout: float) -> bool:
@@ -616,7 +638,7 @@ def _sendmsg_all(sock: socket.socket, parts: list[bytes], timeout: float) -> Non
     """Send every byte of ``parts``; a peer that takes none of it for ``timeout`` seconds is an error."""
     total = sum(len(p) for p in parts)
     try:
-        sent = sock.sendmsg(parts)
+        sent = sock.sendmsg(parts, (), _NOWAIT)
     except BlockingIOError:
         sent = 0
     if sent == total:
@@ -625,7 +647,7 @@ def _sendmsg_all(sock: socket.socket, parts: list[bytes], timeout: float) -> Non
     rest = memoryview(b"".join(parts))[sent:]
     while rest:
         try:
-            rest = rest[sock.send(rest):]
+            rest = rest[sock.send(rest, _NOWAIT):]
         except BlockingIOError:
             if not _poll(sock, select.POLLOUT, timeout):
                 raise TimeoutError(f"web server took none of the answer for {timeout:g}s") from None

@@ -14,10 +14,11 @@ from flup.server.fcgi_base import (
     FCGI_MAX_REQS,
     FCGI_MPXS_CONNS,
     FCGI_RESPONDER,
+    FCGI_STDOUT,
     BaseFCGIServer,
 )
 
-from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest
+from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
 from .records import StreamError
@@ -77,17 +78,19 @@ class FastCGIGateway(BaseFCGIServer):
         if self.on_request_end is not None:
             self.on_request_end()
 
-    def connection(self, sock, addr, before_close=None) -> FastCGIConnection:
-        """A connection object for one accepted socket; call its ``run()``. ``before_close(sock)``
-        runs just before the socket is closed."""
-        return FastCGIConnection(sock, addr, self, before_close=before_close)
+    def connection(self, sock, addr, before_close=None, linger=None) -> FastCGIConnection:
+        """A connection object for one accepted socket; call its ``serve_request()``.
+        ``before_close(sock)`` runs just before the socket is closed; ``linger(sock)`` takes a
+        socket shut down on our side and closes it once the peer hangs up."""
+        return FastCGIConnection(sock, addr, self, before_close=before_close, linger=linger)
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""
         self._request = req
         if self.on_request_start is not None:
             self.on_request_start(req.describe())
-        req.stdout.drop_body = req.params.get("REQUEST_METHOD") == "HEAD"  # headers only, whatever the app writes
+        if req.params.get("REQUEST_METHOD") == "HEAD":  # headers only, whatever the application writes
+            req.stdout = HeadOutputStream(req._conn, req, FCGI_STDOUT)
         started = time.monotonic()
         try:
             length = req.params.get("CONTENT_LENGTH", "")

@@ -167,6 +167,21 @@ class RecordParser:
         _, _, _, content_len, padding_len = HEADER.unpack_from(buf, pos)
         return len(buf) - pos >= FCGI_HEADER_LEN + content_len + padding_len
 
+    def take_end_of_stream(self, rec_type: int, request_id: int) -> bool:
+        """Consume the next record if it is the empty record that ends stream ``rec_type`` of
+        ``request_id`` (the usual last record of a request, read here without building a Record)."""
+        pos = self._pos
+        if len(self._buf) - pos < FCGI_HEADER_LEN or self._buf[pos + 1] != rec_type:
+            return False
+        version, _, rid, content_len, padding_len = HEADER.unpack_from(self._buf, pos)
+        if version != FCGI_VERSION_1 or rid != request_id or content_len or len(self._buf) - pos < 8 + padding_len:
+            return False
+        self._pos = pos + 8 + padding_len
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        return True
+
     def peek_type(self) -> int | None:
         """The type of the next record, once its header has arrived."""
         if len(self._buf) - self._pos < FCGI_HEADER_LEN:

@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 from .errors import RequestTimeout
+from .connection import drain_until_eof
 from .gateway import FastCGIGateway
 from .scoreboard import BUSY, IDLE, KEPT, Scoreboard
 
@@ -26,6 +27,7 @@ log = logging.getLogger("fcgi_backend.worker")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _KEPT_TICK = 1.0  # longest single wait while idle on a kept connection
 _YIELD_GRACE = 0.005  # what an idle worker gets to accept a new connection before a kept one yields
+_LINGER_SECONDS = 1.0  # how long a closed connection is read for the web server to hang up
 
 
 class NoEvents:
@@ -58,6 +60,7 @@ class Worker:
         self._running = True
         self._connection = None
         self._wake_r: socket.socket | None = None
+        self._lingering: _Lingering | None = None  # closed connections waiting for the peer to hang up
         gateway.on_request_start = self._request_started
         gateway.on_request_end = self._request_ended
 
@@ -112,12 +115,19 @@ class Worker:
         """Run the accept loop on ``listener`` until stopped."""
         listener.setblocking(False)
         wait = _ReadinessWait(listener, self._wake_r)
+        self._lingering = _Lingering(wait, self.gateway.receive_buffer)
+        idle_since = time.monotonic()
         try:
             while self._running:
-                ready = wait.poll(self.timeout)
-                if not ready:
-                    self.events.on_prefork_child_idle()
+                timeout = self._lingering.wait_at_most(self.timeout)
+                ready = wait.poll(timeout)
+                self._lingering.serve(ready)
+                if not ready - self._lingering.fds:
+                    if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
+                        self.events.on_prefork_child_idle()
+                        idle_since = time.monotonic()
                     continue
+                idle_since = time.monotonic()
                 if self._wake_r is not None and self._wake_r.fileno() in ready:
                     drain(self._wake_r)
                 if listener.fileno() in ready and self._running:
@@ -126,6 +136,8 @@ class Worker:
                         client = self._serve_connection(client, listener, wait)
                 self._check_max_requests()
         finally:
+            self._lingering.close_all()
+            self._lingering = None  # from here on (the backlog of a stop) closing waits in place
             wait.close()
 
     def _check_max_requests(self) -> None:
@@ -163,7 +175,8 @@ class Worker:
     def _connection_to_serve(self, client: socket.socket):
         self._set_state(BUSY, accepted=1)
         self.events.on_accept_ok(client)
-        self._connection = self.gateway.connection(client, None, before_close=self.events.on_close)
+        self._connection = self.gateway.connection(client, None, before_close=self.events.on_close,
+                                                   linger=self._lingering.add if self._lingering else None)
         if not self._running:
             self._connection.close_after_request = True
         return self._connection
@@ -281,6 +294,10 @@ class _ReadinessWait:
             self._kept.unregister(self._listener)
             self._kept.unregister(fd)
 
+    def add(self, fd: int) -> None:
+        """Also wake for ``fd`` (a lingering connection; closing it removes it again)."""
+        self._epoll.register(fd, select.EPOLLIN)
+
     def poll_kept(self, timeout: float, include_listener: bool = True) -> set[int]:
         if include_listener:
             return {fd for fd, _ in self._kept.poll(timeout)}
@@ -290,6 +307,51 @@ class _ReadinessWait:
     def close(self) -> None:
         self._epoll.close()
         self._kept.close()
+
+
+class _Lingering:
+    """Connections shut down on our side, read and dropped until the web server hangs up (or a
+    second passes): the worker's event loop does it while it serves others, so a web server
+    slow to close never holds a worker, and none of its late writes meets a closed socket."""
+
+    LIMIT = 256  # more at once: the oldest is closed without waiting
+
+    def __init__(self, wait: _ReadinessWait, buffer) -> None:
+        self._wait = wait
+        self._buffer = buffer
+        self._socks: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, deadline)
+
+    @property
+    def fds(self) -> set[int]:
+        return set(self._socks)
+
+    def add(self, sock: socket.socket) -> None:
+        if len(self._socks) >= self.LIMIT:
+            self._close(next(iter(self._socks)))
+        self._socks[sock.fileno()] = (sock, time.monotonic() + _LINGER_SECONDS)
+        self._wait.add(sock.fileno())
+
+    def wait_at_most(self, timeout: float | None) -> float | None:
+        """``timeout``, shortened to the next deadline of a lingering connection."""
+        if not self._socks:
+            return timeout
+        left = max(0.0, min(deadline for _, deadline in self._socks.values()) - time.monotonic())
+        return left if timeout is None else min(timeout, left)
+
+    def serve(self, ready: set[int]) -> None:
+        """Read the ready ones; close those whose peer hung up, or whose time is up."""
+        now = time.monotonic()
+        for fd, (sock, deadline) in list(self._socks.items()):
+            if (fd in ready and drain_until_eof(sock, self._buffer)) or now >= deadline:
+                self._close(fd)
+
+    def _close(self, fd: int) -> None:
+        sock, _ = self._socks.pop(fd)
+        sock.close()  # leaves the epoll with it
+
+    def close_all(self) -> None:
+        for fd in list(self._socks):
+            self._close(fd)
 
 
 def drain(sock: socket.socket) -> None:
