@@ -91,17 +91,18 @@ def _unix_socket_open(path: Path) -> bool:
         s.close()
 
 
-class Apache:
-    """An Apache httpd serving ``site`` through ``vhost_conf`` on 127.0.0.1:port."""
+class WebServer:
+    """A web server process serving ``site`` on 127.0.0.1:port from a config written to ``run_dir``.
 
-    def __init__(self, site: Path, run_dir: Path, port: int | None = None,
-                 vhost_conf: Path = VHOST_CONF, extra_config: str = "", connector: bool = False) -> None:
-        """``connector``: use apache_conf/fcgi_backend_connector.conf with the module from build/."""
+    A subclass says what config to write (:meth:`config_text`) and how to run and check it.
+    """
+
+    name = "web server"
+
+    def __init__(self, site: Path, run_dir: Path, port: int | None = None, extra_config: str = "") -> None:
         self.site = Path(site)
         self.run_dir = Path(run_dir)
         self.port = port or free_port()
-        self.vhost_conf = CONNECTOR_CONF if connector else vhost_conf
-        self.connector = connector
         self.extra_config = extra_config
         self.proc: subprocess.Popen | None = None
 
@@ -111,7 +112,57 @@ class Apache:
 
     @property
     def error_log(self) -> Path:
-        return self.run_dir / "apache_error.log"
+        return self.run_dir / f"{self.name}_error.log"
+
+    def config_text(self) -> str:
+        raise NotImplementedError
+
+    def command(self, conf: Path) -> list[str]:
+        raise NotImplementedError
+
+    def check_command(self, conf: Path) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Anything the server needs before its config is checked."""
+
+    def start(self) -> "WebServer":
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        conf = self.run_dir / f"{self.name}.conf"
+        conf.write_text(self.config_text())
+        check = subprocess.run(self.check_command(conf), capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"{self.name} rejects the config:\n{check.stdout}{check.stderr}")
+        self.proc = subprocess.Popen(self.command(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: _port_open(self.port), 15, self.name, self.proc, self.error_log)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # a graceful stop of the whole process group
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Apache(WebServer):
+    """An Apache httpd serving ``site`` through ``vhost_conf`` on 127.0.0.1:port."""
+
+    name = "apache"
+
+    def __init__(self, site: Path, run_dir: Path, port: int | None = None,
+                 vhost_conf: Path = VHOST_CONF, extra_config: str = "", connector: bool = False) -> None:
+        """``connector``: use apache_conf/fcgi_backend_connector.conf with the module from build/."""
+        super().__init__(site, run_dir, port, extra_config)
+        self.vhost_conf = CONNECTOR_CONF if connector else vhost_conf
+        self.connector = connector
 
     def config_text(self) -> str:
         modules = "\n".join(f"LoadModule {m}_module {MODULE_DIR}/mod_{m}.so" for m in MODULES)
@@ -136,32 +187,15 @@ Define FCGI_PORT {self.port}
 Include "{self.vhost_conf}"
 """
 
-    def start(self) -> "Apache":
+    def prepare(self) -> None:
         if self.connector and not CONNECTOR_SO.exists():
             raise RuntimeError(f"the connector module is not built: run `make connector` ({CONNECTOR_SO})")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.run_dir / "httpd.conf"
-        conf.write_text(self.config_text())
-        check = subprocess.run([APACHE_BIN, "-t", "-f", str(conf)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"Apache rejects the config:\n{check.stderr}")
-        self.proc = subprocess.Popen([APACHE_BIN, "-f", str(conf), "-DFOREGROUND"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_for(lambda: _port_open(self.port), 15, "Apache", self.proc, self.error_log)
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # graceful-stop of the whole process group
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def command(self, conf: Path) -> list[str]:
+        return [APACHE_BIN, "-f", str(conf), "-DFOREGROUND"]
+
+    def check_command(self, conf: Path) -> list[str]:
+        return [APACHE_BIN, "-t", "-f", str(conf)]
 
 
 class Backend:

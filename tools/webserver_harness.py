@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
-from apache_harness import APACHE_USER, REPO, _port_open, free_port, running_as_root, wait_for
+from apache_harness import APACHE_USER, REPO, WebServer, running_as_root
 
 NGINX_SITE_CONF = REPO / "examples" / "nginx" / "fcgi_backend.conf"
 LIGHTTPD_SITE_CONF = REPO / "examples" / "lighttpd" / "fcgi_backend.conf"
@@ -23,60 +21,12 @@ LIGHTTPD_BIN = shutil.which("lighttpd", path="/usr/sbin:/usr/bin") or "/usr/sbin
 EXAMPLE_SITE = "/var/www/example"
 
 
-class WebServer:
-    """A web server process serving ``site`` on 127.0.0.1:port from a config in ``run_dir``."""
+class ExampleConfigServer(WebServer):
+    """A web server whose site config is one of the examples, edited for this site and port."""
 
-    name = "web server"
-
-    def __init__(self, site: Path, run_dir: Path, port: int | None = None, extra_config: str = "") -> None:
-        self.site = Path(site)
-        self.run_dir = Path(run_dir)
-        self.port = port or free_port()
-        self.extra_config = extra_config
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def error_log(self) -> Path:
-        return self.run_dir / f"{self.name}_error.log"
-
-    def config_text(self) -> str:
-        raise NotImplementedError
-
-    def command(self, conf: Path) -> list[str]:
-        raise NotImplementedError
-
-    def check_command(self, conf: Path) -> list[str]:
-        raise NotImplementedError
-
-    def start(self) -> "WebServer":
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def prepare(self) -> None:
         if running_as_root():
-            shutil.chown(self.run_dir, APACHE_USER)
-        conf = self.run_dir / f"{self.name}.conf"
-        conf.write_text(self.config_text())
-        check = subprocess.run(self.check_command(conf), capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"{self.name} rejects the config:\n{check.stdout}{check.stderr}\n{conf.read_text()}")
-        self.proc = subprocess.Popen(self.command(conf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_for(lambda: _port_open(self.port), 15, self.name, self.proc, self.error_log)
-        except RuntimeError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            shutil.chown(self.run_dir, APACHE_USER)  # its workers write temporary files here
 
     def site_config(self, template: Path) -> str:
         """The example config with its marked places edited for this site and port."""
@@ -84,7 +34,7 @@ class WebServer:
         return text.replace("fcgi_backend_example", f"fcgi_backend_{self.port}")
 
 
-class Nginx(WebServer):
+class Nginx(ExampleConfigServer):
     name = "nginx"
 
     def config_text(self) -> str:
@@ -119,7 +69,7 @@ http {{
         return [NGINX_BIN, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)]
 
 
-class Lighttpd(WebServer):
+class Lighttpd(ExampleConfigServer):
     name = "lighttpd"
 
     def config_text(self) -> str:
@@ -146,5 +96,5 @@ mimetype.assign = (".css" => "text/css", ".html" => "text/html", ".txt" => "text
         return [LIGHTTPD_BIN, "-tt", "-f", str(conf)]
 
 
-def available(server: type[WebServer]) -> bool:
+def available(server: type[ExampleConfigServer]) -> bool:
     return os.path.exists(NGINX_BIN if server is Nginx else LIGHTTPD_BIN)
