@@ -7,6 +7,10 @@ from .errors import HTTPError, NotFound  # noqa: E402
 from .registry import Registry  # noqa: E402
 from .request import Request  # noqa: E402
 from .response import Response  # noqa: E402
-from .server import Server  # noqa: E402
+from .appserver import AppServer  # noqa: E402
+from .fastcgi_server import FastCGIServer, Server  # noqa: E402
+from .tls import TLSConfig  # noqa: E402
+from .waiter import Waiter  # noqa: E402
 
-__all__ = ["HTTPError", "NotFound", "Registry", "Request", "Response", "Server", "ServerConfig", "__version__"]
+__all__ = ["AppServer", "FastCGIServer", "HTTPError", "NotFound", "Registry", "Request", "Response", "Server",
+           "ServerConfig", "TLSConfig", "Waiter", "__version__"]

@@ -16,7 +16,7 @@ from .limits import Limits
 from .listener import DEFAULT_SOCKET_MODE, ListenAddress
 from .loader import HandlerLoadError, load_handlers, load_wsgi_app
 from .registry import Registry
-from .server import Server
+from .fastcgi_server import FastCGIServer
 from .site import SiteError, SiteLayout
 from .views import ViewCache
 
@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--read-timeout", metavar="SECONDS", type=float, default=defaults.read_timeout,
                         help=f"longest wait for the web server's next bytes inside a request "
                              f"(default: {defaults.read_timeout:g})")
-    limits.add_argument("--idle-timeout", metavar="SECONDS", type=float, default=defaults.idle_timeout,
-                        help=f"longest wait for a request on a new or kept connection (default: {defaults.idle_timeout:g})")
+    limits.add_argument("--idle-timeout", metavar="SECONDS", type=float,
+                        help="longest wait for a request on a new or kept connection (default: 15)")
     pool = run.add_argument_group("worker pool (also settable in --config; the flags win)")
     defaults = ServerConfig()
     run.add_argument("--config", metavar="FILE", help="TOML file with a [server] table of the settings below")
@@ -164,7 +164,7 @@ def limits_from_args(args) -> Limits:
     """The request limits the options ask for; UsageError if they cannot work."""
     limits = Limits(max_body=args.max_body, max_memory=args.max_memory, max_file=args.max_file,
                     max_parts=args.max_parts, max_part_header=args.max_part_header, max_params=args.max_params,
-                    upload_dir=args.upload_dir, read_timeout=args.read_timeout, idle_timeout=args.idle_timeout)
+                    upload_dir=args.upload_dir, read_timeout=args.read_timeout)
     try:
         limits.check()
     except ValueError as exc:
@@ -178,7 +178,7 @@ def server_config(args) -> ServerConfig:
     """The pool settings: defaults, then --config's file, then the flags given."""
     file_settings = load_config_file(args.config) if args.config else {}
     names = ("prefork", "maxfork", "nofork", "timeout", "px_idle", "max_requests", "graceful_timeout",
-             "request_timeout", "prop_sigusr", "status_path", "ping_path", "log_file")
+             "request_timeout", "idle_timeout", "prop_sigusr", "status_path", "ping_path", "log_file")
     return build_config(file_settings, {name: getattr(args, name) for name in names})
 
 
@@ -201,7 +201,7 @@ def cmd_run(args) -> int:
     address = args.tcp or ListenAddress(path=str(Path(args.socket).resolve() if args.socket else site.socket_path))
     if address.path and args.socket_mode & 0o002:
         log.warning("socket mode %04o lets every local user connect", args.socket_mode)
-    server = Server(app_loader(site, args, limits), address, config, limits=limits, debug=args.debug,
+    server = FastCGIServer(app_loader(site, args, limits), address, config, limits=limits, debug=args.debug,
                     socket_mode=args.socket_mode, socket_group=args.socket_group)
     log.info("fcgi-backend %s serving %s", __version__, site.root)
     code = server.run()

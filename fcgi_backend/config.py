@@ -22,14 +22,15 @@ class ConfigError(Exception):
 class ServerConfig:
     """How the server runs its pool of worker processes."""
 
-    prefork: int = 4                 #: workers forked at start (negative: both prefork and maxfork)
-    maxfork: int = 0                 #: ceiling on workers; 0 means 4 x prefork
+    prefork: int = 4                 #: workers forked at start (negative: both prefork and maxfork; 0: forking)
+    maxfork: int = 0                 #: ceiling on workers; 0 means 4 x prefork (16 when forking)
     nofork: bool = False             #: serve from one process (for stepping through with a debugger)
     timeout: float = 4.0             #: seconds a worker waits in accept before its idle hook runs
     px_idle: float = 31.0            #: a worker above prefork that idles this long exits
     max_requests: int = 0            #: a worker is replaced after this many requests (0: never)
     graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
     request_timeout: float = 0.0     #: a request running longer is stopped (504) and its worker replaced; 0: never
+    idle_timeout: float = 15.0       #: longest wait for a request on a new or kept connection
     prop_sigusr: bool = True         #: pass USR1/USR2 on to the workers
     status_path: str = ""            #: URL path of the status page ("" = off), as php-fpm's pm.status_path
     ping_path: str = ""              #: URL path that answers "pong" ("" = off)
@@ -40,10 +41,8 @@ class ServerConfig:
         prefork, maxfork = self.prefork, self.maxfork
         if prefork < 0:
             prefork = maxfork = -prefork
-        if prefork == 0:
-            raise ConfigError("prefork must be at least 1 (or negative to set prefork and maxfork together)")
         if maxfork == 0:
-            maxfork = 4 * prefork
+            maxfork = 4 * prefork if prefork else 16
         if maxfork < prefork:
             raise ConfigError(f"maxfork ({maxfork}) must not be below prefork ({prefork})")
         if self.timeout <= 0:
@@ -54,6 +53,8 @@ class ServerConfig:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
         if self.graceful_timeout < 0:
             raise ConfigError(f"graceful_timeout must be 0 or more seconds, got {self.graceful_timeout}")
+        if self.idle_timeout <= 0:
+            raise ConfigError(f"idle_timeout must be more than 0 seconds, got {self.idle_timeout}")
         if self.request_timeout < 0:
             raise ConfigError(f"request_timeout must be 0 (never) or more seconds, got {self.request_timeout}")
         for name in ("status_path", "ping_path"):

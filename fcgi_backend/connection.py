@@ -12,7 +12,7 @@ what happens with bytes on the wire:
   active are ignored, as the FastCGI spec says;
 * what a peer can make the backend hold is bounded: PARAMS by ``Limits.max_params``, body bytes sent
   before the params end by ``Limits.max_memory``;
-* every wait on the peer has a deadline: ``Limits.idle_timeout`` for the first record of a request,
+* every wait on the peer has a deadline: ``idle_timeout`` for the first record of a request,
   ``Limits.read_timeout`` for each further wait inside one (every read and write is non-blocking,
   MSG_DONTWAIT, and waits are polls; the C readers of upload bodies poll with the same deadline);
 * an answer leaves with its END_REQUEST as soon as the application is done, even if the application
@@ -53,6 +53,7 @@ from flup.server.fcgi_base import (
 )
 
 from .errors import RequestInputError, RequestTimeout
+from .worker import drain_until_eof
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -79,7 +80,6 @@ _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for 
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
 _CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
-_CLOSE_DRAIN_BYTES = 1 << 20  # ... and how much of what it still sends is read meanwhile
 _NULL_REQUEST_ID = 0
 _ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
 _NOWAIT = socket.MSG_DONTWAIT  # on every read and write: the socket stays blocking, no fcntl per connection
@@ -229,13 +229,12 @@ class FastCGIConnection(Connection):
         FCGI_X_STDIN: "_do_x_stdin",
     }
 
-    def __init__(self, sock: socket.socket, addr, server, before_close=None, linger=None) -> None:
+    def __init__(self, sock: socket.socket, addr, server, linger=None) -> None:
         super().__init__(sock, addr, server, None)
         self.limits = server.limits
         self._linger = linger  # takes a shut-down socket and reads it until the peer hangs up
         self._parser = RecordParser()
         self._closed = False
-        self._before_close = before_close
         self._pending: list[bytes] = []  # records written and not yet sent
         self._pending_size = 0
         # The worker's receive buffer (one connection at a time): a fresh 256 KiB per recv costs an
@@ -321,7 +320,7 @@ class FastCGIConnection(Connection):
 
     def _wait_readable(self) -> None:
         in_request = self.request is not None or self._parser.pending
-        timeout = self._within_drain(self.limits.read_timeout if in_request else self.limits.idle_timeout)
+        timeout = self._within_drain(self.limits.read_timeout if in_request else self.server.idle_timeout)
         if not _poll(self._sock, select.POLLIN, timeout):
             what = f"during {self.request.describe()}" if self.request and self.request.started else \
                 "for the next record" if in_request else "for a request"
@@ -583,8 +582,6 @@ class FastCGIConnection(Connection):
             return
         self._closed = True
         self._keepGoing = False
-        if self._before_close is not None:
-            self._before_close(self._sock)
         try:
             if graceful:
                 self.flush_output()
@@ -602,23 +599,6 @@ class FastCGIConnection(Connection):
         self._sock.close()
 
     _cleanupSocket = close  # what flup calls
-
-
-def drain_until_eof(sock: socket.socket, buffer, limit: int = _CLOSE_DRAIN_BYTES) -> bool:
-    """Read and drop what ``sock`` has, without waiting; True once the peer has hung up (or
-    sent more than ``limit`` bytes, or failed): the socket can be closed."""
-    drained = 0
-    while drained < limit:
-        try:
-            received = sock.recv_into(buffer, 0, _NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        if not received:
-            return True
-        drained += received
-    return True
 
 
 def _poll(sock: socket.socket, events: int, timeout: float) -> bool:

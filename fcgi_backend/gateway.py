@@ -44,7 +44,7 @@ class FastCGIGateway(BaseFCGIServer):
     maxwrite = 65528 + 8
 
     def __init__(self, application, *, debug: bool = False, max_conns: int = 1,
-                 multiprocess: bool = False, limits: Limits | None = None) -> None:
+                 multiprocess: bool = False, limits: Limits | None = None, idle_timeout: float = 15.0) -> None:
         # The server always ends the input stream itself (the empty STDIN record): PEP 3333's
         # wsgi.input_terminated lets applications read to its end when there is no Content-Length.
         super().__init__(self._call_application, environ={"wsgi.input_terminated": True},
@@ -52,7 +52,7 @@ class FastCGIGateway(BaseFCGIServer):
                          debug=debug, roles=(FCGI_RESPONDER,))
         self.wsgi_app = application
         self.limits = limits or Limits()
-        self.requests_served = 0
+        self.idle_timeout = idle_timeout  # longest wait for a request's first record
         self.capability = {FCGI_MAX_CONNS: max_conns, FCGI_MAX_REQS: max_conns, FCGI_MPXS_CONNS: 0}
         self._request: FastCGIRequest | None = None  # the one being served
         self.on_request_start: Callable[[str], None] | None = None  # told "METHOD URI" of each request
@@ -74,15 +74,13 @@ class FastCGIGateway(BaseFCGIServer):
     def request_ended(self) -> None:
         """Count a request whose answer is complete; the connection calls this before the answer's
         last bytes leave, so a client that has its answer finds it counted (status page)."""
-        self.requests_served += 1
         if self.on_request_end is not None:
             self.on_request_end()
 
-    def connection(self, sock, addr, before_close=None, linger=None) -> FastCGIConnection:
+    def connection(self, sock, addr, linger=None) -> FastCGIConnection:
         """A connection object for one accepted socket; call its ``serve_request()``.
-        ``before_close(sock)`` runs just before the socket is closed; ``linger(sock)`` takes a
-        socket shut down on our side and closes it once the peer hangs up."""
-        return FastCGIConnection(sock, addr, self, before_close=before_close, linger=linger)
+        ``linger(sock)`` takes a socket shut down on our side and closes it once the peer hangs up."""
+        return FastCGIConnection(sock, addr, self, linger=linger)
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""

@@ -13,8 +13,8 @@ log = logging.getLogger("fcgi_backend.hooks")
 
 EVENTS = frozenset({
     "listen_ok", "accept_error", "accept_ok", "fork_ok", "child_start", "child_exit", "close",
-    "server_close", "sig_child", "sig_usr1", "sig_usr2", "child_sig_usr1", "child_sig_usr2",
-    "prefork_child_idle", "maxforked", "log",
+    "server_close", "ssl_error", "sig_child", "sig_usr1", "sig_usr2", "child_sig_usr1", "child_sig_usr2",
+    "prefork_child_idle", "forking_idle", "maxforked", "log",
 })
 
 

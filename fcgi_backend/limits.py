@@ -17,8 +17,7 @@ class Limits:
     max_part_header: int = 16 * 1024         #: header bytes of one part
     max_params: int = 1024 ** 2              #: FastCGI PARAMS of one request (the CGI variables)
     upload_dir: str = field(default_factory=tempfile.gettempdir)  #: where file parts are written
-    read_timeout: float = 60.0               #: longest wait for the web server's next bytes inside a request
-    idle_timeout: float = 15.0               #: longest wait for a request on a new or kept connection
+    read_timeout: float = 60.0               #: longest wait for the client's next bytes inside a request
 
     def check(self) -> None:
         """ValueError with a clear message for a limit that cannot work."""
@@ -27,6 +26,5 @@ class Limits:
                 raise ValueError(f"{name} must be positive")
         if self.max_part_header > 65536:
             raise ValueError("max_part_header cannot exceed 64 KiB")
-        for name in ("read_timeout", "idle_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be more than 0 seconds")
+        if self.read_timeout <= 0:
+            raise ValueError("read_timeout must be more than 0 seconds")

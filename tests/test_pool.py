@@ -327,7 +327,7 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
 
 
 @pytest.mark.parametrize("config, message", [
-    ("prefork = 0", "prefork must be at least 1"),
+    ("idle_timeout = 0", "idle_timeout must be more than 0 seconds"),
     ("prefork = 4\nmaxfork = 2", "maxfork (2) must not be below prefork (4)"),
     ("timeout = -1", "timeout must be more than 0"),
     ("px_idle = 0", "px_idle must be more than 0"),

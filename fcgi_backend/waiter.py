@@ -1,12 +1,22 @@
-"""The server: a supervisor with a pool of preforked workers, after Net::Waiter.
+"""Net::Waiter in Python: a compact socket server that a program subclasses.
+
+A subclass implements ``on_process(client)``; :class:`Waiter` does the rest: it listens (TCP or a
+unix socket, optionally TLS), and serves in one of Net::Waiter's three modes:
+
+* **prefork** (``prefork`` > 0): a supervisor forks ``prefork`` workers that accept connections
+  themselves; when every worker is busy it forks more, up to ``maxfork``; workers above prefork
+  that idle for ``px_idle`` seconds exit. A negative prefork sets prefork and maxfork both.
+* **forking** (``prefork=0``): the supervisor accepts, and forks one process per connection, at
+  most ``maxfork`` at once; past that the connection is accepted, ``on_maxforked(client)`` may tell
+  the client, and it is closed.
+* **nofork**: one process serves one connection at a time (to step through code in a debugger).
 
 Read top to bottom as gunicorn's arbiter: signals are queued and handled in the main loop, dead
-workers are reaped, the pool grows when every worker is busy (up to maxfork) and shrinks when
-workers above prefork idle for px_idle, and stragglers are killed after graceful_timeout.
+workers are reaped, the pool is grown or shrunk, stragglers are killed. TERM and INT stop (work in
+flight gets ``graceful_timeout``), QUIT stops once work in flight is done, HUP reloads (a new
+generation of workers; :meth:`reload` lets a subclass load its code afresh), USR1 reopens the log.
 
-Subclass :class:`Server` and override its ``on_*`` methods (Net::Waiter's event handlers), or let
-handler modules register callables with ``registry.hook(name, func)``: the default methods run
-those.
+Nothing here knows FastCGI or HTTP: ``fastcgi_server.py`` and ``http_server.py`` are subclasses.
 """
 
 from __future__ import annotations
@@ -16,23 +26,19 @@ import os
 import select
 import signal
 import socket
+import ssl
 import time
 from typing import Callable
 
 from . import logs
-from .config import ServerConfig
-from .gateway import FastCGIGateway
+from .config import FIELD_TYPES, ServerConfig
 from .hooks import Hooks
-from .limits import Limits
-from .listener import (ListenAddress, ListenError, listen_queue_length, open_listener, remove_unix_socket,
-                       file_id)
-from .loader import HandlerLoadError
+from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
-from .uploads import remove_stale_upload_files, remove_upload_files
-from .status import StatusMiddleware, status_dict
-from .worker import Worker, drain
+from .tls import TLSConfig, TLSError
+from .worker import WorkerLoop, drain
 
-log = logging.getLogger("fcgi_backend.server")
+log = logging.getLogger("fcgi_backend.waiter")
 
 EXIT_OK = 0
 EXIT_CANNOT_LISTEN = 100  # Net::Waiter: cannot create server listen socket
@@ -42,28 +48,37 @@ _REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop th
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 
-AppFactory = Callable[[], tuple[Callable, "Hooks | None"]]
 
+class Waiter:
+    """A socket server: subclass it and implement :meth:`on_process`.
 
-class Server:
-    """A FastCGI server for one WSGI application: binds, forks workers, watches them, stops.
-
-    ``load_app`` builds (application, hooks) afresh; it runs at start and again on SIGHUP. ``run()``
-    returns the exit code: 0, or 100 when the listen socket cannot be created.
+    ``Waiter(port=9123, prefork=8, maxfork=32)`` as Net::Waiter's ``new(PORT => 9123, ...)``; or
+    ``Waiter(ListenAddress(path=...), config=ServerConfig(...))``. Options: every field of
+    :class:`~fcgi_backend.config.ServerConfig` (``prefork``, ``maxfork``, ``nofork``, ``timeout``,
+    ``px_idle``, ``prop_sigusr``, ``debug`` ...), and Net::Waiter's ``ssl`` with ``ssl_cert_file``,
+    ``ssl_key_file``, ``ssl_ca_file``, ``ssl_verify_mode`` (or ``tls=TLSConfig(...)``).
     """
 
-    def __init__(self, load_app: AppFactory, address: ListenAddress, config: ServerConfig, *,
-                 limits: Limits | None = None, debug: bool = False, socket_mode: int = 0o660,
-                 socket_group: str | None = None) -> None:
-        self.load_app = load_app
-        self.address = address
-        self.config = config.resolved()
-        self.limits = limits or Limits()
-        self.debug = debug
+    def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
+                 config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
+                 socket_mode: int = 0o660, socket_group: str | None = None, **options) -> None:
+        ssl_options = {k: options.pop(k) for k in list(options) if k == "ssl" or k.startswith("ssl_")}
+        unknown = set(options) - set(FIELD_TYPES)
+        if unknown:
+            raise TypeError(f"unknown Waiter options: {', '.join(sorted(unknown))}")
+        if config is not None and options:
+            raise TypeError("give either config= or options, not both")
+        if listen is None:
+            if port is None:
+                raise TypeError("Waiter needs a port= or a listen address")
+            listen = ListenAddress(host="0.0.0.0", port=port)
+        self.address = listen
+        self.config = (config or ServerConfig(**options)).resolved()
+        self.tls = tls or _tls_from_ssl_options(ssl_options)
+        self._ssl_context = self.make_ssl_context() if self.tls else None
+        self.hooks = hooks or Hooks()
         self.socket_mode = socket_mode
         self.socket_group = socket_group
-        self.app, hooks = load_app()
-        self.hooks = hooks or Hooks()
         # Room for two generations of workers: the old finish their requests while the new start.
         self.scoreboard = Scoreboard(2 * self.config.maxfork)
         self.listener: socket.socket | None = None
@@ -71,28 +86,32 @@ class Server:
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (scoreboard slot, generation)
         self._retiring: dict[int, float] = {}  # pid -> when it was told to finish and exit
         self._child = False
-        self._worker: Worker | None = None
+        self._loop: WorkerLoop | None = None  # this process's accept loop (a worker, or nofork)
+        self._client: socket.socket | None = None
+        self._client_lingers = False
         self._running = True
         self._graceful_stop = False
         self._signal_queue: list[int] = []
         self._maxforked = False
         self._spawn_rate = 1
+        self._socket_file = None
         self._log_hook_handler = None
 
     # ---- Net::Waiter's API ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Bind, serve until stopped, clean up; the exit code."""
-        self._log_hook_handler = logs.attach_hook(self.on_log)
+        """Bind, serve until stopped, clean up; 0, or 100 when the listen socket cannot be created."""
+        self._log_hook_handler = logs.attach_hook(self._log_line)
         try:
             self.listener = open_listener(self.address, self.socket_mode, self.socket_group)
         except ListenError as exc:
             log.error("%s", exc)
+            logs.detach_hook(self._log_hook_handler)
             return EXIT_CANNOT_LISTEN
         self._socket_file = file_id(self.address.path) if self.address.path else None
         try:
-            log.info("listening on %s", self.address)
-            self._remove_stale_uploads()
+            log.info("listening on %s%s", self.address, " (TLS)" if self.tls else "")
+            self.before_serving()
             self.on_listen_ok()
             if self.config.nofork:
                 self._serve_in_this_process()
@@ -109,14 +128,25 @@ class Server:
                 logs.detach_hook(self._log_hook_handler)
 
     def break_main_loop(self) -> None:
-        """Leave the main loop at its next turn (from a hook): the supervisor stops, or this worker."""
-        if self._child and self._worker is not None:
-            self._worker.stop()
+        """Leave the main loop at its next turn (from a handler): the supervisor stops, or this worker."""
+        if self._loop is not None and (self._child or self.config.nofork):
+            self._loop.stop()
         else:
             self._running = False
 
+    def ssl_in_use(self) -> bool:
+        return self.tls is not None
+
     def is_child(self) -> bool:
         return self._child
+
+    def get_server_socket(self) -> socket.socket | None:
+        """The listen socket (in the supervisor; None in a worker)."""
+        return None if self._child else self.listener
+
+    def get_client_socket(self) -> socket.socket | None:
+        """The connection being served (in a worker; None elsewhere)."""
+        return self._client
 
     def get_busy_kids_count(self) -> tuple[int, int]:
         """(busy workers, all workers), from any process."""
@@ -126,15 +156,50 @@ class Server:
         """Worker pids (in the supervisor only)."""
         return [] if self._child else sorted(self.workers)
 
-    def get_server_socket(self) -> socket.socket | None:
-        return None if self._child else self.listener
-
     def propagate_signal(self, signum: int) -> None:
         """Send ``signum`` to every worker."""
         for pid in list(self.workers):
             _kill(pid, signum)
 
-    # ---- event handlers: override, or register callables ---------------------------------------
+    # ---- what a protocol subclass uses inside on_process ------------------------------------------
+
+    def wait_for_next_request(self, client: socket.socket) -> bool:
+        """Between two requests on a connection the client keeps open: wait, as an idle worker,
+        until the next request's first bytes arrive (True), or until the connection should be
+        closed: idle_timeout passed, the worker stops, or a new connection waits that no idle
+        worker can take (False)."""
+        return self._loop.wait_for_next_request(client) if self._loop else False
+
+    def linger(self, sock: socket.socket) -> None:
+        """Take a socket shut down on our side; it is read until the peer hangs up, then closed,
+        while the worker serves others."""
+        if sock is self._client:
+            self._client_lingers = True  # serve_client leaves it open
+        if self._loop is not None:
+            self._loop.linger(sock)
+        else:
+            sock.close()
+
+    def request_started(self, what: str) -> None:
+        """A request ("METHOD URI") begins: the status page shows it, request_timeout applies."""
+        if self._loop is not None:
+            self._loop.request_started(what)
+
+    def request_ended(self) -> None:
+        """The request's answer is complete (counted before its last bytes leave)."""
+        if self._loop is not None:
+            self._loop.request_ended()
+
+    def retire(self) -> None:
+        """This worker stops after the connection in hand (its state is no longer to be trusted)."""
+        if self._loop is not None:
+            self._loop.stop()
+
+    # ---- event handlers: override, or register callables with hooks ------------------------------
+
+    def on_process(self, client: socket.socket) -> None:
+        """Serve one accepted connection (the work itself): subclasses implement this."""
+        raise NotImplementedError("a Waiter subclass implements on_process(client)")
 
     def on_listen_ok(self) -> None:
         self.hooks.fire("listen_ok", self)
@@ -160,6 +225,9 @@ class Server:
     def on_server_close(self) -> None:
         self.hooks.fire("server_close", self)
 
+    def on_ssl_error(self, error: str) -> None:
+        self.hooks.fire("ssl_error", self, error)
+
     def on_sig_child(self, pid: int) -> None:
         self.hooks.fire("sig_child", self, pid)
 
@@ -178,43 +246,104 @@ class Server:
     def on_prefork_child_idle(self) -> None:
         self.hooks.fire("prefork_child_idle", self)
 
-    def on_maxforked(self) -> None:
-        self.hooks.fire("maxforked", self)
+    def on_forking_idle(self) -> None:
+        self.hooks.fire("forking_idle", self)
 
-    def on_log(self, message: str, level: int) -> None:
-        self.hooks.fire("log", self, message, level)
+    def on_maxforked(self, client: socket.socket | None = None) -> None:
+        """Every worker is busy at maxfork. In forking mode ``client`` is the connection that finds
+        no room: tell it so if you like; it is closed right after."""
+        self.hooks.fire("maxforked", self, client)
 
-    # ---- the application each worker serves ------------------------------------------------------
+    def log(self, message: str) -> None:
+        """Every log line (info and above) passes here, as Net::Waiter's log()."""
+        self.hooks.fire("log", self, message, logging.INFO)
 
-    def _gateway(self) -> FastCGIGateway:
-        app = self.app
-        if self.config.status_path or self.config.ping_path:
-            app = StatusMiddleware(app, status_path=self.config.status_path, ping_path=self.config.ping_path,
-                                   read_status=self.status)
-        return FastCGIGateway(app, debug=self.debug, limits=self.limits, multiprocess=not self.config.nofork,
-                              max_conns=1 if self.config.nofork else self.config.maxfork)
+    def log_debug(self, message: str) -> None:
+        """Every debug line passes here (logged only with debug on)."""
+        self.hooks.fire("log", self, message, logging.DEBUG)
 
-    def status(self) -> dict:
-        """The pool's figures, as the status page shows them."""
-        return status_dict(self.scoreboard.read(), prefork=self.config.prefork, maxfork=self.config.maxfork,
-                           listen_queue=listen_queue_length(self.listener))
+    # ---- for subclasses: not Net::Waiter's, but where an application server hooks in -------------
 
-    def _make_worker(self, slot: int | None) -> Worker:
-        return Worker(self._gateway(), events=self, timeout=self.config.timeout,
-                      max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
-                      scoreboard=self.scoreboard, slot=slot)
+    def before_serving(self) -> None:
+        """In the supervisor, once the socket is bound, before any worker starts."""
+
+    def reload(self) -> bool:
+        """In the supervisor on SIGHUP, before the new generation is forked: load code afresh.
+        False keeps the running workers (the reason is logged)."""
+        return True
+
+    def worker_exited(self, pid: int) -> None:
+        """In the supervisor, after a worker was reaped (whatever way it ended)."""
+
+    def make_ssl_context(self) -> ssl.SSLContext:
+        """The TLS context, built at start and again on each reload (renewed certificates)."""
+        return self.tls.context()
+
+    # ---- serving in this process (nofork) -------------------------------------------------------
+
+    def _make_loop(self, slot: int, accepting: bool = True) -> WorkerLoop:
+        return WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.timeout,
+                          max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
+                          idle_timeout=self.config.idle_timeout, listener=self.listener if accepting else None)
 
     def _serve_in_this_process(self) -> None:
         slot = self.scoreboard.claim(self.generation)
         self.scoreboard.assign(slot, os.getpid())
-        self._worker = self._make_worker(slot)
+        self._loop = self._make_loop(slot)
         log.info("serving in one process (nofork)")
         handlers = self._worker_signal_handlers()
-        handlers[signal.SIGHUP] = lambda: log.warning("SIGHUP: no reload in nofork mode; restart the server")
-        with self._worker.handling_signals(handlers):
-            self._worker.serve(self.listener)
+        handlers[signal.SIGHUP] = self._reload_tls_only
+        with self._loop.handling_signals(handlers):
+            self._loop.serve()
             self._stop_accepting()
-            self._worker.serve_backlog(self.listener)
+            self._loop.serve_backlog()
+
+    def _reload_tls_only(self) -> None:
+        if self.tls:
+            self._load_ssl_context()
+        log.warning("SIGHUP: no reload of code in nofork mode (restart the server)%s",
+                    "; TLS certificates reloaded" if self.tls else "")
+
+    def _load_ssl_context(self) -> bool:
+        try:
+            self._ssl_context = self.make_ssl_context()
+        except TLSError as exc:
+            log.error("TLS certificates not reloaded, the running ones stay: %s", exc)
+            return False
+        return True
+
+    # ---- one connection, in whatever process serves it ----------------------------------------------
+
+    def serve_client(self, client: socket.socket) -> None:
+        """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close."""
+        self._client, self._client_lingers = client, False
+        try:
+            self.on_accept_ok(client)
+            if self._ssl_context is not None:
+                client = self._handshake(client)
+                if client is None:
+                    return
+                self._client = client
+            self.on_process(client)
+        finally:
+            self.on_close(self._client)
+            if not self._client_lingers and self._client.fileno() != -1:
+                self._client.close()
+            self._client = None
+
+    def _handshake(self, client: socket.socket) -> ssl.SSLSocket | None:
+        client.settimeout(self.tls.handshake_timeout)
+        try:
+            tls = self._ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as exc:  # TimeoutError (a silent client) is an OSError
+            what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            log.info("TLS handshake failed: %s", what)
+            self.on_ssl_error(what)
+            client.close()
+            return None
+        tls.settimeout(None)
+        return tls
 
     # ---- the supervisor ---------------------------------------------------------------------------
 
@@ -225,7 +354,12 @@ class Server:
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         old_handlers = {sig: signal.signal(sig, self._queue_signal) for sig in _SUPERVISOR_SIGNALS}
         self._wake = (wake_r, wake_w)
-        log.info("supervisor %d: prefork %d, maxfork %d", os.getpid(), self.config.prefork, self.config.maxfork)
+        forking = self.config.prefork == 0
+        log.info("supervisor %d: %s", os.getpid(), f"forking, maxfork {self.config.maxfork}" if forking
+                 else f"prefork {self.config.prefork}, maxfork {self.config.maxfork}")
+        if forking:
+            self.listener.setblocking(False)
+        idle_since = time.monotonic()
         try:
             while self._running:
                 self._handle_signals()
@@ -233,8 +367,15 @@ class Server:
                 if not self._running:
                     break
                 self._watch_requests()
-                self._manage_pool()
-                self._sleep(wake_r)
+                if forking:
+                    if self._accept_and_fork(wake_r):
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since >= self.config.timeout:
+                        self.on_forking_idle()
+                        idle_since = time.monotonic()
+                else:
+                    self._manage_pool()
+                    self._sleep(wake_r)
             self._stop_workers(wake_r)
         finally:
             if not self._child:
@@ -245,14 +386,18 @@ class Server:
                 wake_w.close()
 
     @staticmethod
-    def _sleep(wake_r: socket.socket) -> None:
+    def _sleep(wake_r: socket.socket, timeout: float = _TICK) -> None:
         """Wait one tick, or less if a signal comes."""
-        ready, _, _ = select.select([wake_r], [], [], _TICK)
+        ready, _, _ = select.select([wake_r], [], [], timeout)
         if ready:
             drain(wake_r)
 
     def _queue_signal(self, signum: int, _frame) -> None:
         self._signal_queue.append(signum)
+
+    def _take_signals(self) -> list[int]:
+        taken, self._signal_queue = self._signal_queue, []
+        return taken
 
     def _handle_signals(self) -> None:
         while self._signal_queue and self._running:
@@ -281,21 +426,18 @@ class Server:
     def _reload(self) -> None:
         old = [pid for pid, (_, gen) in self.workers.items() if gen == self.generation]
         room = self.scoreboard.free_slots()
-        if room < self.config.prefork:
+        needed = self.config.prefork
+        if room < needed:
             log.error("SIGHUP: reload refused: %d workers of earlier generations are still finishing requests "
                       "and only %d of %d worker slots are free; it can be asked again once they exit (each is "
                       "stopped graceful_timeout=%gs after it was retired)", len(self._retiring), room,
                       self.scoreboard.capacity, self.config.graceful_timeout)
             return
-        log.info("SIGHUP: reloading handler modules and templates")
-        try:
-            self.app, hooks = self.load_app()
-            self.hooks = hooks or Hooks()
-        except HandlerLoadError as exc:
-            log.error("reload failed, the running workers go on serving: %s", exc)
+        log.info("SIGHUP: reloading")
+        if not self.reload() or (self.tls and not self._load_ssl_context()):
             return
         self.generation += 1
-        for _ in range(self.config.prefork):
+        for _ in range(needed):
             self._spawn()
         for pid in old:  # they finish the request in hand, then exit
             self._retire(pid)
@@ -319,31 +461,9 @@ class Server:
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:
-                log.debug("worker %d exited", pid)
-            self._remove_uploads_of(pid)
+                self.log_debug(f"worker {pid} exited")
+            self.worker_exited(pid)
             self.on_sig_child(pid)
-
-    def _remove_stale_uploads(self) -> None:
-        """Temporary upload files of workers no longer running (an earlier server was killed)."""
-        try:
-            count, size = remove_stale_upload_files(self.limits.upload_dir)
-        except OSError as exc:
-            log.warning("cannot look for stale upload files in %s: %s", self.limits.upload_dir, exc)
-            return
-        if count:
-            log.warning("removed %d stale upload file%s (%.1f MB) in %s", count, "s" * (count != 1), size / 1e6,
-                        self.limits.upload_dir)
-
-    def _remove_uploads_of(self, pid: int) -> None:
-        """A worker that died mid-upload (killed, out of memory) could not remove its temporary files."""
-        try:
-            count, size = remove_upload_files(self.limits.upload_dir, pid)
-        except OSError as exc:
-            log.warning("cannot look for upload files of worker %d in %s: %s", pid, self.limits.upload_dir, exc)
-            return
-        if count:
-            log.warning("removed %d upload file%s (%.1f MB) left by worker %d", count, "s" * (count != 1),
-                        size / 1e6, pid)
 
     def _watch_requests(self) -> None:
         """Kill what must go: a request far past request_timeout (the worker did not stop it
@@ -365,7 +485,7 @@ class Server:
                 self._retiring[w.pid] = float("inf")  # still retiring until reaped, but never killed twice
 
     def _manage_pool(self) -> None:
-        """Keep prefork workers; grow while all are busy, up to maxfork; let idle extras go."""
+        """Keep prefork workers; grow while none is idle, up to maxfork; let idle extras go."""
         current = {w.pid: w for w in self.scoreboard.read().workers
                    if w.generation == self.generation and w.pid not in self._retiring and w.pid in self.workers}
         count = sum(1 for pid, (_, gen) in self.workers.items() if gen == self.generation and pid not in self._retiring)
@@ -396,12 +516,41 @@ class Server:
             self._retire(w.pid)
             extra -= 1
 
+    def _accept_and_fork(self, wake_r: socket.socket) -> bool:
+        """Forking mode: wait a tick for a connection and give it a process of its own (or, at
+        maxfork, to on_maxforked and close). True if one came."""
+        ready, _, _ = select.select([wake_r, self.listener], [], [], _TICK)
+        if wake_r in ready:
+            drain(wake_r)
+        if self.listener not in ready:
+            return False
+        try:
+            client, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            log.error("accept failed: %s", exc)
+            self.on_accept_error(exc)
+            return False
+        if len(self.workers) >= self.config.maxfork:
+            self.scoreboard.count_maxfork_reached()
+            log.warning("all %d processes are busy (maxfork): a connection is closed unserved", len(self.workers))
+            try:
+                self.on_maxforked(client)
+            finally:
+                client.close()
+            return True
+        self._spawn(client)
+        client.close()  # the child has its own copy
+        return True
+
     def _retire(self, pid: int) -> None:
         self._retiring.setdefault(pid, time.monotonic())
         _kill(pid, signal.SIGQUIT)
 
-    def _spawn(self) -> bool:
-        """Fork one worker of the current generation; False (logged) if the pool has no room."""
+    def _spawn(self, client: socket.socket | None = None) -> bool:
+        """Fork one worker of the current generation (in forking mode, for ``client``); False
+        (logged) if the pool has no room."""
         try:
             slot = self.scoreboard.claim(self.generation)
         except ScoreboardFull:
@@ -415,7 +564,7 @@ class Server:
         if pid == 0:
             code = 1
             try:
-                code = self._child_main(slot)
+                code = self._child_main(slot, client)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
@@ -423,7 +572,7 @@ class Server:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         self.scoreboard.assign(slot, pid)
         self.workers[pid] = (slot, self.generation)
-        log.debug("forked worker %d (generation %d)", pid, self.generation)
+        self.log_debug(f"forked worker {pid} (generation {self.generation})")
         self.on_fork_ok(pid)
         return True
 
@@ -442,6 +591,9 @@ class Server:
         until a TERM or INT comes; a second TERM or INT kills at once."""
         self.scoreboard.set_stopping()
         self._stop_accepting()
+        if self.config.prefork == 0:  # forking: what waits in the backlog gets a process each
+            while self._accept_and_fork(wake_r):
+                pass
         deadline = None
         if self._graceful_stop:
             self.propagate_signal(signal.SIGQUIT)
@@ -474,13 +626,9 @@ class Server:
             self._watch_requests()
             self._sleep(wake_r)
 
-    def _take_signals(self) -> list[int]:
-        taken, self._signal_queue = self._signal_queue, []
-        return taken
-
     # ---- a worker -----------------------------------------------------------------------------------
 
-    def _child_main(self, slot: int) -> int:
+    def _child_main(self, slot: int, client: socket.socket | None) -> int:
         self._child = True
         wake_r, wake_w = self._wake
         wake_r.close()
@@ -490,14 +638,18 @@ class Server:
             signal.signal(sig, signal.SIG_DFL)
         self.scoreboard.assign(slot, os.getpid())
         self.workers = {}
-        self._worker = self._make_worker(slot)
+        self._loop = self._make_loop(slot, accepting=client is None)
         self.on_child_start()
         try:
-            with self._worker.handling_signals(self._worker_signal_handlers()):
+            with self._loop.handling_signals(self._worker_signal_handlers()):
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
-                self._worker.serve(self.listener)
-                if self.scoreboard.stopping:  # the server stops (not a reload or retirement)
-                    self._worker.serve_backlog(self.listener)
+                if client is not None:  # forking mode: this connection is the whole life of the process
+                    self.listener.close()
+                    self._loop.serve_one(client)
+                else:
+                    self._loop.serve()
+                    if self.scoreboard.stopping:  # the server stops (not a reload or retirement)
+                        self._loop.serve_backlog()
         finally:
             self.on_child_exit()
         return 0
@@ -508,10 +660,37 @@ class Server:
             self.on_child_sig_usr1()
         return {signal.SIGUSR1: usr1, signal.SIGUSR2: self.on_child_sig_usr2}
 
+    def _log_line(self, message: str, level: int) -> None:
+        if level < logging.INFO:
+            self.log_debug(message)
+        else:
+            self.log(message)
+
+    # ---- status ---------------------------------------------------------------------------------------
+
+    def listen_queue(self) -> int | None:
+        """Connections waiting in the listen backlog, where the system tells."""
+        return listen_queue_length(self.listener) if self.listener is not None else None
+
+
+def _tls_from_ssl_options(options: dict) -> TLSConfig | None:
+    """Net::Waiter's ``SSL => 1`` with ``SSL_cert_file`` and friends, as keyword arguments."""
+    if not options.pop("ssl", False):
+        if options:
+            raise TypeError(f"{', '.join(sorted(options))} given without ssl=True")
+        return None
+    names = {"ssl_cert_file": "cert_file", "ssl_key_file": "key_file", "ssl_ca_file": "ca_file",
+             "ssl_verify_mode": "verify_mode"}
+    unknown = set(options) - set(names)
+    if unknown:
+        raise TypeError(f"unknown SSL options: {', '.join(sorted(unknown))}")
+    if "ssl_cert_file" not in options:
+        raise TypeError("ssl=True needs ssl_cert_file")
+    return TLSConfig(**{names[k]: (str(v) if k == "ssl_verify_mode" else v) for k, v in options.items()})
+
 
 def _kill(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
