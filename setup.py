@@ -24,7 +24,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["fcgi_backend", "fcgi_backend.*"]),
-    install_requires=["flup>=1.0.3", "pystache>=0.6", "cffi>=1.15"],
+    install_requires=["flup>=1.0.3", "pystache>=0.6", "cffi>=1.15", "httptools>=0.6"],
     setup_requires=["cffi>=1.15"],
     cffi_modules=["connector_c/build_multipart.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithAdvice},

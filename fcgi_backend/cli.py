@@ -16,7 +16,10 @@ from .limits import Limits
 from .listener import DEFAULT_SOCKET_MODE, ListenAddress
 from .loader import HandlerLoadError, load_handlers, load_wsgi_app
 from .registry import Registry
+from .appserver import AppServer
 from .fastcgi_server import FastCGIServer
+from .http_server import HTTPServer
+from .tls import TLSConfig, TLSError
 from .site import SiteError, SiteLayout
 from .views import ViewCache
 
@@ -54,6 +57,16 @@ def parse_mode(text: str) -> int:
     return mode
 
 
+DEFAULT_HTTP = "127.0.0.1:8000"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    try:
+        return ListenAddress.parse_tcp(text, option="--listen")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_tcp(text: str) -> ListenAddress:
     try:
         return ListenAddress.parse_tcp(text)
@@ -64,7 +77,8 @@ def parse_tcp(text: str) -> ListenAddress:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fcgi-backend",
-        description="FastCGI application server for Python handlers and mustache views behind Apache 2.4.",
+        description="Application server for Python handlers and mustache views: FastCGI behind Apache 2.4 "
+                    "(run), or HTTP on its own (serve-http).",
         epilog="A site folder holds webroot/ (Apache's DocumentRoot), handlers/ (Python modules with "
                "init_module(registry)) and SQLiteDBs/. The socket is SITE/fcgi_backend.sock, one level "
                "above the DocumentRoot. Exit codes: 0 ok, 1 start-up failed, 2 bad usage, "
@@ -83,8 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="permissions of the unix socket, octal (default: 0660)")
     run.add_argument("--socket-group", metavar="GROUP",
                      help="group of the unix socket, e.g. www-data so Apache may connect")
-    limits = run.add_argument_group("request limits (a request over one gets 413)")
-    defaults = Limits()  # noqa: F841 (rebinds the name for the limits' help texts)
+    add_serving_options(run, fastcgi=True)
+
+    http = commands.add_parser("serve-http", help="serve SITE over HTTP (and TLS) on its own, until SIGTERM or SIGINT",
+                               description="Load SITE's handler modules and serve the site over HTTP/1.1 "
+                                           "(optionally TLS): templates, routes and webroot's static files.")
+    http.add_argument("site", metavar="SITE", help="the site folder (holds webroot/ and handlers/)")
+    http.add_argument("--listen", metavar="HOST:PORT", type=parse_listen, default=ListenAddress.parse_tcp(DEFAULT_HTTP),
+                      help=f"address to listen on (default: {DEFAULT_HTTP})")
+    tls = http.add_argument_group("TLS (also settable in a [tls] table of --config; the flags win)")
+    tls.add_argument("--tls-cert", metavar="FILE", help="the server's certificate (PEM; with its chain)")
+    tls.add_argument("--tls-key", metavar="FILE", help="its private key (PEM; default: in the certificate file)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="CA certificates that client certificates must chain to")
+    tls.add_argument("--tls-verify", metavar="MODE", choices=["none", "optional", "required"],
+                     help="client certificates: none (default), optional (checked if sent) or required")
+    add_serving_options(http, fastcgi=False)
+
+    check = commands.add_parser("check", help="load SITE's handler modules and list what they register")
+    check.add_argument("site", metavar="SITE")
+    check.add_argument("--debug", action="store_true", help="log more detail")
+    return parser
+
+
+def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None:
+    """Limits, pool and application options: the same for both flavours."""
+    peer = "web server" if fastcgi else "client"
+    limits = command.add_argument_group("request limits (a request over one gets 413)")
+    defaults = Limits()
     limits.add_argument("--max-body", metavar="SIZE", type=parse_size, default=defaults.max_body,
                         help="largest request body, streamed (default: 4G)")
     limits.add_argument("--max-memory", metavar="SIZE", type=parse_size, default=defaults.max_memory,
@@ -97,18 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest header block of one part (default: 16K)")
     limits.add_argument("--upload-dir", metavar="DIR", default=defaults.upload_dir,
                         help=f"where uploaded files are written while a request runs (default: {defaults.upload_dir})")
-    limits.add_argument("--max-params", metavar="SIZE", type=parse_size, default=defaults.max_params,
-                        help="largest block of FastCGI params (the CGI variables) of a request (default: 1M)")
+    if fastcgi:
+        limits.add_argument("--max-params", metavar="SIZE", type=parse_size, default=defaults.max_params,
+                            help="largest block of FastCGI params (the CGI variables) of a request (default: 1M)")
     limits.add_argument("--read-timeout", metavar="SECONDS", type=float, default=defaults.read_timeout,
-                        help=f"longest wait for the web server's next bytes inside a request "
+                        help=f"longest wait for the {peer}'s next bytes inside a request "
                              f"(default: {defaults.read_timeout:g})")
-    limits.add_argument("--idle-timeout", metavar="SECONDS", type=float,
-                        help="longest wait for a request on a new or kept connection (default: 15)")
-    pool = run.add_argument_group("worker pool (also settable in --config; the flags win)")
+    pool = command.add_argument_group("worker pool (also settable in --config; the flags win)")
     defaults = ServerConfig()
-    run.add_argument("--config", metavar="FILE", help="TOML file with a [server] table of the settings below")
+    command.add_argument("--config", metavar="FILE", help="TOML file with a [server] table of the settings below"
+                                                          + ("" if fastcgi else ", and a [tls] table"))
     pool.add_argument("--prefork", type=int, help=f"workers forked at start; negative sets prefork and "
-                                                  f"maxfork together (default: {defaults.prefork})")
+                                                  f"maxfork together; 0 forks one process per connection "
+                                                  f"(default: {defaults.prefork})")
     pool.add_argument("--maxfork", type=int, help="most workers, reached when all are busy (default: 4 x prefork)")
     pool.add_argument("--nofork", action="store_const", const=True,
                       help="serve from this one process, e.g. to step through a handler in a debugger")
@@ -122,24 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"on SIGTERM/SIGINT, time for requests in flight (default: {defaults.graceful_timeout:g})")
     pool.add_argument("--request-timeout", type=float, metavar="SECONDS",
                       help="stop a request running longer (504) and replace its worker (default: 0, never)")
+    pool.add_argument("--idle-timeout", metavar="SECONDS", type=float,
+                      help=f"longest wait for a request on a new or kept connection (default: {defaults.idle_timeout:g})")
     pool.add_argument("--no-prop-sigusr", dest="prop_sigusr", action="store_const", const=False,
                       help="do not pass SIGUSR1/SIGUSR2 on to the workers")
     pool.add_argument("--status-path", metavar="PATH", help="URL path of the status page (JSON; OpenMetrics "
                                                              "with ?openmetrics), e.g. /fcgi-status")
     pool.add_argument("--ping-path", metavar="PATH", help="URL path that answers pong, e.g. /fcgi-ping")
     pool.add_argument("--log-file", metavar="FILE", help="append logs to FILE instead of stderr (SIGUSR1 reopens it)")
-    run.add_argument("--app", metavar="MODULE:CALLABLE",
-                     help="serve this WSGI application instead of the site's handlers and templates "
-                          "(MODULE may also be a path to a .py file)")
-    run.add_argument("--access-log", action="store_true",
-                     help="log a line per request (method, path, status, size, time); --debug does too")
-    run.add_argument("--debug", action="store_true",
-                     help="log more detail and show tracebacks on 500 pages (never in production)")
-
-    check = commands.add_parser("check", help="load SITE's handler modules and list what they register")
-    check.add_argument("site", metavar="SITE")
-    check.add_argument("--debug", action="store_true", help="log more detail")
-    return parser
+    command.add_argument("--app", metavar="MODULE:CALLABLE",
+                         help="serve this WSGI application instead of the site's handlers and templates "
+                              "(MODULE may also be a path to a .py file)")
+    command.add_argument("--access-log", action="store_true",
+                         help="log a line per request (method, path, status, size, time); --debug does too")
+    command.add_argument("--debug", action="store_const", const=True,
+                         help="log more detail and show tracebacks on 500 pages (never in production)")
 
 
 def _load_site(site_dir: str) -> tuple[SiteLayout, Registry]:
@@ -163,8 +200,9 @@ def cmd_check(args) -> int:
 def limits_from_args(args) -> Limits:
     """The request limits the options ask for; UsageError if they cannot work."""
     limits = Limits(max_body=args.max_body, max_memory=args.max_memory, max_file=args.max_file,
-                    max_parts=args.max_parts, max_part_header=args.max_part_header, max_params=args.max_params,
-                    upload_dir=args.upload_dir, read_timeout=args.read_timeout)
+                    max_parts=args.max_parts, max_part_header=args.max_part_header,
+                    max_params=getattr(args, "max_params", Limits.max_params), upload_dir=args.upload_dir,
+                    read_timeout=args.read_timeout)
     try:
         limits.check()
     except ValueError as exc:
@@ -174,12 +212,33 @@ def limits_from_args(args) -> Limits:
     return limits
 
 
+def config_tables(args) -> dict[str, dict]:
+    return load_config_file(args.config) if args.config else {}
+
+
 def server_config(args) -> ServerConfig:
     """The pool settings: defaults, then --config's file, then the flags given."""
-    file_settings = load_config_file(args.config) if args.config else {}
     names = ("prefork", "maxfork", "nofork", "timeout", "px_idle", "max_requests", "graceful_timeout",
-             "request_timeout", "idle_timeout", "prop_sigusr", "status_path", "ping_path", "log_file")
-    return build_config(file_settings, {name: getattr(args, name) for name in names})
+             "request_timeout", "idle_timeout", "prop_sigusr", "status_path", "ping_path", "log_file", "debug")
+    return build_config(config_tables(args).get("server", {}), {name: getattr(args, name) for name in names})
+
+
+def tls_config(args) -> TLSConfig | None:
+    """TLS settings from --config's [tls] table and the --tls-* flags; None without a certificate."""
+    settings = dict(config_tables(args).get("tls", {}))
+    flags = {"cert_file": args.tls_cert, "key_file": args.tls_key, "ca_file": args.tls_ca,
+             "verify_mode": args.tls_verify}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if not settings:
+        return None
+    if "cert_file" not in settings:
+        raise UsageError("TLS settings need a certificate (--tls-cert, or cert_file in [tls])")
+    tls = TLSConfig(**settings)
+    try:
+        tls.check()
+    except TLSError as exc:
+        raise UsageError(str(exc)) from None
+    return tls
 
 
 def app_loader(site: SiteLayout, args, limits: Limits):
@@ -189,9 +248,17 @@ def app_loader(site: SiteLayout, args, limits: Limits):
             return load_wsgi_app(args.app), Hooks()
         registry = Registry(site)
         load_handlers(site.handlers, registry)
-        return (Application(registry, ViewCache(site.webroot), debug=args.debug, limits=limits,
+        return (Application(registry, ViewCache(site.webroot), debug=bool(args.debug), limits=limits,
                             access_log=args.access_log), registry.hooks)
     return load
+
+
+def serve(server: AppServer) -> int:
+    code = server.run()
+    if code == EXIT_OK and not server.is_child():
+        pool = server.scoreboard.read()
+        log.info("stopped after %d requests on %d connections", pool.requests, pool.accepted)
+    return code
 
 
 def cmd_run(args) -> int:
@@ -201,29 +268,44 @@ def cmd_run(args) -> int:
     address = args.tcp or ListenAddress(path=str(Path(args.socket).resolve() if args.socket else site.socket_path))
     if address.path and args.socket_mode & 0o002:
         log.warning("socket mode %04o lets every local user connect", args.socket_mode)
-    server = FastCGIServer(app_loader(site, args, limits), address, config, limits=limits, debug=args.debug,
-                    socket_mode=args.socket_mode, socket_group=args.socket_group)
-    log.info("fcgi-backend %s serving %s", __version__, site.root)
-    code = server.run()
-    if code == EXIT_OK and not server.is_child():
-        pool = server.scoreboard.read()
-        log.info("stopped after %d requests on %d connections", pool.requests, pool.accepted)
-    return code
+    if config_tables(args).get("tls"):
+        raise UsageError("a [tls] table is for serve-http: web servers reach a FastCGI backend without TLS")
+    server = FastCGIServer(app_loader(site, args, limits), address, config, limits=limits, debug=config.debug,
+                           socket_mode=args.socket_mode, socket_group=args.socket_group)
+    log.info("fcgi-backend %s serving %s over FastCGI", __version__, site.root)
+    return serve(server)
+
+
+def cmd_serve_http(args) -> int:
+    limits = limits_from_args(args)
+    site = SiteLayout.open(args.site)
+    config = server_config(args)
+    tls = tls_config(args)
+    try:
+        server = HTTPServer(app_loader(site, args, limits), args.listen, config, site=site, limits=limits,
+                            debug=config.debug, tls=tls)
+    except TLSError as exc:
+        raise UsageError(str(exc)) from None
+    scheme = "https" if tls else "http"
+    log.info("fcgi-backend %s serving %s at %s://%s:%d/", __version__, site.root, scheme, args.listen.host,
+             args.listen.port)
+    return serve(server)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    log_file = ""
-    if args.command == "run":
+    log_file, debug = "", bool(getattr(args, "debug", False))
+    if args.command in ("run", "serve-http"):
         try:
-            log_file = server_config(args).log_file
+            config = server_config(args)
+            log_file, debug = config.log_file, config.debug
         except ConfigError as exc:
-            logs.configure(debug=args.debug)
+            logs.configure(debug=debug)
             log.error("%s", exc)
             return EXIT_USAGE
-    logs.configure(debug=args.debug, log_file=log_file)
+    logs.configure(debug=debug, log_file=log_file)
     try:
-        return {"run": cmd_run, "check": cmd_check}[args.command](args)
+        return {"run": cmd_run, "serve-http": cmd_serve_http, "check": cmd_check}[args.command](args)
     except (SiteError, UsageError, ConfigError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from .tls import TLSConfig
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -35,6 +37,7 @@ class ServerConfig:
     status_path: str = ""            #: URL path of the status page ("" = off), as php-fpm's pm.status_path
     ping_path: str = ""              #: URL path that answers "pong" ("" = off)
     log_file: str = ""               #: append logs here instead of stderr; USR1 reopens it
+    debug: bool = False              #: log debug lines too (Net::Waiter's DEBUG)
 
     def resolved(self) -> "ServerConfig":
         """Checked, with derived values filled in (negative prefork, maxfork 0)."""
@@ -67,10 +70,26 @@ class ServerConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(ServerConfig)}
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
 
 
-def load_config_file(path: str | Path) -> dict:
-    """The ``[server]`` table of a TOML file (or its top level), checked for unknown keys and types."""
+def _table_fields(table: str) -> dict[str, str]:
+    """The settings a table of the config file takes, and each one's type."""
+    model = {"server": ServerConfig, "tls": TLSConfig}[table]
+    return {f.name: f.type.replace(" | None", "") for f in fields(model)}
+
+
+TABLES = ("server", "tls")
+
+
+def load_config_file(path: str | Path) -> dict[str, dict]:
+    """The tables of a TOML settings file (``[server]``, ``[tls]``), each checked for unknown keys
+    and types; a file without tables is the ``[server]`` table."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -78,21 +97,27 @@ def load_config_file(path: str | Path) -> dict:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    table = data.get("server", data)
-    settings = {}
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        if name not in FIELD_TYPES:
-            raise ConfigError(f"config file {path}: unknown setting {key!r} "
-                              f"(known: {', '.join(sorted(FIELD_TYPES))})")
-        wanted = FIELD_TYPES[name]
-        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
-              "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-              "bool": isinstance(value, bool), "str": isinstance(value, str)}[wanted]
-        if not ok:
-            raise ConfigError(f"config file {path}: {key} must be {wanted}, got {value!r}")
-        settings[name] = value
-    return settings
+    if not any(isinstance(value, dict) for value in data.values()):
+        data = {"server": data}
+    tables = {}
+    for table, values in data.items():
+        if table not in TABLES:
+            raise ConfigError(f"config file {path}: unknown table [{table}] (known: "
+                              f"{', '.join(f'[{t}]' for t in TABLES)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path}: {table} must be a table ([{table}]), got {values!r}")
+        known = _table_fields(table)
+        settings = {}
+        for key, value in values.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"config file {path}: unknown setting {key!r} in [{table}] "
+                                  f"(known: {', '.join(sorted(known))})")
+            if not _TYPE_CHECKS[known[name]](value):
+                raise ConfigError(f"config file {path}: {key} must be {known[name]}, got {value!r}")
+            settings[name] = value
+        tables[table] = settings
+    return tables
 
 
 def build_config(file_settings: dict, overrides: dict) -> ServerConfig:

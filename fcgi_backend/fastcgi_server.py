@@ -41,8 +41,11 @@ class FastCGIServer(AppServer):
         gateway = self.gateway()
         conn = gateway.connection(client, None, linger=self.linger)
         while conn.serve_request():
-            if gateway.timed_out or not self.wait_for_next_request(client):
+            if gateway.timed_out:
                 conn.close()
+                break
+            if not conn.has_buffered_record() and not self.wait_for_next_request(client):
+                conn.close()  # (a record already read needs no wait)
                 break
         if gateway.timed_out:
             self.retire()  # a request was interrupted: start afresh in a new worker

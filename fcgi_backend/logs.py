@@ -23,6 +23,11 @@ def configure(debug: bool = False, stream=None, log_file: str = "") -> None:
     _root.propagate = False
 
 
+def configured() -> bool:
+    """Logging was set up (by configure, or by the program that uses the package)."""
+    return bool(_root.handlers) or bool(logging.getLogger().handlers)
+
+
 def reopen() -> None:
     """Reopen the log file, if logging goes to one."""
     for handler in _root.handlers:

@@ -101,6 +101,8 @@ class Waiter:
 
     def run(self) -> int:
         """Bind, serve until stopped, clean up; 0, or 100 when the listen socket cannot be created."""
+        if not logs.configured():  # used as a library: log to stderr, as Net::Waiter does
+            logs.configure(debug=self.config.debug)
         self._log_hook_handler = logs.attach_hook(self._log_line)
         try:
             self.listener = open_listener(self.address, self.socket_mode, self.socket_group)
@@ -163,12 +165,18 @@ class Waiter:
 
     # ---- what a protocol subclass uses inside on_process ------------------------------------------
 
-    def wait_for_next_request(self, client: socket.socket) -> bool:
+    def wait_for_next_request(self, client: socket.socket, yield_after: float = 0.0) -> bool:
         """Between two requests on a connection the client keeps open: wait, as an idle worker,
         until the next request's first bytes arrive (True), or until the connection should be
         closed: idle_timeout passed, the worker stops, or a new connection waits that no idle
-        worker can take (False)."""
-        return self._loop.wait_for_next_request(client) if self._loop else False
+        worker can take and this one has been idle ``yield_after`` seconds (False). A client that
+        may be sending its next request as the connection closes and will not retry wants some."""
+        return self._loop.wait_for_next_request(client, yield_after) if self._loop else False
+
+    def connections_waiting(self) -> bool:
+        """A new connection waits and no worker is idle to take it: a connection kept open between
+        requests should be given up after the answer in hand (HTTP: ``Connection: close``)."""
+        return self._loop.connections_waiting() if self._loop else False
 
     def linger(self, sock: socket.socket) -> None:
         """Take a socket shut down on our side; it is read until the peer hangs up, then closed,

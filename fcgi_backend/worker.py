@@ -189,7 +189,7 @@ class WorkerLoop:
 
     # ---- connections kept open between requests ---------------------------------------------
 
-    def wait_for_next_request(self, client: socket.socket) -> bool:
+    def wait_for_next_request(self, client: socket.socket, yield_after: float = 0.0) -> bool:
         """See Waiter.wait_for_next_request."""
         if not self._running:
             return False
@@ -198,7 +198,7 @@ class WorkerLoop:
         self._set_state(KEPT)
         try:
             with self._wait.watching(client.fileno()):
-                outcome = self._wait_on_kept(client)
+                outcome = self._wait_on_kept(client, yield_after)
         finally:
             self._set_state(BUSY)
         if outcome == "idle":
@@ -207,9 +207,10 @@ class WorkerLoop:
             log.debug("a new connection waits and no worker is idle: leaving a kept connection for it")
         return outcome == "request"
 
-    def _wait_on_kept(self, client: socket.socket) -> str:
+    def _wait_on_kept(self, client: socket.socket, yield_after: float) -> str:
         """"request", "idle", "stop" or "yield"."""
-        deadline = time.monotonic() + self.idle_timeout
+        started = time.monotonic()
+        deadline = started + self.idle_timeout
         fd = client.fileno()
         while self._running:
             left = deadline - time.monotonic()
@@ -222,13 +223,22 @@ class WorkerLoop:
             if self._wake_r is not None and self._wake_r.fileno() in ready:
                 drain(self._wake_r)
             if self.listener is not None and self.listener.fileno() in ready and self._running:
-                if self.scoreboard.count_in_state(IDLE) > 0:
-                    # An idle worker was woken for it: look again after it had time to accept.
-                    if fd in self._wait.poll_kept(_YIELD_GRACE, include_listener=False):
+                # An idle worker was woken for it, or the client of this connection is about to
+                # send its next request: look again after they had time.
+                grace = _YIELD_GRACE if self.scoreboard.count_in_state(IDLE) > 0 else \
+                    yield_after - (time.monotonic() - started)
+                if grace > 0:
+                    if fd in self._wait.poll_kept(grace, include_listener=False):
                         return "request"
                     continue
                 return "yield"
         return "stop"
+
+    def connections_waiting(self) -> bool:
+        """See Waiter.connections_waiting (a look at the listen socket only when no worker is idle)."""
+        if self.listener is None or self.scoreboard.count_in_state(IDLE) > 0:
+            return False
+        return bool(select.select([self.listener], [], [], 0)[0])
 
     def linger(self, sock: socket.socket) -> None:
         """See Waiter.linger."""

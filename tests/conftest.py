@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from apache_harness import Apache, Backend, make_reachable_dir  # noqa: E402
+from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir  # noqa: E402
 
 EXAMPLE_SITE = REPO / "examples" / "site"
 SITE_EXTRA = Path(__file__).resolve().parent / "site_extra"
@@ -49,6 +49,8 @@ def backend(site, workdir):
 class Stack:
     """A backend and an Apache in front of it, serving one test site."""
 
+    front = "apache"
+
     def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
         self.root = root
         self.site = build_test_site(root)
@@ -63,8 +65,34 @@ class Stack:
     def url(self) -> str:
         return self.apache.url
 
+    @property
+    def port(self) -> int:
+        return self.apache.port
+
     def stop(self) -> None:
         self.apache.stop()
+        self.backend.stop()
+
+
+class HTTPStack:
+    """The HTTP flavour serving one test site on its own: no web server in front."""
+
+    front = "http"
+
+    def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
+        self.root = root
+        self.site = build_test_site(root)
+        self.backend = HTTPBackend(self.site, root / "run", ["--access-log", *(backend_args or [])]).start()
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    @property
+    def port(self) -> int:
+        return self.backend.port
+
+    def stop(self) -> None:
         self.backend.stop()
 
 
@@ -96,3 +124,18 @@ def stack():
 @pytest.fixture(scope="module")
 def debug_stack():
     yield from stack_fixture("fcgi-debug-", ["--debug"])
+
+
+FRONTS = {"apache": Stack, "http": HTTPStack}
+
+
+@pytest.fixture(scope="module", params=list(FRONTS))
+def site_stack(request):
+    """The test site served two ways, for the checks both must pass: the FastCGI flavour behind
+    Apache, and the HTTP flavour on its own."""
+    yield from stack_fixture(f"fcgi-{request.param}-", stack_class=FRONTS[request.param])
+
+
+@pytest.fixture(scope="module", params=list(FRONTS))
+def debug_site_stack(request):
+    yield from stack_fixture(f"fcgi-{request.param}-debug-", ["--debug"], stack_class=FRONTS[request.param])

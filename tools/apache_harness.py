@@ -231,13 +231,16 @@ class Backend:
             cmd += ["--socket-group", APACHE_USER]
         return cmd
 
+    def ready(self) -> bool:
+        return _unix_socket_open(self.socket_path)
+
     def start(self) -> "Backend":
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = None if self.log_to_terminal else open(self.log_file, "ab")
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=self._log and subprocess.STDOUT,
                                      cwd=self.cwd)
         try:
-            wait_for(lambda: _unix_socket_open(self.socket_path), 15, "the backend", self.proc, self.log_file)
+            wait_for(self.ready, 15, "the backend", self.proc, self.log_file)
         except RuntimeError:
             self.stop()
             raise
@@ -264,6 +267,27 @@ class Backend:
         """Return once the log holds ``fragment``: a worker may write it just after the connection
         it is about has closed, while another worker already answers the next request."""
         wait_for(lambda: fragment in self.log_text(), timeout, f"the log line {fragment!r}", log_file=self.log_file)
+
+
+class HTTPBackend(Backend):
+    """``fcgi-backend serve-http SITE --listen 127.0.0.1:PORT``: the HTTP flavour, its own front."""
+
+    def __init__(self, site: Path, run_dir: Path, args: list[str] | None = None, port: int | None = None,
+                 scheme: str = "http", **kwargs) -> None:
+        super().__init__(site, run_dir, args, **kwargs)
+        self.port = port or free_port()
+        self.scheme = scheme
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        program = [str(INSTALLED_COMMAND)] if self.installed_command else [sys.executable, "-m", "fcgi_backend"]
+        return [*program, "serve-http", str(self.site), "--listen", f"127.0.0.1:{self.port}", *self.args]
+
+    def ready(self) -> bool:
+        return _port_open(self.port)
 
 
 def user_exists(name: str) -> bool:

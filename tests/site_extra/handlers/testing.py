@@ -18,6 +18,7 @@ def init_module(registry):
     registry.route("/pid", lambda request: Response(str(os.getpid()), content_type="text/plain"))
     registry.route("/sleep", sleep)
     registry.route("/stuck", stuck)
+    registry.route("/echo-tls", echo_tls)
 
 
 def sleep(request):
@@ -66,3 +67,10 @@ def stuck(request):
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
     return Response("unstuck", content_type="text/plain")
+
+
+def echo_tls(request):
+    """What the application learns of a TLS connection (mod_ssl's names)."""
+    env = request.environ
+    return {"HTTPS": env.get("HTTPS"), "SSL_CLIENT_VERIFY": env.get("SSL_CLIENT_VERIFY"),
+            "SSL_CLIENT_S_DN": env.get("SSL_CLIENT_S_DN"), "scheme": env.get("wsgi.url_scheme")}

@@ -1,4 +1,5 @@
-"""End to end: a real Apache 2.4 with apache_conf/fcgi_backend.conf in front of a real backend."""
+"""End to end, one list of checks for both flavours: the FastCGI flavour behind a real Apache 2.4
+(apache_conf/fcgi_backend.conf), and the HTTP flavour on its own (fcgi-backend serve-http)."""
 
 import http.client
 import os
@@ -10,109 +11,111 @@ import requests
 from conftest import Stack
 
 
-def get(stack, path, **kw):
-    return requests.get(stack.url + path, timeout=10, allow_redirects=False, **kw)
+def get(site_stack, path, **kw):
+    return requests.get(site_stack.url + path, timeout=10, allow_redirects=False, **kw)
 
 
-def backend_saw(stack, fragment):
-    return fragment in stack.backend.log_text()
+def backend_saw(site_stack, fragment):
+    return fragment in site_stack.backend.log_text()
 
 
-def test_template_page_with_handler_and_partials(stack):
-    r = get(stack, "/?name=Ada")
+def test_template_page_with_handler_and_partials(site_stack):
+    r = get(site_stack, "/?name=Ada")
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "<h1>Welcome, Ada</h1>" in r.text
     assert "<nav>" in r.text and "<footer>" in r.text  # the partials
 
 
-def test_query_values_are_html_escaped(stack):
-    r = get(stack, "/", params={"name": "<script>alert(1)</script>"})
+def test_query_values_are_html_escaped(site_stack):
+    r = get(site_stack, "/", params={"name": "<script>alert(1)</script>"})
     assert "<script>alert" not in r.text and "&lt;script&gt;" in r.text
 
 
-def test_extensionless_url_serves_the_mustache_file(stack):
-    a, b = get(stack, "/about"), get(stack, "/about.mustache")
+def test_extensionless_url_serves_the_mustache_file(site_stack):
+    a, b = get(site_stack, "/about"), get(site_stack, "/about.mustache")
     assert a.status_code == b.status_code == 200
     assert "<h1>About</h1>" in a.text and a.text == b.text
 
 
-def test_folder_index_template(stack):
-    r = get(stack, "/docs/")
+def test_folder_index_template(site_stack):
+    r = get(site_stack, "/docs/")
     assert r.status_code == 200 and "docs index" in r.text
 
 
-def test_route_with_placeholder_and_template(stack):
-    r = get(stack, "/hello/Grace")
+def test_route_with_placeholder_and_template(site_stack):
+    r = get(site_stack, "/hello/Grace")
     assert r.status_code == 200 and "<h1>Hello, Grace!</h1>" in r.text
 
 
-def test_route_without_template_answers_json(stack):
-    r = get(stack, "/api/time")
+def test_route_without_template_answers_json(site_stack):
+    r = get(site_stack, "/api/time")
     assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
     assert "time" in r.json()
 
 
-def test_static_files_are_served_by_apache_not_the_backend(stack):
-    r = get(stack, "/style.css")
+def test_static_files_are_served_by_the_front_not_the_application(site_stack):
+    """Apache's static handler, or the HTTP flavour's own: with validators, never the application."""
+    r = get(site_stack, "/style.css")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/css")
-    assert "ETag" in r.headers  # Apache's static handler
-    assert not backend_saw(stack, "/style.css")
+    assert "ETag" in r.headers and "Last-Modified" in r.headers
+    assert get(site_stack, "/style.css", headers={"If-None-Match": r.headers["ETag"]}).status_code == 304
+    assert not backend_saw(site_stack, "GET /style.css")  # the application's access log
 
 
-def test_form_post_then_redirect_then_get(stack):
-    r = requests.post(stack.url + "/guestbook", data={"name": "Lin", "message": "first <b>post</b>"},
+def test_form_post_then_redirect_then_get(site_stack):
+    r = requests.post(site_stack.url + "/guestbook", data={"name": "Lin", "message": "first <b>post</b>"},
                       timeout=10, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == "/guestbook"
-    page = get(stack, "/guestbook")
+    page = get(site_stack, "/guestbook")
     assert "<b>Lin</b>: first &lt;b&gt;post&lt;/b&gt;" in page.text
-    assert (stack.site / "SQLiteDBs" / "guestbook.sqlite").is_file()
+    assert (site_stack.site / "SQLiteDBs" / "guestbook.sqlite").is_file()
 
 
-def test_handler_raising_http_error_gives_that_status(stack):
-    r = requests.post(stack.url + "/guestbook", data={"name": ""}, timeout=10)
+def test_handler_raising_http_error_gives_that_status(site_stack):
+    r = requests.post(site_stack.url + "/guestbook", data={"name": ""}, timeout=10)
     assert r.status_code == 400 and "Both a name and a message are needed." in r.text
-    r = get(stack, "/forbidden")
+    r = get(site_stack, "/forbidden")
     assert r.status_code == 403 and "Not for you." in r.text
 
 
-def test_response_object_sets_status_and_type(stack):
-    r = get(stack, "/teapot")
+def test_response_object_sets_status_and_type(site_stack):
+    r = get(site_stack, "/teapot")
     assert r.status_code == 418 and r.text == "short and stout"
     assert r.headers["Content-Type"] == "text/plain"
 
 
-def test_unknown_url_is_a_404_page(stack):
-    r = get(stack, "/no/such/page")
+def test_unknown_url_is_a_404_page(site_stack):
+    r = get(site_stack, "/no/such/page")
     assert r.status_code == 404 and "404 Not Found" in r.text
 
 
-def test_method_not_allowed_names_the_allowed_ones(stack):
-    r = get(stack, "/post-only")
+def test_method_not_allowed_names_the_allowed_ones(site_stack):
+    r = get(site_stack, "/post-only")
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
 
 
-def test_handler_exception_is_a_500_without_traceback(stack):
-    r = get(stack, "/boom")
+def test_handler_exception_is_a_500_without_traceback(site_stack):
+    r = get(site_stack, "/boom")
     assert r.status_code == 500
     assert "Traceback" not in r.text and "secret-detail-in-traceback" not in r.text
-    log = stack.backend.log_text()
+    log = site_stack.backend.log_text()
     assert "GET /boom failed" in log and "ZeroDivisionError: secret-detail-in-traceback" in log
 
 
-def test_template_naming_an_unregistered_handler_is_a_logged_500(stack):
-    r = get(stack, "/orphan")
+def test_template_naming_an_unregistered_handler_is_a_logged_500(site_stack):
+    r = get(site_stack, "/orphan")
     assert r.status_code == 500 and "nobody_registered_this" not in r.text
-    stack.backend.wait_for_log("names handler 'nobody_registered_this', which no handler module registered")
+    site_stack.backend.wait_for_log("names handler 'nobody_registered_this', which no handler module registered")
 
 
-def test_route_with_missing_template_is_a_logged_500(stack):
-    r = get(stack, "/page-with-missing-template")
+def test_route_with_missing_template_is_a_logged_500(site_stack):
+    r = get(site_stack, "/page-with-missing-template")
     assert r.status_code == 500
-    stack.backend.wait_for_log("names template 'no-such.mustache'")
+    site_stack.backend.wait_for_log("names template 'no-such.mustache'")
 
 
-def test_request_details_reach_the_handler(stack):
-    r = requests.post(stack.url + "/echo?x=1&x=2", data={"f": "v"}, timeout=10,
+def test_request_details_reach_the_handler(site_stack):
+    r = requests.post(site_stack.url + "/echo?x=1&x=2", data={"f": "v"}, timeout=10,
                       headers={"X-Custom": "hello", "Authorization": "Bearer t0ken"},
                       cookies={"session": "abc"})
     got = r.json()
@@ -122,19 +125,19 @@ def test_request_details_reach_the_handler(stack):
     assert got["cookies"] == {"session": "abc"}
 
 
-def test_utf8_and_percent_encoded_paths(stack):
-    r = get(stack, "/hello/J%C3%BCrgen%20M")
+def test_utf8_and_percent_encoded_paths(site_stack):
+    r = get(site_stack, "/hello/J%C3%BCrgen%20M")
     assert r.status_code == 200 and "Hello, Jürgen M!" in r.text
 
 
-def test_cookies_are_set(stack):
-    r = get(stack, "/cookie")
+def test_cookies_are_set(site_stack):
+    r = get(site_stack, "/cookie")
     assert r.cookies.get("visited") == "yes"
     assert "HttpOnly" in r.headers["Set-Cookie"]
 
 
-def test_json_and_raw_bodies(stack):
-    r = requests.put(stack.url + "/echo", data=b"\x00\x01raw" * 1000,
+def test_json_and_raw_bodies(site_stack):
+    r = requests.put(site_stack.url + "/echo", data=b"\x00\x01raw" * 1000,
                      headers={"Content-Type": "application/octet-stream"}, timeout=10)
     assert r.json()["body_length"] == 5000 and r.json()["content_type"] == "application/octet-stream"
 
@@ -143,8 +146,8 @@ def test_json_and_raw_bodies(stack):
     "/../handlers/pages.py", "/%2e%2e/handlers/pages", "/..%2fhandlers%2fpages",
     "/%2e%2e/%2e%2e/etc/passwd", "/hello/..%2f..%2f..%2fetc%2fpasswd", "/..%2f..%2fetc%2fpasswd.mustache",
 ])
-def test_paths_never_reach_outside_the_webroot(stack, path):
-    conn = http.client.HTTPConnection("127.0.0.1", stack.apache.port, timeout=10)
+def test_paths_never_reach_outside_the_webroot(site_stack, path):
+    conn = http.client.HTTPConnection("127.0.0.1", site_stack.port, timeout=10)
     conn.request("GET", path)  # sent as written, not normalised by a client library
     r = conn.getresponse()
     body = r.read().decode(errors="replace")
@@ -153,25 +156,25 @@ def test_paths_never_reach_outside_the_webroot(stack, path):
     assert "init_module" not in body and "root:x:0" not in body
 
 
-def test_a_changed_template_is_served_without_restart(stack):
-    path = stack.site / "webroot" / "changing.mustache"
+def test_a_changed_template_is_served_without_restart(site_stack):
+    path = site_stack.site / "webroot" / "changing.mustache"
     path.write_text("version one")
-    assert get(stack, "/changing").text == "version one"
+    assert get(site_stack, "/changing").text == "version one"
     path.write_text("version two {{x}}")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
-    assert get(stack, "/changing").text == "version two "
+    assert get(site_stack, "/changing").text == "version two "
 
 
-def test_debug_mode_shows_the_traceback(debug_stack):
-    r = get(debug_stack, "/boom")
+def test_debug_mode_shows_the_traceback(debug_site_stack):
+    r = get(debug_site_stack, "/boom")
     assert r.status_code == 500
     assert "Traceback" in r.text and "secret-detail-in-traceback" in r.text
 
 
-def test_many_requests_in_a_row_all_succeed(stack):
+def test_many_requests_in_a_row_all_succeed(site_stack):
     with requests.Session() as session:
         for i in range(200):
-            r = session.get(f"{stack.url}/hello/n{i}", timeout=10)
+            r = session.get(f"{site_stack.url}/hello/n{i}", timeout=10)
             assert r.status_code == 200 and f"Hello, n{i}!" in r.text
 
 

@@ -1,0 +1,743 @@
+"""One HTTP/1.1 connection of the HTTP flavour: requests read with httptools (the llhttp binding
+uvicorn uses), answered one at a time in order, pipelined ones included.
+
+* One parser per connection frames every message exactly (Content-Length or chunked, pipelined
+  or not); a parser error is a 400 and the connection closes. A request line over ``MAX_URL``
+  bytes is a 414, a head over ``MAX_HEAD`` bytes or ``MAX_HEADERS`` fields a 431.
+* Deadlines: ``idle_timeout`` for a request to begin, ``read_timeout`` for the whole head of a
+  request and for each further wait on its body or on a client slow to take the answer.
+* Bodies are read as the application reads them (``Expect: 100-continue`` is answered then). A
+  multipart body of known length is read by the C parser straight from the socket, never whole in
+  memory; the parser is then started afresh for the next request, since the boundary is exact.
+  A body the application leaves unread is read and dropped after the answer if it is small, else
+  the connection is closed.
+* Answers: Content-Length when the application gives it or returned a list, chunked otherwise
+  (HTTP/1.1), no body for HEAD, 1xx, 204 and 304. Static files go with ``sendfile``.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import io
+import logging
+import os
+import select
+import socket
+import ssl
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Callable, Iterable
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from . import static
+from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
+from .records import ConnectionClosed, StreamError
+
+if TYPE_CHECKING:
+    from .http_server import HTTPServer
+
+log = logging.getLogger("fcgi_backend.http")
+
+MAX_URL = 8190            # request line: longer is a 414 (Apache's LimitRequestLine)
+MAX_HEAD = 64 * 1024      # all header fields together: more is a 431
+MAX_HEADERS = 100         # header fields: more is a 431 (Apache's LimitRequestFields)
+_DRAIN_MAX = 1024 * 1024  # an unread body up to this is read and dropped to keep the connection
+_RECEIVE = 256 * 1024
+# An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
+# connection is given up for a waiting one only once idle this long (web servers speaking FastCGI
+# retry on a kept connection that closed, so theirs go at once).
+_YIELD_AFTER = 0.05
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class BadRequest(Exception):
+    """The request cannot be read; answer ``status`` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Message:
+    """One request as the parser delivers it: head fields, then body pieces."""
+
+    __slots__ = ("url", "headers", "head_size", "method", "version", "keep_alive", "head_complete",
+                 "body", "body_received", "complete", "upgrade")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.method = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.head_complete = False
+        self.body: collections.deque[bytes] = collections.deque()
+        self.body_received = 0
+        self.complete = False
+        self.upgrade = False
+
+
+class HTTPConnection:
+    """Serves the requests of one accepted connection; :meth:`serve` returns when it should close."""
+
+    def __init__(self, sock: socket.socket, server: "HTTPServer", peer: tuple, tls_environ: dict | None) -> None:
+        self.sock = sock
+        self.server = server
+        self.limits = server.limits
+        self.peer = peer
+        self.tls_environ = tls_environ
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        if self.tls:
+            sock.settimeout(self.limits.read_timeout)  # the ssl module waits within its own reads and writes
+        else:
+            sock.setblocking(False)  # every wait is a poll with a deadline
+        self._buffer = server.receive_buffer
+        self._parser = httptools.HttpRequestParser(self)
+        self._messages: collections.deque[_Message] = collections.deque()  # heads complete, not yet served
+        self._building: _Message | None = None  # the message the parser is in
+        self._closing = False  # answer with Connection: close, then close
+
+    # ---- parser callbacks --------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._building = _Message()
+
+    def on_url(self, url: bytes) -> None:
+        msg = self._building
+        msg.url += url
+        if len(msg.url) > MAX_URL:
+            raise BadRequest(414, f"request target over {MAX_URL} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        msg = self._building
+        msg.headers.append((name, value))
+        msg.head_size += len(name) + len(value) + 4
+        if msg.head_size > MAX_HEAD or len(msg.headers) > MAX_HEADERS:
+            raise BadRequest(431, f"request header fields over {MAX_HEAD} bytes or {MAX_HEADERS} fields")
+
+    def on_headers_complete(self) -> None:
+        msg = self._building
+        msg.method = self._parser.get_method()
+        msg.version = self._parser.get_http_version()
+        msg.keep_alive = self._parser.should_keep_alive()
+        msg.upgrade = self._parser.should_upgrade()
+        msg.head_complete = True
+        self._messages.append(msg)
+
+    def on_body(self, data: bytes) -> None:
+        msg = self._building
+        msg.body.append(data)
+        msg.body_received += len(data)
+
+    def on_message_complete(self) -> None:
+        self._building.complete = True
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def _receive(self, timeout: float, what: str) -> None:
+        """One read, fed to the parser; waits at most ``timeout``. ConnectionError if the client
+        hung up, TimeoutError if it sent nothing."""
+        if self.tls:
+            if not self.sock.pending() and not _poll(self.sock, select.POLLIN, timeout):
+                raise TimeoutError(f"client sent nothing {what} for {timeout:g}s")
+            received = self.sock.recv_into(self._buffer)
+        else:
+            while True:
+                try:
+                    received = self.sock.recv_into(self._buffer)
+                    break
+                except BlockingIOError:
+                    if not _poll(self.sock, select.POLLIN, timeout):
+                        raise TimeoutError(f"client sent nothing {what} for {timeout:g}s") from None
+        if not received:
+            raise ConnectionResetError(f"client closed the connection {what}")
+        self._feed(self._buffer[:received])
+
+    def _feed(self, data) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._closing = True  # no protocol switch here: the request is answered, then the connection ends
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                raise cause from None
+            raise BadRequest(400, str(exc)) from None
+        except httptools.HttpParserError as exc:
+            raise BadRequest(400, f"malformed request: {exc}") from None
+
+    def _next_message(self) -> _Message | None:
+        """The next request's head: waiting idle_timeout for it to begin, then read_timeout for
+        the whole of it. None if the client closed or went quiet between requests."""
+        deadline = None
+        while not self._messages:
+            if self._building is None or (self._building.complete and not self._messages):
+                timeout, what = self.server.config.idle_timeout, "for a request"
+            else:
+                deadline = deadline or time.monotonic() + self.limits.read_timeout
+                timeout, what = max(0.0, deadline - time.monotonic()), "of the request head"
+            try:
+                self._receive(timeout, what)
+            except (ConnectionError, TimeoutError) as exc:
+                if self._building is not None and not self._building.complete:
+                    log.info("closing connection from %s: %s", self.peer[0], exc)
+                return None
+        return self._messages.popleft()
+
+    # ---- the request cycle -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer requests until the connection should close."""
+        while True:
+            try:
+                msg = self._next_message()
+            except BadRequest as exc:
+                self._answer_error(exc.status, str(exc), close=True)
+                return
+            except OSError:
+                return
+            if msg is None:
+                return
+            try:
+                keep = self._serve_message(msg)
+            except (RequestInputError, OSError, BadRequest) as exc:
+                log.info("connection from %s ended: %s", self.peer[0], exc)
+                return
+            if not keep:
+                return
+            if self._messages or (self._building is not None and not self._building.complete):
+                continue  # pipelined, or begun: its bytes are here already
+            if self.tls and self.sock.pending():
+                continue
+            if not self.server.wait_for_next_request(self.sock, yield_after=_YIELD_AFTER):
+                return
+
+    def _serve_message(self, msg: _Message) -> bool:
+        """Answer one request; True if the connection stays open for the next."""
+        head = _Head(msg, self)
+        if msg.version == "1.1" and head.header(b"host") is None:
+            self._answer_error(400, "an HTTP/1.1 request needs a Host header", close=True)
+            return False
+        self._closing = self._closing or not msg.keep_alive or msg.upgrade
+        lookup = self.server.lookup(head.path)
+        if lookup.kind == "app":
+            answer = self._call_application(msg, head)
+        else:
+            answer = self._serve_static(msg, head, lookup)
+        return answer and self._finish_body(msg) and not self._closing
+
+    def _finish_body(self, msg: _Message) -> bool:
+        """The body the application left: read and dropped if it is small, else the connection closes."""
+        if msg.complete:
+            return True
+        length = _content_length(msg)
+        if length is None or length - msg.body_received > _DRAIN_MAX or self._closing:
+            return False
+        deadline = time.monotonic() + self.limits.read_timeout
+        while not msg.complete:
+            msg.body.clear()
+            self._receive(max(0.0, deadline - time.monotonic()), "of a body left unread")
+        msg.body.clear()
+        return True
+
+    def _will_close_after(self, msg: _Message) -> bool:
+        """Known before the answer leaves: will the connection close after it? Also when clients
+        wait that no idle worker can take: this one is told (Connection: close), not dropped later."""
+        if self._closing or self.server.connections_waiting():
+            self._closing = True
+            return True
+        if not msg.complete:
+            length = _content_length(msg)
+            if length is None or length - msg.body_received > _DRAIN_MAX or _expects_continue(msg):
+                self._closing = True
+        return self._closing
+
+    # ---- the application -------------------------------------------------------------------------
+
+    def _call_application(self, msg: _Message, head: "_Head") -> bool:
+        environ = head.environ()
+        self.server.request_started(f"{head.method} {head.target}")
+        response = _Response(self, msg, head.method)
+        result = None
+        try:
+            try:
+                result = self.server.wsgi_app(environ, response.start_response)
+                response.send_result(result)
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except RequestTimeout:
+            self.server.timed_out = True
+            self._closing = True
+            log.error("%s %s stopped at request_timeout (%gs); this worker is replaced", head.method,
+                      head.target, self.server.config.request_timeout)
+            if not response.head_sent:
+                response.send_error(504, "The application took too long to answer.")
+        except StreamError as exc:  # the body broke a limit or HTTP's rules on its way in
+            log.warning("%s %s: %s", head.method, head.target, exc)
+            self._closing = True
+            if not response.head_sent:
+                response.send_error(exc.status, str(exc))
+        except RequestInputError as exc:
+            log.warning("%s %s: request input ended early: %s", head.method, head.target, exc)
+            self._closing = True
+            return False
+        except (OSError, BadRequest):
+            raise
+        except Exception:
+            log.error("%s %s: the application failed\n%s", head.method, head.target, traceback.format_exc().rstrip())
+            self._closing = True
+            if not response.head_sent:
+                response.send_error(500, "The application failed while handling this request.",
+                                    traceback.format_exc() if self.server.debug else "")
+        return response.complete
+
+    # ---- static files --------------------------------------------------------------------------------
+
+    def _serve_static(self, msg: _Message, head: "_Head", lookup: static.Lookup) -> bool:
+        self.server.request_started(f"{head.method} {head.target}")
+        response = _Response(self, msg, head.method)
+        if lookup.kind == "redirect":
+            location = lookup.location + (f"?{head.query}" if head.query else "")
+            return response.send_simple(301, [("Location", location)], b"")
+        if lookup.kind == "forbidden":
+            return response.send_error(403, "Folder listings are not served.")
+        if head.method not in ("GET", "HEAD"):
+            return response.send_error(405, "", [("Allow", "GET, HEAD")])
+        file = lookup.file
+        headers = [("Last-Modified", file.last_modified), ("ETag", file.etag), ("Accept-Ranges", "bytes")]
+        if static.not_modified(file, head.header_text(b"if-none-match"), head.header_text(b"if-modified-since")):
+            return response.send_simple(304, headers, b"")
+        try:
+            span = static.byte_range(head.header_text(b"range"), file.size, head.header_text(b"if-range"), file)
+        except static.RangeNotSatisfiable:
+            return response.send_simple(416, [("Content-Range", f"bytes */{file.size}")], b"")
+        status, first, count = (200, 0, file.size) if span is None else (206, span[0], span[1] - span[0] + 1)
+        if span is not None:
+            headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{file.size}"))
+        headers += [("Content-Type", file.content_type), ("Content-Length", str(count))]
+        try:
+            fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return response.send_error(404, "")
+        try:
+            return response.send_file(status, headers, fd, first, count)
+        finally:
+            os.close(fd)
+
+    def _answer_error(self, status: int, detail: str, close: bool = False) -> None:
+        self._closing = self._closing or close
+        page = error_page(status, detail).encode()
+        head = _format_head(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(page)))],
+                            close=True)
+        try:
+            self.send_all([head, page])
+        except OSError:
+            pass
+
+    # ---- writing ---------------------------------------------------------------------------------------
+
+    def send_all(self, parts: list) -> None:
+        """Send every byte of ``parts``; a client that takes none of it for read_timeout is an error."""
+        if self.tls:
+            self.sock.sendall(b"".join(parts))
+            return
+        total = sum(len(p) for p in parts)
+        try:
+            sent = self.sock.sendmsg(parts)
+        except BlockingIOError:
+            sent = 0
+        if sent == total:
+            return
+        rest = memoryview(b"".join(parts))[sent:]
+        while rest:
+            try:
+                rest = rest[self.sock.send(rest):]
+            except BlockingIOError:
+                if not _poll(self.sock, select.POLLOUT, self.limits.read_timeout):
+                    raise TimeoutError(f"client took none of the answer for {self.limits.read_timeout:g}s") from None
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """``count`` bytes of ``fd`` from ``offset``: sendfile, or reads and writes under TLS."""
+        if self.tls:
+            os.lseek(fd, offset, os.SEEK_SET)
+            while count:
+                block = os.read(fd, min(count, _RECEIVE))
+                if not block:
+                    raise OSError(f"file ended {count} bytes short")
+                self.sock.sendall(block)
+                count -= len(block)
+            return
+        while count:
+            try:
+                sent = os.sendfile(self.sock.fileno(), fd, offset, count)
+            except BlockingIOError:
+                if not _poll(self.sock, select.POLLOUT, self.limits.read_timeout):
+                    raise TimeoutError(f"client took none of the file for {self.limits.read_timeout:g}s") from None
+                continue
+            if sent == 0:
+                raise OSError(f"file ended {count} bytes short")
+            offset += sent
+            count -= sent
+
+    # ---- the request body, for wsgi.input ---------------------------------------------------------------
+
+    def body_piece(self, msg: _Message) -> bytes:
+        """The next piece of ``msg``'s body, b"" at its end."""
+        while not msg.body:
+            if msg.complete:
+                return b""
+            self._send_continue(msg)
+            self._receive_body()
+        return msg.body.popleft()
+
+    def _receive_body(self) -> None:
+        """More of a request body, with what can go wrong as the errors an application's read
+        raises: the request cannot be answered (RequestInputError), or answered with a status."""
+        try:
+            self._receive(self.limits.read_timeout, "of the request body")
+        except BadRequest as exc:
+            raise StreamError(exc.status, str(exc)) from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise ConnectionClosed(str(exc)) from None
+
+    def feed_upload(self, msg: _Message, upload) -> None:
+        """The rest of ``msg``'s body into a C multipart upload: what was received, then (a body
+        of known length on a plain socket) the rest read by C from the socket, without Python."""
+        self._send_continue(msg)
+        while True:
+            while msg.body:
+                upload.feed(msg.body.popleft())
+            if msg.complete:
+                return
+            length = _content_length(msg)
+            if length is not None and not self.tls and not self._messages and length > msg.body_received:
+                left = length - msg.body_received
+                msg.body_received = length
+                msg.complete = True
+                # The parser is in the middle of this body: the next request gets a fresh one.
+                self._parser = httptools.HttpRequestParser(self)
+                self._building = None
+                upload.read_fd(self.sock.fileno(), left)
+                return
+            self._receive_body()
+
+    def _send_continue(self, msg: _Message) -> None:
+        if _expects_continue(msg) and msg.body_received == 0 and not msg.complete:
+            self.send_all([b"HTTP/1.1 100 Continue\r\n\r\n"])
+            msg.headers = [(n, v) for n, v in msg.headers if n.lower() != b"expect"]
+
+
+class _Head:
+    """A request's head as the application sees it."""
+
+    def __init__(self, msg: _Message, conn: HTTPConnection) -> None:
+        self.msg = msg
+        self.conn = conn
+        self.method = msg.method.decode("latin-1")
+        target = msg.url
+        if not target.startswith(b"/"):  # absolute-form (a proxy's) or "*"
+            try:
+                target = httptools.parse_url(target).path or b"/"
+            except httptools.HttpParserInvalidURLError:
+                target = b"/"
+        raw_path, _, query = target.partition(b"?")
+        self.target = msg.url.decode("latin-1")
+        self.raw_path = raw_path
+        self.query = query.decode("latin-1")
+        self.path_bytes = unquote_to_bytes(raw_path)
+        self.path = self.path_bytes.decode("utf-8", "replace")
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.msg.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def header_text(self, name: bytes) -> str | None:
+        value = self.header(name)
+        return None if value is None else value.decode("latin-1")
+
+    def environ(self) -> dict:
+        conn = self.conn
+        server = conn.server
+        environ = {
+            "REQUEST_METHOD": self.method, "SCRIPT_NAME": "", "PATH_INFO": self.path_bytes.decode("latin-1"),
+            "QUERY_STRING": self.query, "REQUEST_URI": self.target, "SERVER_PROTOCOL": f"HTTP/{self.msg.version}",
+            "SERVER_NAME": server.server_name, "SERVER_PORT": str(server.server_port),
+            "REMOTE_ADDR": conn.peer[0] if conn.peer else "", "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
+            "SERVER_SOFTWARE": "fcgi_backend", "GATEWAY_INTERFACE": "CGI/1.1",
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if conn.tls else "http",
+            "wsgi.input": HTTPInputStream(conn, self.msg), "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False, "wsgi.multiprocess": not server.config.nofork, "wsgi.run_once": False,
+            "wsgi.input_terminated": True, "wsgi.file_wrapper": FileWrapper,
+        }
+        for name, value in self.msg.headers:
+            key = name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+                environ[key] = text
+                continue
+            if "_" in name.decode("latin-1"):
+                continue  # a header spelled with "_" would pass for one spelled with "-" (as Apache drops them)
+            key = "HTTP_" + key
+            environ[key] = f"{environ[key]}, {text}" if key in environ else text
+        host = environ.get("HTTP_HOST")
+        if host:
+            name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
+            if sep and name and port.isdigit():
+                environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
+            else:
+                environ["SERVER_NAME"] = host
+        if conn.tls_environ:
+            environ.update(conn.tls_environ)
+        return environ
+
+
+class HTTPInputStream(io.RawIOBase):
+    """``wsgi.input``: the request body as the application reads it."""
+
+    def __init__(self, conn: HTTPConnection, msg: _Message) -> None:
+        super().__init__()
+        self._conn = conn
+        self._msg = msg
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            chunks = [self._pending]
+            self._pending = b""
+            while piece := self._conn.body_piece(self._msg):
+                chunks.append(piece)
+            return b"".join(chunks)
+        while len(self._pending) < size:
+            piece = self._conn.body_piece(self._msg)
+            if not piece:
+                break
+            self._pending += piece
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        while b"\n" not in self._pending and (size < 0 or len(self._pending) < size):
+            piece = self._conn.body_piece(self._msg)
+            if not piece:
+                break
+            self._pending += piece
+        end = self._pending.find(b"\n") + 1 or len(self._pending)
+        if size >= 0:
+            end = min(end, size)
+        line, self._pending = self._pending[:end], self._pending[end:]
+        return line
+
+    def feed_upload(self, upload) -> None:
+        """See HTTPConnection.feed_upload (the C parser reads the body, uploads.parse_multipart)."""
+        if self._pending:
+            upload.feed(self._pending)
+            self._pending = b""
+        self._conn.feed_upload(self._msg, upload)
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: a file an application returns is sent with sendfile."""
+
+    def __init__(self, filelike, block_size: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self):
+        while block := self.filelike.read(self.block_size):
+            yield block
+
+    def close(self) -> None:
+        if hasattr(self.filelike, "close"):
+            self.filelike.close()
+
+
+class _Response:
+    """What the application answers, on its way to the client."""
+
+    def __init__(self, conn: HTTPConnection, msg: _Message, method: str) -> None:
+        self.conn = conn
+        self.msg = msg
+        self.head_only = method == "HEAD"
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        self.chunked = False
+        self.body_allowed = True
+        self.complete = False
+        self._ended = False
+
+    def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
+        if exc_info:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status:
+            raise AssertionError("start_response called twice without exc_info")
+        code = status[:3]
+        if len(status) < 4 or not code.isdigit() or status[3] != " ":
+            raise ValueError(f"status {status!r} is not 'NNN Reason'")
+        self.status = int(code)
+        self.reason = status[4:]
+        self.headers = [(str(k), str(v)) for k, v in headers]
+        return self.write
+
+    def _header(self, name: str) -> str | None:
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    def _head_bytes(self, body_length: int | None) -> bytes:
+        """The status line and headers, with the framing this answer needs."""
+        self.body_allowed = not (self.status < 200 or self.status in _NO_BODY_STATUS)
+        headers = [(k, v) for k, v in self.headers if k.lower() not in ("connection", "transfer-encoding")
+                   or k.lower() == "connection" and v.lower() == "close"]
+        if any(k.lower() == "connection" for k, _ in headers):
+            self.conn._closing = True
+        declared = self._header("Content-Length")
+        if self.body_allowed and declared is None:
+            if body_length is not None:
+                headers.append(("Content-Length", str(body_length)))
+            elif self.msg.version == "1.1" and not self.head_only:
+                headers.append(("Transfer-Encoding", "chunked"))
+                self.chunked = True
+            else:
+                self.conn._closing = True  # the end of the connection ends the body (HTTP/1.0)
+        close = self.conn._will_close_after(self.msg)
+        return _format_head(self.status, headers, close=close, reason=self.reason)
+
+    def write(self, data: bytes) -> None:
+        """start_response's write(), and each block of the result."""
+        if not self.status:
+            raise AssertionError("write() before start_response()")
+        parts = []
+        if not self.head_sent:
+            parts.append(self._head_bytes(None))
+            self.head_sent = True
+        if data and self.body_allowed and not self.head_only:
+            parts += [b"%x\r\n" % len(data), data, b"\r\n"] if self.chunked else [data]
+        if parts:
+            self.conn.send_all(parts)
+
+    def send_result(self, result: Iterable[bytes]) -> None:
+        if isinstance(result, FileWrapper) and hasattr(result.filelike, "fileno") and not self.head_sent:
+            self._send_wrapped_file(result)
+            return
+        if isinstance(result, (list, tuple)) and not self.head_sent:
+            body = b"".join(result)
+            if not self.status:
+                raise AssertionError("the application returned without calling start_response()")
+            self.conn.server.request_ended()
+            head = self._head_bytes(len(body) if self._header("Content-Length") is None else None)
+            self.head_sent = True
+            send_body = body and self.body_allowed and not self.head_only
+            self.conn.send_all([head, body] if send_body else [head])
+            self.complete = True
+            return
+        for block in result:
+            if block:
+                self.write(block)
+        if not self.head_sent:
+            self.write(b"")
+        self.conn.server.request_ended()
+        if self.chunked:
+            self.conn.send_all([b"0\r\n\r\n"])
+        self.complete = True
+
+    def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
+        fd = wrapper.filelike.fileno()
+        size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
+        declared = self._header("Content-Length")
+        count = int(declared) if declared and declared.isdigit() else size
+        self.conn.server.request_ended()
+        self.send_file(self.status, [], fd, os.lseek(fd, 0, os.SEEK_CUR), count, keep_headers=True)
+
+    def send_simple(self, status: int, headers: list, body: bytes) -> bool:
+        self.status, self.reason = status, reason_phrase(status)
+        self.headers = headers + ([("Content-Length", str(len(body)))] if status not in _NO_BODY_STATUS else [])
+        self.conn.server.request_ended()
+        head = self._head_bytes(None)
+        self.head_sent = True
+        self.conn.send_all([head, body] if body and not self.head_only else [head])
+        self.complete = True
+        return True
+
+    def send_error(self, status: int, detail: str, headers: list | None = None, debug_text: str = "") -> bool:
+        page = error_page(status, detail, debug_text).encode()
+        return self.send_simple(status, [("Content-Type", "text/html; charset=utf-8"), *(headers or [])], page)
+
+    def send_file(self, status: int, headers: list, fd: int, offset: int, count: int,
+                  keep_headers: bool = False) -> bool:
+        if not keep_headers:
+            self.status, self.reason = status, reason_phrase(status)
+            self.headers = headers
+        elif self._header("Content-Length") is None:
+            self.headers.append(("Content-Length", str(count)))
+        self.conn.server.request_ended()
+        head = self._head_bytes(None)
+        self.head_sent = True
+        self.conn.send_all([head])
+        if not self.head_only and self.body_allowed:
+            self.conn.send_file(fd, offset, count)
+        self.complete = True
+        return True
+
+
+_date_cache = [0, b""]
+
+
+def _http_date() -> bytes:
+    """The Date header's value, formatted once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True).encode()]
+    return _date_cache[1]
+
+
+def _format_head(status: int, headers: list, close: bool, reason: str | None = None) -> bytes:
+    lines = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1"),
+                                                  _http_date())]
+    for name, value in headers:
+        if name.lower() == "connection":
+            continue
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if close:
+        lines.append(b"Connection: close\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def _content_length(msg: _Message) -> int | None:
+    for name, value in msg.headers:
+        if name.lower() == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _expects_continue(msg: _Message) -> bool:
+    return any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in msg.headers)
+
+
+def _poll(sock, events: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(max(0.0, timeout) * 1000))

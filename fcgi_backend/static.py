@@ -1,0 +1,147 @@
+"""Static files of the webroot, as the HTTP flavour serves them (Apache serves them in the FastCGI
+flavour): which URL names which file, conditional requests and byte ranges. Pure logic over paths
+and header values; the HTTP connection does the sending (with sendfile).
+
+The mapping is the Apache vhost's: a file that exists is static, except ``*.mustache`` templates
+(the application renders them); a folder is redirected to its trailing slash, then served by its
+``index.html``, else its ``index.mustache`` (the application), else refused (no listings); any other
+URL goes to the application (routes, extensionless pages, 404). Nothing outside the webroot is
+ever served, and no hidden file (a segment starting with a dot).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import mimetypes
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE_SUFFIX = ".mustache"
+INDEX_FILES = ("index.html",)  # then index.mustache, which is the application's
+_TEXT_TYPES = ("text/", "application/javascript", "application/json", "image/svg+xml", "application/xml")
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    """A file to send, as it was when it was looked up."""
+
+    path: str
+    size: int
+    mtime: float
+    inode: int
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.inode:x}-{self.size:x}-{int(self.mtime * 1e6):x}"'
+
+    @property
+    def last_modified(self) -> str:
+        return email.utils.formatdate(self.mtime, usegmt=True)
+
+    @property
+    def content_type(self) -> str:
+        ctype, encoding = mimetypes.guess_type(self.path, strict=False)
+        if ctype is None or encoding is not None:  # unknown, or .gz and the like: bytes as they are
+            return "application/octet-stream"
+        if ctype.startswith(_TEXT_TYPES):
+            return f"{ctype}; charset=utf-8"
+        return ctype
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a URL path names: ``kind`` is "file" (``file``), "redirect" (``location``), "forbidden"
+    (a folder without an index) or "app" (everything the application answers)."""
+
+    kind: str
+    file: StaticFile | None = None
+    location: str = ""
+
+
+APP = Lookup("app")
+
+
+def locate(webroot: Path, url_path: str) -> Lookup:
+    """What ``url_path`` (percent-decoded, starting with '/') names under ``webroot``."""
+    if "\0" in url_path or not url_path.startswith("/"):
+        return APP
+    segments = [s for s in url_path.split("/") if s]
+    if any(s.startswith(".") for s in segments):  # "..", hidden files
+        return APP
+    root = os.path.realpath(webroot)
+    target = os.path.realpath(os.path.join(root, *segments))
+    if target != root and not target.startswith(root + os.sep):
+        return APP  # a symlink out of the webroot
+    try:
+        st = os.stat(target)
+    except OSError:
+        return APP
+    if stat.S_ISDIR(st.st_mode):
+        if not url_path.endswith("/"):
+            return Lookup("redirect", location=url_path + "/")
+        for name in INDEX_FILES:
+            index = os.path.join(target, name)
+            try:
+                ist = os.stat(index)
+            except OSError:
+                continue
+            if stat.S_ISREG(ist.st_mode):
+                return Lookup("file", StaticFile(index, ist.st_size, ist.st_mtime, ist.st_ino))
+        if os.path.isfile(os.path.join(target, "index" + TEMPLATE_SUFFIX)):
+            return APP
+        return Lookup("forbidden")
+    if not stat.S_ISREG(st.st_mode) or target.endswith(TEMPLATE_SUFFIX):
+        return APP
+    return Lookup("file", StaticFile(target, st.st_size, st.st_mtime, st.st_ino))
+
+
+def not_modified(file: StaticFile, if_none_match: str | None, if_modified_since: str | None) -> bool:
+    """RFC 9110 13.1: If-None-Match wins over If-Modified-Since."""
+    if if_none_match is not None:
+        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+        return "*" in tags or file.etag in tags
+    if if_modified_since is not None:
+        try:
+            since = email.utils.parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return False
+        return int(file.mtime) <= since
+    return False
+
+
+class RangeNotSatisfiable(Exception):
+    """A Range header none of whose ranges lies inside the file (416)."""
+
+
+def byte_range(header: str | None, size: int, if_range: str | None, file: StaticFile) -> tuple[int, int] | None:
+    """(first, last) byte to send for a Range header, inclusive; None for the whole file.
+
+    One range is served (206); a header with several, or one this server does not read, gets the
+    whole file (200), as RFC 9110 allows. If-Range that does not match the file also gets it whole.
+    """
+    if header is None or not header.startswith("bytes=") or "," in header:
+        return None
+    if if_range is not None and if_range.strip() not in (file.etag, file.last_modified):
+        return None
+    spec = header[len("bytes="):].strip()
+    first, sep, last = spec.partition("-")
+    if not sep:
+        return None
+    try:
+        if first:
+            start = int(first)
+            end = int(last) if last else size - 1
+        else:  # the last N bytes
+            suffix = int(last)
+            if suffix == 0:
+                raise RangeNotSatisfiable()
+            start, end = max(0, size - suffix), size - 1
+    except ValueError:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable()
+    if start < 0 or end < start:
+        return None
+    return start, min(end, size - 1)

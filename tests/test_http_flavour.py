@@ -1,0 +1,333 @@
+"""The HTTP flavour (fcgi-backend serve-http) with clients we did not write: curl, Python's
+http.client, openssl s_client, wrk and headless Chromium. The checks it shares with the FastCGI
+flavour behind Apache are in test_site.py; these are HTTP's own."""
+
+import hashlib
+from http.client import HTTPConnection
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from apache_harness import HTTPBackend, free_port, make_reachable_dir, wait_for
+from conftest import build_test_site, stack_fixture, HTTPStack
+from pki import issue, make_pki
+from test_uploads_apache import MiB, StreamedFile, multipart_stream, sha256_file
+
+CURL = shutil.which("curl")
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The test site on the HTTP flavour, two workers, short deadlines."""
+    yield from stack_fixture("fcgi-http-", ["--prefork", "2", "--maxfork", "2", "--idle-timeout", "2",
+                                            "--read-timeout", "2", "--status-path", "/fcgi-status"],
+                             stack_class=HTTPStack, upload_dirs=True)
+
+
+def raw(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send bytes as they are, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CURL, "-sS", *args], capture_output=True, timeout=60)
+
+
+# ---- HTTP/1.1 with curl -----------------------------------------------------------------------------
+
+def test_curl_reuses_one_connection_for_several_requests(served):
+    out = curl("-v", f"{served.url}/hello/one", f"{served.url}/style.css", f"{served.url}/api/time")
+    assert out.returncode == 0
+    assert b"Hello, one!" in out.stdout and b"font-family" in out.stdout and b'"time"' in out.stdout
+    assert out.stderr.count(b"Re-using existing connection") == 2
+
+
+def test_curl_chunked_upload_reaches_the_application_whole(served, workdir):
+    payload = os.urandom(3 * MiB + 11)
+    source = workdir / "payload.bin"
+    source.write_bytes(payload)
+    out = curl("-T", str(source), "-H", "Transfer-Encoding: chunked", f"{served.url}/raw-sha256")
+    assert json.loads(out.stdout) == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+def test_curl_multipart_upload_and_byte_ranges(served, workdir):
+    source = workdir / "photo.bin"
+    source.write_bytes(os.urandom(500_000))
+    out = curl("-F", f"f=@{source}", "-F", "note=hi", f"{served.url}/upload?hash=1")
+    got = json.loads(out.stdout)
+    assert got["fields"] == {"note": ["hi"]} and got["files"][0]["sha256"] == sha256_file(source)
+    out = curl("-i", "-r", "5-14", f"{served.url}/style.css")
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206") and body == (served.site / "webroot" / "style.css").read_bytes()[5:15]
+
+
+# ---- HTTP's rules, with http.client and raw bytes -----------------------------------------------------
+
+def test_pipelined_requests_are_answered_in_order(served):
+    requests_bytes = b"".join(f"GET /hello/p{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(5))
+    answer = raw(served.port, requests_bytes + b"GET /api/time HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    found = [int(m) for m in re.findall(rb"Hello, p(\d)!", answer)]
+    assert found == [0, 1, 2, 3, 4] and answer.count(b"HTTP/1.1 200 OK") == 6 and b'"time"' in answer
+
+
+def test_a_pipelined_chunked_upload_then_a_get(served):
+    body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    answer = raw(served.port, b"PUT /raw-sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+                 + b"GET /hello/after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert hashlib.sha256(b"hello world").hexdigest().encode() in answer and b"Hello, after!" in answer
+
+
+def test_expect_100_continue(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as s:
+        s.sendall(b"PUT /raw-sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"abcde")
+        answer = s.recv(4096)
+    assert b"200 OK" in answer and hashlib.sha256(b"abcde").hexdigest().encode() in answer
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 70000 + b"\r\n\r\n", b"431"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150)) + b"\r\n", b"431"),
+    (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # no Host
+    (b"NOT A REQUEST\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
+])
+def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
+    answer = raw(served.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
+
+
+def test_http_1_0_and_connection_close_end_the_connection(served):
+    answer = raw(served.port, b"GET /hello/old HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200") and b"Hello, old!" in answer
+    answer = raw(served.port, b"GET /hello/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"Connection: close" in answer
+
+
+def test_head_and_conditional_and_unsatisfiable_range(served):
+    get = requests.get(f"{served.url}/style.css", timeout=10)
+    head = requests.head(f"{served.url}/style.css", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(len(get.content))
+    since = requests.get(f"{served.url}/style.css", headers={"If-Modified-Since": get.headers["Last-Modified"]},
+                         timeout=10)
+    assert since.status_code == 304 and since.content == b""
+    assert requests.get(f"{served.url}/style.css", headers={"Range": "bytes=99999-"}, timeout=10).status_code == 416
+    page_head = requests.head(f"{served.url}/hello/h", timeout=10)
+    assert page_head.status_code == 200 and page_head.content == b""
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/docs", 301), ("/partials/", 403), ("/.hidden", 404), ("/index.mustache", 200),
+    ("/views/hello.mustache", 200),
+])
+def test_folders_templates_and_hidden_files(served, path, status):
+    (served.site / "webroot" / ".hidden").write_text("secret")
+    r = requests.get(served.url + path, timeout=10, allow_redirects=False)
+    assert r.status_code == status
+    assert "{{" not in r.text and "secret" not in r.text
+    if status == 301:
+        assert r.headers["Location"] == path + "/"
+
+
+def test_a_symlink_out_of_the_webroot_is_not_followed(served, workdir):
+    outside = workdir / "outside.txt"
+    outside.write_text("not for the web")
+    link = served.site / "webroot" / "link.txt"
+    if not link.exists():
+        link.symlink_to(outside)
+    r = requests.get(f"{served.url}/link.txt", timeout=10)
+    assert r.status_code == 404 and "not for the web" not in r.text
+
+
+def test_static_methods_other_than_get_and_head_are_405(served):
+    r = requests.post(f"{served.url}/style.css", data=b"x", timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+
+
+# ---- slow clients and deadlines --------------------------------------------------------------------------
+
+def test_a_head_sent_slowly_is_cut_off_at_the_read_deadline(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=15) as s:
+        started = time.monotonic()
+        try:
+            for piece in (b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: 1\r\n", b"X-Slow: 2\r\n"):
+                s.sendall(piece)
+                time.sleep(0.9)  # each piece within the 2 s per read, the head as a whole not
+            assert s.recv(100) == b""
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert time.monotonic() - started < 5
+    served.backend.wait_for_log("of the request head for")
+
+
+def test_idle_kept_connections_never_starve_a_new_client(served):
+    """As many idle keep-alive connections as workers: a new client is answered at once."""
+    idle = []
+    for _ in range(2):
+        s = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        s.sendall(b"GET /hello/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"Hello, k!" in s.recv(65536)
+        idle.append(s)
+    started = time.monotonic()
+    assert requests.get(f"{served.url}/hello/new", timeout=10).status_code == 200
+    assert time.monotonic() - started < 1
+    for s in idle:
+        s.close()
+
+
+def wrk(url: str, clients: int) -> tuple[int, str]:
+    out = subprocess.run(["wrk", "-t2", f"-c{clients}", "-d3s", url], capture_output=True, text=True,
+                         timeout=60).stdout
+    return int(re.search(r"(\d+) requests in", out).group(1)), out
+
+
+def test_keep_alive_under_load_with_wrk(served):
+    """As many clients as workers: each keeps its connection. Eight times as many: a client is
+    told Connection: close when others wait and no worker is idle, so no request fails."""
+    before = requests.get(f"{served.url}/fcgi-status", timeout=10).json()["accepted_connections"]
+    done, out = wrk(f"{served.url}/hello/wrk", 2)
+    assert done > 300 and "Non-2xx" not in out and "Socket errors" not in out, out
+    accepted = requests.get(f"{served.url}/fcgi-status", timeout=10).json()["accepted_connections"] - before
+    assert accepted <= 4, f"{accepted} connections for {done} requests: keep-alive did not hold"
+    done, out = wrk(f"{served.url}/hello/wrk", 16)
+    assert done > 300 and "Non-2xx" not in out and "Socket errors" not in out, out
+
+
+# ---- a 1 GiB upload, and headless Chromium ----------------------------------------------------------------
+
+def test_a_1_gib_upload_is_stored_and_never_held_in_memory(served):
+    content = StreamedFile(1024 * MiB, seed=31)
+    expected = hashlib.sha256()
+    for piece in content.pieces():
+        expected.update(piece)
+    pids = [w["pid"] for w in requests.get(f"{served.url}/fcgi-status", timeout=10).json()["workers"]]
+    rss_before = {pid: _rss_kib(pid) for pid in pids}
+    length, pieces = multipart_stream({"via": "http"}, "big", "big.bin", content)
+    conn = http_connection(served.port)
+    conn.putrequest("POST", f"/upload?keep_dir={served.root}/kept")
+    conn.putheader("Content-Type", "multipart/form-data; boundary=----fcgiUploadBoundaryQ2xvY2sK")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders()
+    for piece in pieces:
+        conn.send(piece)
+    response = conn.getresponse()
+    report = json.loads(response.read())
+    assert response.status == 200 and report["files"][0]["size"] == content.size
+    kept = served.root / "kept" / "big"
+    assert sha256_file(kept) == expected.hexdigest()
+    kept.unlink()
+    growth = max(_rss_kib(pid) - rss_before[pid] for pid in pids if os.path.exists(f"/proc/{pid}"))
+    assert growth < 16 * 1024, f"a worker grew by {growth} KiB"
+    assert os.listdir(served.root / "uploads") == []
+
+
+def http_connection(port: int) -> HTTPConnection:
+    return HTTPConnection("127.0.0.1", port, timeout=120)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not __import__("browser").CHROMIUM, reason="chromium (Debian package) not installed")
+def test_headless_chromium_loads_a_page_with_its_css_and_posts_the_form(served):
+    from browser import Browser
+
+    with Browser() as browser:
+        browser.goto(f"{served.url}/guestbook")
+        assert browser.evaluate("getComputedStyle(document.body).fontFamily") == "sans-serif"  # style.css applied
+        assert browser.evaluate("document.title") == "Guestbook"
+        browser.submit("form", {"name": "Chromium", "message": "posted by a real browser"})
+        assert browser.evaluate("location.pathname") == "/guestbook"  # after the 303
+        assert "Chromium: posted by a real browser" in browser.evaluate("document.querySelector('.entries').innerText")
+
+
+# ---- TLS ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_site():
+    root = make_reachable_dir("fcgi-tls-")
+    pki = make_pki(root / "pki")
+    site = build_test_site(root)
+    config = root / "tls.toml"
+    config.write_text(f'[tls]\ncert_file = "{pki.cert("server")}"\nkey_file = "{pki.key("server")}"\n'
+                      f'ca_file = "{pki.ca}"\nverify_mode = "optional"\nhandshake_timeout = 1.0\n')
+    backend = HTTPBackend(site, root / "run", ["--config", str(config), "--prefork", "1", "--maxfork", "1",
+                                               "--status-path", "/fcgi-status"], scheme="https").start()
+    yield backend, pki, root
+    backend.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_tls_pages_with_curl_and_the_client_certificate_reaches_the_application(tls_site):
+    backend, pki, _ = tls_site
+    page = curl("--cacert", str(pki.ca), f"{backend.url}/hello/tls")
+    assert page.returncode == 0 and b"Hello, tls!" in page.stdout
+    anonymous = json.loads(curl("--cacert", str(pki.ca), f"{backend.url}/echo-tls").stdout)
+    assert anonymous == {"HTTPS": "on", "SSL_CLIENT_VERIFY": "NONE", "SSL_CLIENT_S_DN": None, "scheme": "https"}
+    named = json.loads(curl("--cacert", str(pki.ca), "--cert", str(pki.cert("client")), "--key",
+                            str(pki.key("client")), f"{backend.url}/echo-tls").stdout)
+    assert named == {"HTTPS": "on", "SSL_CLIENT_VERIFY": "SUCCESS", "SSL_CLIENT_S_DN": "O=Example\\, Inc.,CN=alice",
+                     "scheme": "https"}
+
+
+@pytest.mark.parametrize("how", ["plain http", "silence", "untrusted client certificate"])
+def test_failed_handshakes_leave_the_single_worker_serving(tls_site, how):
+    backend, pki, root = tls_site
+    if how == "plain http":
+        assert b"Hello" not in raw(backend.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    elif how == "silence":
+        with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as s:
+            s.settimeout(5)
+            started = time.monotonic()
+            assert s.recv(10) == b""  # the handshake deadline (1 s) closed it
+            assert time.monotonic() - started < 3
+    else:
+        stranger = make_pki(root / "stranger")  # a certificate from another CA
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{backend.port}", "-CAfile",
+                              str(pki.ca), "-cert", str(stranger.cert("client")), "-key", str(stranger.key("client"))],
+                             input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=30)
+        assert b"HTTP/1.1 200" not in out.stdout
+    backend.wait_for_log("TLS handshake failed")
+    assert b"Hello, after!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/after").stdout
+
+
+def test_sighup_picks_up_a_renewed_certificate(tls_site):
+    backend, pki, _ = tls_site
+
+    def served_subject() -> str:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", backend.port), timeout=10),
+                             server_hostname="localhost") as s:
+            return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+
+    assert served_subject() == "localhost"
+    issue(pki, "renewed", "/CN=127.0.0.1", server=True)
+    shutil.copy(pki.cert("renewed"), pki.cert("server"))
+    shutil.copy(pki.key("renewed"), pki.key("server"))
+    backend.proc.send_signal(signal.SIGHUP)
+    backend.wait_for_log("reloaded: generation 2")
+    wait_for(lambda: served_subject() == "127.0.0.1", 10, "the renewed certificate")
