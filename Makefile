@@ -71,11 +71,13 @@ demo: system-deps venv
 
 # Every figure in the README's tables, with the peers beside ours (several minutes).
 bench: system-deps venv connector
+	$(VENV)/bin/pip install -q -r bench/requirements.txt
 	mkdir -p bench/results
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
 	$(PY) bench/upload_bench.py --runs 5 --json bench/results/upload.json
 	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
+	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run

@@ -5,6 +5,7 @@ files, as the Apache vhost does in front of the FastCGI flavour (``static.py``).
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 
@@ -32,7 +33,7 @@ class HTTPServer(AppServer):
                  socket_mode: int = 0o660, socket_group: str | None = None) -> None:
         super().__init__(load_app, address, config, limits=limits, debug=debug, tls=tls, socket_mode=socket_mode,
                          socket_group=socket_group)
-        self.webroot = site.webroot if site is not None else None
+        self.webroot = os.path.realpath(site.webroot) if site is not None else None
         self.server_name = address.host if address.host not in (None, "", "0.0.0.0", "::") else "localhost"
         self.server_port = address.port or (443 if tls else 80)
         self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # one per worker, lent to its connections

@@ -63,21 +63,21 @@ class Lookup:
 APP = Lookup("app")
 
 
-def locate(webroot: Path, url_path: str) -> Lookup:
-    """What ``url_path`` (percent-decoded, starting with '/') names under ``webroot``."""
+def locate(root: str, url_path: str) -> Lookup:
+    """What ``url_path`` (percent-decoded, starting with '/') names under the webroot ``root``
+    (its real path: symlinks resolved)."""
     if "\0" in url_path or not url_path.startswith("/"):
         return APP
     segments = [s for s in url_path.split("/") if s]
     if any(s.startswith(".") for s in segments):  # "..", hidden files
         return APP
-    root = os.path.realpath(webroot)
+    try:
+        st = os.stat(os.path.join(root, *segments))  # most URLs of an application name no file: one call
+    except OSError:
+        return APP
     target = os.path.realpath(os.path.join(root, *segments))
     if target != root and not target.startswith(root + os.sep):
         return APP  # a symlink out of the webroot
-    try:
-        st = os.stat(target)
-    except OSError:
-        return APP
     if stat.S_ISDIR(st.st_mode):
         if not url_path.endswith("/"):
             return Lookup("redirect", location=url_path + "/")
