@@ -158,3 +158,35 @@ class RssSampler(threading.Thread):
         self.running = False
         self.join()
         return max((self.peak[p] - self.baseline[p] for p in self.peak), default=0)
+
+
+MiB = 1024 * 1024
+UPLOAD_BOUNDARY = "----benchUploadBoundaryZmNnaQ"
+
+
+def post_upload(port: int, mib: int, block: bytes) -> tuple[float, int, bytes]:
+    """POST /upload: a multipart body with one file of ``mib`` MiB (``block`` repeated), sent as
+    it is made. (seconds, body length, answer body); RuntimeError unless the answer is 200."""
+    import http.client
+
+    head = (f'--{UPLOAD_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{UPLOAD_BOUNDARY}--\r\n".encode()
+    length = len(head) + mib * MiB + len(tail)
+    os.sync()  # no dirty pages left by whatever ran before: each server starts from the same state
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.putrequest("POST", "/upload")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={UPLOAD_BOUNDARY}")
+    conn.putheader("Content-Length", str(length))
+    conn.endheaders(head)
+    for _ in range(mib):
+        conn.send(block)
+    conn.send(tail)
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = time.perf_counter() - start
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"upload answered {response.status}: {body[:300]!r}")
+    return elapsed, length, body

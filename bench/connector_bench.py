@@ -21,7 +21,7 @@ import sys
 from benchlib import APACHE_TUNING, APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
 from apache_harness import Apache
 from hello_bench import wrk
-from upload_bench import MiB, upload
+from benchlib import MiB, post_upload as upload
 
 PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 

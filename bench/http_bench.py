@@ -19,7 +19,6 @@ closes each connection after its answer (it has no keep-alive): that is part of 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import re
@@ -27,14 +26,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from benchlib import BENCH, CpuMeter, RssSampler, bench_site, wait_for
+from benchlib import BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for
 from apache_harness import _port_open, free_port
 
-MiB = 1024 * 1024
-BOUNDARY = "----benchUploadBoundaryZmNnaQ"
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 CONCURRENCY = [1, 16, 64]
 
@@ -82,29 +78,6 @@ def wrk(url: str, clients: int, duration: int, close: bool = False) -> tuple[flo
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += int(m.group(1)) + int(m.group(4))  # reads ending at Connection: close are not errors
     return rps, requests, errors
-
-
-def upload(port: int, mib: int, block: bytes) -> float:
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n").encode()
-    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    os.sync()
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.putrequest("POST", "/upload")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
-    conn.putheader("Content-Length", str(len(head) + mib * MiB + len(tail)))
-    conn.endheaders(head)
-    for _ in range(mib):
-        conn.send(block)
-    conn.send(tail)
-    response = conn.getresponse()
-    body = response.read()
-    elapsed = time.perf_counter() - started
-    conn.close()
-    if response.status != 200 or f"[{mib * MiB}]".encode() not in body:
-        raise RuntimeError(f"upload answered {response.status}: {body[:300]!r}")
-    return elapsed
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -197,7 +170,9 @@ def main() -> int:
                 try:
                     meter, rss = CpuMeter(srv.proc.pid), RssSampler(srv.proc.pid)
                     rss.start()
-                    seconds = upload(srv.port, args.mib, block)
+                    seconds, _, body = post_upload(srv.port, args.mib, block)
+                    if f"[{args.mib * MiB}]".encode() not in body:
+                        raise RuntimeError(f"{name} did not get the whole file: {body[:200]!r}")
                     cpu, growth = meter.stop(), rss.stop()
                     samples.setdefault(("upload", name, args.mib), []).append((seconds, cpu, growth))
                     print(f"round {round_no + 1} upload {name}: {seconds:.2f} s, {args.mib * MiB / seconds / 1e6:.0f} MB/s, "

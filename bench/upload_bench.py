@@ -16,44 +16,16 @@ backend process's RSS during the upload (sampled from /proc every 10 ms).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
 import statistics
 import sys
-import time
 
-from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, CpuMeter, Peer, RssSampler, bench_site,
-                      build_c_responder, running_as_root)
+from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
+                      build_c_responder, post_upload, running_as_root)
 from apache_harness import Apache
 
-MiB = 1024 * 1024
-BOUNDARY = "----benchUploadBoundaryZmNnaQ"
-
-
-def upload(port: int, mib: int, block: bytes) -> tuple[float, int, bytes]:
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
-            f"Content-Type: application/octet-stream\r\n\r\n").encode()
-    tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    length = len(head) + mib * MiB + len(tail)
-    os.sync()  # no dirty pages left by whatever ran before: each server starts from the same state
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.putrequest("POST", "/upload")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
-    conn.putheader("Content-Length", str(length))
-    conn.endheaders(head)
-    for _ in range(mib):
-        conn.send(block)
-    conn.send(tail)
-    response = conn.getresponse()
-    body = response.read()
-    elapsed = time.perf_counter() - start
-    conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"upload answered {response.status}: {body[:300]!r}")
-    return elapsed, length, body
 
 
 def main() -> int:
@@ -88,7 +60,7 @@ def main() -> int:
                     sampler = RssSampler(peer.proc.pid)
                     sampler.start()
                     cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
-                    elapsed, length, _ = upload(apache.port, args.mib, block)
+                    elapsed, length, _ = post_upload(apache.port, args.mib, block)
                     cpu_s, apache_s = cpu.stop(), apache_cpu.stop()
                     growth = sampler.stop()
                 finally:

@@ -9,8 +9,9 @@ from .request import Request  # noqa: E402
 from .response import Response  # noqa: E402
 from .appserver import AppServer  # noqa: E402
 from .fastcgi_server import FastCGIServer, Server  # noqa: E402
+from .http_server import HTTPServer  # noqa: E402
 from .tls import TLSConfig  # noqa: E402
 from .waiter import Waiter  # noqa: E402
 
-__all__ = ["AppServer", "FastCGIServer", "HTTPError", "NotFound", "Registry", "Request", "Response", "Server",
+__all__ = ["AppServer", "FastCGIServer", "HTTPError", "HTTPServer", "NotFound", "Registry", "Request", "Response", "Server",
            "ServerConfig", "TLSConfig", "Waiter", "__version__"]

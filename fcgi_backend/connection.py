@@ -53,7 +53,7 @@ from flup.server.fcgi_base import (
 )
 
 from .errors import RequestInputError, RequestTimeout
-from .worker import drain_until_eof
+from .sockio import NOWAIT, drain_until_eof, send_all, wait
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -82,7 +82,6 @@ _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and droppin
 _CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
 _NULL_REQUEST_ID = 0
 _ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
-_NOWAIT = socket.MSG_DONTWAIT  # on every read and write: the socket stays blocking, no fcntl per connection
 
 
 class InputTimeout(ConnectionClosed):
@@ -305,7 +304,7 @@ class FastCGIConnection(Connection):
         """One recv into the parser, waiting up to the deadline that fits the state."""
         while True:
             try:
-                received = self._sock.recv_into(self._recv_buffer, 0, _NOWAIT)
+                received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
                 break
             except BlockingIOError:
                 self._wait_readable()
@@ -321,7 +320,7 @@ class FastCGIConnection(Connection):
     def _wait_readable(self) -> None:
         in_request = self.request is not None or self._parser.pending
         timeout = self._within_drain(self.limits.read_timeout if in_request else self.server.idle_timeout)
-        if not _poll(self._sock, select.POLLIN, timeout):
+        if not wait(self._sock, select.POLLIN, timeout):
             what = f"during {self.request.describe()}" if self.request and self.request.started else \
                 "for the next record" if in_request else "for a request"
             raise InputTimeout(f"web server sent nothing {what} for {timeout:g}s")
@@ -464,11 +463,11 @@ class FastCGIConnection(Connection):
             return data
         while True:
             try:
-                data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE), _NOWAIT)
+                data = self._sock.recv(min(limit, RECEIVE_BUFFER_SIZE), NOWAIT)
                 break
             except BlockingIOError:
                 timeout = self._within_drain(self.limits.read_timeout)
-                if not _poll(self._sock, select.POLLIN, timeout):
+                if not wait(self._sock, select.POLLIN, timeout):
                     raise InputTimeout(f"web server sent nothing of the FCGI_X_STDIN stream for "
                                        f"{timeout:g}s ({limit} bytes still to come)") from None
         if not data:
@@ -539,7 +538,7 @@ class FastCGIConnection(Connection):
         for look in (False, time.monotonic() - req.started_at >= _ABORT_LOOK_AFTER):
             if look and not self._parser.has_record():
                 try:
-                    received = self._sock.recv_into(self._recv_buffer, 0, _NOWAIT)
+                    received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
                 except OSError:  # BlockingIOError: nothing came
                     return
                 if not received:
@@ -572,7 +571,7 @@ class FastCGIConnection(Connection):
                 return
         if self._pending:
             parts, self._pending, self._pending_size = self._pending, [], 0
-            _sendmsg_all(self._sock, parts, self.limits.read_timeout)
+            send_all(self._sock, parts, self.limits.read_timeout)
 
     def close(self, graceful: bool = True) -> None:
         """Send what is queued and close. ``graceful``: shut down our side first, then read what
@@ -591,7 +590,7 @@ class FastCGIConnection(Connection):
                         self._linger(self._sock)
                         return
                     deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
-                    while (left := deadline - time.monotonic()) > 0 and _poll(self._sock, select.POLLIN, left):
+                    while (left := deadline - time.monotonic()) > 0 and wait(self._sock, select.POLLIN, left):
                         if drain_until_eof(self._sock, self._recv_buffer):
                             break
         except OSError:
@@ -599,35 +598,3 @@ class FastCGIConnection(Connection):
         self._sock.close()
 
     _cleanupSocket = close  # what flup calls
-
-
-def _poll(sock: socket.socket, events: int, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``events`` on ``sock``; False on timeout."""
-    poller = select.poll()
-    poller.register(sock, events)
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
-        if ready:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-
-
-def _sendmsg_all(sock: socket.socket, parts: list[bytes], timeout: float) -> None:
-    """Send every byte of ``parts``; a peer that takes none of it for ``timeout`` seconds is an error."""
-    total = sum(len(p) for p in parts)
-    try:
-        sent = sock.sendmsg(parts, (), _NOWAIT)
-    except BlockingIOError:
-        sent = 0
-    if sent == total:
-        return
-    # A partial send is rare (full socket buffer); finish the rest as the peer takes it.
-    rest = memoryview(b"".join(parts))[sent:]
-    while rest:
-        try:
-            rest = rest[sock.send(rest, _NOWAIT):]
-        except BlockingIOError:
-            if not _poll(sock, select.POLLOUT, timeout):
-                raise TimeoutError(f"web server took none of the answer for {timeout:g}s") from None

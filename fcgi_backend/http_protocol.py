@@ -36,6 +36,7 @@ import httptools
 from . import static
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .records import ConnectionClosed, StreamError
+from .sockio import send_all, wait
 
 if TYPE_CHECKING:
     from .http_server import HTTPServer
@@ -143,7 +144,7 @@ class HTTPConnection:
         """One read, fed to the parser; waits at most ``timeout``. ConnectionError if the client
         hung up, TimeoutError if it sent nothing."""
         if self.tls:
-            if not self.sock.pending() and not _poll(self.sock, select.POLLIN, timeout):
+            if not self.sock.pending() and not wait(self.sock, select.POLLIN, timeout):
                 raise TimeoutError(f"client sent nothing {what} for {timeout:g}s")
             received = self.sock.recv_into(self._buffer)
         else:
@@ -152,7 +153,7 @@ class HTTPConnection:
                     received = self.sock.recv_into(self._buffer)
                     break
                 except BlockingIOError:
-                    if not _poll(self.sock, select.POLLIN, timeout):
+                    if not wait(self.sock, select.POLLIN, timeout):
                         raise TimeoutError(f"client sent nothing {what} for {timeout:g}s") from None
         if not received:
             raise ConnectionResetError(f"client closed the connection {what}")
@@ -346,21 +347,8 @@ class HTTPConnection:
         """Send every byte of ``parts``; a client that takes none of it for read_timeout is an error."""
         if self.tls:
             self.sock.sendall(b"".join(parts))
-            return
-        total = sum(len(p) for p in parts)
-        try:
-            sent = self.sock.sendmsg(parts)
-        except BlockingIOError:
-            sent = 0
-        if sent == total:
-            return
-        rest = memoryview(b"".join(parts))[sent:]
-        while rest:
-            try:
-                rest = rest[self.sock.send(rest):]
-            except BlockingIOError:
-                if not _poll(self.sock, select.POLLOUT, self.limits.read_timeout):
-                    raise TimeoutError(f"client took none of the answer for {self.limits.read_timeout:g}s") from None
+        else:
+            send_all(self.sock, parts, self.limits.read_timeout)
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
         """``count`` bytes of ``fd`` from ``offset``: sendfile, or reads and writes under TLS."""
@@ -377,7 +365,7 @@ class HTTPConnection:
             try:
                 sent = os.sendfile(self.sock.fileno(), fd, offset, count)
             except BlockingIOError:
-                if not _poll(self.sock, select.POLLOUT, self.limits.read_timeout):
+                if not wait(self.sock, select.POLLOUT, self.limits.read_timeout):
                     raise TimeoutError(f"client took none of the file for {self.limits.read_timeout:g}s") from None
                 continue
             if sent == 0:
@@ -735,9 +723,3 @@ def _content_length(msg: _Message) -> int | None:
 
 def _expects_continue(msg: _Message) -> bool:
     return any(n.lower() == b"expect" and v.lower() == b"100-continue" for n, v in msg.headers)
-
-
-def _poll(sock, events: int, timeout: float) -> bool:
-    poller = select.poll()
-    poller.register(sock, events)
-    return bool(poller.poll(max(0.0, timeout) * 1000))

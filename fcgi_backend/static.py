@@ -16,7 +16,6 @@ import mimetypes
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 TEMPLATE_SUFFIX = ".mustache"
 INDEX_FILES = ("index.html",)  # then index.mustache, which is the application's

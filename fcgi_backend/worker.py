@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import RequestTimeout
 from .scoreboard import BUSY, IDLE, KEPT, Scoreboard
+from .sockio import drain_until_eof
 
 if TYPE_CHECKING:
     from .waiter import Waiter
@@ -30,8 +31,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _KEPT_TICK = 1.0  # longest single wait while idle on a kept connection
 _YIELD_GRACE = 0.005  # what an idle worker gets to accept a new connection before a kept one yields
 _LINGER_SECONDS = 1.0  # how long a closed connection is read for the peer to hang up
-_LINGER_BYTES = 1 << 20  # ... and how much of what it still sends is read meanwhile
-_NOWAIT = socket.MSG_DONTWAIT
 
 
 class WorkerLoop:
@@ -374,23 +373,6 @@ class _Lingering:
     def close_all(self) -> None:
         for fd in list(self._socks):
             self._close(fd)
-
-
-def drain_until_eof(sock: socket.socket, buffer, limit: int = _LINGER_BYTES) -> bool:
-    """Read and drop what ``sock`` has, without waiting; True once the peer has hung up (or
-    sent more than ``limit`` bytes, or failed): the socket can be closed."""
-    drained = 0
-    while drained < limit:
-        try:
-            received = sock.recv_into(buffer, 0, _NOWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        if not received:
-            return True
-        drained += received
-    return True
 
 
 def drain(sock: socket.socket) -> None:

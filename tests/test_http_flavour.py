@@ -12,13 +12,12 @@ import signal
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
 import requests
 
-from apache_harness import HTTPBackend, free_port, make_reachable_dir, wait_for
+from apache_harness import HTTPBackend, make_reachable_dir, wait_for
 from conftest import build_test_site, stack_fixture, HTTPStack
 from pki import issue, make_pki
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, sha256_file

@@ -1,7 +1,6 @@
 """The core on its own (fcgi_backend.waiter.Waiter): Net::Waiter's API, modes, hooks and TLS, in
 programs that subclass it, with no FastCGI and no HTTP."""
 
-import os
 import signal
 import socket
 import ssl
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from apache_harness import free_port, wait_for
+from apache_harness import free_port
 from conftest import REPO
 from pki import make_pki
 

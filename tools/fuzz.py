@@ -14,8 +14,6 @@ copy it to connector_c/fuzz/regressions/NAME/ once fixed, so every later run rep
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
 import time

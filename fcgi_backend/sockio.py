@@ -1,0 +1,59 @@
+"""Socket I/O with deadlines, shared by the protocols and the worker loop: every read and write
+passes MSG_DONTWAIT (the socket itself may stay blocking: no fcntl per connection), and each wait
+is a poll with a timeout."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+NOWAIT = socket.MSG_DONTWAIT
+
+
+def wait(sock, events: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``events`` (select.POLLIN, POLLOUT) on ``sock``; False on timeout."""
+    poller = select.poll()
+    poller.register(sock, events)
+    deadline = time.monotonic() + timeout
+    while True:
+        if poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+
+
+def send_all(sock: socket.socket, parts: list, timeout: float) -> None:
+    """Send every byte of ``parts`` (one sendmsg when the socket takes it all, as it mostly does);
+    a peer that takes none of it for ``timeout`` seconds is a TimeoutError."""
+    total = sum(len(p) for p in parts)
+    try:
+        sent = sock.sendmsg(parts, (), NOWAIT)
+    except BlockingIOError:
+        sent = 0
+    if sent == total:
+        return
+    rest = memoryview(b"".join(parts))[sent:]
+    while rest:
+        try:
+            rest = rest[sock.send(rest, NOWAIT):]
+        except BlockingIOError:
+            if not wait(sock, select.POLLOUT, timeout):
+                raise TimeoutError(f"the peer took none of the answer for {timeout:g}s") from None
+
+
+def drain_until_eof(sock: socket.socket, buffer, limit: int = 1 << 20) -> bool:
+    """Read and drop what ``sock`` has, without waiting; True once the peer has hung up (or sent
+    more than ``limit`` bytes, or failed): the socket can be closed."""
+    drained = 0
+    while drained < limit:
+        try:
+            received = sock.recv_into(buffer, 0, NOWAIT)
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):  # ValueError: a TLS socket takes no flags; close it at once
+            return True
+        if not received:
+            return True
+        drained += received
+    return True
