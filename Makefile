@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks), docker-compose (checks the
 # files in docker/; no engine is needed for that), clang (libFuzzer harnesses), nginx and lighttpd
 # (the other web servers the tests put in front of the backend), curl, openssl and chromium (clients
-# of the HTTP flavour's tests).
-APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose clang nginx lighttpd curl openssl chromium
+# of the HTTP flavour's tests), postgresql (the session store the tests and benchmarks start in a
+# temporary folder).
+APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose clang nginx lighttpd curl openssl chromium postgresql
 
 .PHONY: all test demo bench system-deps venv clean connector install-connector fuzz fuzz-build
 

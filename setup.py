@@ -25,6 +25,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["fcgi_backend", "fcgi_backend.*"]),
     install_requires=["flup>=1.0.3", "pystache>=0.6", "cffi>=1.15", "httptools>=0.6"],
+    extras_require={"postgresql": ["psycopg[binary]>=3.1"]},  # sessions in PostgreSQL
     setup_requires=["cffi>=1.15"],
     cffi_modules=["connector_c/build_multipart.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithAdvice},

@@ -15,6 +15,7 @@ from .errors import HTTPError, RequestInputError, ServerError, error_page
 from .registry import Registry
 from .limits import Limits
 from .request import Request
+from .sessions import SessionManager, check_csrf
 from .response import Response
 from .views import View, ViewCache
 
@@ -22,6 +23,8 @@ log = logging.getLogger("fcgi_backend.app")
 access_log = logging.getLogger("fcgi_backend.access")
 
 PAGE_METHODS = frozenset({"GET", "HEAD", "POST"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 class Application:
@@ -32,31 +35,28 @@ class Application:
     """
 
     def __init__(self, registry: Registry, views: ViewCache, *, debug: bool = False,
-                 limits: Limits | None = None, access_log: bool = False) -> None:
+                 limits: Limits | None = None, access_log: bool = False,
+                 sessions: SessionManager | None = None) -> None:
         self.registry = registry
         self.views = views
         self.debug = debug
         self.limits = limits or Limits()
         self.access_log = access_log or debug
+        self.sessions = sessions
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
         started = time.perf_counter()
-        request = Request(environ, self.limits)
+        request = Request(environ, self.limits, self.sessions)
         try:
-            response = self.dispatch(request)
-        except ServerError as exc:
-            log.error("%s %s: %s", request.method, request.path, exc)
-            response = self._error_response(exc.status, exc.detail if self.debug else "", exc.headers)
-        except HTTPError as exc:
-            if exc.detail:
-                log.info("%s %s: %s", request.method, request.path, exc)
-            response = self._error_response(exc.status, exc.detail, exc.headers)
-        except RequestInputError:
-            raise  # the server that feeds the input deals with it; nobody is left to answer
-        except Exception:
-            log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
-            response = self._error_response(500, debug_text=traceback.format_exc() if self.debug else "")
+            response = self._answer(request)
+            session = request.loaded_session
+            if session is not None:  # saved (if changed) and released before the answer leaves
+                try:
+                    response.headers += self.sessions.finish(session, environ)
+                except ServerError as exc:
+                    response = self._server_error(request, exc)
         except BaseException:
+            request.release_session()
             request.close()
             raise
         if self.access_log:
@@ -68,6 +68,29 @@ class Application:
         # Uploaded files are removed once the response is out (the server calls close()).
         return _ClosingBody(body, request.close)
 
+    def _answer(self, request: Request) -> Response:
+        """The handler's response, or the error page of what went wrong (RequestInputError aside:
+        nobody is left to answer, and the server that feeds the input deals with it)."""
+        try:
+            return self.dispatch(request)
+        except ServerError as exc:
+            request.release_session()  # a failed request changes no session
+            return self._server_error(request, exc)
+        except HTTPError as exc:
+            if exc.detail:
+                log.info("%s %s: %s", request.method, request.path, exc)
+            return self._error_response(exc.status, exc.detail, exc.headers)
+        except RequestInputError:
+            raise
+        except Exception:
+            request.release_session()
+            log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
+            return self._error_response(500, debug_text=traceback.format_exc() if self.debug else "")
+
+    def _server_error(self, request: Request, exc: ServerError) -> Response:
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return self._error_response(exc.status, exc.detail if self.debug else "", exc.headers)
+
     def dispatch(self, request: Request) -> Response:
         """The response for ``request``; raises HTTPError for 4xx answers."""
         matched = self.registry.match(request.path)
@@ -76,6 +99,8 @@ class Application:
             if request.method not in route.methods:
                 raise HTTPError(405, headers=[("Allow", ", ".join(sorted(route.methods)))])
             request.path_params = params
+            if route.csrf:
+                self._check_csrf(request)
             template = None
             if route.template is not None:
                 template = self.views.load_name(route.template)
@@ -95,7 +120,16 @@ class Application:
             if handler is None:
                 raise RuntimeError(f"template {view.name} names handler {view.handler_name!r}, "
                                    f"which no handler module registered")
+            if self.registry.handler_needs_csrf(view.handler_name):
+                self._check_csrf(request)
         return self._respond(request, handler, view)
+
+    def _check_csrf(self, request: Request) -> None:
+        """A request that changes things (POST, PUT, PATCH, DELETE) carries the session's token."""
+        if request.method in SAFE_METHODS:
+            return
+        form = request.form if request.content_type in FORM_TYPES else None
+        check_csrf(request.session, request.environ, form)
 
     def _respond(self, request: Request, handler, view: View | None) -> Response:
         values = handler(request) if handler is not None else {}
@@ -107,6 +141,9 @@ class Application:
             raise TypeError(f"handler returned {type(values).__name__}; expected a dict or a Response")
         if view is None:
             return Response.json(values)
+        if self.sessions is not None and "csrf_token" not in values:
+            # A template may write {{csrf_token}} in its forms: the session is opened only if it does.
+            values = {**values, "csrf_token": lambda: request.session.csrf_token()}
         return Response(self.views.render(view, values))
 
     def _error_response(self, status: int, detail: str = "", headers=None, debug_text: str = "") -> Response:

@@ -19,6 +19,7 @@ from .registry import Registry
 from .appserver import AppServer
 from .fastcgi_server import FastCGIServer
 from .http_server import HTTPServer
+from .sessions import SessionConfig, SessionManager, SessionStoreError, store_for
 from .tls import TLSConfig, TLSError
 from .site import SiteError, SiteLayout
 from .views import ViewCache
@@ -113,10 +114,33 @@ def build_parser() -> argparse.ArgumentParser:
                      help="client certificates: none (default), optional (checked if sent) or required")
     add_serving_options(http, fastcgi=False)
 
+    sessions = commands.add_parser("sessions", help="count SITE's sessions (live and expired), or --purge the expired",
+                                   description="Count the sessions of SITE's store, live and expired; with --purge, "
+                                               "remove the expired ones (workers also do, as requests come).")
+    sessions.add_argument("site", metavar="SITE")
+    sessions.add_argument("--purge", action="store_true", help="remove the expired sessions")
+    sessions.add_argument("--config", metavar="FILE", help="TOML file with a [sessions] table")
+    add_session_options(sessions)
+    sessions.add_argument("--debug", action="store_const", const=True, help="log more detail")
+
     check = commands.add_parser("check", help="load SITE's handler modules and list what they register")
     check.add_argument("site", metavar="SITE")
     check.add_argument("--debug", action="store_true", help="log more detail")
     return parser
+
+
+def add_session_options(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("sessions (also settable in a [sessions] table of --config; the flags win)")
+    defaults = SessionConfig()
+    group.add_argument("--sessions", metavar="URL", dest="session_store",
+                       help="where sessions live: sqlite:///PATH or postgresql://USER@HOST/DB "
+                            "(default: SQLite in SITE/SQLiteDBs/sessions.sqlite3)")
+    group.add_argument("--session-cookie", metavar="NAME", dest="session_cookie_name",
+                       help=f"the session cookie's name (default: {defaults.cookie_name})")
+    group.add_argument("--session-idle", metavar="SECONDS", type=float, dest="session_idle_lifetime",
+                       help=f"a session unused this long is gone (default: {defaults.idle_lifetime:g})")
+    group.add_argument("--session-lifetime", metavar="SECONDS", type=float, dest="session_absolute_lifetime",
+                       help=f"a session older than this is gone (default: {defaults.absolute_lifetime:g})")
 
 
 def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None:
@@ -170,6 +194,7 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
                                                              "with ?openmetrics), e.g. /fcgi-status")
     pool.add_argument("--ping-path", metavar="PATH", help="URL path that answers pong, e.g. /fcgi-ping")
     pool.add_argument("--log-file", metavar="FILE", help="append logs to FILE instead of stderr (SIGUSR1 reopens it)")
+    add_session_options(command)
     command.add_argument("--app", metavar="MODULE:CALLABLE",
                          help="serve this WSGI application instead of the site's handlers and templates "
                               "(MODULE may also be a path to a .py file)")
@@ -190,10 +215,12 @@ def cmd_check(args) -> int:
     site, registry = _load_site(args.site)
     print(f"site:     {site.root}")
     print(f"socket:   {site.socket_path}")
-    print(f"handlers: {', '.join(registry.handler_names) or '(none)'}")
+    handlers = [name + (" (csrf)" if registry.handler_needs_csrf(name) else "") for name in registry.handler_names]
+    print(f"handlers: {', '.join(handlers) or '(none)'}")
     for route in registry.routes:
         print(f"route:    {route.pattern} -> {getattr(route.handler, '__name__', route.handler)}"
-              f"{' with ' + route.template if route.template else ''} [{', '.join(sorted(route.methods))}]")
+              f"{' with ' + route.template if route.template else ''} [{', '.join(sorted(route.methods))}]"
+              f"{' (csrf)' if route.csrf else ''}")
     return EXIT_OK
 
 
@@ -241,16 +268,62 @@ def tls_config(args) -> TLSConfig | None:
     return tls
 
 
+def session_config(args) -> SessionConfig:
+    """Session settings: defaults, then --config's [sessions] table, then the flags given."""
+    settings = dict(config_tables(args).get("sessions", {}))
+    for name in ("store", "cookie_name", "idle_lifetime", "absolute_lifetime"):
+        value = getattr(args, f"session_{name}", None)
+        if value is not None:
+            settings[name] = value
+    config = SessionConfig(**settings)
+    try:
+        config.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return config
+
+
+def session_manager(site: SiteLayout, args, probe: bool = True) -> SessionManager:
+    config = session_config(args)
+    try:
+        manager = SessionManager(store_for(config, str(site.sqlite_dbs)), config)
+        if probe:
+            manager.probe()  # a wrong URL or a store that is down shows in the log at start
+    except ValueError as exc:  # an unknown kind of URL, or its driver missing
+        raise UsageError(str(exc)) from None
+    return manager
+
+
 def app_loader(site: SiteLayout, args, limits: Limits):
     """A function that builds (application, hooks) afresh: at start, and again on SIGHUP."""
+    sessions = None if args.app else session_manager(site, args)
+
     def load():
         if args.app:
             return load_wsgi_app(args.app), Hooks()
         registry = Registry(site)
         load_handlers(site.handlers, registry)
         return (Application(registry, ViewCache(site.webroot), debug=bool(args.debug), limits=limits,
-                            access_log=args.access_log), registry.hooks)
+                            access_log=args.access_log, sessions=sessions), registry.hooks)
     return load
+
+
+def cmd_sessions(args) -> int:
+    site = SiteLayout.open(args.site)
+    manager = session_manager(site, args, probe=False)
+    try:
+        live, expired = manager.counts()
+        print(f"store:   {manager.store.description}")
+        print(f"live:    {live}")
+        print(f"expired: {expired}")
+        if args.purge:
+            print(f"purged:  {manager.purge()}")
+    except SessionStoreError as exc:
+        log.error("%s", exc.detail)
+        return EXIT_STARTUP_FAILED
+    finally:
+        manager.store.close()
+    return EXIT_OK
 
 
 def serve(server: AppServer) -> int:
@@ -305,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
     logs.configure(debug=debug, log_file=log_file)
     try:
-        return {"run": cmd_run, "serve-http": cmd_serve_http, "check": cmd_check}[args.command](args)
+        return {"run": cmd_run, "serve-http": cmd_serve_http, "sessions": cmd_sessions,
+                "check": cmd_check}[args.command](args)
     except (SiteError, UsageError, ConfigError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE

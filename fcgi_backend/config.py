@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from .sessions import SessionConfig
 from .tls import TLSConfig
 
 if sys.version_info >= (3, 11):
@@ -80,15 +81,15 @@ _TYPE_CHECKS = {
 
 def _table_fields(table: str) -> dict[str, str]:
     """The settings a table of the config file takes, and each one's type."""
-    model = {"server": ServerConfig, "tls": TLSConfig}[table]
+    model = {"server": ServerConfig, "tls": TLSConfig, "sessions": SessionConfig}[table]
     return {f.name: f.type.replace(" | None", "") for f in fields(model)}
 
 
-TABLES = ("server", "tls")
+TABLES = ("server", "tls", "sessions")
 
 
 def load_config_file(path: str | Path) -> dict[str, dict]:
-    """The tables of a TOML settings file (``[server]``, ``[tls]``), each checked for unknown keys
+    """The tables of a TOML settings file (``[server]``, ``[tls]``, ``[sessions]``), each checked for unknown keys
     and types; a file without tables is the ``[server]`` table."""
     try:
         with open(path, "rb") as f:

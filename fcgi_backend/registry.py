@@ -27,6 +27,7 @@ class Route:
     template: str | None
     methods: frozenset[str]
     regex: re.Pattern = field(repr=False)
+    csrf: bool = False  #: a form POST (PUT, PATCH, DELETE) to it needs the session's CSRF token
 
     def match(self, path: str) -> dict[str, str] | None:
         """The placeholder values if ``path`` matches, else None."""
@@ -54,31 +55,37 @@ class Registry:
         self.site = site
         self.hooks = Hooks()
         self._handlers: dict[str, Handler] = {}
+        self._csrf_handlers: set[str] = set()
         self._routes: list[Route] = []
         self._exact: dict[str, Route] = {}
 
-    def handler(self, name: str, func: Handler | None = None):
+    def handler(self, name: str, func: Handler | None = None, *, csrf: bool = False):
         """Register ``func`` as the handler NAME that templates name in ``{{% handler:NAME }}``.
+        ``csrf=True``: a form sent to its page with POST (PUT, PATCH, DELETE) must carry the
+        session's CSRF token (else 403).
 
         Also works as a decorator: ``@registry.handler("NAME")``.
         """
         if func is None:
-            return lambda f: self.handler(name, f)
+            return lambda f: self.handler(name, f, csrf=csrf)
         if not callable(func):
             raise TypeError(f"handler {name!r} must be callable, got {type(func).__name__}")
         if name in self._handlers:
             raise ValueError(f"a handler named {name!r} is already registered")
         self._handlers[name] = func
+        if csrf:
+            self._csrf_handlers.add(name)
         return func
 
     def route(self, path: str, handler: Handler | None = None, template: str | None = None,
-              methods: Iterable[str] = DEFAULT_METHODS):
+              methods: Iterable[str] = DEFAULT_METHODS, *, csrf: bool = False):
         """Map URL ``path`` to ``handler``; its dict is rendered with ``template`` if given.
+        ``csrf=True`` as for :meth:`handler`.
 
         Without a template, a dict is answered as JSON. Also works as a decorator.
         """
         if handler is None:
-            return lambda f: self.route(path, f, template=template, methods=methods)
+            return lambda f: self.route(path, f, template=template, methods=methods, csrf=csrf)
         if not callable(handler):
             raise TypeError(f"handler for route {path!r} must be callable")
         wanted = frozenset(m.upper() for m in methods)
@@ -87,7 +94,7 @@ class Registry:
         regex = compile_pattern(path)
         if any(r.pattern == path for r in self._routes):
             raise ValueError(f"route {path!r} is already registered")
-        route = Route(path, handler, template, wanted, regex)
+        route = Route(path, handler, template, wanted, regex, csrf)
         self._routes.append(route)
         if not _PLACEHOLDER.search(path):
             self._exact[path] = route
@@ -103,6 +110,9 @@ class Registry:
     def get_handler(self, name: str) -> Handler | None:
         """The handler registered as ``name``, or None."""
         return self._handlers.get(name)
+
+    def handler_needs_csrf(self, name: str) -> bool:
+        return name in self._csrf_handlers
 
     def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
         """The first route (in registration order, exact paths first) matching ``path``."""

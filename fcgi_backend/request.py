@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json as jsonlib
 from functools import cached_property
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -23,10 +22,12 @@ class Request:
     remove uploaded files the handler did not keep.
     """
 
-    def __init__(self, environ: dict, limits: Limits | None = None) -> None:
+    def __init__(self, environ: dict, limits: Limits | None = None, sessions=None) -> None:
         self.environ = environ
         self.limits = limits or Limits()
         self.path_params: dict[str, str] = {}
+        self._sessions = sessions
+        self.loaded_session = None  # the session, once a handler used it
 
     @property
     def method(self) -> str:
@@ -54,13 +55,7 @@ class Request:
     @cached_property
     def cookies(self) -> dict[str, str]:
         """Cookies sent by the browser; a malformed Cookie header gives what could be read of it."""
-        jar = SimpleCookie()
-        for piece in self.environ.get("HTTP_COOKIE", "").split(";"):
-            try:
-                jar.load(piece.strip())
-            except CookieError:
-                continue
-        return {name: morsel.value for name, morsel in jar.items()}
+        return parse_cookie_header(self.environ.get("HTTP_COOKIE", ""))
 
     @property
     def content_type(self) -> str:
@@ -71,6 +66,22 @@ class Request:
     def content_length(self) -> int | None:
         value = self.environ.get("CONTENT_LENGTH", "")
         return int(value) if value.isdigit() else None
+
+    @property
+    def session(self):
+        """This visitor's :class:`~fcgi_backend.sessions.Session`, loaded on first use (and held
+        against the visitor's other requests until this one's answer is built)."""
+        if self.loaded_session is None:
+            if self._sessions is None:
+                raise RuntimeError("sessions are not set up for this application")
+            self.loaded_session = self._sessions.load(self.environ, self.cookies)
+        return self.loaded_session
+
+    def release_session(self) -> None:
+        """Give up the session's lock without saving anything (the request failed)."""
+        if self.loaded_session is not None:
+            session, self.loaded_session = self.loaded_session, None
+            self._sessions.release(session)
 
     @property
     def remote_addr(self) -> str:
@@ -152,3 +163,20 @@ def _read_exactly(stream, length: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """The name=value pairs of a Cookie header (RFC 6265, 4.2): pairs split at ";", a value in
+    double quotes unquoted, pairs without a name or "=" skipped; the first of two with one name
+    wins (browsers send the most specific cookie first)."""
+    cookies: dict[str, str] = {}
+    for pair in header.split(";"):
+        name, eq, value = pair.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        cookies.setdefault(name, value)
+    return cookies

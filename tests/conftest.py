@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -139,3 +140,16 @@ def site_stack(request):
 @pytest.fixture(scope="module", params=list(FRONTS))
 def debug_site_stack(request):
     yield from stack_fixture(f"fcgi-{request.param}-debug-", ["--debug"], stack_class=FRONTS[request.param])
+
+
+def csrf_token(browser, url: str) -> str:
+    """The CSRF token a page's form carries, as a browser (a requests.Session) gets it."""
+    page = browser.get(url, timeout=10).text
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, f"no csrf_token field in {url}"
+    return match.group(1)
+
+
+def post_form(browser, url: str, data: dict, **kwargs):
+    """Post a page's form the way a browser does: with the token the page gave it."""
+    return browser.post(url, data={**data, "csrf_token": csrf_token(browser, url)}, timeout=10, **kwargs)

@@ -17,6 +17,7 @@ import logging.handlers  # noqa: F401
 
 import fcgi_backend.cli as cli
 import fcgi_backend.fastcgi_server  # noqa: F401
+import fcgi_backend.session_stores  # noqa: F401
 
 cli.build_parser().format_help()  # argparse's messages load gettext's catalogues lazily
 

@@ -162,7 +162,7 @@ def test_bad_options_are_refused_with_a_message(site, args, message):
 def test_check_lists_handlers_and_routes(site):
     out = fcgi_backend("check", site)
     assert out.returncode == 0
-    assert "handlers: boom, guestbook, home" in out.stdout
+    assert "handlers: account (csrf), boom, guestbook (csrf), home" in out.stdout
     assert "route:    /hello/<name> -> hello with views/hello.mustache [GET, HEAD]" in out.stdout
 
 

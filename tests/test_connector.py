@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from apache_harness import MODULE_DIR, Apache, Backend, wait_for
-from conftest import Stack, build_test_site, stack_fixture
+from conftest import Stack, build_test_site, post_form, stack_fixture
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file, upload_then_vanish
 
 TESTS = Path(__file__).resolve().parent
@@ -65,8 +65,7 @@ def without_times(page: bytes) -> bytes:
 
 def test_form_post_redirect_and_cookies(stack):
     session = requests.Session()
-    r = session.post(stack.url + "/guestbook", data={"name": "Mo", "message": "via module"},
-                     allow_redirects=False, timeout=10)
+    r = post_form(session, stack.url + "/guestbook", {"name": "Mo", "message": "via module"}, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == "/guestbook"
     assert "<b>Mo</b>: via module" in session.get(stack.url + "/guestbook", timeout=10).text
     r = session.get(stack.url + "/cookie", timeout=10)

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from conftest import Stack
+from conftest import Stack, post_form
 
 
 def get(site_stack, path, **kw):
@@ -63,16 +63,17 @@ def test_static_files_are_served_by_the_front_not_the_application(site_stack):
 
 
 def test_form_post_then_redirect_then_get(site_stack):
-    r = requests.post(site_stack.url + "/guestbook", data={"name": "Lin", "message": "first <b>post</b>"},
-                      timeout=10, allow_redirects=False)
+    browser = requests.Session()
+    r = post_form(browser, site_stack.url + "/guestbook", {"name": "Lin", "message": "first <b>post</b>"},
+                  allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == "/guestbook"
-    page = get(site_stack, "/guestbook")
+    page = browser.get(site_stack.url + "/guestbook", timeout=10)
     assert "<b>Lin</b>: first &lt;b&gt;post&lt;/b&gt;" in page.text
     assert (site_stack.site / "SQLiteDBs" / "guestbook.sqlite").is_file()
 
 
 def test_handler_raising_http_error_gives_that_status(site_stack):
-    r = requests.post(site_stack.url + "/guestbook", data={"name": ""}, timeout=10)
+    r = post_form(requests.Session(), site_stack.url + "/guestbook", {"name": ""})
     assert r.status_code == 400 and "Both a name and a message are needed." in r.text
     r = get(site_stack, "/forbidden")
     assert r.status_code == 403 and "Not for you." in r.text

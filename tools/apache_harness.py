@@ -158,11 +158,27 @@ class Apache(WebServer):
     name = "apache"
 
     def __init__(self, site: Path, run_dir: Path, port: int | None = None,
-                 vhost_conf: Path = VHOST_CONF, extra_config: str = "", connector: bool = False) -> None:
-        """``connector``: use apache_conf/fcgi_backend_connector.conf with the module from build/."""
+                 vhost_conf: Path = VHOST_CONF, extra_config: str = "", connector: bool = False,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``connector``: use apache_conf/fcgi_backend_connector.conf with the module from build/.
+        ``tls``: (certificate, key) files: serve HTTPS with mod_ssl (the vhost inherits it)."""
         super().__init__(site, run_dir, port, extra_config)
         self.vhost_conf = CONNECTOR_CONF if connector else vhost_conf
         self.connector = connector
+        self.tls = tls
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def tls_config(self) -> str:
+        if not self.tls:
+            return ""
+        cert, key = self.tls
+        return (f"LoadModule socache_shmcb_module {MODULE_DIR}/mod_socache_shmcb.so\n"
+                f"LoadModule ssl_module {MODULE_DIR}/mod_ssl.so\n"
+                f"SSLSessionCache shmcb:{self.run_dir}/ssl_scache(512000)\n"
+                f'SSLEngine on\nSSLCertificateFile "{cert}"\nSSLCertificateKeyFile "{key}"\n')
 
     def config_text(self) -> str:
         modules = "\n".join(f"LoadModule {m}_module {MODULE_DIR}/mod_{m}.so" for m in MODULES)
@@ -180,7 +196,7 @@ LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" timed
 CustomLog "{self.run_dir}/apache_access.log" timed
 TypesConfig /etc/mime.types
 {user}{modules}
-{self.extra_config}
+{self.tls_config()}{self.extra_config}
 Define FCGI_SITE {self.site}
 Define FCGI_PORT {self.port}
 {f"Define FCGI_CONNECTOR_SO {CONNECTOR_SO}" if self.connector else ""}

@@ -12,7 +12,8 @@ def init_module(registry):
 
     # (a) templates name these in their first tag: {{% handler:home }}
     registry.handler("home", home)
-    registry.handler("guestbook", guestbook.page)
+    registry.handler("guestbook", guestbook.page, csrf=True)  # its form carries {{csrf_token}}
+    registry.handler("account", account, csrf=True)
     registry.handler("upload_demo", UploadBox(registry.site.root / "uploads").page)
 
     # (b) routes: URLs that name no file in the webroot
@@ -34,6 +35,31 @@ def hello(request):
 
 def api_time(request):
     return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+
+
+# The one account of the example (a real site keeps hashed passwords in its database).
+ACCOUNTS = {"demo": "demo"}
+
+
+def account(request):
+    """Log in and out; count this visitor's visits; say what happened with flash messages."""
+    session = request.session
+    if request.method == "POST":
+        if request.form.get("action") == "logout":
+            session.clear()  # the session ends: its data and its cookie go
+            session.flash("You are logged out.")
+        else:
+            name, password = request.form.get("name", ""), request.form.get("password", "")
+            if ACCOUNTS.get(name) != password:
+                session.flash("Wrong name or password.", "error")
+            else:
+                session.regenerate()  # a new id at login: one seen before it is worth nothing
+                session["user"] = name
+                session.flash(f"Welcome, {name}.")
+        return Response.redirect("/account", status=303)
+    session["visits"] = session.get("visits", 0) + 1
+    return {"title": "Account", "user": session.get("user"), "visits": session["visits"],
+            "flashes": session.flashes()}
 
 
 class Guestbook:
