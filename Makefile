@@ -79,6 +79,7 @@ bench: system-deps venv connector
 	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
+	$(PY) bench/session_bench.py --runs 3 --json bench/results/sessions.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -31,6 +33,62 @@ MinSpareThreads 64
 MaxSpareThreads 1024
 MaxKeepAliveRequests 0
 """
+
+
+PHP_FPM = shutil.which("php-fpm8.2", path="/usr/sbin:/usr/bin") or shutil.which("php-fpm", path="/usr/sbin:/usr/bin")
+
+
+def php_fpm_config(run: Path, sock: Path, workers: int, php_values: dict[str, str] | None = None) -> Path:
+    """A php-fpm pool of ``workers`` static children on ``sock`` (``php_values``: php.ini settings)."""
+    conf = run / "php-fpm.conf"
+    user = f"user = {APACHE_USER}\ngroup = {APACHE_USER}\nlisten.owner = {APACHE_USER}\nlisten.group = {APACHE_USER}\n" \
+        if running_as_root() else ""
+    values = "".join(f"php_admin_value[{k}] = {v}\n" for k, v in (php_values or {}).items())
+    conf.write_text(f"""[global]
+error_log = {run}/php-fpm.log
+daemonize = no
+pid = {run}/php-fpm.pid
+
+[bench]
+listen = {sock}
+listen.mode = 0660
+{user}pm = static
+pm.max_children = {workers}
+{values}""")
+    return conf
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (), script: Path | None = None,
+        close: bool = False) -> WrkResult:
+    """Load ``url`` with wrk (two threads at most) for ``duration`` seconds. ``close``: a new
+    connection per request (the reads that end at Connection: close are then not errors)."""
+    args = ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{int(duration)}s", "--latency"]
+    for header in headers + (("Connection: close",) if close else ()):
+        args += ["-H", header]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60).stdout
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        connect, read, write, timeout = (int(x) for x in m.groups())
+        errors += connect + timeout + (0 if close else read + write)
+    return WrkResult(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency("50"), latency("99"),
+                     errors, int(re.search(r"(\d+) requests in", out).group(1)))
 
 
 def bench_site(prefix: str) -> tuple[Path, Path]:

@@ -20,8 +20,7 @@ import sys
 
 from benchlib import APACHE_TUNING, APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
 from apache_harness import Apache
-from hello_bench import wrk
-from benchlib import MiB, post_upload as upload
+from benchlib import MiB, post_upload as upload, wrk
 
 PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 
@@ -59,8 +58,8 @@ def main() -> int:
                 for page, path in PAGES.items():
                     for c in args.concurrency:
                         result = wrk(apache.url + path, c, args.duration)
-                        rps[(name, page, c)].append(result[0])
-                        print(f"round {round_no + 1}: {name}: {page} c={c}: {result[0]:.0f} req/s", flush=True)
+                        rps[(name, page, c)].append(result.rps)
+                        print(f"round {round_no + 1}: {name}: {page} c={c}: {result.rps:.0f} req/s", flush=True)
     finally:
         for apache in fronts.values():
             apache.stop()

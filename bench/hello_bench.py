@@ -19,57 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
-from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, CpuMeter, Peer, bench_site, build_c_responder,
-                      running_as_root)
+from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+                      php_fpm_config, running_as_root, wrk)
 from apache_harness import Apache
 
 CONCURRENCY = [1, 4, 16, 64, 256]
-PHP_FPM = shutil.which("php-fpm8.2", path="/usr/sbin:/usr/bin") or shutil.which("php-fpm", path="/usr/sbin:/usr/bin")
-
-
-def php_fpm_config(run: Path, sock: Path, workers: int) -> Path:
-    conf = run / "php-fpm.conf"
-    user = f"user = {APACHE_USER}\ngroup = {APACHE_USER}\nlisten.owner = {APACHE_USER}\nlisten.group = {APACHE_USER}\n" \
-        if running_as_root() else ""
-    conf.write_text(f"""[global]
-error_log = {run}/php-fpm.log
-daemonize = no
-pid = {run}/php-fpm.pid
-
-[bench]
-listen = {sock}
-listen.mode = 0660
-{user}pm = static
-pm.max_children = {workers}
-""")
-    return conf
-
-
-def wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int, int]:
-    """(requests/s, median latency ms, 99th percentile ms, errors, requests) from wrk."""
-    out = subprocess.run(["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{int(duration)}s",
-                          "--latency", url], capture_output=True, text=True, timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-    errors = 0
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(int(x) for x in m.groups())
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return rps, latency("50"), latency("99"), errors, requests
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -111,7 +70,9 @@ def main() -> int:
                     subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up
                     for c in args.concurrency:
                         server_cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
-                        rps, p50, p99, errors, requests = wrk(apache.url + path, c, args.duration)
+                        result = wrk(apache.url + path, c, args.duration)
+                        rps, p50, p99, errors, requests = (result.rps, result.p50_ms, result.p99_ms, result.errors,
+                                                           result.requests)
                         server_us, apache_us = (meter.stop() / requests * 1e6 for meter in (server_cpu, apache_cpu))
                         samples[(name, c)].append((rps, p50, p99, errors, server_us, apache_us))
                         print(f"round {round_no + 1} {name} c={c}: {rps:.0f} req/s p50 {p50:.2f} ms "

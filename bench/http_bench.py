@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for
+from benchlib import BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
 from apache_harness import _port_open, free_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -62,22 +61,6 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
-
-
-def wrk(url: str, clients: int, duration: int, close: bool = False) -> tuple[float, int, int]:
-    """(requests/s, requests, errors)."""
-    args = ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{duration}s"]
-    if close:
-        args += ["-H", "Connection: close"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    errors = 0
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += int(m.group(1)) + int(m.group(4))  # reads ending at Connection: close are not errors
-    return rps, requests, errors
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -145,7 +128,8 @@ def main() -> int:
                     wrk(srv.url + path, 4, 1)  # warm up
                     for c in CONCURRENCY:
                         meter = CpuMeter(srv.proc.pid)
-                        rps, requests, errors = wrk(srv.url + path, c, args.duration)
+                        result = wrk(srv.url + path, c, args.duration)
+                        rps, requests, errors = result.rps, result.requests, result.errors
                         cpu_us = meter.stop() / requests * 1e6
                         samples.setdefault((table, name, c), []).append((rps, cpu_us, errors))
                         print(f"round {round_no + 1} {table} {name} c={c}: {rps:.0f} req/s, {cpu_us:.0f} us "
@@ -158,7 +142,8 @@ def main() -> int:
                     wrk(srv.url + "/hello", 4, 1)
                     for kind, close in (("kept", False), ("handshake", True)):
                         meter = CpuMeter(srv.proc.pid)
-                        rps, requests, errors = wrk(srv.url + "/hello", 16, args.duration, close=close)
+                        result = wrk(srv.url + "/hello", 16, args.duration, close=close)
+                        rps, requests, errors = result.rps, result.requests, result.errors
                         cpu_us = meter.stop() / requests * 1e6
                         samples.setdefault(("tls", name, kind), []).append((rps, cpu_us, errors))
                         print(f"round {round_no + 1} TLS {kind} {name}: {rps:.0f} req/s, {cpu_us:.0f} us CPU/request, "
