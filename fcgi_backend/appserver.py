@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from . import logs
+from .access_log import AccessLog
 from .config import ServerConfig
 from .hooks import Hooks
 from .limits import Limits
@@ -33,13 +35,16 @@ class AppServer(Waiter):
 
     def __init__(self, load_app: AppFactory, address: ListenAddress, config: ServerConfig, *,
                  limits: Limits | None = None, debug: bool = False, tls: TLSConfig | None = None,
-                 socket_mode: int = 0o660, socket_group: str | None = None) -> None:
+                 socket_mode: int = 0o660, socket_group: str | None = None, owned_paths=()) -> None:
         self.load_app = load_app
         self.limits = limits or Limits()
         self.debug = debug
-        self.app, hooks = load_app()
-        super().__init__(address, config=config, tls=tls, hooks=hooks or Hooks(), socket_mode=socket_mode,
-                         socket_group=socket_group)
+        self.app = None  # loaded by before_serving: once the server runs as its user
+        super().__init__(address, config=config, tls=tls, socket_mode=socket_mode, socket_group=socket_group,
+                         owned_paths=owned_paths)
+        access = config.access_log or ("-" if config.debug else "")
+        self.access_log_target = access
+        self.access_log = AccessLog(config.access_log_format) if access else None
 
     def application(self) -> Callable:
         """The application a worker serves: the loaded one, behind the status page and ping."""
@@ -62,8 +67,17 @@ class AppServer(Waiter):
         self.hooks = hooks or Hooks()
         return True
 
+    def open_logs(self) -> None:
+        super().open_logs()
+        if self.access_log is not None:
+            logs.configure_access(self.access_log_target)
+
     def before_serving(self) -> None:
-        """Temporary upload files of workers no longer running (an earlier server was killed)."""
+        """The application is loaded (as the server's user: handler modules never run as root
+        unless asked), and the temporary upload files of workers no longer running (an earlier
+        server was killed) are removed."""
+        self.app, hooks = self.load_app()
+        self.hooks = hooks or Hooks()
         try:
             count, size = remove_stale_upload_files(self.limits.upload_dir)
         except OSError as exc:

@@ -31,6 +31,7 @@ what happens with bytes on the wire:
 from __future__ import annotations
 
 import logging
+import re
 import select
 import socket
 import struct
@@ -43,6 +44,7 @@ from flup.server.fcgi_base import (
     FCGI_GET_VALUES_RESULT,
     FCGI_KEEP_CONN,
     FCGI_REQUEST_COMPLETE,
+    FCGI_STDOUT,
     FCGI_BeginRequestBody,
     FCGI_EndRequestBody,
     Connection,
@@ -159,6 +161,9 @@ class FastCGIInputStream(InputStream):
                 self._conn.process_input()  # one record that is not this request's STDIN
 
 
+_STATUS = re.compile(rb"(?:^|\r\n)Status:[ \t]*(\d{3})", re.IGNORECASE)
+
+
 class FastCGIOutputStream(OutputStream):
     """FCGI_STDOUT / FCGI_STDERR that drops what is written once the web server aborted the request,
     and sends its records when flushed (flup's WSGI bridge flushes after each write).
@@ -168,6 +173,30 @@ class FastCGIOutputStream(OutputStream):
     """
 
     hold = False
+    status = 0        # of the answer, once its header block is written (for the access log)
+    body_bytes = 0    # written after the header block
+    _head = b""       # the header block so far, while it is incomplete
+
+    def write(self, data) -> None:
+        if self._type == FCGI_STDOUT and data:
+            self._account(bytes(data))
+        super().write(data)
+
+    def _account(self, data: bytes) -> None:
+        """Status and body size of the answer, read from what the application's bridge writes."""
+        if self.status:
+            self.body_bytes += len(data)
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._head) > 65536:  # no header block: not a CGI answer
+                self.status, self._head = 500, b""
+            return
+        match = _STATUS.search(self._head, 0, end)
+        self.status = int(match.group(1)) if match else 200  # CGI: no Status header means 200
+        self.body_bytes = len(self._head) - end - 4
+        self._head = b""
 
     def _write(self, data: bytes) -> None:
         if not self._req.aborted:
@@ -384,7 +413,8 @@ class FastCGIConnection(Connection):
             raise StreamError(400, "FCGI_STDIN data after the FCGI_X_STDIN stream (only an empty STDIN may follow)")
         if not req.started and req.stdin.buffered + inrec.contentLength > self.limits.max_memory:
             raise ProtocolError(f"more than {self.limits.max_memory} bytes of STDIN before the params ended")
-        if req.stdin.records_received + inrec.contentLength > self.limits.max_body and not req.answered:
+        if (req.stdin.records_received + inrec.contentLength > self.limits.max_body and not req.answered
+                and not req.stdin.discard):
             raise StreamError(413, f"request body exceeds the body size limit of {self.limits.max_body} bytes")
         req.stdin.add_data(inrec.contentData)
 

@@ -31,6 +31,7 @@ class FastCGIServer(AppServer):
             self._gateway.on_request_start = self.request_started
             self._gateway.on_request_end = self.request_ended
             self._gateway.request_timeout = self.config.request_timeout
+            self._gateway.access_log = self.access_log
         return self._gateway
 
     def on_child_start(self) -> None:

@@ -58,6 +58,7 @@ class FastCGIGateway(BaseFCGIServer):
         self.on_request_start: Callable[[str], None] | None = None  # told "METHOD URI" of each request
         self.on_request_end: Callable[[], None] | None = None  # also told of each request that ends
         self.request_timeout = 0.0  # what the worker enforces (for log lines)
+        self.access_log = None  # an AccessLog: a line per request
         self.timed_out = False  # a request ran past request_timeout: this worker must be replaced
         self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # lent to each connection in turn
 
@@ -90,6 +91,7 @@ class FastCGIGateway(BaseFCGIServer):
         if req.params.get("REQUEST_METHOD") == "HEAD":  # headers only, whatever the application writes
             req.stdout = HeadOutputStream(req._conn, req, FCGI_STDOUT)
         started = time.monotonic()
+        started_wall = time.time()
         try:
             length = req.params.get("CONTENT_LENGTH", "")
             if length.isdigit() and int(length) > self.limits.max_body:
@@ -111,12 +113,16 @@ class FastCGIGateway(BaseFCGIServer):
                         exc or "the web server closed the connection")
             req._conn.close_after_request = True  # what is left of the input cannot be trusted
             if status and not req.stdout.dataWritten:
+                req.stdin.discard = True  # answered: input already here is dropped, not checked again
                 self._answer_error(req, status, str(exc))
             else:
                 req.aborted = True  # nobody is left to answer: drop any output still buffered
             return FCGI_REQUEST_COMPLETE, 0
         finally:
             self._request = None
+            if self.access_log is not None:
+                self.access_log.write(req.params, req.stdout.status or 500, req.stdout.body_bytes, started_wall,
+                                      time.monotonic() - started)
 
     @staticmethod
     def _answer_error(req: FastCGIRequest, status: int, detail: str) -> None:

@@ -34,6 +34,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from . import static
+from .access_log import HANDLER_KEY
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .records import ConnectionClosed, StreamError
 from .sockio import send_all, wait
@@ -102,6 +103,7 @@ class HTTPConnection:
         self._messages: collections.deque[_Message] = collections.deque()  # heads complete, not yet served
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
+        self._response: _Response | None = None  # the answer being made (for the access log)
 
     # ---- parser callbacks --------------------------------------------------------------------
 
@@ -226,10 +228,19 @@ class HTTPConnection:
             return False
         self._closing = self._closing or not msg.keep_alive or msg.upgrade
         lookup = self.server.lookup(head.path)
-        if lookup.kind == "app":
-            answer = self._call_application(msg, head)
-        else:
-            answer = self._serve_static(msg, head, lookup)
+        started, began = time.time(), time.monotonic()
+        self._response = None
+        try:
+            if lookup.kind == "app":
+                answer = self._call_application(msg, head)
+            else:
+                head.handler = "static"
+                answer = self._serve_static(msg, head, lookup)
+        finally:
+            response = self._response
+            if self.server.access_log is not None and response is not None:
+                self.server.access_log.write(head.log_variables(), response.status or 500, response.body_bytes,
+                                             started, time.monotonic() - began)
         return answer and self._finish_body(msg) and not self._closing
 
     def _finish_body(self, msg: _Message) -> bool:
@@ -263,7 +274,7 @@ class HTTPConnection:
     def _call_application(self, msg: _Message, head: "_Head") -> bool:
         environ = head.environ()
         self.server.request_started(f"{head.method} {head.target}")
-        response = _Response(self, msg, head.method)
+        response = self._response = _Response(self, msg, head.method)
         result = None
         try:
             try:
@@ -302,7 +313,7 @@ class HTTPConnection:
 
     def _serve_static(self, msg: _Message, head: "_Head", lookup: static.Lookup) -> bool:
         self.server.request_started(f"{head.method} {head.target}")
-        response = _Response(self, msg, head.method)
+        response = self._response = _Response(self, msg, head.method)
         if lookup.kind == "redirect":
             location = lookup.location + (f"?{head.query}" if head.query else "")
             return response.send_simple(301, [("Location", location)], b"")
@@ -435,6 +446,7 @@ class _Head:
             except httptools.HttpParserInvalidURLError:
                 target = b"/"
         raw_path, _, query = target.partition(b"?")
+        self.handler = "application"  # what the access log's %R names
         self.target = msg.url.decode("latin-1")
         self.raw_path = raw_path
         self.query = query.decode("latin-1")
@@ -450,6 +462,9 @@ class _Head:
     def header_text(self, name: bytes) -> str | None:
         value = self.header(name)
         return None if value is None else value.decode("latin-1")
+
+    def log_variables(self) -> "_LogVariables":
+        return _LogVariables(self)
 
     def environ(self) -> dict:
         conn = self.conn
@@ -539,6 +554,33 @@ class HTTPInputStream(io.RawIOBase):
         self._conn.feed_upload(self._msg, upload)
 
 
+class _LogVariables:
+    """The CGI variables the access log asks for, read from a request's head as asked (a static
+    file's request has no environ made)."""
+
+    def __init__(self, head: _Head) -> None:
+        self.head = head
+
+    def get(self, name: str, default=None):
+        head = self.head
+        if name == "REMOTE_ADDR":
+            return head.conn.peer[0] if head.conn.peer else default
+        if name == "REQUEST_METHOD":
+            return head.method
+        if name == "REQUEST_URI":
+            return head.target
+        if name == "QUERY_STRING":
+            return head.query
+        if name == "SERVER_PROTOCOL":
+            return f"HTTP/{head.msg.version}"
+        if name == HANDLER_KEY:
+            return head.handler
+        if name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            value = head.header_text(name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin-1"))
+            return default if value is None else value
+        return default
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: a file an application returns is sent with sendfile."""
 
@@ -569,6 +611,7 @@ class _Response:
         self.body_allowed = True
         self.complete = False
         self._ended = False
+        self.body_bytes = 0  # sent (for the access log)
 
     def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
         if exc_info:
@@ -623,6 +666,7 @@ class _Response:
             self.head_sent = True
         if data and self.body_allowed and not self.head_only:
             parts += [b"%x\r\n" % len(data), data, b"\r\n"] if self.chunked else [data]
+            self.body_bytes += len(data)
         if parts:
             self.conn.send_all(parts)
 
@@ -638,6 +682,7 @@ class _Response:
             head = self._head_bytes(len(body) if self._header("Content-Length") is None else None)
             self.head_sent = True
             send_body = body and self.body_allowed and not self.head_only
+            self.body_bytes = len(body) if send_body else 0
             self.conn.send_all([head, body] if send_body else [head])
             self.complete = True
             return
@@ -665,6 +710,7 @@ class _Response:
         self.conn.server.request_ended()
         head = self._head_bytes(None)
         self.head_sent = True
+        self.body_bytes = len(body) if body and not self.head_only else 0
         self.conn.send_all([head, body] if body and not self.head_only else [head])
         self.complete = True
         return True
@@ -686,6 +732,7 @@ class _Response:
         self.conn.send_all([head])
         if not self.head_only and self.body_allowed:
             self.conn.send_file(fd, offset, count)
+            self.body_bytes = count
         self.complete = True
         return True
 

@@ -29,10 +29,8 @@ class HTTPServer(AppServer):
     """
 
     def __init__(self, load_app, address: ListenAddress, config: ServerConfig, *, site: SiteLayout | None = None,
-                 limits: Limits | None = None, debug: bool = False, tls: TLSConfig | None = None,
-                 socket_mode: int = 0o660, socket_group: str | None = None) -> None:
-        super().__init__(load_app, address, config, limits=limits, debug=debug, tls=tls, socket_mode=socket_mode,
-                         socket_group=socket_group)
+                 tls: TLSConfig | None = None, **options) -> None:
+        super().__init__(load_app, address, config, tls=tls, **options)
         self.webroot = os.path.realpath(site.webroot) if site is not None else None
         self.server_name = address.host if address.host not in (None, "", "0.0.0.0", "::") else "localhost"
         self.server_port = address.port or (443 if tls else 80)

@@ -1,16 +1,22 @@
-"""Log set-up: timestamped lines on stderr or in a log file; ``--debug`` adds detail.
+"""Log set-up: timestamped lines on stderr or in a log file; ``--debug`` adds detail. The access
+log and the slow log each go to a file of their own, or into the server's log.
 
-USR1 reopens the log file (after logrotate moved it). A log hook sees every line too.
+USR1 reopens every log file (after logrotate moved them). A log hook sees every line too.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
 FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 _root = logging.getLogger("fcgi_backend")
+
+
+_access = logging.getLogger("fcgi_backend.access")
+_slow = logging.getLogger("fcgi_backend.slow")
 
 
 def configure(debug: bool = False, stream=None, log_file: str = "") -> None:
@@ -23,21 +29,60 @@ def configure(debug: bool = False, stream=None, log_file: str = "") -> None:
     _root.propagate = False
 
 
+def _own_file(logger: logging.Logger, path: str, fmt: str) -> None:
+    """``logger`` writes to ``path`` alone ("" or "-": into the server's log)."""
+    if path and path != "-":
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter(fmt))
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    else:
+        logger.handlers[:] = []
+        logger.propagate = True
+    logger.setLevel(logging.INFO)
+
+
+def configure_access(path: str) -> None:
+    """The access log's lines go to ``path`` as they are, or into the server's log with "-"."""
+    _own_file(_access, path, "%(message)s")
+
+
+def configure_slow(path: str) -> None:
+    """Slow requests' stacks go to ``path``, or into the server's log with ""."""
+    _own_file(_slow, path, FORMAT)
+
+
+def slow_stream():
+    """The open file slow requests' stacks are written to (the slow log's, or the server's log's)."""
+    for logger in (_slow, _root):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, _HookHandler):
+                return handler.stream
+    return sys.stderr
+
+
 def configured() -> bool:
     """Logging was set up (by configure, or by the program that uses the package)."""
     return bool(_root.handlers) or bool(logging.getLogger().handlers)
 
 
 def reopen() -> None:
-    """Reopen the log file, if logging goes to one."""
-    for handler in _root.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
-            try:
-                handler.close()
-                handler.stream = handler._open()
-            finally:
-                handler.release()
+    """Reopen every log file (after logrotate moved them). One that cannot be opened is logged to
+    stderr, and its lines go there until the next reopen: the server goes on."""
+    for logger in (_root, _access, _slow):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    handler.close()
+                    try:
+                        handler.stream = handler._open()
+                    except OSError as exc:
+                        handler.stream = os.fdopen(os.dup(2), "w")  # its own copy: closing it later is harmless
+                        print(f"log file {handler.baseFilename} cannot be reopened: {exc.strerror}; "
+                              f"writing to stderr", file=sys.stderr)
+                finally:
+                    handler.release()
 
 
 class _HookHandler(logging.Handler):

@@ -48,6 +48,7 @@ class WorkerStatus:
     idle_for: float
     request: str            #: "METHOD URI" of the request in progress (or the last one)
     request_for: float      #: seconds the request in progress has run (0 when not busy)
+    request_started: float = 0.0  #: when it began (monotonic): tells one request from the next
 
     @property
     def busy(self) -> bool:
@@ -163,7 +164,7 @@ class Scoreboard:
                 workers.append(WorkerStatus(slot, pid, gen, state, acc, req, started,
                                             0.0 if busy else now - changed,
                                             what.rstrip(b"\0").decode("utf-8", "replace"),
-                                            now - req_started if busy and req_started else 0.0))
+                                            now - req_started if busy and req_started else 0.0, req_started))
         return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
                           old_requests + sum(w.requests for w in workers), workers)
 

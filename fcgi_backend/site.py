@@ -19,6 +19,7 @@ class SiteLayout:
     """Paths of one site. The socket sits one level above the docroot, beside ``webroot/``."""
 
     root: Path
+    state_dir: Path | None = None  #: where SQLiteDBs/ is, if not in the site (check's temporary one)
 
     @property
     def webroot(self) -> Path:
@@ -33,15 +34,16 @@ class SiteLayout:
     @property
     def sqlite_dbs(self) -> Path:
         """Server-side state (sessions and the like); created on start if missing."""
-        return self.root / "SQLiteDBs"
+        return self.state_dir or self.root / "SQLiteDBs"
 
     @property
     def socket_path(self) -> Path:
         return self.root / SOCKET_NAME
 
     @classmethod
-    def open(cls, root: str | Path) -> "SiteLayout":
-        """The site at ``root``, checked: the folder and its webroot must exist; SQLiteDBs/ is made."""
+    def open(cls, root: str | Path, create: bool = True) -> "SiteLayout":
+        """The site at ``root``, checked: the folder and its webroot must exist; SQLiteDBs/ is made
+        (unless ``create`` is False: ``check`` creates nothing)."""
         site = cls(Path(root).resolve())
         if not site.root.is_dir():
             raise SiteError(f"site folder {site.root} does not exist")
@@ -49,6 +51,8 @@ class SiteLayout:
             raise SiteError(f"site folder {site.root} cannot be read by {_user()}")
         if not site.webroot.is_dir():
             raise SiteError(f"site folder {site.root} has no webroot/ (the DocumentRoot with the templates)")
+        if not create:
+            return site
         try:
             site.sqlite_dbs.mkdir(exist_ok=True)
         except OSError as exc:

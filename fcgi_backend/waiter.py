@@ -30,8 +30,9 @@ import ssl
 import time
 from typing import Callable
 
-from . import logs
-from .config import FIELD_TYPES, ServerConfig
+from . import logs, notify, slowlog
+from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_pidfile
+from .config import ConfigError, ServerConfig, table_fields
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
@@ -61,9 +62,11 @@ class Waiter:
 
     def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
                  config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
-                 socket_mode: int = 0o660, socket_group: str | None = None, **options) -> None:
+                 socket_mode: int = 0o660, socket_group: str | None = None, owned_paths=(), **options) -> None:
         ssl_options = {k: options.pop(k) for k in list(options) if k == "ssl" or k.startswith("ssl_")}
-        unknown = set(options) - set(FIELD_TYPES)
+        if "timeout" in options:  # Net::Waiter's TIMEOUT: the accept wait between idle hooks
+            options["accept_wait"] = options.pop("timeout")
+        unknown = set(options) - set(table_fields("server"))
         if unknown:
             raise TypeError(f"unknown Waiter options: {', '.join(sorted(unknown))}")
         if config is not None and options:
@@ -79,6 +82,8 @@ class Waiter:
         self.hooks = hooks or Hooks()
         self.socket_mode = socket_mode
         self.socket_group = socket_group
+        self.owned_paths = list(owned_paths)  # made the user's before the server becomes it
+        self.identity: Identity | None = None
         # Room for two generations of workers: the old finish their requests while the new start.
         self.scoreboard = Scoreboard(2 * self.config.maxfork)
         self.listener: socket.socket | None = None
@@ -96,6 +101,7 @@ class Waiter:
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
+        self._slow = slowlog.Reporter()
 
     # ---- Net::Waiter's API ---------------------------------------------------------------------
 
@@ -103,18 +109,31 @@ class Waiter:
         """Bind, serve until stopped, clean up; 0, or 100 when the listen socket cannot be created."""
         if not logs.configured():  # used as a library: log to stderr, as Net::Waiter does
             logs.configure(debug=self.config.debug)
+        self._supervisor_pid = os.getpid()
+        # Signals that come while the server starts (a stop as soon as the socket answers) are
+        # kept for the main loop, not lost to the default action.
+        early_handlers = {sig: signal.signal(sig, self._queue_signal) for sig in _SUPERVISOR_SIGNALS
+                          if sig != signal.SIGCHLD}
         self._log_hook_handler = logs.attach_hook(self._log_line)
         try:
             self.listener = open_listener(self.address, self.socket_mode, self.socket_group)
         except ListenError as exc:
             log.error("%s", exc)
             logs.detach_hook(self._log_hook_handler)
+            self._restore_handlers(early_handlers)
             return EXIT_CANNOT_LISTEN
         self._socket_file = file_id(self.address.path) if self.address.path else None
+        pidfile_written = False
         try:
             log.info("listening on %s%s", self.address, " (TLS)" if self.tls else "")
+            if self.config.pidfile:
+                write_pidfile(self.config.pidfile)
+                pidfile_written = True
+            self.open_logs()
+            self._become_user()
             self.before_serving()
             self.on_listen_ok()
+            notify.ready(f"serving on {self.address}")
             if self.config.nofork:
                 self._serve_in_this_process()
             else:
@@ -122,12 +141,41 @@ class Waiter:
             return EXIT_OK
         finally:
             if not self._child:
+                notify.stopping()
                 self.on_server_close()
-                if self.address.path:
-                    remove_unix_socket(self.listener, self.address.path)
-                else:
-                    self.listener.close()
+                with as_root(self.identity, still_root=not self.config.nofork):
+                    if self.address.path:
+                        remove_unix_socket(self.listener, self.address.path)
+                    else:
+                        self.listener.close()
+                    if pidfile_written:
+                        remove_pidfile(self.config.pidfile)
                 logs.detach_hook(self._log_hook_handler)
+                self._restore_handlers(early_handlers)
+
+    @staticmethod
+    def _restore_handlers(handlers: dict) -> None:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+    def _become_user(self) -> None:
+        """Once the socket is bound: the files the server writes become the user's, and the server
+        the user (identity.py: for good when it serves from this one process)."""
+        if not self.config.user:
+            return
+        self.identity = Identity.named(self.config.user, self.config.group)
+        if self.identity is None:
+            return
+        paths = self.owned_paths + [self.config.log_file, self.config.access_log, self.config.slowlog_file]
+        try:
+            self.identity.own(p for p in paths if p)
+        except OSError as exc:
+            raise ConfigError(f"cannot give {exc.filename} to user {self.identity.name}: {exc.strerror}") from None
+        if self.config.nofork:
+            self.identity.become_for_good()
+        else:
+            self.identity.become_for_now()
+        log.info("running as user %s (uid %d, gid %d)", self.identity.name, self.identity.uid, self.identity.gid)
 
     def break_main_loop(self) -> None:
         """Leave the main loop at its next turn (from a handler): the supervisor stops, or this worker."""
@@ -272,6 +320,11 @@ class Waiter:
 
     # ---- for subclasses: not Net::Waiter's, but where an application server hooks in -------------
 
+    def open_logs(self) -> None:
+        """Open the log files the server writes besides its own (before it becomes its user)."""
+        if self.config.slowlog_timeout:
+            logs.configure_slow(self.config.slowlog_file)
+
     def before_serving(self) -> None:
         """In the supervisor, once the socket is bound, before any worker starts."""
 
@@ -290,11 +343,13 @@ class Waiter:
     # ---- serving in this process (nofork) -------------------------------------------------------
 
     def _make_loop(self, slot: int, accepting: bool = True) -> WorkerLoop:
-        return WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.timeout,
+        return WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
                           max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
                           idle_timeout=self.config.idle_timeout, listener=self.listener if accepting else None)
 
     def _serve_in_this_process(self) -> None:
+        if any(sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for sig in self._take_signals()):
+            return  # told to stop while starting
         slot = self.scoreboard.claim(self.generation)
         self.scoreboard.assign(slot, os.getpid())
         self._loop = self._make_loop(slot)
@@ -378,7 +433,7 @@ class Waiter:
                 if forking:
                     if self._accept_and_fork(wake_r):
                         idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since >= self.config.timeout:
+                    elif time.monotonic() - idle_since >= self.config.accept_wait:
                         self.on_forking_idle()
                         idle_since = time.monotonic()
                 else:
@@ -442,7 +497,9 @@ class Waiter:
                       self.scoreboard.capacity, self.config.graceful_timeout)
             return
         log.info("SIGHUP: reloading")
+        notify.reloading()
         if not self.reload() or (self.tls and not self._load_ssl_context()):
+            notify.ready("reload failed: the running workers go on serving")
             return
         self.generation += 1
         for _ in range(needed):
@@ -450,6 +507,7 @@ class Waiter:
         for pid in old:  # they finish the request in hand, then exit
             self._retire(pid)
         log.info("reloaded: generation %d started, %d old workers finishing", self.generation, len(old))
+        notify.ready(f"reloaded: generation {self.generation}")
 
     def _reap(self) -> None:
         while True:
@@ -470,6 +528,7 @@ class Waiter:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:
                 self.log_debug(f"worker {pid} exited")
+            self._slow.forget(pid)
             self.worker_exited(pid)
             self.on_sig_child(pid)
 
@@ -481,6 +540,8 @@ class Waiter:
         for w in self.scoreboard.read().workers:
             if w.pid not in self.workers:
                 continue
+            if self.config.slowlog_timeout and w.busy and w.request_for > self.config.slowlog_timeout:
+                self._slow.report(w.pid, w.request_started, w.request, w.request_for)
             if limit and w.busy and w.request_for > limit + _REQUEST_KILL_GRACE:
                 log.error("worker %d: %s has run %.1fs, past request_timeout %gs and not stopped; killing the "
                           "worker", w.pid, w.request or "a request", w.request_for, limit)
@@ -589,7 +650,8 @@ class Waiter:
         at once), while the workers still accept what is already in the backlog."""
         if self.address.path and file_id(self.address.path) == self._socket_file:  # not another server's since
             try:
-                os.unlink(self.address.path)
+                with as_root(self.identity):
+                    os.unlink(self.address.path)
             except OSError as exc:
                 log.warning("cannot remove socket %s: %s", self.address.path, exc.strerror)
 
@@ -644,6 +706,10 @@ class Waiter:
         signal.set_wakeup_fd(-1)
         for sig in _SUPERVISOR_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        if self.identity is not None:
+            self.identity.become_for_good()
+        end_with_parent(self._supervisor_pid)
+        slowlog.arm_worker(self.config.slowlog_timeout)
         self.scoreboard.assign(slot, os.getpid())
         self.workers = {}
         self._loop = self._make_loop(slot, accepting=client is None)
@@ -665,6 +731,7 @@ class Waiter:
     def _worker_signal_handlers(self) -> dict[int, Callable[[], None]]:
         def usr1() -> None:
             logs.reopen()
+            slowlog.arm_worker(self.config.slowlog_timeout)  # the reopened file
             self.on_child_sig_usr1()
         return {signal.SIGUSR1: usr1, signal.SIGUSR2: self.on_child_sig_usr2}
 

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir  # noqa: E402
+from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir, running_as_root  # noqa: E402
 
 EXAMPLE_SITE = REPO / "examples" / "site"
 SITE_EXTRA = Path(__file__).resolve().parent / "site_extra"
@@ -47,6 +47,10 @@ def backend(site, workdir):
     proc.stop()
 
 
+# the access log in the backend's log, naming what answered (%R): static files must never reach the app
+ACCESS_LOG = ["--access-log", "--access-log-format", '%R "%r" %>s %b']
+
+
 class Stack:
     """A backend and an Apache in front of it, serving one test site."""
 
@@ -55,7 +59,7 @@ class Stack:
     def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
         self.root = root
         self.site = build_test_site(root)
-        self.backend = Backend(self.site, root / "run", ["--access-log", *(backend_args or [])]).start()
+        self.backend = Backend(self.site, root / "run", [*ACCESS_LOG, *(backend_args or [])]).start()
         try:
             self.apache = Apache(self.site, root / "run").start()
         except BaseException:
@@ -83,7 +87,7 @@ class HTTPStack:
     def __init__(self, root: Path, backend_args: list[str] | None = None) -> None:
         self.root = root
         self.site = build_test_site(root)
-        self.backend = HTTPBackend(self.site, root / "run", ["--access-log", *(backend_args or [])]).start()
+        self.backend = HTTPBackend(self.site, root / "run", [*ACCESS_LOG, *(backend_args or [])]).start()
 
     @property
     def url(self) -> str:
@@ -153,3 +157,12 @@ def csrf_token(browser, url: str) -> str:
 def post_form(browser, url: str, data: dict, **kwargs):
     """Post a page's form the way a browser does: with the token the page gave it."""
     return browser.post(url, data={**data, "csrf_token": csrf_token(browser, url)}, timeout=10, **kwargs)
+
+
+def backend_command(*args) -> list[str]:
+    """``python -m fcgi_backend ARGS``; a serving command started as root gets --allow-root unless
+    it names a --user (the tests of running as root, or as a user, give their own)."""
+    argv = [sys.executable, "-m", "fcgi_backend", *map(str, args)]
+    if running_as_root() and args and args[0] in ("run", "serve-http") and "--user" not in argv:
+        argv.append("--allow-root")
+    return argv

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from apache_harness import Apache, Backend
-from conftest import build_test_site
+from conftest import backend_command, build_test_site
 from fcgi_client import FastCGIClient, cgi_params
 
 DJANGO_ADMIN = [sys.executable, "-m", "django"]
@@ -92,7 +92,7 @@ def test_a_file_imports_its_neighbours(workdir):
     ("justamodule", "wants MODULE:CALLABLE"),
 ])
 def test_a_wrong_app_is_a_clear_error_exit_1(site, spec, message):
-    out = subprocess.run([sys.executable, "-m", "fcgi_backend", "run", str(site), "--app", spec],
+    out = subprocess.run(backend_command("run", site, "--app", spec),
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
 

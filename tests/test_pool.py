@@ -13,7 +13,7 @@ import time
 import pytest
 
 from apache_harness import Apache, Backend, wait_for
-from conftest import REPO
+from conftest import REPO, backend_command
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
 from fcgi_backend.records import FCGI_PARAMS, encode_params, encode_stream
 
@@ -123,7 +123,7 @@ def test_a_worker_killed_mid_request_is_replaced_and_others_are_unaffected(site,
 
 
 def test_the_pool_grows_under_a_burst_never_past_maxfork_and_shrinks_back(site, workdir):
-    backend = start(site, workdir, "--prefork", "1", "--maxfork", "3", "--px-idle", "1", "--timeout", "0.2")
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "3", "--px-idle", "1", "--accept-wait", "0.2")
     try:
         seen = []
         sampling = threading.Event()
@@ -310,7 +310,7 @@ class CountingServer(Server):
         self.break_main_loop()
 
 server = CountingServer(lambda: (hello, None), ListenAddress(path=sys.argv[1]),
-                        ServerConfig(prefork=2, timeout=0.1))
+                        ServerConfig(prefork=2, accept_wait=0.1))
 sys.exit(server.run())
 '''
 
@@ -329,10 +329,10 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
 @pytest.mark.parametrize("config, message", [
     ("idle_timeout = 0", "idle_timeout must be more than 0 seconds"),
     ("prefork = 4\nmaxfork = 2", "maxfork (2) must not be below prefork (4)"),
-    ("timeout = -1", "timeout must be more than 0"),
+    ("accept_wait = -1", "accept_wait must be more than 0"), ("timeout = 5", "timeout in [server] was renamed accept_wait"),
     ("px_idle = 0", "px_idle must be more than 0"),
     ("max_requests = -5", "max_requests must be 0"),
-    ("prefork = 'four'", "prefork must be int"),
+    ("prefork = 'four'", "prefork in [server] must be int"),
     ("workers = 3", "unknown setting 'workers'"),
     ("status_path = 'status'", "must start with '/'"),
     ("prefork = [", "not valid TOML"),
@@ -340,7 +340,7 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
 def test_bad_settings_are_refused_at_start(site, workdir, config, message):
     path = workdir / "server.toml"
     path.write_text("[server]\n" + config + "\n")
-    out = subprocess.run([sys.executable, "-m", "fcgi_backend", "run", str(site), "--config", str(path)],
+    out = subprocess.run(backend_command("run", site, "--config", path),
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert not (site / "fcgi_backend.sock").exists()

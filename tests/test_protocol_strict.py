@@ -321,3 +321,19 @@ def test_many_slow_clients_at_once_do_not_stop_service(strict_backend):
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_a_small_body_over_max_body_sent_in_one_write_is_answered_413(site, workdir):
+    """Apache sends a small request's PARAMS and STDIN in one write: the STDIN records already
+    received were checked against the limit again after the 413 was written, and the connection
+    closed before it left (Apache answered 503)."""
+    backend = Backend(site, workdir / "run", ["--prefork", "1", "--max-body", "2K"]).start()
+    try:
+        body = b"a=" + b"x" * 4094
+        params = cgi_params("POST", "/echo", body_length=len(body), content_type="application/x-www-form-urlencoded")
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            reply = client.request(params, body)
+        assert reply.ended and reply.status == 413 and b"exceeds the body size limit" in reply.stdout
+        assert still_serving(backend)
+    finally:
+        backend.stop()

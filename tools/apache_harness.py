@@ -245,6 +245,8 @@ class Backend:
         cmd = [*program, "run", str(self.site), *self.args]
         if running_as_root() and "--socket-group" not in self.args and "--tcp" not in self.args:
             cmd += ["--socket-group", APACHE_USER]
+        if running_as_root() and "--user" not in self.args:
+            cmd += ["--allow-root"]  # (tests of --user give it)
         return cmd
 
     def ready(self) -> bool:
@@ -300,7 +302,8 @@ class HTTPBackend(Backend):
 
     def command(self) -> list[str]:
         program = [str(INSTALLED_COMMAND)] if self.installed_command else [sys.executable, "-m", "fcgi_backend"]
-        return [*program, "serve-http", str(self.site), "--listen", f"127.0.0.1:{self.port}", *self.args]
+        root = ["--allow-root"] if running_as_root() and "--user" not in self.args else []
+        return [*program, "serve-http", str(self.site), "--listen", f"127.0.0.1:{self.port}", *self.args, *root]
 
     def ready(self) -> bool:
         return _port_open(self.port)

@@ -47,6 +47,9 @@ class Reply:
 
     @property
     def status(self) -> int:
+        """The answer's status: 200 for a head without Status (CGI's rule), 0 for no answer at all."""
+        if not self.stdout:
+            return 0
         head = self.stdout.split(b"\r\n\r\n", 1)[0]
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"status:"):
