@@ -11,7 +11,8 @@ from .appserver import AppServer  # noqa: E402
 from .fastcgi_server import FastCGIServer, Server  # noqa: E402
 from .http_server import HTTPServer  # noqa: E402
 from .tls import TLSConfig  # noqa: E402
+from .uploads import UploadedFile  # noqa: E402
 from .waiter import Waiter  # noqa: E402
 
 __all__ = ["AppServer", "FastCGIServer", "HTTPError", "HTTPServer", "NotFound", "Registry", "Request", "Response", "Server",
-           "ServerConfig", "TLSConfig", "Waiter", "__version__"]
+           "ServerConfig", "TLSConfig", "UploadedFile", "Waiter", "__version__"]

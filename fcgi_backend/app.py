@@ -7,11 +7,10 @@ names (whose pragma may name a handler); else 404.
 from __future__ import annotations
 
 import logging
-import time
 import traceback
 from typing import Callable
 
-from .errors import HTTPError, RequestInputError, ServerError, error_page
+from .errors import HTTPError, RequestInputError, ServerError, error_page, reason_phrase
 from .registry import Registry
 from .limits import Limits
 from .request import Request
@@ -20,8 +19,8 @@ from .response import Response
 from .views import View, ViewCache
 
 log = logging.getLogger("fcgi_backend.app")
-access_log = logging.getLogger("fcgi_backend.access")
 
+ERROR_PAGES = "errors/"  # webroot/errors/404.mustache and the like: the site's own error pages
 PAGE_METHODS = frozenset({"GET", "HEAD", "POST"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -30,22 +29,19 @@ FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-dat
 class Application:
     """WSGI application serving a site's routes and templates.
 
-    ``debug`` puts tracebacks on 500 pages; without it they go only to the log. ``access_log``
-    logs a line per request (Apache's own access log has them anyway).
+    ``debug`` puts tracebacks on 500 pages; without it they go only to the log. ``sessions``
+    gives handlers ``request.session``.
     """
 
     def __init__(self, registry: Registry, views: ViewCache, *, debug: bool = False,
-                 limits: Limits | None = None, access_log: bool = False,
-                 sessions: SessionManager | None = None) -> None:
+                 limits: Limits | None = None, sessions: SessionManager | None = None) -> None:
         self.registry = registry
         self.views = views
         self.debug = debug
         self.limits = limits or Limits()
-        self.access_log = access_log or debug
         self.sessions = sessions
 
     def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
-        started = time.perf_counter()
         request = Request(environ, self.limits, self.sessions)
         try:
             response = self._answer(request)
@@ -59,9 +55,6 @@ class Application:
             request.release_session()
             request.close()
             raise
-        if self.access_log:
-            access_log.info("%s %s %d %dB %.1fms", request.method, request.path, response.status,
-                            len(response.body), (time.perf_counter() - started) * 1000)
         body = response(environ, start_response)
         if not request.has_uploads:
             return body
@@ -79,23 +72,24 @@ class Application:
         except HTTPError as exc:
             if exc.detail:
                 log.info("%s %s: %s", request.method, request.path, exc)
-            return self._error_response(exc.status, exc.detail, exc.headers)
+            return self._error_response(request, exc.status, exc.detail, exc.headers)
         except RequestInputError:
             raise
         except Exception:
             request.release_session()
             log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
-            return self._error_response(500, debug_text=traceback.format_exc() if self.debug else "")
+            return self._error_response(request, 500, debug_text=traceback.format_exc() if self.debug else "")
 
     def _server_error(self, request: Request, exc: ServerError) -> Response:
         log.error("%s %s: %s", request.method, request.path, exc)
-        return self._error_response(exc.status, exc.detail if self.debug else "", exc.headers)
+        return self._error_response(request, exc.status, exc.detail if self.debug else "", exc.headers)
 
     def dispatch(self, request: Request) -> Response:
         """The response for ``request``; raises HTTPError for 4xx answers."""
         matched = self.registry.match(request.path)
         if matched is not None:
             route, params = matched
+            request.route = route
             if request.method not in route.methods:
                 raise HTTPError(405, headers=[("Allow", ", ".join(sorted(route.methods)))])
             request.path_params = params
@@ -110,7 +104,7 @@ class Application:
             return self._respond(request, route.handler, template)
 
         view = self.views.locate(request.path)
-        if view is None:
+        if view is None or view.name.startswith(ERROR_PAGES):  # error pages are not pages of their own
             raise HTTPError(404, f"Nothing is at {request.path}.")
         if request.method not in PAGE_METHODS:
             raise HTTPError(405, headers=[("Allow", ", ".join(sorted(PAGE_METHODS)))])
@@ -146,8 +140,42 @@ class Application:
             values = {**values, "csrf_token": lambda: request.session.csrf_token()}
         return Response(self.views.render(view, values))
 
-    def _error_response(self, status: int, detail: str = "", headers=None, debug_text: str = "") -> Response:
-        return Response(error_page(status, detail, debug_text), status=status, headers=headers)
+    def _error_response(self, request: Request, status: int, detail: str = "", headers=None,
+                        debug_text: str = "") -> Response:
+        """The error's answer: JSON for a JSON route (or a client that asks only for JSON), else
+        the site's page webroot/errors/STATUS.mustache if there is one, else a plain page."""
+        if wants_json(request):
+            error = {"status": status, "error": reason_phrase(status), "detail": detail}
+            if debug_text:
+                error["traceback"] = debug_text
+            response = Response.json(error, status=status)
+        else:
+            response = Response(self._site_error_page(status, detail, debug_text)
+                                or error_page(status, detail, debug_text), status=status)
+        response.headers += headers or []
+        return response
+
+    def _site_error_page(self, status: int, detail: str, debug_text: str) -> str | None:
+        try:
+            view = self.views.load_name(f"{ERROR_PAGES}{status}.mustache")
+            if view is None:
+                return None
+            return self.views.render(view, {"status": status, "title": reason_phrase(status), "detail": detail,
+                                            "debug": debug_text})
+        except Exception:  # a broken error page must not hide the error it was to show
+            log.error("error page %s%d.mustache failed; the plain page is sent\n%s", ERROR_PAGES, status,
+                      traceback.format_exc().rstrip())
+            return None
+
+
+def wants_json(request: Request) -> bool:
+    """A route answered with JSON (no template) answers its errors in JSON too; so does any request
+    whose Accept names JSON and not HTML."""
+    route = request.route
+    if route is not None and route.template is None:
+        return True
+    accept = request.headers.get("Accept", "")
+    return "json" in accept and "html" not in accept
 
 
 class _ClosingBody(list):

@@ -26,6 +26,7 @@ class Request:
         self.environ = environ
         self.limits = limits or Limits()
         self.path_params: dict[str, str] = {}
+        self.route = None  #: the registry's Route this request matched, if any
         self._sessions = sessions
         self.loaded_session = None  # the session, once a handler used it
 

@@ -284,8 +284,8 @@ def test_a_locked_database_is_a_503(request):
 def test_a_full_disk_while_saving_is_a_500_and_the_stored_session_stays(request):
     stack = start_stack(request, "sqlite")
     folder = stack.site / "SQLiteDBs"
-    for name in os.listdir(folder):
-        os.unlink(folder / name)
+    for name in os.listdir(folder):  # the databases, and the example's folder of stored uploads
+        shutil.rmtree(folder / name) if (folder / name).is_dir() else os.unlink(folder / name)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], check=True)
     request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(folder)]))
     browser = requests.Session()

@@ -160,7 +160,7 @@ def test_upload_form_of_the_example_site(upload_stack):
     status, body = post_streamed(upload_stack.apache.port, "/upload-demo", length, pieces)
     assert status == 200
     assert b"photo.jpg" in body and b"300000 bytes" in body
-    stored = upload_stack.site / "uploads" / "photo.jpg"
+    stored = upload_stack.site / "SQLiteDBs" / "uploads" / "photo.jpg"
     assert stored.read_bytes() == b"".join(StreamedFile(300_000, seed=5).pieces())
 
 

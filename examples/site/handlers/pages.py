@@ -14,7 +14,7 @@ def init_module(registry):
     registry.handler("home", home)
     registry.handler("guestbook", guestbook.page, csrf=True)  # its form carries {{csrf_token}}
     registry.handler("account", account, csrf=True)
-    registry.handler("upload_demo", UploadBox(registry.site.root / "uploads").page)
+    registry.handler("upload_demo", UploadBox(registry.site.sqlite_dbs / "uploads").page)
 
     # (b) routes: URLs that name no file in the webroot
     registry.route("/hello/<name>", hello, template="views/hello.mustache")
@@ -85,7 +85,8 @@ class Guestbook:
 
 
 class UploadBox:
-    """Files sent through the upload form, kept in SITE/uploads."""
+    """Files sent through the upload form, kept in SITE/SQLiteDBs/uploads (the site's state: the folder
+    the server's user owns)."""
 
     def __init__(self, folder):
         self.folder = folder
