@@ -2,28 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# Debian packages: Apache and its module toolchain, libfcgi's client (tests) and headers (benchmarks),
-# wrk (load in tests and benchmarks), php-fpm (a peer in the benchmarks), docker-compose (checks the
-# files in docker/; no engine is needed for that), clang (libFuzzer harnesses), nginx and lighttpd
-# (the other web servers the tests put in front of the backend), curl, openssl and chromium (clients
-# of the HTTP flavour's tests), postgresql (the session store the tests and benchmarks start in a
-# temporary folder).
-APT_PACKAGES := apache2 apache2-dev libfcgi-bin libfcgi-dev wrk php-fpm docker-compose clang nginx lighttpd curl openssl chromium postgresql
+# Debian packages, by what needs them. The demo: Apache, and a compiler with Python's headers for
+# the C multipart parser.
+DEMO_PACKAGES := apache2 gcc python3-dev python3-venv
+# The tests, besides: apxs (the connector module), libfcgi's client, wrk (load), docker-compose
+# (checks the files in docker/), clang (libFuzzer harnesses), nginx and lighttpd (the other web
+# servers in front of the backend), curl, openssl and chromium (clients of the HTTP flavour),
+# postgresql (the session store, started in a temporary folder), systemd and logrotate (check the
+# files in service/), graphviz (the pictures in docs/ match their sources).
+TEST_PACKAGES := $(DEMO_PACKAGES) apache2-dev libfcgi-bin wrk docker-compose clang nginx lighttpd curl openssl \
+	chromium postgresql systemd logrotate graphviz
+# The benchmarks' peers, besides: php-fpm, and libfcgi's headers (the C responder).
+BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm
 
-.PHONY: all test demo bench system-deps venv clean connector install-connector fuzz fuzz-build
+.PHONY: all test demo bench system-deps demo-deps bench-deps venv runtime clean connector install-connector fuzz fuzz-build docs
 
 all: test
 
-$(VENV)/.installed: setup.py pyproject.toml requirements-dev.txt $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h build_multipart.py)
+# The package itself (what the demo needs), then the test tools on top.
+$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h build_multipart.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e . -r requirements-dev.txt
+	$(VENV)/bin/pip install -q -e .
 	touch $@
 
+$(VENV)/.installed: $(VENV)/.runtime requirements-dev.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+runtime: $(VENV)/.runtime
 venv: $(VENV)/.installed
 
+demo-deps:
+	@tools/install-system-deps $(DEMO_PACKAGES)
+
 system-deps:
-	@tools/install-system-deps $(APT_PACKAGES)
+	@tools/install-system-deps $(TEST_PACKAGES)
+
+bench-deps:
+	@tools/install-system-deps $(BENCH_PACKAGES)
 
 # The Apache connector module, built with Debian's apxs into build/ (LoadModule it from there, or
 # `make install-connector` to put it in Apache's modules folder).
@@ -67,11 +84,17 @@ fuzz-build: system-deps $(FUZZERS)
 fuzz: fuzz-build venv
 	$(PY) tools/fuzz.py --seconds $(FUZZ_SECONDS)
 
-demo: system-deps venv
+demo: demo-deps runtime
 	$(PY) tools/demo.py
 
+# The pictures in docs/, drawn from the Graphviz sources beside them.
+DIAGRAMS := $(patsubst %.dot,%.svg,$(wildcard docs/*.dot))
+docs/%.svg: docs/%.dot
+	dot -Tsvg $< -o $@
+docs: system-deps $(DIAGRAMS)
+
 # Every figure in the README's tables, with the peers beside ours (several minutes).
-bench: system-deps venv connector
+bench: bench-deps venv connector
 	$(VENV)/bin/pip install -q -r bench/requirements.txt
 	mkdir -p bench/results
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json

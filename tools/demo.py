@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from apache_harness import REPO, Apache, Backend, apache_can_reach, free_port, make_reachable_dir  # noqa: E402
+from apache_harness import (REPO, Apache, Backend, apache_can_reach, free_port, make_reachable_dir,  # noqa: E402
+                            running_as_root, user_exists)
 
 EXAMPLE = REPO / "examples" / "site"
 
@@ -43,7 +44,9 @@ def choose_site() -> tuple[Path, Path]:
 def main() -> int:
     site, run_dir = choose_site()
     port = int(os.environ.get("DEMO_PORT", 0)) or (8080 if port_is_free(8080) else free_port())
-    backend = Backend(site, run_dir, ["--config", str(REPO / "examples" / "fcgi_backend.toml"), "--access-log"],
+    # as root, the way a deployment runs: the workers as Apache's user, www-data
+    user = ["--user", "www-data"] if running_as_root() and user_exists("www-data") else []
+    backend = Backend(site, run_dir, ["--config", str(REPO / "examples" / "fcgi_backend.toml"), "--access-log", *user],
                       log_to_terminal=True).start()
     apache = None
     try:
