@@ -15,7 +15,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) apache2-dev libfcgi-bin wrk docker-compose cla
 # The benchmarks' peers, besides: php-fpm, and libfcgi's headers (the C responder).
 BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm
 
-.PHONY: all test demo bench system-deps demo-deps bench-deps venv runtime clean connector install-connector fuzz fuzz-build docs
+.PHONY: all test test-docker demo bench system-deps demo-deps bench-deps venv runtime clean connector install-connector fuzz fuzz-build docs
 
 all: test
 
@@ -60,6 +60,12 @@ install-connector: connector
 
 test: system-deps venv connector fuzz-build
 	$(PY) -m pytest tests
+
+# The docker-compose stack built and run for real (a few minutes: base images by mmdebstrap, then
+# the stack's images); starts a Docker engine when none runs, skips with the reason when none can.
+test-docker: system-deps venv
+	@tools/install-system-deps docker.io mmdebstrap
+	FCGI_TEST_DOCKER=1 $(PY) -m pytest -rs tests/test_docker_stack.py
 
 # libFuzzer + ASan + UBSan harnesses for the C code that reads untrusted bytes (connector_c/fuzz/).
 # `make test` runs each for about 20 s; `make fuzz FUZZ_SECONDS=N` runs each for longer.
