@@ -106,6 +106,11 @@ class ServerConfig:
             path = getattr(self, name)
             if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
                 raise ConfigError(f"{name} {path}: its folder {os.path.dirname(os.path.abspath(path))} does not exist")
+            if path and os.path.isdir(path):
+                raise ConfigError(f"{name} {path} is a folder; name a file in it")
+        if self.slowlog_file and not self.slowlog_timeout:
+            raise ConfigError("slowlog_file without slowlog_timeout: nothing would be written to it "
+                              "(give --slowlog-timeout SECONDS)")
         return replace(self, prefork=prefork, maxfork=maxfork)
 
 

@@ -127,9 +127,15 @@ class Waiter:
         try:
             log.info("listening on %s%s", self.address, " (TLS)" if self.tls else "")
             if self.config.pidfile:
-                write_pidfile(self.config.pidfile)
+                try:
+                    write_pidfile(self.config.pidfile)
+                except OSError as exc:  # a read-only folder, a full disk: said in one line, exit 2
+                    raise ConfigError(f"pidfile {self.config.pidfile} cannot be written: {exc.strerror}") from None
                 pidfile_written = True
-            self.open_logs()
+            try:
+                self.open_logs()
+            except OSError as exc:
+                raise ConfigError(f"log file {exc.filename} cannot be opened: {exc.strerror}") from None
             self._become_user()
             self.before_serving()
             self.on_listen_ok()
