@@ -12,8 +12,9 @@ DEMO_PACKAGES := apache2 gcc python3-dev python3-venv
 # files in service/), graphviz (the pictures in docs/ match their sources).
 TEST_PACKAGES := $(DEMO_PACKAGES) apache2-dev libfcgi-bin wrk docker-compose clang nginx lighttpd curl openssl \
 	chromium postgresql systemd logrotate graphviz
-# The benchmarks' peers, besides: php-fpm, and libfcgi's headers (the C responder).
-BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm
+# The benchmarks' peers, besides: php-fpm, libfcgi's headers (the C responder), uWSGI and its
+# Python 3 plugin (its FastCGI mode).
+BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-python3
 
 .PHONY: all test test-docker demo bench system-deps demo-deps bench-deps venv runtime clean connector install-connector fuzz fuzz-build docs
 

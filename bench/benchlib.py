@@ -91,6 +91,10 @@ def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (
                      errors, int(re.search(r"(\d+) requests in", out).group(1)))
 
 
+# Our server started as root runs as Apache's user, as php-fpm's pool does (and as deployed).
+AS_USER = ["--user", APACHE_USER] if running_as_root() else []
+
+
 def bench_site(prefix: str) -> tuple[Path, Path]:
     """(root, site): a copy of bench/site in a folder Apache's user can enter; root also holds run/."""
     root = make_reachable_dir(prefix)

@@ -18,7 +18,7 @@ import shutil
 import statistics
 import sys
 
-from benchlib import APACHE_TUNING, APACHE_USER, Peer, bench_site, running_as_root  # first: puts tools/ on the path
+from benchlib import AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
 from benchlib import MiB, post_upload as upload, wrk
 
@@ -37,7 +37,7 @@ def main() -> int:
     root, site = bench_site("fcgi-bench-connector-")
     uploads = root / "uploads"
     uploads.mkdir()
-    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    group = AS_USER  # (the socket's group is the user's)
     backend = Peer("fcgi_backend", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork", "-4",
                                     "--upload-dir", str(uploads), *group], site / "fcgi_backend.sock",
                    root / "run" / "backend.log")

@@ -3,6 +3,7 @@
   * fcgi_backend serving a plain WSGI hello;
   * fcgi_backend serving a mustache view filled by a handler;
   * stock flup's preforking WSGIServer with the same hello;
+  * uWSGI in its FastCGI mode (``--fastcgi-socket``, Debian's uwsgi-plugin-python3), the same hello;
   * php-fpm (pm = static) with a hello.php;
   * the ceiling: a minimal C responder on libfcgi answering the same hello.
 
@@ -24,11 +25,19 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
-                      php_fpm_config, running_as_root, wrk)
+from benchlib import (AS_USER, APACHE_TUNING, running_as_root, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+                      php_fpm_config, wrk)
 from apache_harness import Apache
 
 CONCURRENCY = [1, 4, 16, 64, 256]
+
+
+def uwsgi_command(sock, workers: int) -> list[str]:
+    """uWSGI's FastCGI mode serving the same WSGI hello: prefork workers, as the others."""
+    user = ["--uid", "www-data", "--gid", "www-data"] if running_as_root() else []
+    return ["uwsgi", "--plugin", "python3", "--fastcgi-socket", str(sock), "--chmod-socket=660",
+            "--wsgi-file", str(BENCH / "peers" / "hello_wsgi.py"), "--callable", "hello", "--master",
+            "--processes", str(workers), "--disable-logging", "--die-on-term", *user]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -43,7 +52,7 @@ def main() -> int:
     run = root / "run"
     sock = site / "fcgi_backend.sock"
     python = sys.executable
-    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    group = AS_USER  # (the socket's group is the user's)
     pool = ["--prefork", str(-args.workers)]
     php_stanza = f'<FilesMatch "\\.php$">\n    SetHandler "proxy:unix:{sock}|fcgi://localhost"\n</FilesMatch>'
     # (name, peer, URL path, extra Apache config)
@@ -55,6 +64,8 @@ def main() -> int:
                                              sock, run / "ours-view.log"), "/view", ""),
         ("flup prefork, WSGI hello", Peer("flup", [python, str(BENCH / "peers" / "flup_prefork_hello.py"), str(sock),
                                                    str(args.workers)], sock, run / "flup.log"), "/hello", ""),
+        ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, args.workers), sock, run / "uwsgi.log"),
+         "/hello", ""),
         ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
                                     sock, run / "php.log"), "/hello.php", php_stanza),
         ("C libfcgi hello (ceiling)", Peer("c", [str(build_c_responder(run)), str(sock), str(args.workers)],
@@ -98,12 +109,13 @@ def main() -> int:
     for c in args.concurrency:
         print(f"| {c} | " + " | ".join(f"{by[(n, c)]['rps']:.0f}" for n in names) + " |")
     print("\nratios, same run:\n")
-    print("| concurrency | WSGI hello / php-fpm | WSGI hello / flup | mustache view / php-fpm | WSGI hello / C ceiling |")
-    print("|---|---|---|---|---|")
+    print("| concurrency | WSGI hello / php-fpm | WSGI hello / uWSGI | WSGI hello / flup | mustache view / php-fpm "
+          "| WSGI hello / C ceiling |")
+    print("|---|---|---|---|---|---|")
     for c in args.concurrency:
-        hello, view = by[(names[0], c)]["rps"], by[(names[1], c)]["rps"]
-        flup, php, ceiling = by[(names[2], c)]["rps"], by[(names[3], c)]["rps"], by[(names[4], c)]["rps"]
-        print(f"| {c} | {hello / php:.2f}x | {hello / flup:.2f}x | {view / php:.2f}x | {hello / ceiling:.2f}x |")
+        hello, view, flup, uwsgi, php, ceiling = (by[(n, c)]["rps"] for n in names)
+        print(f"| {c} | {hello / php:.2f}x | {hello / uwsgi:.2f}x | {hello / flup:.2f}x | {view / php:.2f}x "
+              f"| {hello / ceiling:.2f}x |")
     print("\nlatency p50 / p99 in ms\n")
     print("| concurrency | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))

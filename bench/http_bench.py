@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
+from benchlib import AS_USER, BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
 from apache_harness import _port_open, free_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -88,7 +88,7 @@ def main() -> int:
     cert, key = self_signed(run)
     peers = str(BENCH / "peers")
     ours = [sys.executable, "-m", "fcgi_backend", "serve-http", str(site), "--prefork", str(-args.workers),
-            "--upload-dir", str(uploads)]
+            "--upload-dir", str(uploads), *AS_USER]
     hello_app = ["--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"]
     env = {"BENCH_SITE": str(site), "UPLOAD_DIR": str(uploads)}
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
+from benchlib import (AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
                       php_fpm_config, running_as_root, wrk)
 from apache_harness import Apache
 from postgres_harness import Postgres, available as postgres_available
@@ -98,7 +98,7 @@ def main() -> int:
         postgres = Postgres(make_reachable_dir("fcgi-bench-pg-")).start()
     python = sys.executable
     ours = [python, "-m", "fcgi_backend", "run", str(site), "--prefork", str(-args.workers),
-            *(["--socket-group", APACHE_USER] if running_as_root() else [])]
+            *AS_USER]
     our_pages = {"text": ("/visit", "/visit-no-session"), "page": ("/page", "/page-no-session")}
     php_pages = {"text": ("/session_counter.php", "/no_session_counter.php"),
                  "page": ("/page.php", "/page-no-session.php")}

@@ -22,8 +22,8 @@ import shutil
 import statistics
 import sys
 
-from benchlib import (APACHE_TUNING, APACHE_USER, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
-                      build_c_responder, post_upload, running_as_root)
+from benchlib import (AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
+                      build_c_responder, post_upload)
 from apache_harness import Apache
 
 
@@ -41,7 +41,7 @@ def main() -> int:
     run = root / "run"
     sock = site / "fcgi_backend.sock"
     python = sys.executable
-    group = ["--socket-group", APACHE_USER] if running_as_root() else []
+    group = AS_USER  # (the socket's group is the user's)
     peers = [
         Peer("fcgi_backend", [python, "-m", "fcgi_backend", "run", str(site), "--upload-dir", str(uploads), *group],
              sock, run / "fcgi_backend.log"),

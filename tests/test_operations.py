@@ -50,7 +50,7 @@ def test_workers_and_handlers_run_as_the_user_and_its_files_become_theirs(site, 
     spool = workdir / "spool"
     spool.mkdir()
     backend = Backend(site, workdir / "run", ["--user", "www-data", "--pidfile", pidfile, "--prefork", "2",
-                                              "--access-log", logs / "access.log", "--slowlog", logs / "slow.log",
+                                              "--access-log", logs / "access.log", "--slowlog", logs / "slow.log", "--slowlog-timeout", "5",
                                               "--upload-dir", spool])
     backend.start()
     www = pwd.getpwnam("www-data")
