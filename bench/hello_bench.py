@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import (AS_USER, APACHE_TUNING, running_as_root, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
                       php_fpm_config, wrk)
 from apache_harness import Apache
 
@@ -33,11 +33,11 @@ CONCURRENCY = [1, 4, 16, 64, 256]
 
 
 def uwsgi_command(sock, workers: int) -> list[str]:
-    """uWSGI's FastCGI mode serving the same WSGI hello: prefork workers, as the others."""
-    user = ["--uid", "www-data", "--gid", "www-data"] if running_as_root() else []
+    """uWSGI's FastCGI mode serving the same WSGI hello: prefork workers, as the others. (Its own
+    user; with --uid it drops root before binding, and cannot bind in the root-owned site folder.)"""
     return ["uwsgi", "--plugin", "python3", "--fastcgi-socket", str(sock), "--chmod-socket=660",
             "--wsgi-file", str(BENCH / "peers" / "hello_wsgi.py"), "--callable", "hello", "--master",
-            "--processes", str(workers), "--disable-logging", "--die-on-term", *user]
+            "--processes", str(workers), "--disable-logging", "--die-on-term"]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
