@@ -110,6 +110,7 @@ bench: bench-deps venv connector
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
 	$(PY) bench/session_bench.py --runs 3 --json bench/results/sessions.json
+	$(PY) bench/balancer_bench.py --runs 3 --json bench/results/balancer.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .run

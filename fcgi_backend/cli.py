@@ -8,6 +8,7 @@ given on the command line wins over the file, the file over the defaults.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, logs
+from .allowlist import AllowList
 from .app import Application
 from .appserver import AppServer
 from .checks import check_site
@@ -103,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="permissions of the unix socket, octal (default: 0660)")
     _option(where, "--socket-group", setting="listen.socket_group", metavar="GROUP",
             help="group of the unix socket, e.g. www-data so Apache may connect")
+    _option(where, "--allowed-clients", setting="listen.allowed_clients", metavar="ADDRESSES",
+            help="with --tcp: the only peers served, comma-separated addresses or networks (the web servers; "
+                 "FastCGI has no authentication), e.g. 10.0.0.5,10.0.1.0/24")
     add_serving_options(run, fastcgi=True)
 
     http = commands.add_parser("serve-http", help="serve SITE over HTTP (and TLS) on its own, until SIGTERM or SIGINT",
@@ -150,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     apache.add_argument("--connector", action="store_true",
                         help="use the project's connector module (mod_fcgi_backend) instead of mod_proxy_fcgi")
     apache.add_argument("--listen", action="store_true", help="also write the Listen line for the port")
+    apache.add_argument("--balancer", metavar="HOST:PORT", action="append", default=[],
+                        help="a backend on another host (repeat for each): the vhost spreads requests over them "
+                             "with mod_proxy_balancer, health-checked on --ping-path (docs/SCALING.md)")
+    apache.add_argument("--standby", metavar="HOST:PORT", action="append", default=[],
+                        help="with --balancer: a hot standby, used only while every other member is down")
+    apache.add_argument("--ping-path", default="/fcgi-ping", metavar="PATH",
+                        help="the backends' --ping-path, for the health checks (default: /fcgi-ping)")
     return parser
 
 
@@ -324,7 +336,9 @@ def check_identity(server: ServerConfig) -> None:
 
 def session_manager(site: SiteLayout, config: SessionConfig) -> SessionManager:
     try:
-        return SessionManager(store_for(config, str(site.sqlite_dbs)), config)
+        manager = SessionManager(store_for(config, str(site.sqlite_dbs)), config)
+        manager.store.preload()
+        return manager
     except ValueError as exc:  # an unknown kind of URL, or its driver missing
         raise UsageError(str(exc)) from None
 
@@ -372,6 +386,9 @@ def cmd_run(args) -> int:
     listen = settings.listen
     if listen.tcp:
         address = ListenAddress.parse_tcp(listen.tcp)
+        if not listen.allowed_clients and not _is_loopback(address.host):
+            log.warning("listening on %s without --allowed-clients: FastCGI has no authentication, so anyone who "
+                        "reaches this port runs requests as the site", listen.tcp)
     else:
         address = ListenAddress(path=str(Path(listen.socket).resolve() if listen.socket else site.socket_path))
         if listen.socket_mode & 0o002:
@@ -379,9 +396,16 @@ def cmd_run(args) -> int:
     server = FastCGIServer(app_loader(site, settings), address, settings.server, limits=settings.limits,
                            debug=settings.server.debug, socket_mode=listen.socket_mode,
                            socket_group=listen.socket_group or group_name(settings.server.user, settings.server.group),
-                           owned_paths=owned_paths(site, settings))
+                           owned_paths=owned_paths(site, settings), allowed_clients=AllowList(listen.allowed_clients))
     log.info("fcgi-backend %s serving %s over FastCGI", __version__, site.root)
     return serve(server)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def cmd_serve_http(args) -> int:
@@ -451,7 +475,8 @@ def cmd_apache_conf(args) -> int:
     try:
         print(vhost_for(Path(args.site).resolve(), port=args.port, connector=args.connector,
                         socket=Path(args.socket).resolve() if args.socket else None, server_name=args.server_name,
-                        listen=args.listen), end="")
+                        listen=args.listen, balancer=args.balancer, standby=args.standby, ping_path=args.ping_path),
+              end="")
     except ApacheConfError as exc:
         raise UsageError(str(exc)) from None
     return EXIT_OK

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
+from .allowlist import AllowList
 from .limits import Limits
 from .sessions import SessionConfig
 from .tls import TLSConfig
@@ -122,10 +123,17 @@ class ListenConfig:
     tcp: str = ""            #: HOST:PORT (run: instead of the socket; serve-http: default 127.0.0.1:8000)
     socket_mode: int = 0o660  #: permissions of the unix socket
     socket_group: str = ""   #: group of the unix socket, e.g. www-data so Apache may connect
+    allowed_clients: str = ""  #: with tcp: the web servers' addresses or networks, comma-separated
 
     def check(self) -> None:
         if self.socket and self.tcp:
             raise ConfigError("socket and tcp: give one (a unix socket, or a TCP address)")
+        if self.allowed_clients and not self.tcp:
+            raise ConfigError("allowed_clients is for a TCP listener (tcp); a unix socket has its mode and group")
+        try:
+            AllowList(self.allowed_clients)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if not 0 <= self.socket_mode <= 0o777:
             raise ConfigError(f"socket_mode {self.socket_mode:o} is out of range 0000-0777")
         if self.socket_group:
@@ -138,7 +146,7 @@ class ListenConfig:
 TABLE_MODELS: dict[str, type] = {"server": ServerConfig, "listen": ListenConfig, "limits": Limits,
                                  "tls": TLSConfig, "sessions": SessionConfig}
 # Settings that belong to one command: the other refuses them in a file.
-COMMAND_ONLY = {("listen", "socket"): "run", ("listen", "socket_mode"): "run", ("listen", "socket_group"): "run",
+COMMAND_ONLY = {("listen", "socket"): "run", ("listen", "allowed_clients"): "run", ("listen", "socket_mode"): "run", ("listen", "socket_group"): "run",
                 ("limits", "max_params"): "run", ("tls", None): "serve-http"}
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}

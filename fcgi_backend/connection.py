@@ -56,6 +56,7 @@ from flup.server.fcgi_base import (
 
 from .errors import RequestInputError, RequestTimeout
 from .sockio import NOWAIT, drain_until_eof, send_all, wait
+from .health import MAX_HEAD, health_answer
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -298,6 +299,8 @@ class FastCGIConnection(Connection):
             if str(exc):
                 log.warning("closing connection: %s", exc)
         except ProtocolError as exc:
+            if self._answered_health_check():
+                return False
             log.warning("closing connection after malformed FastCGI input: %s", exc)
         except OSError as exc:
             log.info("connection ended: %s", exc)
@@ -306,6 +309,21 @@ class FastCGIConnection(Connection):
             log.error("a request ran past request_timeout while its answer was being sent")
         self.close(graceful=False)
         return False
+
+    def _answered_health_check(self) -> bool:
+        """The connection's first bytes were an HTTP request (mod_proxy_hcheck's hcmethod=GET):
+        answered and closed (health.py)."""
+        if self._parser.records_returned:
+            return False
+        answer = health_answer(self._parser.head(MAX_HEAD), getattr(self.server, "ping_path", ""))
+        if answer is None:
+            return False
+        try:
+            send_all(self._sock, [answer], self.limits.read_timeout)
+        except OSError:
+            pass
+        self.close()
+        return True
 
     def has_buffered_record(self) -> bool:
         """A whole record is already received: the next request needs no wait on the socket."""

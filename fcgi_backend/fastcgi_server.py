@@ -3,18 +3,24 @@ nginx, lighttpd), one request at a time, kept open between requests when the web
 
 from __future__ import annotations
 
+import logging
 import socket
 
+from .allowlist import AllowList
 from .appserver import AppServer
 from .config import ConfigError
 from .gateway import FastCGIGateway
 
 
+log = logging.getLogger("fcgi_backend.fastcgi")
+
+
 class FastCGIServer(AppServer):
     """Serves a WSGI application over FastCGI. See :class:`~fcgi_backend.appserver.AppServer`."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, allowed_clients: AllowList | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.allowed_clients = allowed_clients or AllowList("")
         if self.tls:
             raise ConfigError("TLS is for the HTTP flavour (serve-http): web servers reach a FastCGI backend "
                               "over a unix socket or a private network, without TLS")
@@ -32,6 +38,7 @@ class FastCGIServer(AppServer):
             self._gateway.on_request_end = self.request_ended
             self._gateway.request_timeout = self.config.request_timeout
             self._gateway.access_log = self.access_log
+            self._gateway.ping_path = self.config.ping_path  # answered to mod_proxy_hcheck's HTTP too (health.py)
         return self._gateway
 
     def on_child_start(self) -> None:
@@ -39,6 +46,14 @@ class FastCGIServer(AppServer):
         super().on_child_start()
 
     def on_process(self, client: socket.socket) -> None:
+        if self.allowed_clients and client.family != socket.AF_UNIX:
+            try:
+                peer = client.getpeername()[0]
+            except OSError:
+                return  # gone already
+            if not self.allowed_clients.allows(peer):
+                log.warning("refused a connection from %s: not in allowed_clients", peer)
+                return  # (the worker loop closes it)
         gateway = self.gateway()
         conn = gateway.connection(client, None, linger=self.linger)
         while conn.serve_request():

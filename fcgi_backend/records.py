@@ -147,12 +147,18 @@ class RecordParser:
     """
 
     def __init__(self) -> None:
+        self.records_returned = 0  # none yet: the stream's first bytes are still the first record's
         self._buf = bytearray()
         self._pos = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
         self._buf += data
+
+    def head(self, size: int) -> bytes:
+        """Up to ``size`` of the bytes not yet returned as records (to look at a stream that is
+        not FastCGI)."""
+        return bytes(self._buf[self._pos:self._pos + size])
 
     @property
     def pending(self) -> int:
@@ -210,6 +216,7 @@ class RecordParser:
         end = pos + FCGI_HEADER_LEN + content_len + padding_len
         if len(buf) < end:
             return None
+        self.records_returned += 1
         rec = Record(rec_type, request_id)
         rec.contentLength = content_len
         rec.paddingLength = padding_len

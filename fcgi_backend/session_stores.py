@@ -215,14 +215,23 @@ class PostgresStore(SessionStore):
         db, self._db, self._lock_timeout, self._held = self._db, None, None, None
         return db
 
+    def preload(self) -> None:
+        self._driver()
+
+    @staticmethod
+    def _driver():
+        try:
+            import psycopg
+            import psycopg.pq  # (loads the libpq binding, and what it imports)
+        except ImportError:
+            raise SessionSetupError("sessions in PostgreSQL need psycopg 3: pip install 'psycopg[binary]' "
+                                    "(or 'fcgi_backend[postgresql]')") from None
+        return psycopg
+
     def open(self):
         if self._db is None or self._db.closed:
             self._db = None
-            try:
-                import psycopg
-            except ImportError:
-                raise SessionSetupError("sessions in PostgreSQL need psycopg 3: pip install 'psycopg[binary]' "
-                                        "(or 'fcgi_backend[postgresql]')") from None
+            psycopg = self._driver()
             try:
                 db = psycopg.connect(self.url, autocommit=True, connect_timeout=self.CONNECT_TIMEOUT,
                                      tcp_user_timeout=self.NETWORK_TIMEOUT * 1000, keepalives_idle=30,

@@ -109,6 +109,11 @@ class SessionStore:
         """Connect (and create the table if missing) now rather than at first use."""
         raise NotImplementedError
 
+    def preload(self) -> None:
+        """Import what the store needs, in the process that starts the server: before it becomes
+        its user, who may not be able to read every folder the interpreter's modules are in.
+        SessionSetupError if something is missing."""
+
     def acquire(self, sid: str, timeout: float) -> StoredSession | None:
         """Hold session ``sid`` against other requests until :meth:`release`, and read it (None if
         unknown); SessionBusy if another request held it for ``timeout`` seconds."""

@@ -14,7 +14,9 @@ import re
 from importlib import resources
 from pathlib import Path
 
-TEMPLATES = {False: "fcgi_backend.conf", True: "fcgi_backend_connector.conf"}
+TEMPLATES = {False: "fcgi_backend.conf", True: "fcgi_backend_connector.conf", "balancer": "fcgi_backend_balancer.conf"}
+_MEMBERS = re.compile(r'^(\s*)BalancerMember "fcgi://[^"]+" (.*?)(?: status=\+H)?\n', re.M)
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}")
 CONNECTOR_SO = "/usr/lib/apache2/modules/mod_fcgi_backend.so"
 _DEFINE_BLOCK = re.compile(r"^<IfDefine !(\w+)>\n(?:.*\n)*?</IfDefine>\n", re.M)
 _UNSAFE_PATH = re.compile(r'[\s"\\$%]')
@@ -24,7 +26,7 @@ class ApacheConfError(ValueError):
     """The site cannot be written into a vhost (a path Apache's syntax cannot hold)."""
 
 
-def template_text(connector: bool) -> str:
+def template_text(connector) -> str:
     """The template as shipped: inside the installed package, or beside it in a checkout."""
     name = TEMPLATES[connector]
     try:
@@ -41,8 +43,17 @@ def worker_name(site: Path) -> str:
 
 
 def vhost_for(site: Path, port: int = 80, connector: bool = False, socket: Path | None = None,
-              server_name: str | None = None, listen: bool = False, connector_so: str = CONNECTOR_SO) -> str:
-    """The vhost serving ``site`` on ``port``."""
+              server_name: str | None = None, listen: bool = False, connector_so: str = CONNECTOR_SO,
+              balancer: list[str] = (), standby: list[str] = (), ping_path: str = "/fcgi-ping") -> str:
+    """The vhost serving ``site`` on ``port``: through its unix socket, or with ``balancer`` (and
+    ``standby``) HOST:PORT members over TCP."""
+    for member in [*balancer, *standby]:
+        if not _HOST_PORT.fullmatch(member):
+            raise ApacheConfError(f"balancer member {member!r}: give HOST:PORT")
+    if standby and not balancer:
+        raise ApacheConfError("a standby needs --balancer members too")
+    if balancer and (connector or socket is not None):
+        raise ApacheConfError("--balancer sends requests over TCP: not with --connector or --socket")
     for what, path in (("site folder", site), ("socket", socket)):
         if path is not None and _UNSAFE_PATH.search(str(path)):
             raise ApacheConfError(f"the {what} {path} has a space, quote, backslash, $ or %: Apache's config "
@@ -51,7 +62,10 @@ def vhost_for(site: Path, port: int = 80, connector: bool = False, socket: Path 
         raise ApacheConfError(f"port {port} is out of range")
     if server_name is not None and not re.fullmatch(r"[A-Za-z0-9.-]+", server_name):
         raise ApacheConfError(f"server name {server_name!r}: letters, digits, '.' and '-' only")
-    text = _DEFINE_BLOCK.sub("", template_text(connector))
+    text = _DEFINE_BLOCK.sub("", template_text("balancer" if balancer else connector))
+    if balancer:
+        text = _balancer_members(text, balancer, standby, ping_path).replace(
+            "balancer://fcgi-backends", f"balancer://{worker_name(site)}")
     socket_path = str(socket) if socket is not None else f"{site}/fcgi_backend.sock"
     text = (text.replace("${FCGI_SITE}/fcgi_backend.sock", socket_path)
                 .replace("fcgi://localhost", f"fcgi://{worker_name(site)}")
@@ -60,6 +74,11 @@ def vhost_for(site: Path, port: int = 80, connector: bool = False, socket: Path 
                 .replace("${FCGI_CONNECTOR_SO}", connector_so))
     head = [f"# The site {site}, served by fcgi-backend on port {port}.",
             f"# Written by `fcgi-backend apache-conf`; start its backend with: fcgi-backend run {site}"]
+    if balancer:
+        head[1:] = ["# Written by `fcgi-backend apache-conf`; start the backend on each member host with:",
+                    f"#     fcgi-backend run {site} --tcp HOST:PORT --allowed-clients THIS_HOST --ping-path {ping_path}",
+                    "# (sessions in a shared store: --sessions postgresql://...); modules: a2enmod proxy_fcgi "
+                    "proxy_balancer proxy_hcheck lbmethod_bybusyness slotmem_shm rewrite"]
     if listen:
         head.append(f"Listen {port}")
     extra = []
@@ -70,6 +89,17 @@ def vhost_for(site: Path, port: int = 80, connector: bool = False, socket: Path 
     if extra:
         text = re.sub(r"(<VirtualHost [^>]*>\n)", lambda m: m.group(1) + "\n".join(extra) + "\n", text, count=1)
     return "\n".join(head) + "\n" + _strip_template_comments(text)
+
+
+def _balancer_members(text: str, members: list[str], standby: list[str], ping_path: str) -> str:
+    """The template's example members replaced by ``members`` and ``standby`` (status=+H), with
+    the template's parameters and the health check on ``ping_path``."""
+    found = _MEMBERS.search(text)
+    indent, params = found.group(1), found.group(2).replace("hcuri=/fcgi-ping", f"hcuri={ping_path}")
+    lines = [f'{indent}BalancerMember "fcgi://{m}" {params}\n' for m in members]
+    lines += [f'{indent}BalancerMember "fcgi://{m}" {params} status=+H\n' for m in standby]
+    first, last = _MEMBERS.search(text), list(_MEMBERS.finditer(text))[-1]
+    return text[:first.start()] + "".join(lines) + text[last.end():]
 
 
 def _strip_template_comments(text: str) -> str:

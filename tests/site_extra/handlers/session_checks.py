@@ -1,6 +1,7 @@
 """Routes the session tests need: a bare counter, a value JSON cannot hold, a value too big for a full disk."""
 
 import datetime
+import os
 import time
 
 from fcgi_backend import Response
@@ -8,6 +9,7 @@ from fcgi_backend import Response
 
 def init_module(registry):
     registry.route("/count", count)
+    registry.route("/member", member)
     registry.route("/session-bad-value", bad_value)
     registry.route("/session-big-value", big_value)
     registry.route("/session-hold", hold)
@@ -17,6 +19,12 @@ def count(request):
     """Read the counter, add one, save: lost updates would show as a short count."""
     request.session["n"] = request.session.get("n", 0) + 1
     return Response.json({"n": request.session["n"]})
+
+
+def member(request):
+    """Which backend host answered (FCGI_TEST_MEMBER in its environment), and the session's count."""
+    request.session["n"] = request.session.get("n", 0) + 1
+    return Response.json({"member": os.environ.get("FCGI_TEST_MEMBER", "-"), "n": request.session["n"]})
 
 
 def bad_value(request):
