@@ -94,7 +94,7 @@ def test_the_backend_serves_that_site_with_a_socket_apache_can_open():
     assert site_path in cmd and "www-data" in cmd
 
 
-@pytest.mark.parametrize("stage", ["wheel", "apache", "connector-build", "apache-connector"])
+@pytest.mark.parametrize("stage", ["wheel", "apache", "connector-build", "apache-connector", "apache-balancer"])
 def test_what_the_dockerfile_copies_exists_and_reaches_the_build(stage):
     ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")]
@@ -113,3 +113,53 @@ def test_the_connector_image_loads_the_module_where_the_vhost_looks():
     so = vhost_default("fcgi_backend_connector.conf", "FCGI_CONNECTOR_SO")
     copied = [shlex.split(line)[-1] for line in stages()["apache-connector"] if line.startswith("COPY --from=")]
     assert so in copied
+
+
+# ---- docker-compose.scale.yml: several backends behind the balancer ------------------------------
+
+SCALE_FILE = DOCKER / "docker-compose.scale.yml"
+
+
+def scale_config() -> dict:
+    out = subprocess.run(["docker-compose", "-f", str(SCALE_FILE), "config"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+def test_the_scaled_backends_listen_on_the_stacks_network_for_its_addresses_only():
+    config = scale_config()
+    command = config["services"]["backend"]["command"]
+    subnet = config["networks"]["stack"]["ipam"]["config"][0]["subnet"]
+    assert command[command.index("--tcp") + 1] == "0.0.0.0:9000"
+    assert command[command.index("--allowed-clients") + 1] == subnet
+    assert command[command.index("--sessions") + 1].startswith("postgresql://fcgi:")
+    assert "@postgres/" in command[command.index("--sessions") + 1] and "postgres" in config["services"]
+    # the balancer's health checks ask the path the backends answer
+    hcuri = re.search(r"hcuri=(\S+)", (REPO / "apache_conf" / "fcgi_backend_balancer.conf").read_text()).group(1)
+    assert command[command.index("--ping-path") + 1] == hcuri
+    assert "ports" not in config["services"]["backend"]  # reached by the balancer only
+    assert config["services"]["balancer"]["build"]["target"] == "apache-balancer"
+
+
+def test_the_balancer_start_writes_one_member_per_backend_container(tmp_path):
+    """balancer-start with docker's DNS answer faked: three containers, three members with the
+    template's health check; then it execs Apache (here: a stand-in that checks its arguments)."""
+    conf = tmp_path / "balancer.conf"
+    conf.write_text((REPO / "apache_conf" / "fcgi_backend_balancer.conf").read_text())
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "getent").write_text("#!/bin/sh\n[ \"$2\" = backend ] || exit 2\n"
+                                    "printf '172.30.57.5 STREAM backend\\n172.30.57.4 STREAM\\n"
+                                    "172.30.57.5 DGRAM\\n172.30.57.6 STREAM\\n'\n")
+    (bin_dir / "getent").chmod(0o755)
+    envvars = tmp_path / "envvars"
+    envvars.write_text(f"APACHE_RUN_DIR={tmp_path}/run\nAPACHE_LOCK_DIR={tmp_path}/lock\n")
+    out = subprocess.run([str(DOCKER / "balancer-start.sh")], capture_output=True, text=True, timeout=30,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "BALANCER_CONF": str(conf),
+                              "APACHE_ENVVARS": str(envvars), "APACHE_BIN": "/bin/echo"})
+    assert out.returncode == 0 and out.stdout.strip() == "-D FOREGROUND", out.stderr
+    members = [line.split()[1] for line in conf.read_text().splitlines() if "BalancerMember" in line]
+    assert members == ['"fcgi://172.30.57.4:9000"', '"fcgi://172.30.57.5:9000"', '"fcgi://172.30.57.6:9000"']
+    assert all("hcuri=/fcgi-ping" in line and "status=+H" not in line
+               for line in conf.read_text().splitlines() if "BalancerMember" in line)
+    assert (tmp_path / "run").is_dir()

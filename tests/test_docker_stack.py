@@ -7,6 +7,7 @@ reloads the backend, and `down` stops every container without waiting for a kill
 """
 
 import hashlib
+import re
 import os
 import shutil
 import subprocess
@@ -31,16 +32,26 @@ pytestmark = [pytest.mark.skipif(os.environ.get("FCGI_TEST_DOCKER") != "1",
 
 
 @pytest.fixture(scope="module")
-def stack():
+def engine():
+    """One engine (and the base images) for both stacks."""
     try:
-        engine = Engine().start()
+        started = Engine().start()
     except EngineUnavailable as exc:
         pytest.skip(f"no Docker engine here: {exc}")
+    try:
+        yield started, base_images(started)
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(engine):
+    engine, build_args = engine
     root = make_reachable_dir("fcgi-docker-")
     site = root / "site"
     shutil.copytree(REPO / "examples" / "site", site, ignore=shutil.ignore_patterns("SQLiteDBs", "uploads", "*.sock"))
     ports = {"HTTP_PORT": str(free_port()), "CONNECTOR_HTTP_PORT": str(free_port())}
-    env = {**engine.env, **base_images(engine), **ports, "SITE_DIR": str(site),
+    env = {**engine.env, **build_args, **ports, "SITE_DIR": str(site),
            "COMPOSE_PROJECT_NAME": f"fcgitest{os.getpid()}"}
 
     def compose(*args, timeout=120):
@@ -58,14 +69,13 @@ def stack():
         logs = compose("logs", "--no-color", timeout=60).stdout
         down = compose("down", "-v", "--rmi", "local", timeout=300)
         print(logs[-5000:])
-        engine.stop()
         shutil.rmtree(root, ignore_errors=True)
         assert down.returncode == 0, down.stderr
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, path: str = "/fcgi-ping") -> bool:
     try:
-        return requests.get(url + "/fcgi-ping", timeout=5).status_code == 200
+        return requests.get(url + path, timeout=5).status_code == 200
     except requests.RequestException:
         return False
 
@@ -96,3 +106,66 @@ def test_a_hup_reloads_the_backend_and_down_stops_at_once(stack):
     stopped = compose("stop", timeout=120)
     took = time.monotonic() - started
     assert stopped.returncode == 0 and took < 8, f"stopping took {took:.1f}s: a container waited for its kill"
+
+
+# ---- docker-compose.scale.yml: three backends behind the balancer, sessions in PostgreSQL -------------
+
+SCALE = ["docker-compose", "-f", str(REPO / "docker" / "docker-compose.scale.yml")]
+
+
+@pytest.fixture(scope="module")
+def scaled(engine):
+    engine, build_args = engine
+    root = make_reachable_dir("fcgi-docker-scale-")
+    site = root / "site"
+    shutil.copytree(REPO / "examples" / "site", site, ignore=shutil.ignore_patterns("SQLiteDBs", "uploads", "*.sock"))
+    project = f"fcgiscale{os.getpid()}"
+    env = {**engine.env, **build_args, "HTTP_PORT": str(free_port()), "SITE_DIR": str(site),
+           "COMPOSE_PROJECT_NAME": project}
+
+    def compose(*args, timeout=120):
+        return subprocess.run([*SCALE, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    compose.env = env
+
+    try:
+        up = compose("up", "-d", "--build", "--scale", "backend=3", timeout=1800)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        url = f"http://127.0.0.1:{env['HTTP_PORT']}"
+        # pages that use a session answer 503 until PostgreSQL, making its cluster, takes connections
+        wait_for(lambda: _answers(url, "/account"), 120, "the balancer, with the sessions' database")
+        yield url, compose, project
+    finally:
+        print(compose("logs", "--no-color", timeout=60).stdout[-5000:])
+        down = compose("down", "-v", "--rmi", "local", timeout=300)
+        shutil.rmtree(root, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+
+
+def _visits(page: str) -> int:
+    return int(re.search(r"Visits of this page in your session: (\d+)", page).group(1))
+
+
+def test_three_backends_share_the_load_and_a_visitors_session(scaled):
+    url, compose, _ = scaled
+    browser = requests.Session()
+    counts = []
+    for _ in range(24):
+        r = browser.get(url + "/account", timeout=15)
+        assert r.status_code == 200
+        counts.append(_visits(r.text))
+    assert counts == list(range(1, 25))  # one session, counted on by whichever member answered
+    logs = compose("logs", "--no-color", "backend").stdout
+    served_by = {line.split("|")[0].strip() for line in logs.splitlines() if '"GET /account' in line}
+    assert len(served_by) == 3, served_by
+
+
+def test_a_backend_container_lost_leaves_the_others_serving_the_same_sessions(scaled):
+    url, compose, project = scaled
+    browser = requests.Session()
+    first = _visits(browser.get(url + "/account", timeout=15).text)
+    killed = subprocess.run(["docker", "kill", f"{project}_backend_1"], env=compose.env, capture_output=True,
+                            text=True)  # one of the three, with whatever it had in flight
+    assert killed.returncode == 0, killed.stderr
+    answers = [browser.get(url + "/account", timeout=15) for _ in range(12)]
+    assert [r.status_code for r in answers] == [200] * 12
+    assert [_visits(r.text) for r in answers] == list(range(first + 1, first + 13))

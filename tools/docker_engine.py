@@ -4,9 +4,9 @@ neither a running engine nor a reachable image registry.
 ``Engine.start()`` uses a running engine (``DOCKER_HOST``, or /var/run/docker.sock) when one
 answers; else it starts Debian's ``dockerd`` with its state in a temporary folder, published ports
 on 127.0.0.1 only, and stops it and removes that folder at ``stop()``. ``base_images(engine)``
-makes ``fcgi-backend-base/debian:bookworm`` with mmdebstrap (``--variant=minbase``, imported) and
-``fcgi-backend-base/python:bookworm`` on top of it (docker/base/python.Dockerfile), unless the
-engine has them already. ``python3 tools/docker_engine.py`` does both and prints the environment.
+makes ``fcgi-backend-base/debian:bookworm`` with mmdebstrap (``--variant=minbase``, imported), and
+on top of it ``fcgi-backend-base/python:bookworm`` and ``fcgi-backend-base/postgres:bookworm``
+(docker/base/), unless the engine has them already. ``python3 tools/docker_engine.py`` does both and prints the environment.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_IMAGE = "fcgi-backend-base/debian:bookworm"
 PYTHON_IMAGE = "fcgi-backend-base/python:bookworm"
+POSTGRES_IMAGE = "fcgi-backend-base/postgres:bookworm"
 SYSTEM_SOCKET = "/var/run/docker.sock"
 
 
@@ -109,13 +110,15 @@ def base_images(engine: Engine) -> dict[str, str]:
         errors = debootstrap.stderr.read().decode(errors="replace")
         if debootstrap.wait() != 0 or imported.returncode != 0:
             raise RuntimeError(f"making {DEBIAN_IMAGE} failed:\n{errors[-2000:]}{imported.stderr[-2000:]}")
-    if not engine.has_image(PYTHON_IMAGE):
-        out = engine.docker("build", "-t", PYTHON_IMAGE, "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}",
-                            "-f", str(REPO / "docker" / "base" / "python.Dockerfile"), str(REPO / "docker" / "base"),
-                            timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(f"building {PYTHON_IMAGE} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-    return {"DEBIAN_IMAGE": DEBIAN_IMAGE, "PYTHON_IMAGE": PYTHON_IMAGE, "EXTRA_CA_CERTS": extra_ca_certs()}
+    for image, dockerfile in ((PYTHON_IMAGE, "python.Dockerfile"), (POSTGRES_IMAGE, "postgres.Dockerfile")):
+        if not engine.has_image(image):
+            out = engine.docker("build", "-t", image, "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}",
+                                "-f", str(REPO / "docker" / "base" / dockerfile), str(REPO / "docker" / "base"),
+                                timeout=900)
+            if out.returncode != 0:
+                raise RuntimeError(f"building {image} failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return {"DEBIAN_IMAGE": DEBIAN_IMAGE, "PYTHON_IMAGE": PYTHON_IMAGE, "POSTGRES_IMAGE": POSTGRES_IMAGE,
+            "EXTRA_CA_CERTS": extra_ca_certs()}
 
 
 def extra_ca_certs() -> str:
@@ -129,7 +132,7 @@ if __name__ == "__main__":
     engine = Engine().start()
     args = base_images(engine)
     print(f"DOCKER_HOST={engine.env['DOCKER_HOST']}")
-    print(f"DEBIAN_IMAGE={args['DEBIAN_IMAGE']}\nPYTHON_IMAGE={args['PYTHON_IMAGE']}")
+    print(f"DEBIAN_IMAGE={args['DEBIAN_IMAGE']}\nPYTHON_IMAGE={args['PYTHON_IMAGE']}\nPOSTGRES_IMAGE={args['POSTGRES_IMAGE']}")
     if engine.proc is not None:
         print("(started here; stop it with Ctrl-C)", file=sys.stderr)
         try:
