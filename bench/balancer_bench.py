@@ -11,14 +11,12 @@ small mustache page at 16 clients; rounds are interleaved and the table gives me
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import statistics
 import subprocess
 import sys
 
-from benchlib import APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
+from benchlib import bench_arguments, write_json, APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
 from apache_harness import Apache, free_port
 from netns_harness import PORT, Hosts, Member
 
@@ -59,12 +57,7 @@ def direct_vhost(site, port: int, member: Member) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=4, help="workers of each member")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, duration=4, workers=4).parse_args()
     why_not = Hosts.unavailable()
     if why_not:
         print(f"balancer_bench: skipped: {why_not}")
@@ -119,9 +112,7 @@ def main() -> int:
     for r in results:
         print(f"| {r['setup']} | {r['rps']:.0f} | {r['rps'] / base['rps']:.2f}x | {r['apache_cpu_us']:.0f} µs | "
               f"{r['apache_cpu_us'] - base['apache_cpu_us']:+.0f} µs | {r['members_cpu_us']:.0f} µs |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "duration": args.duration, "results": results}, f, indent=2)
+    write_json(args.json, {"runs": args.runs, "duration": args.duration, "results": results})
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import grp
+import json
 import os
 import re
 import shutil
@@ -89,6 +91,30 @@ def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (
         errors += connect + timeout + (0 if close else read + write)
     return WrkResult(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency("50"), latency("99"),
                      errors, int(re.search(r"(\d+) requests in", out).group(1)))
+
+
+def bench_arguments(doc: str, *, runs: int = 3, duration: int | None = None, workers: int | None = None,
+                    concurrency: list[int] | None = None, mib: int | None = None) -> argparse.ArgumentParser:
+    """The options every bench takes: --runs and --json, and those of the given defaults."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=runs)
+    if duration is not None:
+        parser.add_argument("--duration", type=int, default=duration, help="seconds of load per measurement")
+    if workers is not None:
+        parser.add_argument("--workers", type=int, default=workers, help="worker processes of each server")
+    if concurrency is not None:
+        parser.add_argument("--concurrency", type=int, nargs="*", default=concurrency)
+    if mib is not None:
+        parser.add_argument("--mib", type=int, default=mib, help="size of the upload")
+    parser.add_argument("--json", help="also write the results here")
+    return parser
+
+
+def write_json(path: str | None, data: dict) -> None:
+    """The results for later runs to compare against, when --json named a file."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
 
 
 # Our server started as root runs as Apache's user, as php-fpm's pool does (and as deployed).

@@ -11,14 +11,12 @@ interleaved; the tables give medians and the connector's ratio to mod_proxy_fcgi
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 
-from benchlib import AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
+from benchlib import bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
 from benchlib import MiB, post_upload as upload, wrk
 
@@ -26,13 +24,7 @@ PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mib", type=int, default=1024)
-    parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 16, 64])
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, mib=1024, duration=4, concurrency=[1, 16, 64]).parse_args()
 
     root, site = bench_site("fcgi-bench-connector-")
     uploads = root / "uploads"
@@ -83,9 +75,7 @@ def main() -> int:
             a, b = statistics.median(rps[(proxy, page, c)]), statistics.median(rps[(conn, page, c)])
             results["rps"].append({"page": page, "concurrency": c, "mod_proxy_fcgi": a, "connector": b})
             print(f"| {page} | {c} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return 0
 
 

@@ -18,14 +18,12 @@ Apache's, from /proc, which shows where a request's cost lies.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import statistics
 import subprocess
 import sys
 
-from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
                       php_fpm_config, wrk)
 from apache_harness import Apache
 
@@ -39,13 +37,7 @@ def uwsgi_command(sock, workers: int) -> list[str]:
             "--wsgi-file", str(BENCH / "peers" / "hello_wsgi.py"), "--callable", "hello", "--master",
             "--processes", str(workers), "--disable-logging", "--die-on-term"]
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=CONCURRENCY)
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, duration=4, workers=4, concurrency=CONCURRENCY).parse_args()
 
     root, site = bench_site("fcgi-bench-hello-")
     shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
@@ -129,10 +121,7 @@ def main() -> int:
                                        for n in names) + " |")
     if any(r["errors"] for r in results):
         print("\nerrors: " + ", ".join(f"{r['server']} c={r['concurrency']}: {r['errors']}" for r in results if r["errors"]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "duration": args.duration, "workers": args.workers, "results": results},
-                      f, indent=2)
+    write_json(args.json, {"runs": args.runs, "duration": args.duration, "workers": args.workers, "results": results})
     return 0
 
 

@@ -18,8 +18,6 @@ closes each connection after its answer (it has no keep-alive): that is part of 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
@@ -27,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import AS_USER, BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
+from benchlib import bench_arguments, write_json, AS_USER, BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
 from apache_harness import _port_open, free_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -71,13 +69,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--mib", type=int, default=1024)
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, duration=4, workers=4, mib=1024).parse_args()
     if not os.path.exists(GUNICORN):
         print("gunicorn is not installed: pip install -r bench/requirements.txt (make bench does)", file=sys.stderr)
         return 2
@@ -196,11 +188,8 @@ def main() -> int:
     errors = {k: sum(r[2] for r in rows) for k, rows in samples.items() if k[0] != "upload" and sum(r[2] for r in rows)}
     if errors:
         print(f"\nerrors: {errors}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "duration": args.duration, "workers": args.workers,
-                       "results": [{"key": list(map(str, k)), "median": v, "range": lo_hi[k]} for k, v in med.items()]},
-                      f, indent=2)
+    write_json(args.json, {"runs": args.runs, "duration": args.duration, "workers": args.workers,
+                       "results": [{"key": list(map(str, k)), "median": v, "range": lo_hi[k]} for k, v in med.items()]})
     return 0
 
 

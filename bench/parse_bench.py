@@ -14,8 +14,6 @@ ratio of each parser's time to ours.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +24,7 @@ from python_multipart import MultipartParser
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import NullTarget, ValueTarget
 
+from benchlib import bench_arguments, write_json
 from fcgi_backend.limits import Limits
 from fcgi_backend.uploads import MultipartUpload
 
@@ -142,11 +141,9 @@ def print_table(results: list[dict]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser = bench_arguments(__doc__, runs=5)
     parser.add_argument("--file-mib", type=int, default=256)
     parser.add_argument("--fields", type=int, default=20_000)
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     upload_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     results = [
@@ -157,9 +154,7 @@ def main() -> int:
                 single_run=("streaming-form-data",)),  # one field target each: tens of seconds a run
     ]
     print_table(results)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
     return 0
 
 

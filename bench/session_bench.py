@@ -19,8 +19,6 @@ PHP's files do not wait for the disk at each request either.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from benchlib import (AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
+from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
                       php_fpm_config, running_as_root, wrk)
 from apache_harness import Apache
 from postgres_harness import Postgres, available as postgres_available
@@ -75,13 +73,8 @@ KINDS = {"text": "bare text answer", "page": "mustache page"}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=4)
+    parser = bench_arguments(__doc__, duration=4, workers=4, concurrency=CONCURRENCY)
     parser.add_argument("--visitors", type=int, default=512)
-    parser.add_argument("--concurrency", type=int, nargs="*", default=CONCURRENCY)
-    parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     root, site = bench_site("fcgi-bench-sessions-")
@@ -167,13 +160,11 @@ def main() -> int:
                                            for n in names[:-1]) + " |")
     if any(errors.values()):
         print("\nerrors: " + ", ".join(f"{' '.join(map(str, k))}: {v}" for k, v in errors.items() if v))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "duration": args.duration, "workers": args.workers,
+    write_json(args.json, {"runs": args.runs, "duration": args.duration, "workers": args.workers,
                        "visitors": args.visitors,
                        "results": [{"server": n, "page": kind, "session": session == "session", "clients": c,
                                     "rps": rps[(n, kind, session, c)], "errors": errors[(n, kind, session, c)]}
-                                   for (n, kind, session, c) in rps]}, f, indent=2)
+                                   for (n, kind, session, c) in rps]})
     return 1 if any(errors.values()) else 0
 
 

@@ -15,25 +15,19 @@ backend process's RSS during the upload (sampled from /proc every 10 ms).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
 
-from benchlib import (AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
+from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
                       build_c_responder, post_upload)
 from apache_harness import Apache
 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mib", type=int, default=1024)
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__, mib=1024).parse_args()
 
     root, site = bench_site("fcgi-bench-upload-")
     uploads = root / "uploads"
@@ -97,9 +91,7 @@ def main() -> int:
         cpu_ratio = "—" if ours_row else f"{r['cpu_vs_ours']:.2f}x"
         print(f"| {r['backend']} | {r['median_s']:.2f} s | {r['mb_per_s']:.0f} MB/s | {ratio} "
               f"| {r['backend_cpu_s']:.2f} s | {cpu_ratio} | {r['apache_cpu_s']:.2f} s | {r['rss_growth_mib']:.1f} MiB |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"mib": args.mib, "runs": args.runs, "results": results}, f, indent=2)
+    write_json(args.json, {"mib": args.mib, "runs": args.runs, "results": results})
     return 0
 
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from docker_engine import Engine, EngineUnavailable, base_images  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE = ["docker-compose", "-f", str(REPO / "docker" / "docker-compose.yml"), "--profile", "connector"]
 
 pytestmark = [pytest.mark.skipif(os.environ.get("FCGI_TEST_DOCKER") != "1",
                                  reason="builds images for minutes: run by `make test-docker`"),
@@ -44,33 +43,52 @@ def engine():
         started.stop()
 
 
+class Compose:
+    """A docker-compose project on a copy of the example site, in its own folder; ``close()``
+    takes it down with its volumes and built images."""
+
+    def __init__(self, engine, build_args: dict, compose_file: str, name: str, ports: list[str],
+                 options: tuple[str, ...] = ()) -> None:
+        self.root = make_reachable_dir(f"fcgi-docker-{name}-")
+        self.site = self.root / "site"
+        shutil.copytree(REPO / "examples" / "site", self.site,
+                        ignore=shutil.ignore_patterns("SQLiteDBs", "uploads", "*.sock"))
+        self.project = f"fcgi{name}{os.getpid()}"
+        self.ports = {port: str(free_port()) for port in ports}
+        self.command = ["docker-compose", "-f", str(REPO / "docker" / compose_file), *options]
+        self.env = {**engine.env, **build_args, **self.ports, "SITE_DIR": str(self.site),
+                    "COMPOSE_PROJECT_NAME": self.project}
+
+    def __call__(self, *args, timeout=120) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.command, *args], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def up(self, *args) -> None:
+        up = self("up", "-d", "--build", *args, timeout=1800)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+
+    def url(self, port: str) -> str:
+        return f"http://127.0.0.1:{self.ports[port]}"
+
+    def close(self) -> None:
+        print(self("logs", "--no-color", timeout=60).stdout[-5000:])
+        down = self("down", "-v", "--rmi", "local", timeout=300)
+        shutil.rmtree(self.root, ignore_errors=True)
+        assert down.returncode == 0, down.stderr
+
+
 @pytest.fixture(scope="module")
 def stack(engine):
-    engine, build_args = engine
-    root = make_reachable_dir("fcgi-docker-")
-    site = root / "site"
-    shutil.copytree(REPO / "examples" / "site", site, ignore=shutil.ignore_patterns("SQLiteDBs", "uploads", "*.sock"))
-    ports = {"HTTP_PORT": str(free_port()), "CONNECTOR_HTTP_PORT": str(free_port())}
-    env = {**engine.env, **build_args, **ports, "SITE_DIR": str(site),
-           "COMPOSE_PROJECT_NAME": f"fcgitest{os.getpid()}"}
-
-    def compose(*args, timeout=120):
-        return subprocess.run([*COMPOSE, *args], env=env, capture_output=True, text=True, timeout=timeout)
-
+    compose = Compose(*engine, "docker-compose.yml", "stack", ["HTTP_PORT", "CONNECTOR_HTTP_PORT"],
+                      options=("--profile", "connector"))
     try:
-        up = compose("up", "-d", "--build", timeout=1800)
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        urls = {"mod_proxy_fcgi": f"http://127.0.0.1:{ports['HTTP_PORT']}",
-                "connector": f"http://127.0.0.1:{ports['CONNECTOR_HTTP_PORT']}"}
+        compose.up()
+        urls = {"mod_proxy_fcgi": compose.url("HTTP_PORT"), "connector": compose.url("CONNECTOR_HTTP_PORT")}
         for url in urls.values():
             wait_for(lambda: _answers(url), 60, f"the stack at {url}")
-        yield urls, site, compose
+        yield urls, compose.site, compose
     finally:
-        logs = compose("logs", "--no-color", timeout=60).stdout
-        down = compose("down", "-v", "--rmi", "local", timeout=300)
-        print(logs[-5000:])
-        shutil.rmtree(root, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+        compose.close()
 
 
 def _answers(url: str, path: str = "/fcgi-ping") -> bool:
@@ -110,35 +128,17 @@ def test_a_hup_reloads_the_backend_and_down_stops_at_once(stack):
 
 # ---- docker-compose.scale.yml: three backends behind the balancer, sessions in PostgreSQL -------------
 
-SCALE = ["docker-compose", "-f", str(REPO / "docker" / "docker-compose.scale.yml")]
-
-
 @pytest.fixture(scope="module")
 def scaled(engine):
-    engine, build_args = engine
-    root = make_reachable_dir("fcgi-docker-scale-")
-    site = root / "site"
-    shutil.copytree(REPO / "examples" / "site", site, ignore=shutil.ignore_patterns("SQLiteDBs", "uploads", "*.sock"))
-    project = f"fcgiscale{os.getpid()}"
-    env = {**engine.env, **build_args, "HTTP_PORT": str(free_port()), "SITE_DIR": str(site),
-           "COMPOSE_PROJECT_NAME": project}
-
-    def compose(*args, timeout=120):
-        return subprocess.run([*SCALE, *args], env=env, capture_output=True, text=True, timeout=timeout)
-    compose.env = env
-
+    compose = Compose(*engine, "docker-compose.scale.yml", "scale", ["HTTP_PORT"])
     try:
-        up = compose("up", "-d", "--build", "--scale", "backend=3", timeout=1800)
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        url = f"http://127.0.0.1:{env['HTTP_PORT']}"
+        compose.up("--scale", "backend=3")
+        url = compose.url("HTTP_PORT")
         # pages that use a session answer 503 until PostgreSQL, making its cluster, takes connections
         wait_for(lambda: _answers(url, "/account"), 120, "the balancer, with the sessions' database")
-        yield url, compose, project
+        yield url, compose, compose.project
     finally:
-        print(compose("logs", "--no-color", timeout=60).stdout[-5000:])
-        down = compose("down", "-v", "--rmi", "local", timeout=300)
-        shutil.rmtree(root, ignore_errors=True)
-        assert down.returncode == 0, down.stderr
+        compose.close()
 
 
 def _visits(page: str) -> int:
