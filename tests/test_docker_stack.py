@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -154,8 +155,11 @@ def test_three_backends_share_the_load_and_a_visitors_session(scaled):
         assert r.status_code == 200
         counts.append(_visits(r.text))
     assert counts == list(range(1, 25))  # one session, counted on by whichever member answered
+    # bybusyness spreads what is in flight at once: a burst reaches every container
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda i: requests.get(f"{url}/?burst={i}", timeout=15).status_code, range(64))) == {200}
     logs = compose("logs", "--no-color", "backend").stdout
-    served_by = {line.split("|")[0].strip() for line in logs.splitlines() if '"GET /account' in line}
+    served_by = {line.split("|")[0].strip() for line in logs.splitlines() if '"GET /?burst=' in line}
     assert len(served_by) == 3, served_by
 
 
