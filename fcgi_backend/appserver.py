@@ -42,9 +42,8 @@ class AppServer(Waiter):
         self.app = None  # loaded by before_serving: once the server runs as its user
         super().__init__(address, config=config, tls=tls, socket_mode=socket_mode, socket_group=socket_group,
                          owned_paths=owned_paths)
-        access = config.access_log or ("-" if config.debug else "")
-        self.access_log_target = access
-        self.access_log = AccessLog(config.access_log_format) if access else None
+        # --debug logs requests into the server's log when no access log is asked for
+        self.access_log = AccessLog(config.access_log_format) if config.access_log or config.debug else None
 
     def application(self) -> Callable:
         """The application a worker serves: the loaded one, behind the status page and ping."""
@@ -70,7 +69,7 @@ class AppServer(Waiter):
     def open_logs(self) -> None:
         super().open_logs()
         if self.access_log is not None:
-            logs.configure_access(self.access_log_target)
+            logs.configure_access(self.config.access_log or "-")
 
     def before_serving(self) -> None:
         """The application is loaded (as the server's user: handler modules never run as root

@@ -44,7 +44,6 @@ from flup.server.fcgi_base import (
     FCGI_GET_VALUES_RESULT,
     FCGI_KEEP_CONN,
     FCGI_REQUEST_COMPLETE,
-    FCGI_STDOUT,
     FCGI_BeginRequestBody,
     FCGI_EndRequestBody,
     Connection,
@@ -174,21 +173,22 @@ class FastCGIOutputStream(OutputStream):
     """
 
     hold = False
-    status = 0        # of the answer, once its header block is written (for the access log)
+    counting = False  # the access log wants the answer's status and size (set per request)
+    status = 0        # of the answer, once its header block is written
     body_bytes = 0    # written after the header block
     _head = b""       # the header block so far, while it is incomplete
 
     def write(self, data) -> None:
-        if self._type == FCGI_STDOUT and data:
-            self._account(bytes(data))
+        if self.counting and data:
+            self._account(data)
         super().write(data)
 
-    def _account(self, data: bytes) -> None:
+    def _account(self, data) -> None:
         """Status and body size of the answer, read from what the application's bridge writes."""
         if self.status:
             self.body_bytes += len(data)
             return
-        self._head += data
+        self._head += bytes(data)
         end = self._head.find(b"\r\n\r\n")
         if end < 0:
             if len(self._head) > 65536:  # no header block: not a CGI answer
@@ -315,7 +315,7 @@ class FastCGIConnection(Connection):
         answered and closed (health.py)."""
         if self._parser.records_returned:
             return False
-        answer = health_answer(self._parser.head(MAX_HEAD), getattr(self.server, "ping_path", ""))
+        answer = health_answer(self._parser.head(MAX_HEAD), self.server.ping_path)
         if answer is None:
             return False
         try:

@@ -38,7 +38,7 @@ class FastCGIServer(AppServer):
             self._gateway.on_request_end = self.request_ended
             self._gateway.request_timeout = self.config.request_timeout
             self._gateway.access_log = self.access_log
-            self._gateway.ping_path = self.config.ping_path  # answered to mod_proxy_hcheck's HTTP too (health.py)
+            self._gateway.ping_path = self.config.ping_path
         return self._gateway
 
     def on_child_start(self) -> None:

@@ -59,6 +59,7 @@ class FastCGIGateway(BaseFCGIServer):
         self.on_request_end: Callable[[], None] | None = None  # also told of each request that ends
         self.request_timeout = 0.0  # what the worker enforces (for log lines)
         self.access_log = None  # an AccessLog: a line per request
+        self.ping_path = ""  # answered in HTTP too, to mod_proxy_hcheck (health.py)
         self.timed_out = False  # a request ran past request_timeout: this worker must be replaced
         self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # lent to each connection in turn
 
@@ -90,6 +91,7 @@ class FastCGIGateway(BaseFCGIServer):
             self.on_request_start(req.describe())
         if req.params.get("REQUEST_METHOD") == "HEAD":  # headers only, whatever the application writes
             req.stdout = HeadOutputStream(req._conn, req, FCGI_STDOUT)
+        req.stdout.counting = self.access_log is not None  # (the status and size cost a look at each write)
         started = time.monotonic()
         started_wall = time.time()
         try:
