@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .errors import HTTPError, RequestInputError, ServerError, error_page, reason_phrase
 from .registry import Registry
 from .limits import Limits
+from .loader import load_handlers
 from .request import Request
 from .sessions import SessionManager, check_csrf
 from .response import Response
 from .views import View, ViewCache
+
+if TYPE_CHECKING:
+    from .hooks import Hooks
 
 log = logging.getLogger("fcgi_backend.app")
 
@@ -176,6 +180,15 @@ def wants_json(request: Request) -> bool:
         return True
     accept = request.headers.get("Accept", "")
     return "json" in accept and "html" not in accept
+
+
+def site_application(site, *, sessions: SessionManager | None = None, debug: bool = False,
+                     limits: Limits | None = None) -> tuple[Application, "Hooks"]:
+    """The site's handler modules loaded afresh into an Application, and the hooks they registered
+    (the server at start and on each reload; the test client)."""
+    registry = Registry(site)
+    load_handlers(site.handlers, registry)
+    return Application(registry, ViewCache(site.webroot), debug=debug, limits=limits, sessions=sessions), registry.hooks
 
 
 class _ClosingBody(list):

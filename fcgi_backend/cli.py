@@ -8,9 +8,9 @@ given on the command line wins over the file, the file over the defaults.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
+import pwd
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, logs
 from .allowlist import AllowList
-from .app import Application
+from .app import site_application
 from .appserver import AppServer
 from .checks import check_site
 from .config import ConfigError, ListenConfig, ServerConfig, load_config_file, merged, parse_mode, parse_size
@@ -34,7 +34,6 @@ from .sessions import SessionConfig, SessionManager, SessionStoreError, store_fo
 from .site import SiteError, SiteLayout
 from .tls import TLSConfig, TLSError
 from .vhost import ApacheConfError, vhost_for
-from .views import ViewCache
 
 log = logging.getLogger("fcgi_backend")
 
@@ -329,7 +328,6 @@ def check_identity(server: ServerConfig) -> None:
                          "Give --user (for example --user www-data, or user = \"www-data\" in [server]), or "
                          "--allow-root to run them as root anyway")
     if server.user and os.geteuid() != 0:
-        import pwd
         if pwd.getpwnam(server.user).pw_uid != os.geteuid():
             raise UsageError(f"--user {server.user} needs the server to be started as root")
 
@@ -355,10 +353,7 @@ def app_loader(site: SiteLayout, settings: Settings):
         if not probed:  # a wrong URL or a store that is down shows in the log at start
             sessions.probe()
             probed.append(True)
-        registry = Registry(site)
-        load_handlers(site.handlers, registry)
-        return (Application(registry, ViewCache(site.webroot), debug=settings.server.debug, limits=settings.limits,
-                            sessions=sessions), registry.hooks)
+        return site_application(site, sessions=sessions, debug=settings.server.debug, limits=settings.limits)
     return load
 
 
@@ -386,7 +381,7 @@ def cmd_run(args) -> int:
     listen = settings.listen
     if listen.tcp:
         address = ListenAddress.parse_tcp(listen.tcp)
-        if not listen.allowed_clients and not _is_loopback(address.host):
+        if not listen.allowed_clients and address.reachable_from_elsewhere:
             log.warning("listening on %s without --allowed-clients: FastCGI has no authentication, so anyone who "
                         "reaches this port runs requests as the site", listen.tcp)
     else:
@@ -399,13 +394,6 @@ def cmd_run(args) -> int:
                            owned_paths=owned_paths(site, settings), allowed_clients=AllowList(listen.allowed_clients))
     log.info("fcgi-backend %s serving %s over FastCGI", __version__, site.root)
     return serve(server)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def cmd_serve_http(args) -> int:

@@ -14,17 +14,13 @@ import json as jsonlib
 import secrets
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from .app import Application
+from .app import site_application
 from .limits import Limits
-from .loader import load_handlers
-from .registry import Registry
 from .request import parse_cookie_header
 from .sessions import SessionConfig, SessionManager, store_for
 from .site import SiteLayout
-from .views import ViewCache
 
 
 @dataclass
@@ -81,10 +77,7 @@ class SiteClient:
         self.site = SiteLayout.open(site_path)
         config = sessions or SessionConfig()
         self.sessions = SessionManager(store_for(config, str(self.site.sqlite_dbs)), config)
-        self.registry = Registry(self.site)
-        load_handlers(self.site.handlers, self.registry)
-        self.app = Application(self.registry, ViewCache(self.site.webroot), debug=debug, limits=limits,
-                               sessions=self.sessions)
+        self.app, _ = site_application(self.site, sessions=self.sessions, debug=debug, limits=limits)
         self.cookies: dict[str, str] = {}
 
     def get(self, url: str, headers: dict[str, str] | None = None) -> TestResponse:
