@@ -66,28 +66,25 @@ class Identity:
         os.setresuid(self.uid, self.uid, 0)
 
     def become_for_good(self) -> None:
-        """Every id to the user's (a worker: no way back to root)."""
+        """Every id to the user's (a worker, or a server serving from one process: no way back)."""
+        if os.geteuid() == 0:  # (straight from root; a worker has the groups its supervisor set)
+            os.initgroups(self.name, self.gid)
         os.setresgid(self.gid, self.gid, self.gid)
         os.setresuid(self.uid, self.uid, self.uid)
 
-    @contextlib.contextmanager
-    def as_root(self):
-        """Root again for a moment (the supervisor, at exit)."""
-        os.seteuid(0)
-        try:
-            yield
-        finally:
-            os.seteuid(self.uid)
-
 
 @contextlib.contextmanager
-def as_root(identity: Identity | None, still_root: bool = True):
-    """Root for a moment if ``identity`` took it away and the process can get it back."""
-    if identity is None or not still_root:
+def as_root(identity: Identity | None):
+    """Root for a moment, if ``identity`` took it away and this process kept root as its saved id
+    (the supervisor at exit; a worker, or a server serving from one process, did not)."""
+    if identity is None or os.getresuid()[2] != 0:
         yield
-    else:
-        with identity.as_root():
-            yield
+        return
+    os.seteuid(0)
+    try:
+        yield
+    finally:
+        os.seteuid(identity.uid)
 
 
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>

@@ -149,7 +149,7 @@ class Waiter:
             if not self._child:
                 notify.stopping()
                 self.on_server_close()
-                with as_root(self.identity, still_root=not self.config.nofork):
+                with as_root(self.identity):
                     if self.address.path:
                         remove_unix_socket(self.listener, self.address.path)
                     else:
