@@ -251,8 +251,3 @@ def merged(table: str, file_tables: dict[str, dict], flags: dict[str, Any]):
     """The table's model from its defaults, then the file's values, then the flags that were given."""
     values = {**file_tables.get(table, {}), **{k: v for k, v in flags.items() if v is not None}}
     return TABLE_MODELS[table](**values)
-
-
-def build_config(file_settings: dict, overrides: dict) -> ServerConfig:
-    """Defaults, then the file's [server] table, then the command line (its options that were given)."""
-    return merged("server", {"server": file_settings}, overrides).resolved()

@@ -13,7 +13,6 @@ from . import static
 from .appserver import AppServer
 from .config import ServerConfig
 from .http_protocol import HTTPConnection
-from .limits import Limits
 from .listener import ListenAddress
 from .site import SiteLayout
 from .tls import TLSConfig, peer_environ

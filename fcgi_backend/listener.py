@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -39,6 +40,16 @@ class ListenAddress:
 
     def __str__(self) -> str:
         return f"unix:{self.path}" if self.path else f"tcp:{self.host}:{self.port}"
+
+    @property
+    def reachable_from_elsewhere(self) -> bool:
+        """A TCP address other hosts may connect to (not loopback, not a unix socket)."""
+        if self.path:
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return self.host != "localhost"
 
 
 def _owner(st: os.stat_result) -> str:

@@ -94,12 +94,11 @@ def vhost_for(site: Path, port: int = 80, connector: bool = False, socket: Path 
 def _balancer_members(text: str, members: list[str], standby: list[str], ping_path: str) -> str:
     """The template's example members replaced by ``members`` and ``standby`` (status=+H), with
     the template's parameters and the health check on ``ping_path``."""
-    found = _MEMBERS.search(text)
-    indent, params = found.group(1), found.group(2).replace("hcuri=/fcgi-ping", f"hcuri={ping_path}")
+    examples = list(_MEMBERS.finditer(text))
+    indent, params = examples[0].group(1), examples[0].group(2).replace("hcuri=/fcgi-ping", f"hcuri={ping_path}")
     lines = [f'{indent}BalancerMember "fcgi://{m}" {params}\n' for m in members]
     lines += [f'{indent}BalancerMember "fcgi://{m}" {params} status=+H\n' for m in standby]
-    first, last = _MEMBERS.search(text), list(_MEMBERS.finditer(text))[-1]
-    return text[:first.start()] + "".join(lines) + text[last.end():]
+    return text[:examples[0].start()] + "".join(lines) + text[examples[-1].end():]
 
 
 def _strip_template_comments(text: str) -> str:
