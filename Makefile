@@ -21,7 +21,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-p
 all: test
 
 # The package itself (what the demo needs), then the test tools on top.
-$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h build_multipart.py)
+$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h fcgi_request.c fcgi_request.h build_multipart.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e .
@@ -72,7 +72,8 @@ test-docker: system-deps venv
 # `make test` runs each for about 20 s; `make fuzz FUZZ_SECONDS=N` runs each for longer.
 FUZZ_SECONDS ?= 300
 FUZZ_CC := clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Iconnector_c
-FUZZERS := build/fuzz/fuzz_multipart build/fuzz/fuzz_upload build/fuzz/fuzz_fcgi_stdin build/fuzz/fuzz_wire
+FUZZERS := build/fuzz/fuzz_multipart build/fuzz/fuzz_upload build/fuzz/fuzz_fcgi_stdin build/fuzz/fuzz_wire \
+           build/fuzz/fuzz_fcgi_request
 build/fuzz/fuzz_multipart: connector_c/fuzz/fuzz_multipart.c connector_c/multipart.c connector_c/multipart.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
@@ -83,6 +84,9 @@ build/fuzz/fuzz_fcgi_stdin: connector_c/fuzz/fuzz_fcgi_stdin.c connector_c/fcgi_
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
 build/fuzz/fuzz_wire: connector_c/fuzz/fuzz_wire.c connector_c/fcgi_wire.c connector_c/fcgi_wire.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(filter %.c,$^) -o $@
+build/fuzz/fuzz_fcgi_request: connector_c/fuzz/fuzz_fcgi_request.c connector_c/fcgi_request.c connector_c/fcgi_request.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
 

@@ -1,4 +1,5 @@
-"""cffi build (API mode) of the multipart parser, its upload edge and the STDIN reader as fcgi_backend._multipart.
+"""cffi build (API mode) of the C parts as fcgi_backend._multipart: the multipart parser, its upload edge,
+the STDIN reader and the whole-request scanner.
 
 setup.py names this in cffi_modules, so ``pip install .`` compiles it.
 """
@@ -57,14 +58,27 @@ void upload_free(upload *u);
 int upload_boundary_from_content_type(const char *content_type, size_t len, char *out);
 void upload_fail_input(upload *u, const char *message);
 
+enum fcgi_scan_outcome { FCGI_SCAN_WHOLE = 1, FCGI_SCAN_PART = 0, FCGI_SCAN_OTHER = -1 };
+
+typedef struct fcgi_scanned_request {
+    unsigned request_id;
+    unsigned flags;
+    size_t consumed;
+    size_t params_len;
+    size_t body_len;
+} fcgi_scanned_request;
+
+int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, size_t max_body,
+                      unsigned char *out, size_t out_cap, fcgi_scanned_request *scanned);
+
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
                     int timeout_ms, size_t *rest_start, size_t *rest_len);
 """)
 
 ffibuilder.set_source(
     "fcgi_backend._multipart",
-    '#include "upload.h"\n#include "fcgi_stdin.h"',
-    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c")],
+    '#include "upload.h"\n#include "fcgi_stdin.h"\n#include "fcgi_request.h"',
+    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c", "fcgi_request.c")],
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

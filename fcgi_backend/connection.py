@@ -44,6 +44,9 @@ from flup.server.fcgi_base import (
     FCGI_GET_VALUES_RESULT,
     FCGI_KEEP_CONN,
     FCGI_REQUEST_COMPLETE,
+    FCGI_RESPONDER,
+    FCGI_STDERR,
+    FCGI_STDOUT,
     FCGI_BeginRequestBody,
     FCGI_EndRequestBody,
     Connection,
@@ -83,6 +86,8 @@ _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
 _CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
 _NULL_REQUEST_ID = 0
+_MAX_RECORD_CONTENT = 65528  # the largest multiple of 8 a record holds: no padding
+_END_REQUEST_BODY = struct.Struct(FCGI_EndRequestBody)
 _ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
 
 
@@ -200,8 +205,24 @@ class FastCGIOutputStream(OutputStream):
         self._head = b""
 
     def _write(self, data: bytes) -> None:
-        if not self._req.aborted:
-            super()._write(data)
+        """Frame ``data`` as records of this stream, straight into the connection's queue (flup
+        builds a Record object for each)."""
+        if self._req.aborted:
+            return
+        queue, request_id = self._conn.queue_record, self._req.requestId
+        if len(data) <= _MAX_RECORD_CONTENT:
+            queue(self._type, request_id, data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), _MAX_RECORD_CONTENT):
+            queue(self._type, request_id, view[start:start + _MAX_RECORD_CONTENT])
+
+    def close(self) -> None:
+        """The stream's empty record, once something was written (as flup's close)."""
+        if not self.closed and self.dataWritten:
+            self.flush()
+            self._conn.queue_record(self._type, self._req.requestId, b"")
+            self.closed = True
 
     def flush(self) -> None:
         super().flush()
@@ -221,9 +242,16 @@ class FastCGIRequest(Request):
     """flup's Request plus the state this server keeps: params so far, started, aborted, answered."""
 
     def __init__(self, conn: "FastCGIConnection", inputStreamClass, timeout) -> None:
-        super().__init__(conn, inputStreamClass, timeout)
-        self.stdout = FastCGIOutputStream(conn, self, self.stdout._type)
-        self.stderr = FastCGIOutputStream(conn, self, self.stderr._type, buffered=True)
+        # flup's Request.__init__ would make four streams, two of which this class replaces and
+        # one (FCGI_DATA, the Filter role's) a responder never reads: its attributes are set here.
+        self._conn = conn
+        self._timeout = timeout
+        self.server = conn.server
+        self.params = {}
+        self.stdin = inputStreamClass(conn)
+        self.stdout = FastCGIOutputStream(conn, self, FCGI_STDOUT)
+        self.stderr = FastCGIOutputStream(conn, self, FCGI_STDERR, buffered=True)
+        self.data = None
         self.params_bytes = bytearray()
         self.started = False     # the params ended and the application was called
         self.started_at = 0.0    # when (monotonic)
@@ -284,8 +312,8 @@ class FastCGIConnection(Connection):
         connection can serve another request. Bad input or a peer that goes away ends it here."""
         self._keepGoing = True
         try:
-            while self._keepGoing:
-                self.process_input()
+            self._run_whole_request()
+            while True:
                 req = self.request
                 if req is not None and req.answered:
                     self.request = None
@@ -293,6 +321,9 @@ class FastCGIConnection(Connection):
                         return True
                     self.close()
                     return False
+                if not self._keepGoing:
+                    break
+                self.process_input()
         except InputTimeout as exc:
             log.warning("closing connection: %s", exc)
         except ConnectionClosed as exc:
@@ -309,6 +340,42 @@ class FastCGIConnection(Connection):
             log.error("a request ran past request_timeout while its answer was being sent")
         self.close(graceful=False)
         return False
+
+    def _run_whole_request(self) -> None:
+        """The usual request, all of whose records are already here, taken in one C call
+        (records.WholeRequestScanner) and run: the same request object, in the same state, as the
+        record-by-record path makes of it, without building a Record per record. Any other input
+        is left to that path."""
+        if self.request is not None:
+            return
+        scanner = self.server.whole_request_scanner
+        if self._parser.pending:  # (the next request on a kept connection, received with the last)
+            whole = self._parser.take_whole_request(scanner)
+        else:  # scanned where it was received; only what it leaves goes to the record parser
+            received = self._receive_into_buffer()
+            taken, whole = scanner.scan_received(received)
+            if taken < received:
+                self._parser.feed(self._recv_buffer[taken:received])
+            if whole is not None:
+                self._parser.records_returned += 1
+        if whole is None:
+            return
+        req = self._new_request(whole.request_id, FCGI_RESPONDER, whole.flags)
+        if whole.body:
+            req.stdin.add_data(whole.body)
+        req.stdin.add_data(b"")  # the empty STDIN record: the input is complete
+        req.params = whole.params
+        req.started = True
+        req.started_at = time.monotonic()
+        self._start_request(req)
+
+    def _new_request(self, request_id: int, role: int, flags: int) -> "FastCGIRequest":
+        req = self.server.request_class(self, self._inputStreamClass, None)
+        req.requestId, req.role, req.flags = request_id, role, flags
+        req.stdin.request_id = request_id
+        self._requests = {request_id: req}
+        self.request = req
+        return req
 
     def _answered_health_check(self) -> bool:
         """The connection's first bytes were an HTTP request (mod_proxy_hcheck's hcmethod=GET):
@@ -349,6 +416,12 @@ class FastCGIConnection(Connection):
 
     def _receive(self) -> None:
         """One recv into the parser, waiting up to the deadline that fits the state."""
+        received = self._receive_into_buffer()
+        self._parser.feed(self._recv_buffer[:received])
+
+    def _receive_into_buffer(self) -> int:
+        """One recv into the worker's receive buffer (its length returned), waiting up to the
+        deadline that fits the state; the peer's hang-up is ConnectionClosed."""
         while True:
             try:
                 received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
@@ -362,7 +435,7 @@ class FastCGIConnection(Connection):
             if self.request is not None and not self.request.answered:
                 raise ConnectionClosed(f"web server closed the connection during {self.request.describe()}")
             raise ConnectionClosed()
-        self._parser.feed(self._recv_buffer[:received])
+        return received
 
     def _wait_readable(self) -> None:
         in_request = self.request is not None or self._parser.pending
@@ -398,11 +471,7 @@ class FastCGIConnection(Connection):
             self.flush_output()
             return
         role, flags = struct.unpack(FCGI_BeginRequestBody, inrec.contentData)
-        req = self.server.request_class(self, self._inputStreamClass, None)
-        req.requestId, req.role, req.flags = inrec.requestId, role, flags
-        req.stdin.request_id = inrec.requestId
-        self._requests = {inrec.requestId: req}
-        self.request = req
+        self._new_request(inrec.requestId, role, flags)
 
     def _do_params(self, inrec: Record) -> None:
         req = self._active(inrec)
@@ -543,10 +612,7 @@ class FastCGIConnection(Connection):
             self._drain_input(req)
 
     def _write_end_request(self, request_id: int, app_status: int, protocol_status: int) -> None:
-        rec = Record(FCGI_END_REQUEST, request_id)
-        rec.contentData = struct.pack(FCGI_EndRequestBody, app_status, protocol_status)
-        rec.contentLength = len(rec.contentData)
-        self.writeRecord(rec)
+        self.queue_record(FCGI_END_REQUEST, request_id, _END_REQUEST_BODY.pack(app_status, protocol_status))
 
     def _drain_input(self, req: FastCGIRequest) -> None:
         """Read and drop the request's remaining input (up to its empty STDIN), for at most
@@ -593,20 +659,25 @@ class FastCGIConnection(Connection):
                     return  # the web server hung up; sending the answer will show it
                 self._parser.feed(self._recv_buffer[:received])
             while (self._parser.has_record() and not req.aborted and not req.stdin.raw_remaining
-                   and self._parser.peek_type() != FCGI_X_STDIN):
+                   and self._parser.peek_type() not in (FCGI_X_STDIN, FCGI_BEGIN_REQUEST)):  # (the next request's)
                 self.process_input()
 
     # -- writing -------------------------------------------------------------------------------
 
     def writeRecord(self, rec: Record) -> None:
         """Queue a record (header, content, padding); :meth:`flush_output` sends the queue."""
-        pad = padding_for(rec.contentLength)
-        self._pending.append(HEADER.pack(rec.version, rec.type, rec.requestId, rec.contentLength, pad))
-        if rec.contentLength:
-            self._pending.append(rec.contentData)
-        if pad:
-            self._pending.append(_PADDING[:pad])
-        self._pending_size += 8 + rec.contentLength + pad
+        self.queue_record(rec.type, rec.requestId, rec.contentData)
+
+    def queue_record(self, rec_type: int, request_id: int, content) -> None:
+        """Queue a record of at most 64 KiB of ``content``; :meth:`flush_output` sends the queue."""
+        length = len(content)
+        pad = -length & 7
+        self._pending.append(HEADER.pack(1, rec_type, request_id, length, pad))
+        if length:
+            self._pending.append(content)
+            if pad:
+                self._pending.append(_PADDING[:pad])
+        self._pending_size += 8 + length + pad
         if self._pending_size >= _FLUSH_AT or len(self._pending) >= _MAX_PARTS:
             self.flush_output()
 
@@ -618,8 +689,8 @@ class FastCGIConnection(Connection):
                 self._pending, self._pending_size = [], 0
                 return
         if self._pending:
-            parts, self._pending, self._pending_size = self._pending, [], 0
-            send_all(self._sock, parts, self.limits.read_timeout)
+            parts, size, self._pending, self._pending_size = self._pending, self._pending_size, [], 0
+            send_all(self._sock, parts, self.limits.read_timeout, size)
 
     def close(self, graceful: bool = True) -> None:
         """Send what is queued and close. ``graceful``: shut down our side first, then read what

@@ -21,9 +21,11 @@ from flup.server.fcgi_base import (
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
-from .records import StreamError
+from .records import StreamError, WholeRequestScanner
 
 log = logging.getLogger("fcgi_backend.gateway")
+
+WHOLE_REQUEST_MAX_BODY = 64 * 1024  # a larger body goes record by record, or to the upload parser
 
 _ERROR_PAGE = (b"Status: 500 Internal Server Error\r\n"
                b"Content-Type: text/html; charset=utf-8\r\n\r\n"
@@ -61,7 +63,12 @@ class FastCGIGateway(BaseFCGIServer):
         self.access_log = None  # an AccessLog: a line per request
         self.ping_path = ""  # answered in HTTP too, to mod_proxy_hcheck (health.py)
         self.timed_out = False  # a request ran past request_timeout: this worker must be replaced
-        self.receive_buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))  # lent to each connection in turn
+        # Requests found whole in what one read brought (connection._run_whole_request): params up
+        # to their limit, a body up to what the input would hold in memory anyway.
+        self.whole_request_scanner = WholeRequestScanner(
+            self.limits.max_params, min(WHOLE_REQUEST_MAX_BODY, self.limits.max_body, self.limits.max_memory),
+            RECEIVE_BUFFER_SIZE)
+        self.receive_buffer = self.whole_request_scanner.receive_buffer  # lent to each connection in turn
 
     def _call_application(self, environ: dict, start_response):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by

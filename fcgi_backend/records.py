@@ -7,8 +7,9 @@ clients (tests, benchmarks) build records with :func:`encode_record` and :func:`
 from __future__ import annotations
 
 import struct
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
+from ._multipart import ffi, lib
 from .errors import RequestInputError
 from flup.server.fcgi_base import (
     FCGI_ABORT_REQUEST,
@@ -33,8 +34,8 @@ __all__ = [
     "FCGI_ABORT_REQUEST", "FCGI_BEGIN_REQUEST", "FCGI_DATA", "FCGI_END_REQUEST", "FCGI_GET_VALUES",
     "FCGI_GET_VALUES_RESULT", "FCGI_KEEP_CONN", "FCGI_PARAMS", "FCGI_RESPONDER", "FCGI_STDERR",
     "FCGI_STDIN", "FCGI_STDOUT", "FCGI_UNKNOWN_TYPE", "FCGI_X_STDIN", "MAX_CONTENT", "X_STDIN_LENGTH",
-    "ProtocolError", "StreamError", "ConnectionClosed", "RecordParser", "decode_params", "encode_params",
-    "encode_record", "padding_for",
+    "ProtocolError", "StreamError", "ConnectionClosed", "RecordParser", "WholeRequest", "WholeRequestScanner",
+    "decode_params", "encode_params", "encode_record", "padding_for",
 ]
 
 # The upload extension: content is the body length N (u32, big-endian); N raw bytes follow.
@@ -139,6 +140,60 @@ def decode_params(data: bytes) -> dict[str, str]:
     return pairs
 
 
+class WholeRequest(NamedTuple):
+    """A request whose records all arrived: what BEGIN_REQUEST, PARAMS and STDIN said."""
+    request_id: int
+    flags: int
+    params: dict[str, str]
+    body: bytes
+
+
+class WholeRequestScanner:
+    """The C scanner of connector_c/fcgi_request.c, with the worker's receive buffer and its own
+    output buffer (C memory, made once per worker, lent to each connection in turn).
+
+    It recognises the usual request (BEGIN_REQUEST as responder, PARAMS, STDIN, each to its empty
+    record, one request id, nothing between) whole at the start of received bytes, in one call,
+    where they were received. Anything else it leaves to the record-by-record path, which stays
+    the reference.
+    """
+
+    def __init__(self, max_params: int, max_body: int, receive_size: int) -> None:
+        self.max_params = max_params
+        self.max_body = max_body
+        self._received = ffi.new("unsigned char[]", receive_size)
+        self.receive_buffer = memoryview(ffi.buffer(self._received))  # for recv_into
+        self._out_size = max_params + max_body
+        self._out = ffi.new("unsigned char[]", self._out_size)
+        self._out_view = memoryview(ffi.buffer(self._out))
+        self._scanned = ffi.new("fcgi_scanned_request *")
+
+    def scan_received(self, length: int) -> tuple[int, WholeRequest | None]:
+        """(bytes the request takes, the request) for the first ``length`` bytes of the receive
+        buffer, or (0, None) when no whole request of the usual shape starts there."""
+        return self._scan(self._received, length)
+
+    def scan(self, data, start: int) -> tuple[int, WholeRequest | None]:
+        """The same for data[start:], bytes held elsewhere (a bytearray)."""
+        with ffi.from_buffer(data) as view:  # (released at once: the bytearray may grow later)
+            return self._scan(view + start, len(data) - start)
+
+    def _scan(self, pointer, length: int) -> tuple[int, WholeRequest | None]:
+        scanned = self._scanned
+        if lib.fcgi_scan_request(pointer, length, self.max_params, self.max_body, self._out, self._out_size,
+                                 scanned) != _SCAN_WHOLE:
+            return 0, None
+        params_len, body_len = scanned.params_len, scanned.body_len
+        # "name\0value\0..." in one decode and one split; zip pairs them (a name sent twice keeps its last value)
+        fields = str(self._out_view[:params_len], "latin-1").split("\0")
+        body = bytes(self._out_view[params_len:params_len + body_len]) if body_len else b""
+        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(fields[::2], fields[1::2])),
+                                              body)
+
+
+_SCAN_WHOLE = lib.FCGI_SCAN_WHOLE
+
+
 class RecordParser:
     """Accumulates bytes from the peer and cuts them into flup Records, one at a time.
 
@@ -187,6 +242,20 @@ class RecordParser:
             self._buf.clear()
             self._pos = 0
         return True
+
+    def take_whole_request(self, scanner: WholeRequestScanner) -> WholeRequest | None:
+        """The next request, if all its records are buffered and of the usual shape (consumed);
+        else None, and the records stay for :meth:`next_record`."""
+        if self._pos == len(self._buf):
+            return None
+        taken, request = scanner.scan(self._buf, self._pos)
+        if request is not None:
+            self.records_returned += 1
+            self._pos += taken
+            if self._pos == len(self._buf):
+                self._buf.clear()
+                self._pos = 0
+        return request
 
     def peek_type(self) -> int | None:
         """The type of the next record, once its header has arrived."""

@@ -23,10 +23,12 @@ def wait(sock, events: int, timeout: float) -> bool:
             return False
 
 
-def send_all(sock: socket.socket, parts: list, timeout: float) -> None:
+def send_all(sock: socket.socket, parts: list, timeout: float, total: int | None = None) -> None:
     """Send every byte of ``parts`` (one sendmsg when the socket takes it all, as it mostly does);
-    a peer that takes none of it for ``timeout`` seconds is a TimeoutError."""
-    total = sum(len(p) for p in parts)
+    a peer that takes none of it for ``timeout`` seconds is a TimeoutError. ``total``: their
+    length, when the caller counted it already."""
+    if total is None:
+        total = sum(len(p) for p in parts)
     try:
         sent = sock.sendmsg(parts, (), NOWAIT)
     except BlockingIOError:

@@ -4,6 +4,7 @@ Each case once hung a worker, grew it without bound, or lost an answer; each mus
 log line, the connection closed where the stream cannot be trusted, and the worker alive.
 """
 
+import json
 import os
 import socket
 import threading
@@ -337,3 +338,33 @@ def test_a_small_body_over_max_body_sent_in_one_write_is_answered_413(site, work
         assert still_serving(backend)
     finally:
         backend.stop()
+
+
+def test_a_request_that_arrives_whole_is_seen_as_one_that_arrives_record_by_record(site, workdir):
+    """The usual request, found whole in one read, takes the C scanner's way in; one that arrives
+    in pieces goes record by record. The application must not tell them apart. (Two requests in
+    one write on a kept connection: the second's BEGIN_REQUEST, read while the first was still
+    being answered, used to close the connection as a BEGIN_REQUEST for an active request.)"""
+    backend = Backend(site, workdir / "run", ["--app", f"{os.path.dirname(__file__)}/wsgi_apps.py:environ_dump"]).start()
+    params = cgi_params("POST", "/a/b?x=1&y=%C3%A9", 9, "application/x-www-form-urlencoded",
+                        HTTP_COOKIE="k=v", HTTP_X_LONG="v" * 300, SCRIPT_FILENAME="proxy:fcgi://localhost/a/b")
+    data = request_bytes(params, b"x=1&y=two")
+    try:
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            client.send(data)
+            whole = client.read_reply()
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            for start in range(0, len(data), 8):  # a record header, then the rest, in pieces
+                client.send(data[start:start + 8])
+                time.sleep(0.002)
+            pieces = client.read_reply()
+        with FastCGIClient(backend.socket_path, timeout=10) as client:  # two in one write, on a kept connection
+            client.send(request_bytes(params, b"x=1&y=two", keep_conn=True) + data)
+            kept = client.read_reply()
+            second = client.read_reply()
+    finally:
+        backend.stop()
+    assert whole.status == pieces.status == kept.status == second.status == 200
+    assert json.loads(whole.body) == json.loads(pieces.body) == json.loads(kept.body) == json.loads(second.body)
+    seen = json.loads(whole.body)
+    assert seen["body"] == "x=1&y=two" and seen["HTTP_X_LONG"] == "v" * 300 and seen["PATH_INFO"] == "/a/b"

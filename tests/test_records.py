@@ -82,3 +82,91 @@ def test_a_stream_ends_with_an_empty_record():
     while (rec := parser.next_record()) is not None:
         sizes.append(rec.contentLength)
     assert sum(sizes) == 70000 and sizes[-1] == 0 and max(sizes) <= 65535
+
+
+# ---- the whole-request scanner (connector_c/fcgi_request.c) -----------------------------------
+
+from fcgi_backend.records import FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, HEADER, WholeRequestScanner  # noqa: E402
+from fcgi_client import begin_request, cgi_params, request_bytes  # noqa: E402
+
+
+def reference_request(data: bytes):
+    """What the record-by-record path makes of a request: (id, flags, params, body)."""
+    parser = RecordParser()
+    parser.feed(data)
+    begin = parser.next_record()
+    params, body = bytearray(), bytearray()
+    while (rec := parser.next_record()) is not None:
+        (params if rec.type == FCGI_PARAMS else body).extend(rec.contentData)
+    return begin.requestId, begin.contentData[2], decode_params(bytes(params)), bytes(body)
+
+
+def scan(data: bytes, max_params: int = 65536, max_body: int = 65536):
+    parser = RecordParser()
+    parser.feed(data)
+    whole = parser.take_whole_request(WholeRequestScanner(max_params, max_body, 1024))
+    return whole, parser.pending
+
+
+@pytest.mark.parametrize("params, body", [
+    (cgi_params("GET", "/hello?x=1"), b""),
+    ({"A": "", "": "empty name", "LONG": "v" * 300, "HTTP_X": "é ü".encode().decode("latin-1")}, b""),
+    (cgi_params("POST", "/form", 11), b"a=1&b=two!!"),
+    ({}, b""),
+])
+def test_the_scanner_reads_a_whole_request_as_the_record_path_does(params, body):
+    data = request_bytes(params, body, request_id=7, keep_conn=True)
+    whole, left = scan(data)
+    assert (whole.request_id, whole.flags, whole.params, whole.body) == reference_request(data)
+    assert left == 0
+
+
+def test_the_scanner_joins_params_and_body_split_over_records_with_padding():
+    encoded = encode_params(cgi_params("POST", "/x", 20))
+    data = (begin_request(3) + encode_record(FCGI_PARAMS, 3, encoded[:5]) + encode_record(FCGI_PARAMS, 3, encoded[5:])
+            + encode_record(FCGI_PARAMS, 3) + encode_record(FCGI_STDIN, 3, b"0123456789")
+            + encode_record(FCGI_STDIN, 3, b"abcdefghij") + encode_record(FCGI_STDIN, 3))
+    whole, _ = scan(data)
+    assert whole.params == cgi_params("POST", "/x", 20) and whole.body == b"0123456789abcdefghij"
+
+
+def test_the_scanner_leaves_the_next_request_for_later():
+    first, second = request_bytes(cgi_params("GET", "/a"), keep_conn=True), request_bytes(cgi_params("GET", "/b"))
+    whole, left = scan(first + second)
+    assert whole.params["REQUEST_URI"] == "/a" and left == len(second)
+
+
+def with_header_changed(data: bytes, record: int, **fields) -> bytes:
+    """``data`` with field(s) of the header of its record number ``record`` changed."""
+    pos = 0
+    for _ in range(record):
+        pos += 8 + HEADER.unpack_from(data, pos)[3] + HEADER.unpack_from(data, pos)[4]
+    values = dict(zip(("version", "type", "request_id", "length", "padding"), HEADER.unpack_from(data, pos)))
+    values.update(fields)
+    return data[:pos] + HEADER.pack(*values.values()) + data[pos + 8:]
+
+
+APACHE_LIKE = request_bytes(cgi_params("GET", "/hello"))
+
+
+@pytest.mark.parametrize("data, why", [
+    (APACHE_LIKE[:-8], "the empty STDIN has not arrived"),
+    (APACHE_LIKE[:20], "cut inside the params"),
+    (with_header_changed(APACHE_LIKE, 0, version=2), "another version (or an HTTP request line)"),
+    (with_header_changed(APACHE_LIKE, 1, request_id=2), "params of another request"),
+    (with_header_changed(APACHE_LIKE, 0, request_id=0), "request id 0"),
+    (begin_request(1)[:8] + b"\0\2\0\0\0\0\0\0" + APACHE_LIKE[16:], "the authorizer role"),
+    (request_bytes({"A": "x\0y"}), "a NUL inside a value"),
+    (request_bytes(cgi_params("GET", "/" + "x" * 200)), "params over max_params"),
+    (request_bytes(cgi_params("POST", "/", 300), b"b" * 300), "a body over max_body"),
+    (begin_request(1) + encode_record(FCGI_ABORT_REQUEST, 1) + APACHE_LIKE[16:], "an ABORT between"),
+    (begin_request(1) + encode_record(FCGI_PARAMS, 1, b"\x05\x01ab") + encode_record(FCGI_PARAMS, 1)
+     + encode_record(FCGI_STDIN, 1), "a pair longer than its content"),
+    (begin_request(1) + encode_record(FCGI_PARAMS, 1, b"\x85\x00") + encode_record(FCGI_PARAMS, 1)
+     + encode_record(FCGI_STDIN, 1), "a four-byte length cut short"),
+    (encode_record(FCGI_BEGIN_REQUEST, 1, b"\0\1\0\0\0\0\0\0\0") + APACHE_LIKE[16:], "BEGIN_REQUEST of 9 bytes"),
+])
+def test_the_scanner_leaves_anything_else_to_the_record_path(data, why):
+    whole, left = scan(data, max_params=256, max_body=256)
+    assert whole is None, why
+    assert left == len(data)  # nothing consumed: the record path sees every byte

@@ -76,3 +76,13 @@ def refuses_body(environ, start_response):
     END_REQUEST."""
     start_response("403 Forbidden", [("Content-Type", "text/plain")])
     return iter([b"no body ", b"wanted\n"])
+
+
+def environ_dump(environ, start_response):
+    """Every text value of the environ, the wsgi flags and the body, as JSON: what the application saw."""
+    import json
+    seen = {key: value for key, value in environ.items() if isinstance(value, (str, bool, tuple))}
+    seen["body"] = environ["wsgi.input"].read().decode("latin-1")
+    body = json.dumps(seen, sort_keys=True).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_SOURCES = REPO / "connector_c" / "fuzz"
 BUILD = REPO / "build" / "fuzz"
-HARNESSES = ("multipart", "upload", "fcgi_stdin", "wire")
+HARNESSES = ("multipart", "upload", "fcgi_stdin", "wire", "fcgi_request")
 MAX_LEN = {"fcgi_stdin": 96 * 1024}  # the harness's own bound; others use libFuzzer's default
 
 
