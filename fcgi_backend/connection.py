@@ -74,13 +74,11 @@ from .records import (
     StreamError,
     decode_params,
     encode_params,
-    padding_for,
 )
 
 log = logging.getLogger("fcgi_backend.connection")
 
 RECEIVE_BUFFER_SIZE = 256 * 1024
-_PADDING = bytes(8)
 _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
@@ -178,10 +176,16 @@ class FastCGIOutputStream(OutputStream):
     """
 
     hold = False
+    _held: list       # written since the last flush, not yet framed
+    _held_size = 0
     counting = False  # the access log wants the answer's status and size (set per request)
     status = 0        # of the answer, once its header block is written
     body_bytes = 0    # written after the header block
     _head = b""       # the header block so far, while it is incomplete
+
+    def __init__(self, conn, req, type, buffered=False) -> None:
+        super().__init__(conn, req, type, buffered)
+        self._held = []
 
     def write(self, data) -> None:
         if self.counting and data:
@@ -205,8 +209,23 @@ class FastCGIOutputStream(OutputStream):
         self._head = b""
 
     def _write(self, data: bytes) -> None:
-        """Frame ``data`` as records of this stream, straight into the connection's queue (flup
-        builds a Record object for each)."""
+        """Keep ``data`` until the next flush, which frames everything written since as one record
+        (flup's bridge writes a page's header block and its first block apart, then flushes: a web
+        server reads each record with a poll and two or three reads)."""
+        if self._req.aborted:
+            return
+        self._held.append(data)
+        self._held_size += len(data)
+        if self._held_size >= _MAX_RECORD_CONTENT:
+            self._frame_held()
+
+    def _frame_held(self) -> None:
+        """What was written since the last flush, as records straight into the connection's queue
+        (flup builds a Record object for each)."""
+        if not self._held:
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held, self._held_size = [], 0
         if self._req.aborted:
             return
         queue, request_id = self._conn.queue_record, self._req.requestId
@@ -218,14 +237,15 @@ class FastCGIOutputStream(OutputStream):
             queue(self._type, request_id, view[start:start + _MAX_RECORD_CONTENT])
 
     def close(self) -> None:
-        """The stream's empty record, once something was written (as flup's close)."""
+        """The stream's last records. No empty record ends it: END_REQUEST, which follows, ends the
+        answer for every web server, as php-fpm has it (Apache polls and reads for each record)."""
         if not self.closed and self.dataWritten:
             self.flush()
-            self._conn.queue_record(self._type, self._req.requestId, b"")
             self.closed = True
 
     def flush(self) -> None:
-        super().flush()
+        super().flush()  # (a buffered stream, FCGI_STDERR: its buffer to _write)
+        self._frame_held()
         if not self.hold:
             self._conn.flush_output(self._req)
 
@@ -671,13 +691,11 @@ class FastCGIConnection(Connection):
     def queue_record(self, rec_type: int, request_id: int, content) -> None:
         """Queue a record of at most 64 KiB of ``content``; :meth:`flush_output` sends the queue."""
         length = len(content)
-        pad = -length & 7
-        self._pending.append(HEADER.pack(1, rec_type, request_id, length, pad))
+        # No padding: the spec recommends it for alignment, and Apache reads it with a call of its own.
+        self._pending.append(HEADER.pack(1, rec_type, request_id, length, 0))
         if length:
             self._pending.append(content)
-            if pad:
-                self._pending.append(_PADDING[:pad])
-        self._pending_size += 8 + length + pad
+        self._pending_size += 8 + length
         if self._pending_size >= _FLUSH_AT or len(self._pending) >= _MAX_PARTS:
             self.flush_output()
 

@@ -21,6 +21,7 @@ Nothing here knows FastCGI or HTTP: ``fastcgi_server.py`` and ``http_server.py``
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
@@ -720,6 +721,9 @@ class Waiter:
         self.workers = {}
         self._loop = self._make_loop(slot, accepting=client is None)
         self.on_child_start()
+        # What the worker inherited and loaded lives as long as it does: the collector no longer
+        # walks it in each full collection (nor writes to its pages, shared with the supervisor).
+        gc.freeze()
         try:
             with self._loop.handling_signals(self._worker_signal_handlers()):
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
