@@ -7,17 +7,23 @@ partial tag, ever leads outside the webroot.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import pystache
+import pystache.defaults
+from pystache.context import ContextStack
 from pystache.parsed import ParsedTemplate
 from pystache.renderengine import RenderEngine
+
+from .template_compiler import Render, compile_template
 
 log = logging.getLogger("fcgi_backend.views")
 
@@ -83,9 +89,21 @@ def _parse(template: str, delimiters) -> ParsedTemplate:
 
 
 class _CachingRenderEngine(RenderEngine):
-    # pystache parses every string it renders, partials included; parse each distinct one once.
+    """pystache's engine that parses each distinct string it renders (partials, lambdas' results)
+    once, and renders each parsed template through closures compiled once (template_compiler)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def compiled(self, parsed: ParsedTemplate) -> Render:
+        render = self._compiled.get(parsed)
+        if render is None:
+            render = self._compiled[parsed] = compile_template(parsed, self)
+        return render
+
     def render(self, template, context_stack, delimiters=None):
-        return _parse(template, delimiters).render(self, context_stack)
+        return self.compiled(_parse(template, delimiters))(context_stack)
 
 
 class _Renderer(pystache.Renderer):
@@ -96,12 +114,19 @@ class _Renderer(pystache.Renderer):
         if self._engine is None:
             self._engine = _CachingRenderEngine(
                 literal=self._to_unicode_hard,
-                escape=self._escape_to_unicode,
+                escape=self._make_escape(),
                 resolve_context=self._make_resolve_context(),
                 resolve_partial=self._make_resolve_partial(),
                 to_str=self.str_coerce,
             )
         return self._engine
+
+    def _make_escape(self):
+        """pystache's escape; with its default (html.escape), a plain str skips its four calls."""
+        escape = self._escape_to_unicode
+        if self.escape is not pystache.defaults.TAG_ESCAPE:
+            return escape
+        return lambda value: html.escape(value) if type(value) is str else escape(value)
 
 
 class _WebrootPartials:
@@ -192,4 +217,5 @@ class ViewCache:
 
     def render(self, view: View, values: dict | None) -> str:
         """The view rendered with ``values`` (HTML-escaped unless a triple mustache says otherwise)."""
-        return self._renderer.render(view.parsed, values or {})
+        engine = self._renderer._make_render_engine()
+        return engine.compiled(view.parsed)(ContextStack.create(values or {}))

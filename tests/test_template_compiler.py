@@ -1,0 +1,104 @@
+"""Compiled templates (template_compiler.py) render exactly what pystache renders."""
+
+import re
+from pathlib import Path
+
+import pystache
+import pytest
+
+from fcgi_backend.views import ViewCache, split_pragma
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = sorted(p for folder in ("examples", "bench", "tests", "docs") for p in (REPO / folder).rglob("*.mustache"))
+
+
+class Person:
+    """An object on the context stack: attributes, and a method pystache calls."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def greeting(self):
+        return f"Hi <{self.name}>"
+
+
+class Marked(str):
+    """A str subclass (as markupsafe's Markup is): escaped by the renderer's own rule."""
+
+
+def stock_render(template: str, values, partials: dict | None = None) -> str:
+    return pystache.Renderer(missing_tags="ignore", partials=partials or {}).render(template, values)
+
+
+def compiled_render(tmp_path: Path, template: str, values, partials: dict | None = None) -> str:
+    webroot = tmp_path / "webroot"
+    webroot.mkdir(exist_ok=True)
+    for name, text in (partials or {}).items():
+        (webroot / f"{name}.mustache").write_text(text)
+    (webroot / "t.mustache").write_text(template)
+    views = ViewCache(webroot)
+    return views.render(views.locate("/t"), values)
+
+
+CASES = {
+    "text only": ("just text\n", {}),
+    "escaped and raw": ("{{a}} {{{a}}} {{&a}}", {"a": "<b> & \"q\" 'x'"}),
+    "missing tags": ("[{{nope}}][{{#nope}}x{{/nope}}][{{^nope}}none{{/nope}}]", {}),
+    "non-strings": ("{{n}} {{f}} {{t}} {{none}} {{lst}}", {"n": 0, "f": 1.5, "t": True, "none": None, "lst": [1, 2]}),
+    "list section with dot": ("{{#items}}<{{.}}>{{/items}}", {"items": ["a", "<b>", 3]}),
+    "dict and truthy sections": ("{{#d}}{{k}}{{/d}}|{{#s}}{{.}}{{/s}}|{{#t}}yes{{/t}}|{{#z}}no{{/z}}",
+                                 {"d": {"k": "v"}, "s": "str", "t": 1, "z": 0}),
+    "outer names from inside": ("{{#rows}}{{x}}-{{title}};{{/rows}}", {"title": "T", "rows": [{"x": 1}, {"x": 2, "title": "own"}]}),
+    "builtins on the stack are skipped": ("{{#items}}{{title}}{{/items}}", {"title": "T", "items": [1, "s", [0]]}),
+    "dotted names": ("{{a.b.c}} {{#a}}{{b.c}}{{/a}} {{a.x.y}}", {"a": {"b": {"c": "deep"}}}),
+    "objects and methods": ("{{#p}}{{name}}: {{greeting}}{{/p}} {{p.name}} {{name}}", {"p": Person("Ann"), "name": "outer"}),
+    "inverted": ("{{^e}}empty{{/e}}{{^l}}no list{{/l}}{{^v}}hidden{{/v}}", {"e": "", "l": [], "v": "x"}),
+    "lambda value": ("{{f}}|{{{f}}}", {"f": lambda: "<{{x}}>", "x": "X"}),
+    "lambda section": ("{{#wrap}}Hi {{name}}{{/wrap}}", {"wrap": lambda text: f"<b>{text}</b>", "name": "N"}),
+    "delimiters changed": ("{{=<% %>=}}<% a %> {{a}} <%={{ }}=%>{{a}}", {"a": "A"}),
+    "comments": ("a{{! a comment }}b", {}),
+    "str subclass": ("{{m}}", {"m": Marked("<i>")}),
+    "nested lists": ("{{#outer}}[{{#inner}}{{.}}{{/inner}}]{{/outer}}", {"outer": [{"inner": [1, 2]}, {"inner": []}]}),
+    "unicode": ("{{a}} ü €", {"a": "é<>"}),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_each_kind_of_tag_renders_as_pystache_renders_it(tmp_path, name):
+    template, values = CASES[name]
+    assert compiled_render(tmp_path, template, values) == stock_render(template, values)
+
+
+def test_partials_render_with_their_indentation(tmp_path):
+    partials = {"row": "<li>{{.}}</li>\n<li>again</li>\n", "empty": ""}
+    template = "<ul>\n  {{>row}}\n{{#items}}{{>row}}{{/items}}{{>empty}}{{>missing}}</ul>\n"
+    values = {"items": ["a", "b"]}
+    assert compiled_render(tmp_path, template, values, partials) == stock_render(template, values, partials)
+
+
+def values_for(template: str) -> dict:
+    """A value for every name a template uses: text that needs escaping, or a list of two items
+    holding the same names for a section."""
+    names = set(re.findall(r"\{\{\{?[&#^]?\s*([\w.]+)", template))
+    item = {name: f"<{name}> & 'x'" for name in names}
+    sections = set(re.findall(r"\{\{[#^]\s*([\w.]+)", template))
+    values = dict(item)
+    for name in sections:
+        values[name] = [dict(item), dict(item, **{name: ""})]
+    return values
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_template_in_the_repository_renders_as_pystache_renders_it(path):
+    webroot = next(parent for parent in path.parents if parent.name == "webroot")
+    views = ViewCache(webroot)
+    view = views.load_name(str(path.relative_to(webroot)))
+    _, source = split_pragma(path.read_text())
+    partials = {p.relative_to(webroot).as_posix()[:-len(".mustache")]: split_pragma(p.read_text())[1]
+                for p in webroot.rglob("*.mustache")}
+    values = values_for(source + "".join(partials.values()))
+    assert views.render(view, values) == stock_render(source, values, partials)
+
+
+def test_the_repository_has_templates_to_compare():
+    assert len(TEMPLATES) >= 10
