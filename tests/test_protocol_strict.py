@@ -368,3 +368,41 @@ def test_a_request_that_arrives_whole_is_seen_as_one_that_arrives_record_by_reco
     assert json.loads(whole.body) == json.loads(pieces.body) == json.loads(kept.body) == json.loads(second.body)
     seen = json.loads(whole.body)
     assert seen["body"] == "x=1&y=two" and seen["HTTP_X_LONG"] == "v" * 300 and seen["PATH_INFO"] == "/a/b"
+
+
+def test_a_served_request_leaves_nothing_for_the_cyclic_collector():
+    """A request, its streams, its environ and its connection are freed when they are done with:
+    each used to be a reference cycle, and the collector ran every few requests (a pause that
+    walked every object of the request in hand)."""
+    import gc
+
+    from fcgi_backend.gateway import FastCGIGateway
+    from wsgi_apps import hello
+
+    gateway = FastCGIGateway(hello, multiprocess=True, max_conns=4)
+    requests = [request_bytes(cgi_params("GET", "/hello")),  # taken whole
+                request_bytes(cgi_params("POST", "/hello", 5), b"12345", keep_conn=True)]
+
+    def serve(data: bytes) -> bytes:
+        ours, theirs = socket.socketpair()
+        theirs.sendall(data)
+        theirs.shutdown(socket.SHUT_WR)
+        gateway.connection(ours, None).serve_request()
+        answer = theirs.recv(65536)
+        theirs.close()
+        ours.close()
+        return answer
+
+    for data in requests:
+        serve(data)  # (first use: imports, caches)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        answers = [serve(data) for data in requests * 10]
+        gc.collect()
+        garbage = [type(obj).__name__ for obj in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert all(b"Hello" in answer for answer in answers)
+    assert garbage == []
