@@ -2,6 +2,7 @@
 
   * fcgi_backend (this project), parsing with its C parser into a temporary file;
   * stock flup (fcgi_single.WSGIServer) with python-multipart's parse_form, files spilled to disk;
+  * uWSGI in its FastCGI mode (one process, Debian's uwsgi-plugin-python3) with the same app;
   * the ceiling: a minimal C responder on libfcgi that reads the body and drops it.
 
 The same Apache, vhost and socket path serve each in turn; rounds are interleaved, so the
@@ -26,6 +27,14 @@ from apache_harness import Apache
 
 
 
+def uwsgi_command(sock, uploads) -> list[str]:
+    """uWSGI's FastCGI mode serving peers/multipart_wsgi.py, with this virtualenv's python-multipart."""
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
+    return ["uwsgi", "--plugin", "python3", "--fastcgi-socket", str(sock), "--chmod-socket=660",
+            "--wsgi-file", str(BENCH / "peers" / "multipart_wsgi.py"), "--pythonpath", site_packages,
+            "--env", f"UPLOAD_DIR={uploads}", "--processes", "1", "--master", "--disable-logging", "--die-on-term"]
+
+
 def main() -> int:
     args = bench_arguments(__doc__, mib=1024).parse_args()
 
@@ -41,6 +50,7 @@ def main() -> int:
              sock, run / "fcgi_backend.log"),
         Peer("flup + python-multipart", [python, str(BENCH / "peers" / "flup_multipart.py"), str(sock), str(uploads)],
              sock, run / "flup.log"),
+        Peer("uWSGI FastCGI + python-multipart", uwsgi_command(sock, uploads), sock, run / "uwsgi.log"),
         Peer("C libfcgi, body dropped (ceiling)", [str(build_c_responder(run)), str(sock)], sock, run / "c.log"),
     ]
     apache = Apache(site, run, extra_config=APACHE_TUNING).start()
