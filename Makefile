@@ -13,8 +13,8 @@ DEMO_PACKAGES := apache2 gcc python3-dev python3-venv
 TEST_PACKAGES := $(DEMO_PACKAGES) apache2-dev libfcgi-bin wrk docker-compose clang nginx lighttpd curl openssl \
 	chromium postgresql systemd logrotate graphviz
 # The benchmarks' peers, besides: php-fpm, libfcgi's headers (the C responder), uWSGI and its
-# Python 3 plugin (its FastCGI mode).
-BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-python3
+# Python 3 plugin (its FastCGI mode); perf and strace for bench/profile_bench.py.
+BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-python3 linux-perf strace
 
 .PHONY: all test test-docker demo bench system-deps demo-deps bench-deps venv runtime clean connector install-connector fuzz fuzz-build docs
 
@@ -59,8 +59,12 @@ connector: system-deps $(CONNECTOR)
 install-connector: connector
 	apxs -i -n fcgi_backend $(CONNECTOR)
 
+# The protocol suites run a second time with every request taken record by record (the reference
+# path), as they run otherwise through the C scanner of whole requests.
+PROTOCOL_TESTS := tests/test_protocol.py tests/test_protocol_strict.py tests/test_x_stdin.py tests/test_webservers.py
 test: system-deps venv connector fuzz-build
 	$(PY) -m pytest tests
+	FCGI_BACKEND_RECORD_BY_RECORD=1 $(PY) -m pytest -q $(PROTOCOL_TESTS)
 
 # The docker-compose stack built and run for real (a few minutes: base images by mmdebstrap, then
 # the stack's images); starts a Docker engine when none runs, skips with the reason when none can.
@@ -112,6 +116,7 @@ bench: bench-deps venv connector
 	$(PY) bench/upload_bench.py --runs 5 --json bench/results/upload.json
 	$(PY) bench/upload_parts_bench.py --runs 5 --json bench/results/upload_parts.json
 	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
+	$(PY) bench/profile_bench.py --json bench/results/profile.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
 	$(PY) bench/session_bench.py --runs 3 --json bench/results/sessions.json

@@ -374,7 +374,7 @@ class FastCGIConnection(Connection):
         (records.WholeRequestScanner) and run: the same request object, in the same state, as the
         record-by-record path makes of it, without building a Record per record. Any other input
         is left to that path."""
-        if self.request is not None:
+        if self.request is not None or not self.server.scan_whole_requests:
             return
         scanner = self.server.whole_request_scanner
         if self._parser.pending:  # (the next request on a kept connection, received with the last)

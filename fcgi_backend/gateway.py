@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
 from typing import Callable
@@ -69,6 +70,8 @@ class FastCGIGateway(BaseFCGIServer):
             self.limits.max_params, min(WHOLE_REQUEST_MAX_BODY, self.limits.max_body, self.limits.max_memory),
             RECEIVE_BUFFER_SIZE)
         self.receive_buffer = self.whole_request_scanner.receive_buffer  # lent to each connection in turn
+        # Set in the environment, every request goes record by record (to rule the scanner out).
+        self.scan_whole_requests = not os.environ.get("FCGI_BACKEND_RECORD_BY_RECORD")
 
     def _call_application(self, environ: dict, start_response):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by

@@ -1,0 +1,135 @@
+"""Where a small request's time goes, behind Apache's mod_proxy_fcgi at 16 clients, for
+fcgi_backend's WSGI hello and for php-fpm's hello.php beside it:
+
+  * the backend worker's CPU split into kernel, Python interpreter and C (libc and extension
+    modules), from `perf record` on one worker (Debian's linux-perf);
+  * the system calls per request of one backend worker and of Apache's children, from `strace -c`
+    over a few seconds of the load (a worker's requests counted by the connections it accepted,
+    Apache's by its connects to the backend; failed calls, EAGAIN mostly, counted apart too).
+
+    python bench/profile_bench.py [--duration 8] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, Peer, bench_arguments, bench_site, php_fpm_config,
+                      write_json)
+from apache_harness import Apache
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def cpu_split(pid: int, seconds: float) -> dict[str, float]:
+    """Shares of the process's CPU samples: kernel, python (libpython), C (everything else)."""
+    with tempfile.NamedTemporaryFile(suffix=".perf") as data:
+        subprocess.run(["perf", "record", "-F", "1999", "-p", str(pid), "-o", data.name, "--", "sleep", str(seconds)],
+                       capture_output=True, check=True)
+        report = subprocess.run(["perf", "report", "-i", data.name, "--sort", "dso", "--stdio"],
+                                capture_output=True, text=True, check=True).stdout
+    split = {"kernel": 0.0, "python": 0.0, "C": 0.0}
+    for share, dso in re.findall(r"^\s+([\d.]+)%\s+(\S+)", report, re.M):
+        kind = "kernel" if dso.startswith("[kernel") else "python" if "libpython" in dso or dso.startswith("python") \
+            else "C"
+        split[kind] += float(share)
+    return split
+
+
+def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
+    """System calls of processes (and their threads) for a while, by name."""
+    with tempfile.NamedTemporaryFile(suffix=".strace") as out:
+        subprocess.run(["timeout", str(seconds), "strace", "-c", "-f", *(f"-p{pid}" for pid in pids), "-o", out.name],
+                       capture_output=True)
+        text = open(out.name).read()
+    counts = {}
+    for line in text.splitlines():
+        fields = line.split()  # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(fields) in (5, 6) and fields[0][0].isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3])
+            if len(fields) == 6:
+                counts[fields[-1] + " (failed)"] = int(fields[4])
+    return counts
+
+
+def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
+    load = subprocess.Popen(["wrk", "-t2", "-c16", f"-d{int(duration * 3 + 4)}s", apache.url + path],
+                            stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        worker = children(peer.proc.pid)[0]
+        split = cpu_split(worker, duration)
+        counts: dict[str, dict[str, int]] = {}
+        threads = [threading.Thread(target=lambda: counts.__setitem__("worker", syscalls([worker], duration))),
+                   threading.Thread(target=lambda: counts.__setitem__(
+                       "apache", syscalls(children(apache.proc.pid), duration)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        load.wait()
+    per_apache_request = {k: v / max(1, counts["apache"].get("connect", 1)) for k, v in counts["apache"].items()}
+    worker = counts["worker"]  # a worker accepts each connection it serves
+    served = sum(worker.get(name, 0) - worker.get(name + " (failed)", 0) for name in ("accept", "accept4"))
+    per_worker_request = {k: v / max(1, served) for k, v in worker.items()}
+    return {"cpu_split": split, "worker_syscalls_per_request": per_worker_request,
+            "apache_syscalls_per_request": per_apache_request}
+
+
+def main() -> int:
+    args = bench_arguments(__doc__, runs=1, duration=8).parse_args()
+    root, site = bench_site("fcgi-bench-profile-")
+    shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
+    run = root / "run"
+    sock = site / "fcgi_backend.sock"
+    php_stanza = f'<FilesMatch "\\.php$">\n    SetHandler "proxy:unix:{sock}|fcgi://localhost"\n</FilesMatch>'
+    lines = [
+        ("fcgi_backend, WSGI hello", Peer("ours", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork",
+                                                    "-4", *AS_USER, "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"],
+                                          sock, run / "ours.log"), "/hello"),
+        ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, 4))], sock,
+                                    run / "php.log"), "/hello.php"),
+    ]
+    results = {}
+    try:
+        for name, peer, path in lines:
+            apache = Apache(site, run, extra_config=APACHE_TUNING + php_stanza).start()
+            peer.start()
+            try:
+                results[name] = profile(apache, peer, path, args.duration)
+            finally:
+                peer.stop()
+                apache.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print("\nbackend worker CPU by where it runs (perf samples)\n")
+    print("| server | kernel | Python interpreter | C (libc, extension modules, PHP) |")
+    print("|---|---|---|---|")
+    for name, r in results.items():
+        s = r["cpu_split"]
+        print(f"| {name} | {s['kernel']:.0f}% | {s['python']:.0f}% | {s['C']:.0f}% |")
+    for side in ("worker", "apache"):
+        print(f"\nsystem calls per request, {'one backend worker' if side == 'worker' else 'Apache'}\n")
+        names = sorted({k for r in results.values() for k, v in r[f"{side}_syscalls_per_request"].items() if v >= 0.05})
+        print("| server | " + " | ".join(names) + " | total |")
+        print("|---|" + "---|" * (len(names) + 1))
+        for name, r in results.items():
+            calls = r[f"{side}_syscalls_per_request"]
+            total = sum(v for k, v in calls.items() if not k.endswith("(failed)"))
+            print(f"| {name} | " + " | ".join(f"{calls.get(k, 0):.1f}" for k in names) + f" | {total:.1f} |")
+    write_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
