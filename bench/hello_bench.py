@@ -90,16 +90,18 @@ def main() -> int:
     results = []
     for (name, c), rows in samples.items():
         results.append({"server": name, "concurrency": c, "rps": statistics.median(r[0] for r in rows),
+                        "rps_min": min(r[0] for r in rows), "rps_max": max(r[0] for r in rows),
                         "p50_ms": statistics.median(r[1] for r in rows), "p99_ms": statistics.median(r[2] for r in rows),
                         "errors": sum(r[3] for r in rows), "server_cpu_us": statistics.median(r[4] for r in rows),
                         "apache_cpu_us": statistics.median(r[5] for r in rows)})
     by = {(r["server"], r["concurrency"]): r for r in results}
     names = [name for name, *_ in lines]
-    print(f"\nrequests/s (median of {args.runs} runs of {args.duration:g} s; {args.workers} workers each)\n")
+    print(f"\nrequests/s, median (min-max) of {args.runs} runs of {args.duration:g} s; {args.workers} workers each\n")
     print("| concurrency | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for c in args.concurrency:
-        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['rps']:.0f}" for n in names) + " |")
+        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['rps']:.0f} ({by[(n, c)]['rps_min']:.0f}-{by[(n, c)]['rps_max']:.0f})"
+                                       for n in names) + " |")
     print("\nratios, same run:\n")
     print("| concurrency | WSGI hello / php-fpm | WSGI hello / uWSGI | WSGI hello / flup | mustache view / php-fpm "
           "| WSGI hello / C ceiling |")
