@@ -282,7 +282,7 @@ class FastCGIRequest(Request):
     def release(self) -> None:
         """Once answered: drop the references that make the request, its streams and its environ
         a cycle, so they are freed as soon as they are done with, not by the cyclic collector
-        (which ran every few requests, walking every object of the request in hand)."""
+        (which ran every fifty requests or so, walking every object of the request in hand)."""
         self.params = {}
         self.stdout._req = self.stderr._req = None
 

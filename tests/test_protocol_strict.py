@@ -372,7 +372,7 @@ def test_a_request_that_arrives_whole_is_seen_as_one_that_arrives_record_by_reco
 
 def test_a_served_request_leaves_nothing_for_the_cyclic_collector():
     """A request, its streams, its environ and its connection are freed when they are done with:
-    each used to be a reference cycle, and the collector ran every few requests (a pause that
+    each used to be a reference cycle, and the collector ran every fifty requests or so (a pause that
     walked every object of the request in hand)."""
     import gc
 
