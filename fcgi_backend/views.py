@@ -165,8 +165,11 @@ class ViewCache:
             return cached[1]
         if "\0" in rel or rel.startswith("/"):
             return None
-        real = os.path.realpath(os.path.join(self._root, rel))
-        if not real.startswith(self._root) or not os.path.isfile(real):
+        path = os.path.join(self._root, rel)
+        # A name that is no file costs one stat (most URLs that reach here are routes or 404s);
+        # realpath, an lstat per path segment, then checks only files for a way out of the webroot.
+        real = os.path.realpath(path) if os.path.isfile(path) else ""
+        if not real.startswith(self._root):
             self._resolved.pop(rel, None)
             return None
         self._resolved[rel] = (now, real)
