@@ -103,7 +103,7 @@ class FastCGIGateway(BaseFCGIServer):
             req.stdout = HeadOutputStream(req._conn, req, FCGI_STDOUT)
         req.stdout.counting = self.access_log is not None  # (the status and size cost a look at each write)
         started = time.monotonic()
-        started_wall = time.time()
+        started_wall = time.time() if self.access_log is not None else 0.0
         try:
             length = req.params.get("CONTENT_LENGTH", "")
             if length.isdigit() and int(length) > self.limits.max_body:
@@ -185,7 +185,17 @@ def wsgi_paths(params: dict) -> tuple[str, str]:
 
 
 def _proxy_url_path(script_filename: str) -> str:
-    """The path of mod_proxy_fcgi's ``proxy:fcgi://host:port/path?query``, percent-decoded."""
-    rest = script_filename.partition("://")[2]
-    path = rest[rest.find("/"):] if "/" in rest else ""
-    return unquote_to_bytes(path.partition("?")[0]).decode("latin-1")
+    """The path of mod_proxy_fcgi's ``proxy:fcgi://host:port/path?query``, percent-decoded
+    (remembered: the same few URLs come again and again)."""
+    path = _PROXY_URL_PATHS.get(script_filename)
+    if path is None:
+        if len(_PROXY_URL_PATHS) >= _PROXY_URL_PATHS_KEPT:
+            _PROXY_URL_PATHS.clear()  # (any URL can arrive here: the memory stays bounded)
+        rest = script_filename.partition("://")[2]
+        path = rest[rest.find("/"):] if "/" in rest else ""
+        path = _PROXY_URL_PATHS[script_filename] = unquote_to_bytes(path.partition("?")[0]).decode("latin-1")
+    return path
+
+
+_PROXY_URL_PATHS: dict[str, str] = {}
+_PROXY_URL_PATHS_KEPT = 1024

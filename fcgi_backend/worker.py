@@ -341,11 +341,9 @@ class _Lingering:
         return set(self._socks)
 
     def add(self, sock: socket.socket) -> None:
+        """A socket its connection has just drained once, without waiting (no second look here)."""
         if len(self._socks) >= self.LIMIT:
             self._close(next(iter(self._socks)))
-        if drain_until_eof(sock, self._buffer):
-            sock.close()
-            return
         self._socks[sock.fileno()] = (sock, time.monotonic() + _LINGER_SECONDS)
         self._wait.add_lingering(sock.fileno())
 
