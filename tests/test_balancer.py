@@ -112,10 +112,11 @@ class Load:
         self.stop_at = None
         self.results = []  # (when the request started, member or None, status or exception name)
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._client) for _ in range(clients)]
-        self.counts_ok = True
+        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+        self.counts_lost = []    # (client, counter expected, counter seen) when a session went back or restarted
+        self.counts_skipped = []  # (client, counter expected, counter seen) when it went on past the next
 
-    def _client(self) -> None:
+    def _client(self, client: int) -> None:
         browser = requests.Session()
         expected = 1
         while not self._stopping():
@@ -125,9 +126,10 @@ class Load:
                 outcome = r.status_code
                 member = r.json()["member"] if r.status_code == 200 else None
                 if r.status_code == 200:
-                    if r.json()["n"] != expected:
-                        self.counts_ok = False
-                    expected += 1
+                    seen = r.json()["n"]
+                    if seen != expected:
+                        (self.counts_lost if seen < expected else self.counts_skipped).append((client, expected, seen))
+                    expected = seen + 1
             except requests.RequestException as exc:
                 outcome, member = type(exc).__name__, None
             with self.lock:
@@ -139,11 +141,13 @@ class Load:
     def run_for(self, seconds: float, during=None) -> None:
         for t in self.threads:
             t.start()
-        if during is not None:
-            during()
-        self.stop_at = time.monotonic() + seconds
-        for t in self.threads:
-            t.join()
+        try:
+            if during is not None:
+                during()
+        finally:  # (a failure in during() must not leave the clients running for the rest of the suite)
+            self.stop_at = time.monotonic() + seconds
+            for t in self.threads:
+                t.join()
 
     def failures(self, since: float = 0.0) -> list:
         return [r for r in self.results if r[2] != 200 and r[0] >= since]
@@ -171,7 +175,14 @@ def test_a_member_killed_under_load_loses_at_most_its_requests_in_flight_and_rej
     assert late == [], late  # once Apache has marked it, every request succeeds on the others
     after = [r for r in load.results if r[0] > marks["killed"] + 1 and r[2] == 200]
     assert after and all(r[1] != victim.name for r in after)
-    assert load.counts_ok  # sessions intact: every visitor's counter went on without a gap
+    # Sessions intact: no visitor's counter went back or restarted. It may skip one, once: a request
+    # the victim had in flight, and had already counted in the session, got no answer from it, and
+    # mod_proxy_balancer re-sent it to another member (it fails over on a 503 when nothing was
+    # answered yet).
+    assert load.counts_lost == [], load.counts_lost
+    skipped_clients = [client for client, expected, seen in load.counts_skipped]
+    assert all(seen == expected + 1 for _, expected, seen in load.counts_skipped), load.counts_skipped
+    assert len(skipped_clients) == len(set(skipped_clients)), load.counts_skipped
 
     victim.proc.wait()
     hosts.restore(0)
@@ -203,5 +214,5 @@ def test_a_rolling_reload_fails_nothing(cluster):
             m.proc.send_signal(signal.SIGHUP)
             wait_for(lambda: "reloaded" in m.log_text(), 20, f"{m.name}'s reload")
     load.run_for(2, during=reload_each)
-    assert load.failures() == [] and load.counts_ok
+    assert load.failures() == [] and load.counts_lost == [] and load.counts_skipped == []
     assert len(load.results) > 50
