@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import traceback
+from functools import lru_cache
 from typing import Callable
 from urllib.parse import unquote_to_bytes
 
@@ -184,18 +185,9 @@ def wsgi_paths(params: dict) -> tuple[str, str]:
     return "", unquote_to_bytes(path).decode("latin-1")
 
 
+@lru_cache(maxsize=1024)  # the same few URLs come again and again; any URL can arrive, so bounded
 def _proxy_url_path(script_filename: str) -> str:
-    """The path of mod_proxy_fcgi's ``proxy:fcgi://host:port/path?query``, percent-decoded
-    (remembered: the same few URLs come again and again)."""
-    path = _PROXY_URL_PATHS.get(script_filename)
-    if path is None:
-        if len(_PROXY_URL_PATHS) >= _PROXY_URL_PATHS_KEPT:
-            _PROXY_URL_PATHS.clear()  # (any URL can arrive here: the memory stays bounded)
-        rest = script_filename.partition("://")[2]
-        path = rest[rest.find("/"):] if "/" in rest else ""
-        path = _PROXY_URL_PATHS[script_filename] = unquote_to_bytes(path.partition("?")[0]).decode("latin-1")
-    return path
-
-
-_PROXY_URL_PATHS: dict[str, str] = {}
-_PROXY_URL_PATHS_KEPT = 1024
+    """The path of mod_proxy_fcgi's ``proxy:fcgi://host:port/path?query``, percent-decoded."""
+    rest = script_filename.partition("://")[2]
+    path = rest[rest.find("/"):] if "/" in rest else ""
+    return unquote_to_bytes(path.partition("?")[0]).decode("latin-1")
