@@ -379,13 +379,8 @@ class FastCGIConnection(Connection):
         scanner = self.server.whole_request_scanner
         if self._parser.pending:  # (the next request on a kept connection, received with the last)
             whole = self._parser.take_whole_request(scanner)
-        else:  # scanned where it was received; only what it leaves goes to the record parser
-            received = self._receive_into_buffer()
-            taken, whole = scanner.scan_received(received)
-            if taken < received:
-                self._parser.feed(self._recv_buffer[taken:received])
-            if whole is not None:
-                self._parser.records_returned += 1
+        else:
+            whole = self._parser.take_whole_received(scanner, self._receive_into_buffer())
         if whole is None:
             return
         req = self._new_request(whole.request_id, FCGI_RESPONDER, whole.flags)

@@ -237,10 +237,7 @@ class RecordParser:
         version, _, rid, content_len, padding_len = HEADER.unpack_from(self._buf, pos)
         if version != FCGI_VERSION_1 or rid != request_id or content_len or len(self._buf) - pos < 8 + padding_len:
             return False
-        self._pos = pos + 8 + padding_len
-        if self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
+        self._consumed_to(pos + 8 + padding_len)
         return True
 
     def take_whole_request(self, scanner: WholeRequestScanner) -> WholeRequest | None:
@@ -251,10 +248,17 @@ class RecordParser:
         taken, request = scanner.scan(self._buf, self._pos)
         if request is not None:
             self.records_returned += 1
-            self._pos += taken
-            if self._pos == len(self._buf):
-                self._buf.clear()
-                self._pos = 0
+            self._consumed_to(self._pos + taken)
+        return request
+
+    def take_whole_received(self, scanner: WholeRequestScanner, received: int) -> WholeRequest | None:
+        """The same for ``received`` bytes just read into the scanner's receive buffer while none
+        were pending here: scanned where they are, and only what the request leaves is fed."""
+        taken, request = scanner.scan_received(received)
+        if taken < received:
+            self.feed(scanner.receive_buffer[taken:received])
+        if request is not None:
+            self.records_returned += 1
         return request
 
     def peek_type(self) -> int | None:
@@ -267,12 +271,16 @@ class RecordParser:
         """Hand over up to ``limit`` buffered bytes not yet parsed (a raw stream after a record)."""
         end = min(len(self._buf), self._pos + limit)
         data = bytes(self._buf[self._pos:end])
+        self._consumed_to(end)
+        return data
+
+    def _consumed_to(self, end: int) -> None:
+        """Bytes up to ``end`` are used; once all are, the buffer starts afresh."""
         if end == len(self._buf):
             self._buf.clear()
             self._pos = 0
         else:
             self._pos = end
-        return data
 
     def next_record(self) -> Record | None:
         """The next complete record, or None until more bytes are fed."""
