@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import bench_arguments, write_json, APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
+from benchlib import bench_arguments, print_table, write_json, APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
 from apache_harness import Apache, free_port
 from netns_harness import PORT, Hosts, Member
 
@@ -107,11 +107,10 @@ def main() -> int:
     base = results[0]
     print(f"\n{PAGE} at {CLIENTS} clients, median of {args.runs} runs of {args.duration} s, "
           f"{args.workers} workers per member\n")
-    print("| setup | requests/s | vs direct | Apache CPU per request | vs direct | members' CPU per request |")
-    print("|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['setup']} | {r['rps']:.0f} | {r['rps'] / base['rps']:.2f}x | {r['apache_cpu_us']:.0f} µs | "
-              f"{r['apache_cpu_us'] - base['apache_cpu_us']:+.0f} µs | {r['members_cpu_us']:.0f} µs |")
+    print_table(["setup", "requests/s", "vs direct", "Apache CPU per request", "vs direct", "members' CPU per request"],
+                [[r["setup"], f"{r['rps']:.0f}", f"{r['rps'] / base['rps']:.2f}x", f"{r['apache_cpu_us']:.0f} µs",
+                  f"{r['apache_cpu_us'] - base['apache_cpu_us']:+.0f} µs", f"{r['members_cpu_us']:.0f} µs"]
+                 for r in results])
     write_json(args.json, {"runs": args.runs, "duration": args.duration, "results": results})
     return 0
 

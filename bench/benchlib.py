@@ -110,6 +110,14 @@ def bench_arguments(doc: str, *, runs: int = 3, duration: int | None = None, wor
     return parser
 
 
+def print_table(header: list[str], rows: list[list]) -> None:
+    """A Markdown table, as the README has them: the header, the rule, a line per row."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+
+
 def write_json(path: str | None, data: dict) -> None:
     """The results for later runs to compare against, when --json named a file."""
     if path:

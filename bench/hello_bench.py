@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+from benchlib import (bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
                       php_fpm_config, wrk)
 from apache_harness import Apache
 
@@ -97,30 +97,24 @@ def main() -> int:
     by = {(r["server"], r["concurrency"]): r for r in results}
     names = [name for name, *_ in lines]
     print(f"\nrequests/s, median (min-max) of {args.runs} runs of {args.duration:g} s; {args.workers} workers each\n")
-    print("| concurrency | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for c in args.concurrency:
-        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['rps']:.0f} ({by[(n, c)]['rps_min']:.0f}-{by[(n, c)]['rps_max']:.0f})"
-                                       for n in names) + " |")
+    print_table(["concurrency", *names],
+                [[c, *(f"{by[(n, c)]['rps']:.0f} ({by[(n, c)]['rps_min']:.0f}-{by[(n, c)]['rps_max']:.0f})" for n in names)]
+                 for c in args.concurrency])
     print("\nratios, same run:\n")
-    print("| concurrency | WSGI hello / php-fpm | WSGI hello / uWSGI | WSGI hello / flup | mustache view / php-fpm "
-          "| WSGI hello / C ceiling |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for c in args.concurrency:
         hello, view, flup, uwsgi, php, ceiling = (by[(n, c)]["rps"] for n in names)
-        print(f"| {c} | {hello / php:.2f}x | {hello / uwsgi:.2f}x | {hello / flup:.2f}x | {view / php:.2f}x "
-              f"| {hello / ceiling:.2f}x |")
+        rows.append([c, f"{hello / php:.2f}x", f"{hello / uwsgi:.2f}x", f"{hello / flup:.2f}x", f"{view / php:.2f}x",
+                     f"{hello / ceiling:.2f}x"])
+    print_table(["concurrency", "WSGI hello / php-fpm", "WSGI hello / uWSGI", "WSGI hello / flup",
+                 "mustache view / php-fpm", "WSGI hello / C ceiling"], rows)
     print("\nlatency p50 / p99 in ms\n")
-    print("| concurrency | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for c in args.concurrency:
-        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names) + " |")
+    print_table(["concurrency", *names],
+                [[c, *(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names)] for c in args.concurrency])
     print("\nCPU per request in µs (user + system of each side's processes): server / Apache\n")
-    print("| concurrency | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for c in args.concurrency:
-        print(f"| {c} | " + " | ".join(f"{by[(n, c)]['server_cpu_us']:.0f} / {by[(n, c)]['apache_cpu_us']:.0f}"
-                                       for n in names) + " |")
+    print_table(["concurrency", *names],
+                [[c, *(f"{by[(n, c)]['server_cpu_us']:.0f} / {by[(n, c)]['apache_cpu_us']:.0f}" for n in names)]
+                 for c in args.concurrency])
     if any(r["errors"] for r in results):
         print("\nerrors: " + ", ".join(f"{r['server']} c={r['concurrency']}: {r['errors']}" for r in results if r["errors"]))
     write_json(args.json, {"runs": args.runs, "duration": args.duration, "workers": args.workers, "results": results})

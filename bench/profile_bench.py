@@ -21,7 +21,7 @@ import threading
 import time
 
 from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, Peer, bench_arguments, bench_site, php_fpm_config,
-                      write_json)
+                      print_table, write_json)
 from apache_harness import Apache
 
 
@@ -113,20 +113,18 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
 
     print("\nbackend worker CPU by where it runs (perf samples)\n")
-    print("| server | kernel | Python interpreter | C (libc, extension modules, PHP) |")
-    print("|---|---|---|---|")
-    for name, r in results.items():
-        s = r["cpu_split"]
-        print(f"| {name} | {s['kernel']:.0f}% | {s['python']:.0f}% | {s['C']:.0f}% |")
+    print_table(["server", "kernel", "Python interpreter", "C (libc, extension modules, PHP)"],
+                [[name, *(f"{r['cpu_split'][kind]:.0f}%" for kind in ("kernel", "python", "C"))]
+                 for name, r in results.items()])
     for side in ("worker", "apache"):
         print(f"\nsystem calls per request, {'one backend worker' if side == 'worker' else 'Apache'}\n")
         names = sorted({k for r in results.values() for k, v in r[f"{side}_syscalls_per_request"].items() if v >= 0.05})
-        print("| server | " + " | ".join(names) + " | total |")
-        print("|---|" + "---|" * (len(names) + 1))
+        rows = []
         for name, r in results.items():
             calls = r[f"{side}_syscalls_per_request"]
             total = sum(v for k, v in calls.items() if not k.endswith("(failed)"))
-            print(f"| {name} | " + " | ".join(f"{calls.get(k, 0):.1f}" for k in names) + f" | {total:.1f} |")
+            rows.append([name, *(f"{calls.get(k, 0):.1f}" for k in names), f"{total:.1f}"])
+        print_table(["server", *names, "total"], rows)
     write_json(args.json, results)
     return 0
 

@@ -21,7 +21,7 @@ import shutil
 import statistics
 import sys
 
-from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
+from benchlib import (bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
                       build_c_responder, post_upload)
 from apache_harness import Apache
 
@@ -92,15 +92,15 @@ def main() -> int:
                         "apache_cpu_s": statistics.median(row[3] for row in rows),
                         "rss_growth_mib": max(row[1] for row in rows) / 1024})
     print(f"\n{args.mib} MiB multipart upload through Apache mod_proxy_fcgi, median of {args.runs} runs\n")
-    print("| backend | median time | throughput | fcgi_backend's throughput relative to it "
-          "| backend CPU | relative to fcgi_backend's | Apache CPU | RSS growth (max) |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for r in results:
         ours_row = r["backend"] == "fcgi_backend"
-        ratio = "—" if ours_row else f"{r['ours_vs_this']:.2f}x"
-        cpu_ratio = "—" if ours_row else f"{r['cpu_vs_ours']:.2f}x"
-        print(f"| {r['backend']} | {r['median_s']:.2f} s | {r['mb_per_s']:.0f} MB/s | {ratio} "
-              f"| {r['backend_cpu_s']:.2f} s | {cpu_ratio} | {r['apache_cpu_s']:.2f} s | {r['rss_growth_mib']:.1f} MiB |")
+        rows.append([r["backend"], f"{r['median_s']:.2f} s", f"{r['mb_per_s']:.0f} MB/s",
+                     "—" if ours_row else f"{r['ours_vs_this']:.2f}x", f"{r['backend_cpu_s']:.2f} s",
+                     "—" if ours_row else f"{r['cpu_vs_ours']:.2f}x", f"{r['apache_cpu_s']:.2f} s",
+                     f"{r['rss_growth_mib']:.1f} MiB"])
+    print_table(["backend", "median time", "throughput", "fcgi_backend's throughput relative to it", "backend CPU",
+                 "relative to fcgi_backend's", "Apache CPU", "RSS growth (max)"], rows)
     write_json(args.json, {"mib": args.mib, "runs": args.runs, "results": results})
     return 0
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from multiprocessing import Process
 
-from benchlib import MiB, bench_arguments, write_json
+from benchlib import MiB, bench_arguments, print_table, write_json
 from fcgi_backend.limits import Limits
 from fcgi_backend.uploads import MultipartUpload
 
@@ -146,11 +146,10 @@ def main() -> int:
     parts = sum(medians[name][0] for name in ("read", "parse", "write"))
     print(f"\n{args.mib} MiB upload as mod_proxy_fcgi sends it, CPU of this process, median (min-max) of "
           f"{args.runs} runs\n")
-    print("| stage | CPU | CPU per GiB | wall |")
-    print("|---|---|---|---|")
-    for name, (cpu, wall, low, high) in medians.items():
-        print(f"| {name} | {cpu:.2f} s ({low:.2f}-{high:.2f}) | {cpu / args.mib * 1024:.2f} s | {wall:.2f} s |")
-    print(f"| read + parse + write | {parts:.2f} s | {parts / args.mib * 1024:.2f} s | |")
+    print_table(["stage", "CPU", "CPU per GiB", "wall"],
+                [[name, f"{cpu:.2f} s ({low:.2f}-{high:.2f})", f"{cpu / args.mib * 1024:.2f} s", f"{wall:.2f} s"]
+                 for name, (cpu, wall, low, high) in medians.items()]
+                + [["read + parse + write", f"{parts:.2f} s", f"{parts / args.mib * 1024:.2f} s", ""]])
     print(f"\nthe whole path costs {medians['whole path'][0] / parts:.2f}x the sum of its parts")
     write_json(args.json, {"mib": args.mib, "runs": args.runs,
                            "results": {name: {"cpu_s": m[0], "wall_s": m[1]} for name, m in medians.items()}})
