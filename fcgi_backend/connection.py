@@ -188,9 +188,19 @@ class FastCGIOutputStream(OutputStream):
         self._held = []
 
     def write(self, data) -> None:
-        if self.counting and data:
+        """flup's OutputStream.write, and the access log's count."""
+        assert not self.closed
+        if not data:
+            return
+        if type(data) is str:
+            data = data.encode()
+        self.dataWritten = True
+        if self.counting:
             self._account(data)
-        super().write(data)
+        if self._buffered:
+            self._bufList.append(data)
+        else:
+            self._write(data)
 
     def _account(self, data) -> None:
         """Status and body size of the answer, read from what the application's bridge writes."""
@@ -244,7 +254,8 @@ class FastCGIOutputStream(OutputStream):
             self.closed = True
 
     def flush(self) -> None:
-        super().flush()  # (a buffered stream, FCGI_STDERR: its buffer to _write)
+        if self._buffered:  # (FCGI_STDERR: its buffer to _write, as flup's flush)
+            super().flush()
         self._frame_held()
         if not self.hold:
             self._conn.flush_output(self._req)
@@ -390,7 +401,7 @@ class FastCGIConnection(Connection):
         req.params = whole.params
         req.started = True
         req.started_at = time.monotonic()
-        self._start_request(req)
+        self.server.run_whole(req)
 
     def _new_request(self, request_id: int, role: int, flags: int) -> "FastCGIRequest":
         req = self.server.request_class(self, self._inputStreamClass, None)
