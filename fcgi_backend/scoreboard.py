@@ -128,27 +128,27 @@ class Scoreboard:
 
     # -- worker ------------------------------------------------------------------------------
 
-    def _add(self, slot: int, field_at: int, n: int) -> None:
-        off = self._offset(slot) + field_at
-        _COUNT.pack_into(self._mem, off, _COUNT.unpack_from(self._mem, off)[0] + n)
+    # (each request writes here four times: the slot's offset is worked out inline, not by a call)
 
     def start_request(self, slot: int, what: str) -> None:
         """The worker in ``slot`` starts a request ("METHOD URI"): for the status page, and so the
         supervisor can name a request that runs past request_timeout."""
-        _REQUEST.pack_into(self._mem, self._offset(slot) + _REQUEST_AT, time.monotonic(),
+        _REQUEST.pack_into(self._mem, _HEADER.size + slot * _SLOT.size + _REQUEST_AT, time.monotonic(),
                            what.encode("utf-8", "replace")[:REQUEST_TEXT])
 
     def count_request(self, slot: int) -> None:
         """One more request answered by the worker in ``slot``."""
-        self._add(slot, _REQUESTS_AT, 1)
+        at = _HEADER.size + slot * _SLOT.size + _REQUESTS_AT
+        _COUNT.pack_into(self._mem, at, _COUNT.unpack_from(self._mem, at)[0] + 1)
 
     def set_state(self, slot: int, state: int, accepted: int = 0) -> None:
         """A worker's own slot: its state, and connections accepted to add (kept to a few writes)."""
-        off = self._offset(slot)
-        self._mem[off + _STATE_AT] = state
+        mem, off = self._mem, _HEADER.size + slot * _SLOT.size
+        mem[off + _STATE_AT] = state
         if accepted:
-            self._add(slot, _ACCEPTED_AT, accepted)
-        _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
+            at = off + _ACCEPTED_AT
+            _COUNT.pack_into(mem, at, _COUNT.unpack_from(mem, at)[0] + accepted)
+        _CHANGED.pack_into(mem, off + _CHANGED_AT, time.monotonic())
 
     # -- anyone ------------------------------------------------------------------------------
 

@@ -100,12 +100,15 @@ class WorkerLoop:
         """Accept and serve until stopped."""
         self.listener.setblocking(False)
         self._open_waits()
+        poll, lingering = self._wait.poll, self._lingering
+        listen_fd = self.listener.fileno()
         idle_since = time.monotonic()
         try:
             while self._running:
-                ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
-                self._lingering.serve(ready)
-                if not ready - self._lingering.fds:
+                ready = poll(lingering.wait_at_most(self.timeout))
+                if lingering:
+                    lingering.serve(ready)
+                if not ready:
                     if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
                         self.waiter.on_prefork_child_idle()
                         idle_since = time.monotonic()
@@ -113,11 +116,12 @@ class WorkerLoop:
                 idle_since = time.monotonic()
                 if self._wake_r is not None and self._wake_r.fileno() in ready:
                     drain(self._wake_r)
-                if self.listener.fileno() in ready and self._running:
+                if listen_fd in ready and self._running:
                     client = self._accept()
                     if client is not None:
                         self._serve(client)
-                self._check_max_requests()
+                if self.max_requests:
+                    self._check_max_requests()
         finally:
             self._close_waits()
 
@@ -138,6 +142,8 @@ class WorkerLoop:
         self._set_state(IDLE)
 
     def _open_waits(self) -> None:
+        if self.listener is not None:
+            self._client_kind = (int(self.listener.family), int(self.listener.type), self.listener.proto)
         self._wait = _ReadinessWait(self.listener, self._wake_r)
         self._lingering = _Lingering(self._wait)
 
@@ -148,7 +154,8 @@ class WorkerLoop:
 
     def _accept(self) -> socket.socket | None:
         try:
-            client, _ = self.listener.accept()
+            # (socket.accept's wrapper looks up the listener's family and type as enums each time)
+            client = socket.socket(*self._client_kind, self.listener._accept()[0])
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it, or a signal came first
         except OSError as exc:
@@ -334,37 +341,44 @@ class _Lingering:
     def __init__(self, wait: _ReadinessWait) -> None:
         self._wait = wait
         self._buffer = bytearray(65536)
-        self._socks: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, deadline)
+        self._socks: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, deadline), oldest first
+        self.fds: set[int] = set()
 
-    @property
-    def fds(self) -> set[int]:
-        return set(self._socks)
+    def __bool__(self) -> bool:
+        return bool(self._socks)
 
     def add(self, sock: socket.socket) -> None:
         """A socket its connection has just drained once, without waiting (no second look here)."""
         if len(self._socks) >= self.LIMIT:
             self._close(next(iter(self._socks)))
-        self._socks[sock.fileno()] = (sock, time.monotonic() + _LINGER_SECONDS)
-        self._wait.add_lingering(sock.fileno())
+        fd = sock.fileno()
+        self._socks[fd] = (sock, time.monotonic() + _LINGER_SECONDS)
+        self.fds.add(fd)
+        self._wait.add_lingering(fd)
 
     def wait_at_most(self, timeout: float | None) -> float | None:
         """``timeout``, shortened to the next deadline of a lingering connection."""
         if not self._socks:
             return timeout
-        left = max(0.0, min(deadline for _, deadline in self._socks.values()) - time.monotonic())
+        _, first_deadline = next(iter(self._socks.values()))  # (every deadline is its add's time + 1 s)
+        left = max(0.0, first_deadline - time.monotonic())
         return left if timeout is None else min(timeout, left)
 
     def serve(self, ready: set[int]) -> None:
-        """Read the ready ones; close those whose peer hung up, or whose time is up."""
+        """Read the ready ones (taking them out of ``ready``); close those whose peer hung up, or
+        whose time is up."""
         if not self._socks:
             return
+        mine = ready & self.fds
+        ready -= mine
         now = time.monotonic()
         for fd, (sock, deadline) in list(self._socks.items()):
-            if (fd in ready and drain_until_eof(sock, self._buffer)) or now >= deadline:
+            if (fd in mine and drain_until_eof(sock, self._buffer)) or now >= deadline:
                 self._close(fd)
 
     def _close(self, fd: int) -> None:
         sock, _ = self._socks.pop(fd)
+        self.fds.discard(fd)
         self._wait.remove_lingering(fd)
         sock.close()  # leaves the epolls with it
 
