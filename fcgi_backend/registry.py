@@ -57,7 +57,8 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
         self._csrf_handlers: set[str] = set()
         self._routes: list[Route] = []
-        self._exact: dict[str, Route] = {}
+        self._exact: dict[str, Route] = {}  # routes without placeholders, by path
+        self._patterned: list[Route] = []  # the others, in registration order
 
     def handler(self, name: str, func: Handler | None = None, *, csrf: bool = False):
         """Register ``func`` as the handler NAME that templates name in ``{{% handler:NAME }}``.
@@ -96,7 +97,9 @@ class Registry:
             raise ValueError(f"route {path!r} is already registered")
         route = Route(path, handler, template, wanted, regex, csrf)
         self._routes.append(route)
-        if not _PLACEHOLDER.search(path):
+        if _PLACEHOLDER.search(path):
+            self._patterned.append(route)
+        else:
             self._exact[path] = route
         return handler
 
@@ -119,7 +122,7 @@ class Registry:
         route = self._exact.get(path)
         if route is not None:
             return route, {}
-        for route in self._routes:
+        for route in self._patterned:  # (a path without placeholders matches only itself: looked up above)
             params = route.match(path)
             if params is not None:
                 return route, params

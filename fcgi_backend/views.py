@@ -34,6 +34,7 @@ _PRAGMA = re.compile(r"\{\{%\s*handler\s*:\s*([^\s}]+)\s*\}\}[ \t]*(?:\r?\n)?")
 # How long a URL's resolved template file is trusted before the webroot is searched again (the file
 # itself is still checked for changes on every request).
 _RESOLVE_SECONDS = 2.0
+_NEEDS_ESCAPE = re.compile("[&<>\"']").search  # what html.escape replaces
 
 
 class TemplateError(Exception):
@@ -122,11 +123,17 @@ class _Renderer(pystache.Renderer):
         return self._engine
 
     def _make_escape(self):
-        """pystache's escape; with its default (html.escape), a plain str skips its four calls."""
+        """pystache's escape; with its default (html.escape), a plain str skips its four calls, and
+        one with nothing to escape html.escape's five replacements."""
         escape = self._escape_to_unicode
         if self.escape is not pystache.defaults.TAG_ESCAPE:
             return escape
-        return lambda value: html.escape(value) if type(value) is str else escape(value)
+
+        def escape_html(value):
+            if type(value) is str:
+                return html.escape(value) if _NEEDS_ESCAPE(value) else value
+            return escape(value)
+        return escape_html
 
 
 class _WebrootPartials:

@@ -1,5 +1,6 @@
 """Mustache views: pragma, partials from the webroot, caching, reload, and the webroot boundary."""
 
+import html as html_module
 import os
 import time
 
@@ -42,6 +43,8 @@ def test_render_with_handler_values_partials_and_escaping(webroot):
     assert view.handler_name == "pager"
     html = views.render(view, {"title": "T", "body": "<script>"})
     assert html == "<h1>T</h1><p>&lt;script&gt;</p>"
+    for value in ["a&b", "<", ">", '"', "'", "plain", "", "x" * 100 + "'", "caf\u00e9 & cr\u00e8me"]:
+        assert views.render(view, {"title": value, "body": 7}) == f"<h1>{html_module.escape(value)}</h1><p>7</p>"
 
 
 def test_missing_values_render_empty(webroot):
