@@ -184,11 +184,11 @@ class WholeRequestScanner:
                                  scanned) != _SCAN_WHOLE:
             return 0, None
         params_len, body_len = scanned.params_len, scanned.body_len
-        # "name\0value\0..." in one decode and one split; zip pairs them (a name sent twice keeps its last value)
-        fields = str(self._out_view[:params_len], "latin-1").split("\0")
+        # "name\0value\0..." in one decode and one split; zip pairs them off one iterator (a name
+        # sent twice keeps its last value; the empty string after the last NUL is left unpaired)
+        fields = iter(str(self._out_view[:params_len], "latin-1").split("\0"))
         body = bytes(self._out_view[params_len:params_len + body_len]) if body_len else b""
-        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(fields[::2], fields[1::2])),
-                                              body)
+        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(fields, fields)), body)
 
 
 _SCAN_WHOLE = lib.FCGI_SCAN_WHOLE
