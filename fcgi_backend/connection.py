@@ -683,18 +683,23 @@ class FastCGIConnection(Connection):
         req.output_checked = True
         if not req.stdin.ended and self._parser.take_end_of_stream(FCGI_STDIN, req.requestId):
             req.stdin.add_data(b"")  # the usual case, taken without the general dispatch
-        for look in (False, time.monotonic() - req.started_at >= _ABORT_LOOK_AFTER):
-            if look and not self._parser.has_record():
-                try:
-                    received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
-                except OSError:  # BlockingIOError: nothing came
-                    return
-                if not received:
-                    return  # the web server hung up; sending the answer will show it
-                self._parser.feed(self._recv_buffer[:received])
-            while (self._parser.has_record() and not req.aborted and not req.stdin.raw_remaining
-                   and self._parser.peek_type() not in (FCGI_X_STDIN, FCGI_BEGIN_REQUEST)):  # (the next request's)
-                self.process_input()
+        self._act_on_received_records(req)
+        if time.monotonic() - req.started_at >= _ABORT_LOOK_AFTER and not self._parser.has_record():
+            try:
+                received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
+            except OSError:  # BlockingIOError: nothing came
+                return
+            if not received:
+                return  # the web server hung up; sending the answer will show it
+            self._parser.feed(self._recv_buffer[:received])
+            self._act_on_received_records(req)
+
+    def _act_on_received_records(self, req: FastCGIRequest) -> None:
+        """Dispatch the whole records already received, up to a raw X_STDIN stream (left for the
+        drain) or the next request's BEGIN_REQUEST."""
+        while (self._parser.has_record() and not req.aborted and not req.stdin.raw_remaining
+               and self._parser.peek_type() not in (FCGI_X_STDIN, FCGI_BEGIN_REQUEST)):
+            self.process_input()
 
     # -- writing -------------------------------------------------------------------------------
 
