@@ -41,12 +41,12 @@ class NotFound(HTTPError):
         super().__init__(404, detail)
 
 
+_PHRASES = {int(status): status.phrase for status in HTTPStatus}  # (an enum look-up per answer costs more)
+
+
 def reason_phrase(status: int) -> str:
     """'Not Found' for 404; 'Unknown' for a code Python does not name."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _PHRASES.get(status, "Unknown")
 
 
 def error_page(status: int, detail: str = "", debug_text: str = "") -> str:

@@ -114,13 +114,14 @@ def _section(node, engine) -> Render:
             except TypeError:
                 data = [data]
         parts = []
+        items = stack._stack  # (pushed and popped in place: ContextStack.push and pop, without their calls)
         for value in data:
             if callable(value):
                 parts.append(render_value(value(raw), stack, delimiters=delimiters))
                 continue
-            stack.push(value)
+            items.append(value)
             parts.append(inner(stack))
-            stack.pop()
+            items.pop()
         return "".join(parts)
     return section
 

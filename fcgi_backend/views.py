@@ -228,4 +228,4 @@ class ViewCache:
     def render(self, view: View, values: dict | None) -> str:
         """The view rendered with ``values`` (HTML-escaped unless a triple mustache says otherwise)."""
         engine = self._renderer._make_render_engine()
-        return engine.compiled(view.parsed)(ContextStack.create(values or {}))
+        return engine.compiled(view.parsed)(ContextStack(values or {}))  # (create's result for one dict)
