@@ -1,5 +1,8 @@
 # Set-up and everyday commands. Every target installs what it needs on a fresh Debian machine.
-PYTHON ?= python3
+# Debian's interpreter, whose headers and venv module DEMO_PACKAGES installs (a python3 found
+# earlier on PATH, such as a pyenv build, may lack Debian's optimised build: on this project's
+# bench machine that costs a fifth more CPU per request).
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages, by what needs them. The demo: Apache, and a compiler with Python's headers for
