@@ -188,19 +188,9 @@ class FastCGIOutputStream(OutputStream):
         self._held = []
 
     def write(self, data) -> None:
-        """flup's OutputStream.write, and the access log's count."""
-        assert not self.closed
-        if not data:
-            return
-        if type(data) is str:
-            data = data.encode()
-        self.dataWritten = True
-        if self.counting:
+        if self.counting and data:
             self._account(data)
-        if self._buffered:
-            self._bufList.append(data)
-        else:
-            self._write(data)
+        super().write(data)
 
     def _account(self, data) -> None:
         """Status and body size of the answer, read from what the application's bridge writes."""
@@ -254,8 +244,7 @@ class FastCGIOutputStream(OutputStream):
             self.closed = True
 
     def flush(self) -> None:
-        if self._buffered:  # (FCGI_STDERR: its buffer to _write, as flup's flush)
-            super().flush()
+        super().flush()  # (a buffered stream, FCGI_STDERR: its buffer to _write)
         self._frame_held()
         if not self.hold:
             self._conn.flush_output(self._req)
@@ -401,7 +390,7 @@ class FastCGIConnection(Connection):
         req.params = whole.params
         req.started = True
         req.started_at = time.monotonic()
-        self.server.run_whole(req)
+        self._start_request(req)
 
     def _new_request(self, request_id: int, role: int, flags: int) -> "FastCGIRequest":
         req = self.server.request_class(self, self._inputStreamClass, None)

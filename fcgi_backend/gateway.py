@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import socket
-import sys
 import time
 import traceback
 from functools import lru_cache
@@ -21,7 +18,6 @@ from flup.server.fcgi_base import (
     FCGI_RESPONDER,
     FCGI_STDOUT,
     BaseFCGIServer,
-    TeeOutputStream,
 )
 
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
@@ -77,9 +73,6 @@ class FastCGIGateway(BaseFCGIServer):
         self.receive_buffer = self.whole_request_scanner.receive_buffer  # lent to each connection in turn
         # Set in the environment, every request goes record by record (to rule the scanner out).
         self.scan_whole_requests = not os.environ.get("FCGI_BACKEND_RECORD_BY_RECORD")
-        # What flup's bridge sets in every environ, set at once on the whole-request path.
-        self._wsgi_environ = {**self.environ, "wsgi.version": (1, 0), "wsgi.multithread": False,
-                              "wsgi.multiprocess": self.multiprocess, "wsgi.run_once": False}
 
     def _call_application(self, environ: dict, start_response):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by
@@ -103,57 +96,7 @@ class FastCGIGateway(BaseFCGIServer):
         return FastCGIConnection(sock, addr, self, linger=linger)
 
     def handler(self, req: FastCGIRequest):
-        """Run the application (flup's Request.run calls this on the record path)."""
-        return self._serve(req, super().handler)
-
-    def run_whole(self, req: FastCGIRequest) -> None:
-        """Run a request that arrived whole (connection._run_whole_request) and end it: what flup's
-        ``Request.run`` does with its bridge, in fewer steps (the two paths' answers are compared
-        byte for byte in tests/test_wsgi_bridge.py)."""
-        try:
-            self._serve(req, self._bridge_whole)
-        except BaseException:  # (as flup's Request.run: whatever the application raised)
-            traceback.print_exc(file=req.stderr)
-            req.stderr.flush()
-            if not req.stdout.dataWritten:
-                self.error(req)
-        try:
-            req.stdout.close()
-            req.stderr.close()
-            req._conn.end_request(req)
-        except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-
-    def _bridge_whole(self, req: FastCGIRequest):
-        """flup's WSGI bridge (BaseFCGIServer.handler) for a responder request: the same environ,
-        the same start_response rules and the same header block, without a lock or closures."""
-        environ = req.params
-        environ.update(self._wsgi_environ)
-        environ["wsgi.input"] = req.stdin
-        environ["wsgi.errors"] = TeeOutputStream((sys.stderr, req.stderr))
-        environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "off") in ("on", "1") else "http"
-        self._sanitizeEnv(environ)
-        answer = WSGIAnswer(req.stdout)
-        try:
-            answer.result = result = self.application(environ, answer.start_response)
-            try:
-                for data in result:
-                    if data:
-                        answer.write(data)
-                if not answer.sent:
-                    answer.write(b"")  # in case the body was empty
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
-        except socket.error as exc:
-            if exc.args[0] != errno.EPIPE:
-                raise  # (a web server gone away is not the application's error)
-        return FCGI_REQUEST_COMPLETE, 0
-
-    def _serve(self, req: FastCGIRequest, bridge):
-        """Run the application through ``bridge``; input that breaks off mid-request ends the
-        request quietly."""
+        """Run the application; input that breaks off mid-request ends the request quietly."""
         self._request = req
         if self.on_request_start is not None:
             self.on_request_start(req.describe())
@@ -167,7 +110,7 @@ class FastCGIGateway(BaseFCGIServer):
             if length.isdigit() and int(length) > self.limits.max_body:
                 raise StreamError(413, f"request body of {length} bytes exceeds the body size limit of "
                                        f"{self.limits.max_body} bytes")
-            return bridge(req)
+            return super().handler(req)
         except RequestTimeout:
             self.timed_out = True
             req._conn.close_after_request = True
@@ -211,79 +154,6 @@ class FastCGIGateway(BaseFCGIServer):
         """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""
         log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
         req.stdout.write(_ERROR_PAGE)
-
-
-class WSGIAnswer:
-    """``start_response`` and ``write`` of one request on the whole-request path: the rules of
-    flup's bridge (status and headers checked and made bytes, ``exc_info`` re-raised once the
-    headers are out, Content-Length added to a one-block answer), writing to the request's stdout."""
-
-    __slots__ = ("stdout", "status", "headers", "sent", "result")
-
-    def __init__(self, stdout) -> None:
-        self.stdout = stdout
-        self.status: bytes | None = None
-        self.headers: list = []
-        self.sent = False
-        self.result = None  # what the application returned, once it has
-
-    def start_response(self, status, response_headers, exc_info=None):
-        if exc_info:
-            try:
-                if self.sent:
-                    raise exc_info[0](exc_info[1]).with_traceback(exc_info[2])
-            finally:
-                exc_info = None  # (no reference cycle through the traceback)
-        else:
-            assert self.status is None, "Headers already set!"
-        if type(status) is str:
-            status = status.encode("latin-1")
-        assert type(status) is bytes, "Status must be a string"
-        assert len(status) >= 4, "Status must be at least 4 characters"
-        assert int(status[:3]), "Status must begin with 3-digit code"
-        assert status[3] == 0x20, "Status must have a space after code"
-        assert type(response_headers) is list, "Headers must be a list"
-        headers = []
-        for name, value in response_headers:
-            if type(name) is str:
-                name = name.encode("latin-1")
-            if type(value) is str:
-                value = value.encode("latin-1")
-            assert type(name) is bytes, f'Header name "{name}" must be bytes'
-            assert type(value) is bytes, f'Value of header "{name}" must be bytes'
-            headers.append((name, value))
-        self.status, self.headers = status, headers
-        return self.write
-
-    def write(self, data) -> None:
-        if type(data) is str:
-            data = data.encode("latin-1")
-        assert type(data) is bytes, "write() argument must be bytes"
-        assert self.status is not None, "write() before start_response()"
-        stdout = self.stdout
-        if not self.sent:
-            self.sent = True
-            headers = self.headers
-            if self.result is not None and not _has_content_length(headers):
-                try:
-                    if len(self.result) == 1:
-                        headers.append((b"Content-Length", str(len(data)).encode("latin-1")))
-                except Exception:  # (a generator has no length; flup tries the same)
-                    pass
-            lines = [b"Status: " + self.status]
-            for name, value in headers:
-                lines.append(name + b": " + value)
-            lines.append(b"\r\n")
-            stdout.write(b"\r\n".join(lines))
-        stdout.write(data)
-        stdout.flush()
-
-
-def _has_content_length(headers: list) -> bool:
-    for name, _ in headers:
-        if name.lower() == b"content-length":
-            return True
-    return False
 
 
 def wsgi_paths(params: dict) -> tuple[str, str]:

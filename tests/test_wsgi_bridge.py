@@ -1,10 +1,11 @@
 """The two ways a request reaches the application give the same answer, byte for byte.
 
-A request found whole in one read is run by the gateway's own bridge (``run_whole``); any other
-goes record by record through flup's ``Request.run`` and WSGI bridge, which stay the reference.
-Each application below exercises one rule of PEP 3333 or of flup's bridge; each is served both
-ways, in-process over a socket pair, and the records that come back must be the same (STDERR
-records aside, whose tracebacks name different frames: both ways must send them or neither).
+A request found whole in one read is taken by the C scanner (records.WholeRequestScanner), its
+request built in one step; any other goes record by record through the record parser and flup's
+dispatch, which stay the reference. Both end in flup's WSGI bridge. Each application below
+exercises one rule of PEP 3333 or of flup's bridge; each is served both ways, in-process over a
+socket pair, and the records that come back must be the same (STDERR records aside, whose
+tracebacks name different frames: both ways must send them or neither).
 """
 
 import socket
