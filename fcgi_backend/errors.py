@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from http import HTTPStatus
+from http.client import responses
 
 
 class RequestInputError(Exception):
@@ -41,12 +41,9 @@ class NotFound(HTTPError):
         super().__init__(404, detail)
 
 
-_PHRASES = {int(status): status.phrase for status in HTTPStatus}  # (an enum look-up per answer costs more)
-
-
 def reason_phrase(status: int) -> str:
     """'Not Found' for 404; 'Unknown' for a code Python does not name."""
-    return _PHRASES.get(status, "Unknown")
+    return responses.get(status, "Unknown")  # (http.client's table: no enum look-up per answer)
 
 
 def error_page(status: int, detail: str = "", debug_text: str = "") -> str:
