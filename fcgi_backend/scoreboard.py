@@ -128,27 +128,26 @@ class Scoreboard:
 
     # -- worker ------------------------------------------------------------------------------
 
-    # (each request writes here four times: the slot's offset is worked out inline, not by a call)
+    def _add(self, at: int, n: int) -> None:
+        _COUNT.pack_into(self._mem, at, _COUNT.unpack_from(self._mem, at)[0] + n)
 
     def start_request(self, slot: int, what: str) -> None:
         """The worker in ``slot`` starts a request ("METHOD URI"): for the status page, and so the
         supervisor can name a request that runs past request_timeout."""
-        _REQUEST.pack_into(self._mem, _HEADER.size + slot * _SLOT.size + _REQUEST_AT, time.monotonic(),
+        _REQUEST.pack_into(self._mem, self._offset(slot) + _REQUEST_AT, time.monotonic(),
                            what.encode("utf-8", "replace")[:REQUEST_TEXT])
 
     def count_request(self, slot: int) -> None:
         """One more request answered by the worker in ``slot``."""
-        at = _HEADER.size + slot * _SLOT.size + _REQUESTS_AT
-        _COUNT.pack_into(self._mem, at, _COUNT.unpack_from(self._mem, at)[0] + 1)
+        self._add(self._offset(slot) + _REQUESTS_AT, 1)
 
     def set_state(self, slot: int, state: int, accepted: int = 0) -> None:
         """A worker's own slot: its state, and connections accepted to add (kept to a few writes)."""
-        mem, off = self._mem, _HEADER.size + slot * _SLOT.size
-        mem[off + _STATE_AT] = state
+        off = self._offset(slot)
+        self._mem[off + _STATE_AT] = state
         if accepted:
-            at = off + _ACCEPTED_AT
-            _COUNT.pack_into(mem, at, _COUNT.unpack_from(mem, at)[0] + accepted)
-        _CHANGED.pack_into(mem, off + _CHANGED_AT, time.monotonic())
+            self._add(off + _ACCEPTED_AT, accepted)
+        _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
 
     # -- anyone ------------------------------------------------------------------------------
 

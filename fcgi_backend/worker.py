@@ -55,6 +55,9 @@ class WorkerLoop:
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self.listener = listener
+        # What an accepted socket is made as (socket.accept looks the listener's family and type up
+        # as enums on every connection).
+        self._client_kind = (int(listener.family), int(listener.type), listener.proto) if listener else None
         self.requests_served = 0
         self._running = True
         self._wake_r: socket.socket | None = None
@@ -100,14 +103,12 @@ class WorkerLoop:
         """Accept and serve until stopped."""
         self.listener.setblocking(False)
         self._open_waits()
-        poll, lingering = self._wait.poll, self._lingering
         listen_fd = self.listener.fileno()
         idle_since = time.monotonic()
         try:
             while self._running:
-                ready = poll(lingering.wait_at_most(self.timeout))
-                if lingering:
-                    lingering.serve(ready)
+                ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
+                self._lingering.serve(ready)  # (its own are taken out of ready)
                 if not ready:
                     if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
                         self.waiter.on_prefork_child_idle()
@@ -120,8 +121,7 @@ class WorkerLoop:
                     client = self._accept()
                     if client is not None:
                         self._serve(client)
-                if self.max_requests:
-                    self._check_max_requests()
+                self._check_max_requests()
         finally:
             self._close_waits()
 
@@ -142,8 +142,6 @@ class WorkerLoop:
         self._set_state(IDLE)
 
     def _open_waits(self) -> None:
-        if self.listener is not None:
-            self._client_kind = (int(self.listener.family), int(self.listener.type), self.listener.proto)
         self._wait = _ReadinessWait(self.listener, self._wake_r)
         self._lingering = _Lingering(self._wait)
 
@@ -154,7 +152,6 @@ class WorkerLoop:
 
     def _accept(self) -> socket.socket | None:
         try:
-            # (socket.accept's wrapper looks up the listener's family and type as enums each time)
             client = socket.socket(*self._client_kind, self.listener._accept()[0])
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it, or a signal came first
@@ -342,10 +339,6 @@ class _Lingering:
         self._wait = wait
         self._buffer = bytearray(65536)
         self._socks: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, deadline), oldest first
-        self.fds: set[int] = set()
-
-    def __bool__(self) -> bool:
-        return bool(self._socks)
 
     def add(self, sock: socket.socket) -> None:
         """A socket its connection has just drained once, without waiting (no second look here)."""
@@ -353,7 +346,6 @@ class _Lingering:
             self._close(next(iter(self._socks)))
         fd = sock.fileno()
         self._socks[fd] = (sock, time.monotonic() + _LINGER_SECONDS)
-        self.fds.add(fd)
         self._wait.add_lingering(fd)
 
     def wait_at_most(self, timeout: float | None) -> float | None:
@@ -369,7 +361,7 @@ class _Lingering:
         whose time is up."""
         if not self._socks:
             return
-        mine = ready & self.fds
+        mine = ready & self._socks.keys()
         ready -= mine
         now = time.monotonic()
         for fd, (sock, deadline) in list(self._socks.items()):
@@ -378,7 +370,6 @@ class _Lingering:
 
     def _close(self, fd: int) -> None:
         sock, _ = self._socks.pop(fd)
-        self.fds.discard(fd)
         self._wait.remove_lingering(fd)
         sock.close()  # leaves the epolls with it
 
