@@ -206,16 +206,40 @@ def tree_cpu_seconds(pid: int) -> dict[int, float]:
     return cpu
 
 
+def tree_context_switches(pid: int) -> dict[int, int]:
+    """Context switches (voluntary and not) of the process and each of its children, all their
+    threads counted (Apache's children run dozens)."""
+    switches = {}
+    for p in process_tree(pid):
+        try:
+            total = 0
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/status") as f:
+                    total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)  # (non)voluntary_
+            switches[p] = total
+        except OSError:
+            pass
+    return switches
+
+
 class CpuMeter:
     """CPU seconds a server's processes spend from its making until stop() (children that exist at stop)."""
 
+    sample = staticmethod(tree_cpu_seconds)
+
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.before = tree_cpu_seconds(pid)
+        self.before = self.sample(pid)
 
     def stop(self) -> float:
-        after = tree_cpu_seconds(self.pid)
-        return sum(seconds - self.before.get(p, 0.0) for p, seconds in after.items())
+        after = self.sample(self.pid)
+        return sum(value - self.before.get(p, 0) for p, value in after.items())
+
+
+class SwitchMeter(CpuMeter):
+    """Context switches of a server's processes (all threads) from its making until stop()."""
+
+    sample = staticmethod(tree_context_switches)
 
 
 def tree_rss_kib(pid: int) -> dict[int, int]:

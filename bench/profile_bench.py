@@ -1,6 +1,10 @@
 """Where a small request's time goes, behind Apache's mod_proxy_fcgi at 16 clients, for
-fcgi_backend's WSGI hello and for php-fpm's hello.php beside it:
+fcgi_backend's WSGI hello and, beside it, php-fpm's hello.php, uWSGI's FastCGI mode with the same
+WSGI hello and the C libfcgi responder (4 workers each, as in hello_bench):
 
+  * the CPU time and the context switches per request of each side, the server's processes and
+    Apache's (every thread), from /proc over a run of wrk: how much of Apache's cost follows the
+    server behind it;
   * the backend worker's CPU split into kernel, Python interpreter and C (libc and extension
     modules), from `perf record` on one worker (Debian's linux-perf);
   * the system calls per request of one backend worker and of Apache's children, from `strace -c`
@@ -20,9 +24,12 @@ import tempfile
 import threading
 import time
 
-from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, Peer, bench_arguments, bench_site, php_fpm_config,
-                      print_table, write_json)
+from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, SwitchMeter, bench_arguments, bench_site,
+                      build_c_responder, php_fpm_config, print_table, write_json, wrk)
 from apache_harness import Apache
+from hello_bench import uwsgi_command
+
+CLIENTS = 16
 
 
 def children(pid: int) -> list[int]:
@@ -60,8 +67,21 @@ def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
     return counts
 
 
+def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) -> dict[str, float]:
+    """One run of wrk: requests/s, and CPU µs and context switches per request of each side."""
+    meters = {"server_cpu_us": CpuMeter(peer.proc.pid), "apache_cpu_us": CpuMeter(apache.proc.pid),
+              "server_switches": SwitchMeter(peer.proc.pid), "apache_switches": SwitchMeter(apache.proc.pid)}
+    result = wrk(apache.url + path, CLIENTS, duration)
+    costs = {name: meter.stop() / result.requests for name, meter in meters.items()}
+    costs["server_cpu_us"] *= 1e6
+    costs["apache_cpu_us"] *= 1e6
+    costs["rps"] = result.rps
+    return costs
+
+
 def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
-    load = subprocess.Popen(["wrk", "-t2", "-c16", f"-d{int(duration * 3 + 4)}s", apache.url + path],
+    costs = per_request_costs(apache, peer, path, duration)
+    load = subprocess.Popen(["wrk", "-t2", f"-c{CLIENTS}", f"-d{int(duration * 3 + 4)}s", apache.url + path],
                             stdout=subprocess.DEVNULL)
     try:
         time.sleep(2)
@@ -81,7 +101,7 @@ def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
     worker = counts["worker"]  # a worker accepts each connection it serves
     served = sum(worker.get(name, 0) - worker.get(name + " (failed)", 0) for name in ("accept", "accept4"))
     per_worker_request = {k: v / max(1, served) for k, v in worker.items()}
-    return {"cpu_split": split, "worker_syscalls_per_request": per_worker_request,
+    return {"costs": costs, "cpu_split": split, "worker_syscalls_per_request": per_worker_request,
             "apache_syscalls_per_request": per_apache_request}
 
 
@@ -98,6 +118,8 @@ def main() -> int:
                                           sock, run / "ours.log"), "/hello"),
         ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, 4))], sock,
                                     run / "php.log"), "/hello.php"),
+        ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, 4), sock, run / "uwsgi.log"), "/hello"),
+        ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
     results = {}
     try:
@@ -112,6 +134,11 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+    print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s): CPU time and context switches of each side\n")
+    print_table(["server", "requests/s", "CPU µs, server / Apache", "context switches, server / Apache"],
+                [[name, f"{r['costs']['rps']:.0f}", f"{r['costs']['server_cpu_us']:.0f} / {r['costs']['apache_cpu_us']:.0f}",
+                  f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}"]
+                 for name, r in results.items()])
     print("\nbackend worker CPU by where it runs (perf samples)\n")
     print_table(["server", "kernel", "Python interpreter", "C (libc, extension modules, PHP)"],
                 [[name, *(f"{r['cpu_split'][kind]:.0f}%" for kind in ("kernel", "python", "C"))]
