@@ -1,0 +1,103 @@
+"""Our server at another revision against the working tree, behind the same Apache
+(mod_proxy_fcgi, unix socket), in interleaved rounds: for a change to the request path, the
+figures that tell whether it pays (requests/s, and the CPU per request of the server's processes
+and of Apache's), as medians with min-max, and their ratios.
+
+Each round runs both, the first of the round alternating. The other revision is exported with `git archive` into a temporary folder and its C extension
+built there. Its server runs with this virtualenv's packages but its own code: the editable
+install's import hook, which would otherwise load the working tree's package whatever
+PYTHONPATH says, is dropped.
+
+    python bench/ab_bench.py [--base HEAD] [--page hello|view] [--clients 16] [--runs 5] [--duration 4]
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from benchlib import (AS_USER, APACHE_TUNING, BENCH, REPO, CpuMeter, Peer, bench_arguments, bench_site, print_table,
+                      write_json, wrk)
+from apache_harness import Apache
+
+# Runs fcgi_backend from the folder in argv[1], not the editable install's.
+LAUNCH_FROM = (
+    "import runpy, sys; "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+    "sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'fcgi_backend'; "
+    "runpy.run_module('fcgi_backend', run_name='__main__', alter_sys=True)"
+)
+
+
+def export_revision(revision: str, into: Path) -> Path:
+    """The repository at ``revision`` in ``into``, with its C extension built in place."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=into, check=True,
+                   capture_output=True)
+    into.chmod(0o755)  # the server runs as Apache's user
+    return into
+
+
+def main() -> int:
+    parser = bench_arguments(__doc__, runs=5, duration=4, workers=4)
+    parser.add_argument("--base", default="HEAD", help="the revision to compare the working tree with")
+    parser.add_argument("--page", choices=["hello", "view"], default="hello",
+                        help="the WSGI hello, or the bench site's mustache view")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+
+    root, site = bench_site("fcgi-bench-ab-")
+    run = root / "run"
+    sock = site / "fcgi_backend.sock"
+    base_tree = export_revision(args.base, root / "base")
+    app = ["--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"] if args.page == "hello" else []
+    serve = ["run", str(site), "--prefork", str(-args.workers), *AS_USER, *app]
+    sides = {
+        f"{args.base}": Peer("base", [sys.executable, "-c", LAUNCH_FROM, str(base_tree), *serve], sock, run / "base.log"),
+        "working tree": Peer("working", [sys.executable, "-m", "fcgi_backend", *serve], sock, run / "working.log"),
+    }
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+    try:
+        for round_no in range(args.runs):
+            # Which goes first alternates (A B, B A, ...): a run's place in its round moves its figures.
+            for name, peer in (list(sides.items()) if round_no % 2 == 0 else list(sides.items())[::-1]):
+                apache = Apache(site, run, extra_config=APACHE_TUNING).start()
+                peer.start()
+                try:
+                    url = f"{apache.url}/{args.page}"
+                    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
+                    server, web = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
+                    result = wrk(url, args.clients, args.duration)
+                    row = (result.rps, server.stop() / result.requests * 1e6, web.stop() / result.requests * 1e6)
+                    samples[name].append(row)
+                    print(f"round {round_no + 1} {name}: {row[0]:.0f} req/s, CPU per request: server {row[1]:.0f} us, "
+                          f"Apache {row[2]:.0f} us", flush=True)
+                finally:
+                    peer.stop()
+                    apache.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def summary(rows: list[tuple[float, float, float]], i: int) -> tuple[float, float, float]:
+        values = [r[i] for r in rows]
+        return statistics.median(values), min(values), max(values)
+
+    print(f"\n/{args.page} at {args.clients} clients, {args.workers} workers, median (min-max) of {args.runs} "
+          f"interleaved runs of {args.duration} s\n")
+    print_table(["server", "requests/s", "server CPU µs per request", "Apache CPU µs per request"],
+                [[name, *("%.0f (%.0f-%.0f)" % summary(rows, i) for i in range(3))] for name, rows in samples.items()])
+    (base_rows, work_rows) = samples.values()
+    rps, server, web = ((summary(work_rows, i)[0] / summary(base_rows, i)[0]) for i in range(3))
+    print(f"\nworking tree / {args.base}: requests/s {rps:.2f}x, server CPU {server:.2f}x, Apache CPU {web:.2f}x")
+    write_json(args.json, {"base": args.base, "page": args.page, "clients": args.clients, "runs": args.runs,
+                           "samples": samples})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
