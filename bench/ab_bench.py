@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import (AS_USER, APACHE_TUNING, BENCH, REPO, CpuMeter, Peer, bench_arguments, bench_site, print_table,
+from benchlib import (in_turn, AS_USER, APACHE_TUNING, BENCH, REPO, CpuMeter, Peer, bench_arguments, bench_site, print_table,
                       write_json, wrk)
 from apache_harness import Apache
 
@@ -64,8 +64,7 @@ def main() -> int:
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
     try:
         for round_no in range(args.runs):
-            # Which goes first alternates (A B, B A, ...): a run's place in its round moves its figures.
-            for name, peer in (list(sides.items()) if round_no % 2 == 0 else list(sides.items())[::-1]):
+            for name, peer in in_turn(sides.items(), round_no):  # who goes first alternates
                 apache = Apache(site, run, extra_config=APACHE_TUNING).start()
                 peer.start()
                 try:

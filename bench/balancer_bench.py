@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import bench_arguments, print_table, write_json, APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
+from benchlib import in_turn, bench_arguments, print_table, write_json, APACHE_TUNING, CpuMeter, bench_site, wrk  # first: puts tools/ on the path
 from apache_harness import Apache, free_port
 from netns_harness import PORT, Hosts, Member
 
@@ -69,7 +69,7 @@ def main() -> int:
         members = [Member(hosts, i, site, root, ["--prefork", str(-args.workers)]).start() for i in range(3)]
         try:
             for round_no in range(args.runs):
-                for setup in setups:
+                for setup in in_turn(setups, round_no):
                     count = 1 if setup.startswith("1") else int(setup[0])
                     port = free_port()
                     conf = root / "vhost.conf"

@@ -93,6 +93,15 @@ def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (
                      errors, int(re.search(r"(\d+) requests in", out).group(1)))
 
 
+def in_turn(items, round_no: int) -> list:
+    """``items`` in round ``round_no``'s order: rotated by one each round, so that each server
+    takes each place in a round as often as the runs allow (on this machine a run's place in its
+    round moved its requests/s by up to a sixth)."""
+    items = list(items)
+    shift = round_no % len(items)
+    return items[shift:] + items[:shift]
+
+
 def bench_arguments(doc: str, *, runs: int = 3, duration: int | None = None, workers: int | None = None,
                     concurrency: list[int] | None = None, mib: int | None = None) -> argparse.ArgumentParser:
     """The options every bench takes: --runs and --json, and those of the given defaults."""

@@ -16,7 +16,7 @@ import shutil
 import statistics
 import sys
 
-from benchlib import bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
+from benchlib import in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
 from benchlib import MiB, post_upload as upload, wrk
 
@@ -42,7 +42,7 @@ def main() -> int:
     rps = {(name, page, c): [] for name in fronts for page in PAGES for c in args.concurrency}
     try:
         for round_no in range(args.runs):
-            for name, apache in fronts.items():
+            for name, apache in in_turn(fronts.items(), round_no):
                 elapsed, length, _ = upload(apache.port, args.mib, block)
                 uploads_s[name].append(elapsed)
                 print(f"round {round_no + 1}: {name}: {args.mib} MiB upload {elapsed:.2f} s "

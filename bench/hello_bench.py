@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import (bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
+from benchlib import (in_turn, bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
                       php_fpm_config, wrk)
 from apache_harness import Apache
 
@@ -66,7 +66,7 @@ def main() -> int:
     samples = {(name, c): [] for name, *_ in lines for c in args.concurrency}
     try:
         for round_no in range(args.runs):
-            for name, peer, path, extra in lines:
+            for name, peer, path, extra in in_turn(lines, round_no):
                 apache = Apache(site, run, extra_config=APACHE_TUNING + extra).start()
                 peer.start()
                 try:

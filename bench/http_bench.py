@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import bench_arguments, write_json, AS_USER, BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
+from benchlib import in_turn, bench_arguments, write_json, AS_USER, BENCH, MiB, CpuMeter, RssSampler, bench_site, post_upload, wait_for, wrk
 from apache_harness import _port_open, free_port
 
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
@@ -114,7 +114,7 @@ def main() -> int:
     block = os.urandom(MiB)
     try:
         for round_no in range(args.runs):
-            for table, name, srv, path in pages:
+            for table, name, srv, path in in_turn(pages, round_no):
                 srv.start()
                 try:
                     wrk(srv.url + path, 4, 1)  # warm up
@@ -128,7 +128,7 @@ def main() -> int:
                               f"CPU/request, errors {errors}", flush=True)
                 finally:
                     srv.stop()
-            for name, srv in tls:
+            for name, srv in in_turn(tls, round_no):
                 srv.start()
                 try:
                     wrk(srv.url + "/hello", 4, 1)
@@ -142,7 +142,7 @@ def main() -> int:
                               f"errors {errors}", flush=True)
                 finally:
                     srv.stop()
-            for name, srv in uploaders:
+            for name, srv in in_turn(uploaders, round_no):
                 srv.start()
                 try:
                     meter, rss = CpuMeter(srv.proc.pid), RssSampler(srv.proc.pid)

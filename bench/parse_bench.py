@@ -24,7 +24,7 @@ from python_multipart import MultipartParser
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import NullTarget, ValueTarget
 
-from benchlib import bench_arguments, write_json
+from benchlib import in_turn, bench_arguments, write_json
 from fcgi_backend.limits import Limits
 from fcgi_backend.uploads import MultipartUpload
 
@@ -111,7 +111,7 @@ def measure(workload: str, body: bytes, field_names: list[str], runs: int, uploa
     pieces = chunks(body)
     times: dict[str, list[float]] = {name: [] for name in PARSERS}
     for round_no in range(runs):
-        for name, parse in PARSERS.items():  # interleaved, so machine noise hits all alike
+        for name, parse in in_turn(PARSERS.items(), round_no):  # interleaved, so machine noise hits all alike
             if name in single_run and round_no:
                 continue
             start = time.perf_counter()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from benchlib import (bench_arguments, write_json, AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
+from benchlib import (in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
                       php_fpm_config, running_as_root, wrk)
 from apache_harness import Apache
 from postgres_harness import Postgres, available as postgres_available
@@ -110,7 +110,7 @@ def main() -> int:
     scripts: dict[str, Path] = {}
     try:
         for round_no in range(args.runs):
-            for name, peer, pages, cookie_name, extra in servers:
+            for name, peer, pages, cookie_name, extra in in_turn(servers, round_no):
                 apache = Apache(site, run, extra_config=APACHE_TUNING + extra).start()
                 peer.start()
                 try:

@@ -21,7 +21,7 @@ import shutil
 import statistics
 import sys
 
-from benchlib import (bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
+from benchlib import (in_turn, bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
                       build_c_responder, post_upload)
 from apache_harness import Apache
 
@@ -58,7 +58,7 @@ def main() -> int:
     samples: dict[str, list[tuple[float, int, float, float]]] = {p.name: [] for p in peers}
     try:
         for round_no in range(args.runs):
-            for peer in peers:
+            for peer in in_turn(peers, round_no):
                 peer.start()
                 try:
                     sampler = RssSampler(peer.proc.pid)

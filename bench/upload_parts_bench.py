@@ -25,7 +25,7 @@ import tempfile
 import time
 from multiprocessing import Process
 
-from benchlib import MiB, bench_arguments, print_table, write_json
+from benchlib import in_turn, MiB, bench_arguments, print_table, write_json
 from fcgi_backend.limits import Limits
 from fcgi_backend.uploads import MultipartUpload
 
@@ -135,7 +135,7 @@ def main() -> int:
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stages}
     try:
         for round_no in range(args.runs):
-            for name, stage in stages.items():
+            for name, stage in in_turn(stages.items(), round_no):
                 cpu, wall = stage()
                 samples[name].append((cpu, wall))
                 print(f"round {round_no + 1}: {name}: CPU {cpu:.2f} s, wall {wall:.2f} s", flush=True)
