@@ -19,9 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import (in_turn, AS_USER, APACHE_TUNING, BENCH, REPO, CpuMeter, Peer, bench_arguments, bench_site, print_table,
-                      write_json, wrk)
-from apache_harness import Apache
+from benchlib import (in_turn, AS_USER, BENCH, REPO, Peer, behind_apache, bench_arguments, bench_site, print_table,
+                      write_json, wrk_with_cpu)
 
 # Runs fcgi_backend from the folder in argv[1], not the editable install's.
 LAUNCH_FROM = (
@@ -65,20 +64,14 @@ def main() -> int:
     try:
         for round_no in range(args.runs):
             for name, peer in in_turn(sides.items(), round_no):  # who goes first alternates
-                apache = Apache(site, run, extra_config=APACHE_TUNING).start()
-                peer.start()
-                try:
+                with behind_apache(site, run, peer) as apache:
                     url = f"{apache.url}/{args.page}"
                     subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
-                    server, web = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
-                    result = wrk(url, args.clients, args.duration)
-                    row = (result.rps, server.stop() / result.requests * 1e6, web.stop() / result.requests * 1e6)
-                    samples[name].append(row)
-                    print(f"round {round_no + 1} {name}: {row[0]:.0f} req/s, CPU per request: server {row[1]:.0f} us, "
-                          f"Apache {row[2]:.0f} us", flush=True)
-                finally:
-                    peer.stop()
-                    apache.stop()
+                    result, server_us, apache_us = wrk_with_cpu(url, args.clients, args.duration, peer.proc.pid,
+                                                                apache.proc.pid)
+                samples[name].append((result.rps, server_us, apache_us))
+                print(f"round {round_no + 1} {name}: {result.rps:.0f} req/s, CPU per request: server {server_us:.0f} us, "
+                      f"Apache {apache_us:.0f} us", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

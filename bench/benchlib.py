@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import json
 import os
@@ -249,6 +250,30 @@ class SwitchMeter(CpuMeter):
     """Context switches of a server's processes (all threads) from its making until stop()."""
 
     sample = staticmethod(tree_context_switches)
+
+
+@contextlib.contextmanager
+def behind_apache(site: Path, run: Path, peer: "Peer", extra_config: str = ""):
+    """An Apache (APACHE_TUNING plus ``extra_config``) in front of ``peer``, both started for the
+    block and stopped after it; yields the Apache."""
+    from apache_harness import Apache
+
+    apache = Apache(site, run, extra_config=APACHE_TUNING + extra_config).start()
+    try:
+        peer.start()
+        try:
+            yield apache
+        finally:
+            peer.stop()
+    finally:
+        apache.stop()
+
+
+def wrk_with_cpu(url: str, clients: int, duration: float, server_pid: int, apache_pid: int) -> tuple[WrkResult, float, float]:
+    """One run of wrk: its result, and the CPU µs per request of the server's processes and of Apache's."""
+    server, apache = CpuMeter(server_pid), CpuMeter(apache_pid)
+    result = wrk(url, clients, duration)
+    return result, server.stop() / result.requests * 1e6, apache.stop() / result.requests * 1e6
 
 
 def tree_rss_kib(pid: int) -> dict[int, int]:

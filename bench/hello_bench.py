@@ -23,9 +23,8 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import (in_turn, bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, bench_site, build_c_responder,
-                      php_fpm_config, wrk)
-from apache_harness import Apache
+from benchlib import (in_turn, behind_apache, bench_arguments, print_table, write_json, AS_USER, BENCH, PHP_FPM, Peer, bench_site, build_c_responder,
+                      php_fpm_config, wrk_with_cpu)
 
 CONCURRENCY = [1, 4, 16, 64, 256]
 
@@ -67,23 +66,16 @@ def main() -> int:
     try:
         for round_no in range(args.runs):
             for name, peer, path, extra in in_turn(lines, round_no):
-                apache = Apache(site, run, extra_config=APACHE_TUNING + extra).start()
-                peer.start()
-                try:
+                with behind_apache(site, run, peer, extra) as apache:
                     subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up
                     for c in args.concurrency:
-                        server_cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
-                        result = wrk(apache.url + path, c, args.duration)
-                        rps, p50, p99, errors, requests = (result.rps, result.p50_ms, result.p99_ms, result.errors,
-                                                           result.requests)
-                        server_us, apache_us = (meter.stop() / requests * 1e6 for meter in (server_cpu, apache_cpu))
+                        result, server_us, apache_us = wrk_with_cpu(apache.url + path, c, args.duration,
+                                                                    peer.proc.pid, apache.proc.pid)
+                        rps, p50, p99, errors = result.rps, result.p50_ms, result.p99_ms, result.errors
                         samples[(name, c)].append((rps, p50, p99, errors, server_us, apache_us))
                         print(f"round {round_no + 1} {name} c={c}: {rps:.0f} req/s p50 {p50:.2f} ms "
                               f"p99 {p99:.2f} ms errors {errors}; CPU per request: server {server_us:.0f} us, "
                               f"Apache {apache_us:.0f} us", flush=True)
-                finally:
-                    peer.stop()
-                    apache.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
