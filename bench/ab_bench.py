@@ -3,10 +3,10 @@
 figures that tell whether it pays (requests/s, and the CPU per request of the server's processes
 and of Apache's), as medians with min-max, and their ratios.
 
-Each round runs both, the first of the round alternating. The other revision is exported with `git archive` into a temporary folder and its C extension
-built there. Its server runs with this virtualenv's packages but its own code: the editable
-install's import hook, which would otherwise load the working tree's package whatever
-PYTHONPATH says, is dropped.
+Each round runs both, the first of the round alternating. The other revision is exported with
+`git archive` into a temporary folder and its C extension built there. Its server runs with
+this virtualenv's packages but its own code: the editable install's import hook, which would
+otherwise load the working tree's package whatever PYTHONPATH says, is dropped.
 
     python bench/ab_bench.py [--base HEAD] [--page hello|view] [--clients 16] [--runs 5] [--duration 4]
 """
@@ -57,7 +57,7 @@ def main() -> int:
     app = ["--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"] if args.page == "hello" else []
     serve = ["run", str(site), "--prefork", str(-args.workers), *AS_USER, *app]
     sides = {
-        f"{args.base}": Peer("base", [sys.executable, "-c", LAUNCH_FROM, str(base_tree), *serve], sock, run / "base.log"),
+        args.base: Peer("base", [sys.executable, "-c", LAUNCH_FROM, str(base_tree), *serve], sock, run / "base.log"),
         "working tree": Peer("working", [sys.executable, "-m", "fcgi_backend", *serve], sock, run / "working.log"),
     }
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}

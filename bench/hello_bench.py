@@ -71,11 +71,11 @@ def main() -> int:
                     for c in args.concurrency:
                         result, server_us, apache_us = wrk_with_cpu(apache.url + path, c, args.duration,
                                                                     peer.proc.pid, apache.proc.pid)
-                        rps, p50, p99, errors = result.rps, result.p50_ms, result.p99_ms, result.errors
-                        samples[(name, c)].append((rps, p50, p99, errors, server_us, apache_us))
-                        print(f"round {round_no + 1} {name} c={c}: {rps:.0f} req/s p50 {p50:.2f} ms "
-                              f"p99 {p99:.2f} ms errors {errors}; CPU per request: server {server_us:.0f} us, "
-                              f"Apache {apache_us:.0f} us", flush=True)
+                        samples[(name, c)].append((result.rps, result.p50_ms, result.p99_ms, result.errors,
+                                                   server_us, apache_us))
+                        print(f"round {round_no + 1} {name} c={c}: {result.rps:.0f} req/s p50 {result.p50_ms:.2f} ms "
+                              f"p99 {result.p99_ms:.2f} ms errors {result.errors}; CPU per request: server "
+                              f"{server_us:.0f} us, Apache {apache_us:.0f} us", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

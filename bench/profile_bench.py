@@ -24,8 +24,8 @@ import tempfile
 import threading
 import time
 
-from benchlib import (AS_USER, APACHE_TUNING, BENCH, PHP_FPM, CpuMeter, Peer, SwitchMeter, bench_arguments, bench_site,
-                      build_c_responder, php_fpm_config, print_table, write_json, wrk)
+from benchlib import (AS_USER, BENCH, PHP_FPM, Peer, SwitchMeter, behind_apache, bench_arguments, bench_site,
+                      build_c_responder, php_fpm_config, print_table, write_json, wrk_with_cpu)
 from apache_harness import Apache
 from hello_bench import uwsgi_command
 
@@ -69,14 +69,11 @@ def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
 
 def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) -> dict[str, float]:
     """One run of wrk: requests/s, and CPU µs and context switches per request of each side."""
-    meters = {"server_cpu_us": CpuMeter(peer.proc.pid), "apache_cpu_us": CpuMeter(apache.proc.pid),
-              "server_switches": SwitchMeter(peer.proc.pid), "apache_switches": SwitchMeter(apache.proc.pid)}
-    result = wrk(apache.url + path, CLIENTS, duration)
-    costs = {name: meter.stop() / result.requests for name, meter in meters.items()}
-    costs["server_cpu_us"] *= 1e6
-    costs["apache_cpu_us"] *= 1e6
-    costs["rps"] = result.rps
-    return costs
+    server_switches, apache_switches = SwitchMeter(peer.proc.pid), SwitchMeter(apache.proc.pid)
+    result, server_us, apache_us = wrk_with_cpu(apache.url + path, CLIENTS, duration, peer.proc.pid, apache.proc.pid)
+    return {"rps": result.rps, "server_cpu_us": server_us, "apache_cpu_us": apache_us,
+            "server_switches": server_switches.stop() / result.requests,
+            "apache_switches": apache_switches.stop() / result.requests}
 
 
 def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
@@ -124,13 +121,8 @@ def main() -> int:
     results = {}
     try:
         for name, peer, path in lines:
-            apache = Apache(site, run, extra_config=APACHE_TUNING + php_stanza).start()
-            peer.start()
-            try:
+            with behind_apache(site, run, peer, php_stanza) as apache:
                 results[name] = profile(apache, peer, path, args.duration)
-            finally:
-                peer.stop()
-                apache.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

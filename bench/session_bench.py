@@ -26,9 +26,8 @@ from pathlib import Path
 
 import requests
 
-from benchlib import (in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
+from benchlib import (in_turn, behind_apache, bench_arguments, write_json, AS_USER, APACHE_USER, BENCH, PHP_FPM, Peer, bench_site, make_reachable_dir,
                       php_fpm_config, running_as_root, wrk)
-from apache_harness import Apache
 from postgres_harness import Postgres, available as postgres_available
 
 CONCURRENCY = [1, 16, 64]
@@ -111,9 +110,7 @@ def main() -> int:
     try:
         for round_no in range(args.runs):
             for name, peer, pages, cookie_name, extra in in_turn(servers, round_no):
-                apache = Apache(site, run, extra_config=APACHE_TUNING + extra).start()
-                peer.start()
-                try:
+                with behind_apache(site, run, peer, extra) as apache:
                     if name not in scripts:
                         scripts[name] = visitors_script(run, peer.name, make_visitors(
                             apache.url + pages["page"][0], cookie_name, args.visitors))
@@ -127,9 +124,6 @@ def main() -> int:
                                 print(f"round {round_no + 1} {name} {kind} {session} c={c}: {result.rps:.0f} req/s "
                                       f"p50 {result.p50_ms:.2f} ms p99 {result.p99_ms:.2f} ms errors {result.errors}",
                                       flush=True)
-                finally:
-                    peer.stop()
-                    apache.stop()
     finally:
         if postgres is not None:
             postgres.stop()
