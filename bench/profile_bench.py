@@ -11,13 +11,18 @@ WSGI hello and the C libfcgi responder (4 workers each, as in hello_bench):
     over a few seconds of the load (a worker's requests counted by the connections it accepted,
     Apache's by its connects to the backend; failed calls, EAGAIN mostly, counted apart too).
 
-    python bench/profile_bench.py [--duration 8] [--json results.json]
+The CPU times and switches are medians (min-max) of ``--runs`` rounds, the servers' order rotating
+from round to round (a run's place in its round moves its figures); the perf split and the system
+calls, which hold steady from run to run, come from the first round.
+
+    python bench/profile_bench.py [--runs 3] [--duration 8] [--json results.json]
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,7 +30,7 @@ import threading
 import time
 
 from benchlib import (AS_USER, BENCH, PHP_FPM, Peer, SwitchMeter, behind_apache, bench_arguments, bench_site,
-                      build_c_responder, php_fpm_config, print_table, write_json, wrk_with_cpu)
+                      build_c_responder, in_turn, php_fpm_config, print_table, write_json, wrk_with_cpu)
 from apache_harness import Apache
 from hello_bench import uwsgi_command
 
@@ -76,8 +81,18 @@ def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) ->
             "apache_switches": apache_switches.stop() / result.requests}
 
 
+def median_costs(runs: list[dict[str, float]]) -> dict[str, float | tuple[float, float]]:
+    """Each cost's median over the runs, and its (min, max) under the key name + "_range"."""
+    merged: dict[str, float | tuple[float, float]] = {}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        merged[key] = statistics.median(values)
+        merged[key + "_range"] = (min(values), max(values))
+    return merged
+
+
 def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
-    costs = per_request_costs(apache, peer, path, duration)
+    """Under a wrk load: one worker's CPU split (perf), and system calls per request of a worker and of Apache."""
     load = subprocess.Popen(["wrk", "-t2", f"-c{CLIENTS}", f"-d{int(duration * 3 + 4)}s", apache.url + path],
                             stdout=subprocess.DEVNULL)
     try:
@@ -98,12 +113,12 @@ def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
     worker = counts["worker"]  # a worker accepts each connection it serves
     served = sum(worker.get(name, 0) - worker.get(name + " (failed)", 0) for name in ("accept", "accept4"))
     per_worker_request = {k: v / max(1, served) for k, v in worker.items()}
-    return {"costs": costs, "cpu_split": split, "worker_syscalls_per_request": per_worker_request,
+    return {"cpu_split": split, "worker_syscalls_per_request": per_worker_request,
             "apache_syscalls_per_request": per_apache_request}
 
 
 def main() -> int:
-    args = bench_arguments(__doc__, runs=1, duration=8).parse_args()
+    args = bench_arguments(__doc__, runs=3, duration=8).parse_args()
     root, site = bench_site("fcgi-bench-profile-")
     shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
     run = root / "run"
@@ -118,17 +133,31 @@ def main() -> int:
         ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, 4), sock, run / "uwsgi.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
-    results = {}
+    results: dict[str, dict] = {}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in lines}
     try:
-        for name, peer, path in lines:
-            with behind_apache(site, run, peer, php_stanza) as apache:
-                results[name] = profile(apache, peer, path, args.duration)
+        for round_no in range(args.runs):
+            for name, peer, path in in_turn(lines, round_no):
+                with behind_apache(site, run, peer, php_stanza) as apache:
+                    runs[name].append(per_request_costs(apache, peer, path, args.duration))
+                    if round_no == 0:
+                        results[name] = profile(apache, peer, path, args.duration)
+                print(f"round {round_no + 1} {name}: {runs[name][-1]['rps']:.0f} req/s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    for name in results:
+        results[name]["costs"] = median_costs(runs[name])
+        results[name]["runs"] = runs[name]
 
-    print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s): CPU time and context switches of each side\n")
-    print_table(["server", "requests/s", "CPU µs, server / Apache", "context switches, server / Apache"],
-                [[name, f"{r['costs']['rps']:.0f}", f"{r['costs']['server_cpu_us']:.0f} / {r['costs']['apache_cpu_us']:.0f}",
+    print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s), median (min-max) of {args.runs} runs: "
+          f"CPU time and context switches of each side\n")
+
+    def spread(costs: dict, key: str, digits: int = 0) -> str:
+        low, high = costs[key + "_range"]
+        return f"{costs[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+    print_table(["server", "requests/s", "CPU µs, server", "CPU µs, Apache", "context switches, server / Apache"],
+                [[name, spread(r["costs"], "rps"), spread(r["costs"], "server_cpu_us"), spread(r["costs"], "apache_cpu_us"),
                   f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}"]
                  for name, r in results.items()])
     print("\nbackend worker CPU by where it runs (perf samples)\n")
