@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchlib import (in_turn, AS_USER, BENCH, REPO, Peer, behind_apache, bench_arguments, bench_site, print_table,
-                      write_json, wrk_with_cpu)
+from benchlib import (in_turn, AS_USER, BENCH, REPO, Peer, behind_apache, bench_arguments, bench_site, median_spread,
+                      print_table, write_json, wrk, wrk_with_cpu)
 
 # Runs fcgi_backend from the folder in argv[1], not the editable install's.
 LAUNCH_FROM = (
@@ -66,7 +66,7 @@ def main() -> int:
             for name, peer in in_turn(sides.items(), round_no):  # who goes first alternates
                 with behind_apache(site, run, peer) as apache:
                     url = f"{apache.url}/{args.page}"
-                    subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True)  # warm up
+                    wrk(url, 4, 1)  # warm up
                     result, server_us, apache_us = wrk_with_cpu(url, args.clients, args.duration, peer.proc.pid,
                                                                 apache.proc.pid)
                 samples[name].append((result.rps, server_us, apache_us))
@@ -75,16 +75,13 @@ def main() -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    def summary(rows: list[tuple[float, float, float]], i: int) -> tuple[float, float, float]:
-        values = [r[i] for r in rows]
-        return statistics.median(values), min(values), max(values)
-
     print(f"\n/{args.page} at {args.clients} clients, {args.workers} workers, median (min-max) of {args.runs} "
           f"interleaved runs of {args.duration} s\n")
     print_table(["server", "requests/s", "server CPU µs per request", "Apache CPU µs per request"],
-                [[name, *("%.0f (%.0f-%.0f)" % summary(rows, i) for i in range(3))] for name, rows in samples.items()])
+                [[name, *(median_spread(r[i] for r in rows) for i in range(3))] for name, rows in samples.items()])
     (base_rows, work_rows) = samples.values()
-    rps, server, web = ((summary(work_rows, i)[0] / summary(base_rows, i)[0]) for i in range(3))
+    rps, server, web = (statistics.median(r[i] for r in work_rows) / statistics.median(r[i] for r in base_rows)
+                        for i in range(3))
     print(f"\nworking tree / {args.base}: requests/s {rps:.2f}x, server CPU {server:.2f}x, Apache CPU {web:.2f}x")
     write_json(args.json, {"base": args.base, "page": args.page, "clients": args.clients, "runs": args.runs,
                            "samples": samples})

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tools"))
 
-from apache_harness import APACHE_USER, make_reachable_dir, running_as_root, wait_for  # noqa: E402
+from apache_harness import APACHE_USER, Apache, make_reachable_dir, running_as_root, wait_for  # noqa: E402
 from apache_harness import _unix_socket_open as socket_answers  # noqa: E402
 
 
@@ -101,6 +102,12 @@ def in_turn(items, round_no: int) -> list:
     items = list(items)
     shift = round_no % len(items)
     return items[shift:] + items[:shift]
+
+
+def median_spread(values) -> str:
+    """"median (min-max)" of a bench's runs, to whole units."""
+    values = list(values)
+    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
 def bench_arguments(doc: str, *, runs: int = 3, duration: int | None = None, workers: int | None = None,
@@ -256,8 +263,6 @@ class SwitchMeter(CpuMeter):
 def behind_apache(site: Path, run: Path, peer: "Peer", extra_config: str = ""):
     """An Apache (APACHE_TUNING plus ``extra_config``) in front of ``peer``, both started for the
     block and stopped after it; yields the Apache."""
-    from apache_harness import Apache
-
     apache = Apache(site, run, extra_config=APACHE_TUNING + extra_config).start()
     try:
         peer.start()

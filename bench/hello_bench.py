@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
 import sys
 
 from benchlib import (in_turn, behind_apache, bench_arguments, print_table, write_json, AS_USER, BENCH, PHP_FPM, Peer, bench_site, build_c_responder,
-                      php_fpm_config, wrk_with_cpu)
+                      php_fpm_config, wrk, wrk_with_cpu)
 
 CONCURRENCY = [1, 4, 16, 64, 256]
 
@@ -67,7 +66,7 @@ def main() -> int:
         for round_no in range(args.runs):
             for name, peer, path, extra in in_turn(lines, round_no):
                 with behind_apache(site, run, peer, extra) as apache:
-                    subprocess.run(["wrk", "-t1", "-c4", "-d1s", apache.url + path], capture_output=True)  # warm up
+                    wrk(apache.url + path, 4, 1)  # warm up
                     for c in args.concurrency:
                         result, server_us, apache_us = wrk_with_cpu(apache.url + path, c, args.duration,
                                                                     peer.proc.pid, apache.proc.pid)

@@ -30,7 +30,7 @@ import threading
 import time
 
 from benchlib import (AS_USER, BENCH, PHP_FPM, Peer, SwitchMeter, behind_apache, bench_arguments, bench_site,
-                      build_c_responder, in_turn, php_fpm_config, print_table, write_json, wrk_with_cpu)
+                      build_c_responder, in_turn, median_spread, php_fpm_config, print_table, write_json, wrk_with_cpu)
 from apache_harness import Apache
 from hello_bench import uwsgi_command
 
@@ -79,16 +79,6 @@ def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) ->
     return {"rps": result.rps, "server_cpu_us": server_us, "apache_cpu_us": apache_us,
             "server_switches": server_switches.stop() / result.requests,
             "apache_switches": apache_switches.stop() / result.requests}
-
-
-def median_costs(runs: list[dict[str, float]]) -> dict[str, float | tuple[float, float]]:
-    """Each cost's median over the runs, and its (min, max) under the key name + "_range"."""
-    merged: dict[str, float | tuple[float, float]] = {}
-    for key in runs[0]:
-        values = [run[key] for run in runs]
-        merged[key] = statistics.median(values)
-        merged[key + "_range"] = (min(values), max(values))
-    return merged
 
 
 def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
@@ -145,19 +135,15 @@ def main() -> int:
                 print(f"round {round_no + 1} {name}: {runs[name][-1]['rps']:.0f} req/s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    for name in results:
-        results[name]["costs"] = median_costs(runs[name])
-        results[name]["runs"] = runs[name]
+    for name, result in results.items():
+        result["runs"] = runs[name]
+        result["costs"] = {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
 
     print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s), median (min-max) of {args.runs} runs: "
           f"CPU time and context switches of each side\n")
 
-    def spread(costs: dict, key: str, digits: int = 0) -> str:
-        low, high = costs[key + "_range"]
-        return f"{costs[key]:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
-
     print_table(["server", "requests/s", "CPU µs, server", "CPU µs, Apache", "context switches, server / Apache"],
-                [[name, spread(r["costs"], "rps"), spread(r["costs"], "server_cpu_us"), spread(r["costs"], "apache_cpu_us"),
+                [[name, *(median_spread(run[key] for run in r["runs"]) for key in ("rps", "server_cpu_us", "apache_cpu_us")),
                   f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}"]
                  for name, r in results.items()])
     print("\nbackend worker CPU by where it runs (perf samples)\n")
