@@ -66,6 +66,7 @@ typedef struct fcgi_scanned_request {
     size_t consumed;
     size_t params_len;
     size_t body_len;
+    int params_whole;
 } fcgi_scanned_request;
 
 int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, size_t max_body,

@@ -63,6 +63,7 @@ int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, s
     int stage = BEGIN_REQUEST;  /* the record type expected next (PARAMS, then STDIN) */
     unsigned request_id = 0;
 
+    scanned->params_whole = 0;
     if (out_cap < max_params)
         return FCGI_SCAN_OTHER;
     unsigned char *gathered = out + out_cap - max_params;  /* the params as sent, decoded once whole */
@@ -102,6 +103,7 @@ int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, s
                 return FCGI_SCAN_OTHER;
             params_len = decoded;
             stage = STDIN;
+            scanned->params_whole = 1;
         } else if (content) {
             if (body_len + content > max_body || params_len + body_len + content > out_cap)
                 return FCGI_SCAN_OTHER;

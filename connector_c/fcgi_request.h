@@ -25,6 +25,7 @@ typedef struct fcgi_scanned_request {
     size_t consumed;       /* bytes of buf the request's records take */
     size_t params_len;     /* out[0 .. params_len): name NUL value NUL, for each pair in order */
     size_t body_len;       /* out[params_len .. params_len + body_len): the STDIN content */
+    int params_whole;      /* whatever the outcome: the empty PARAMS record was reached */
 } fcgi_scanned_request;
 
 /* max_params bounds the PARAMS content, max_body the STDIN content; out (capacity out_cap, at

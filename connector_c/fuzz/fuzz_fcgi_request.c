@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(outcome == FCGI_SCAN_WHOLE || outcome == FCGI_SCAN_PART || outcome == FCGI_SCAN_OTHER);
     if (outcome == FCGI_SCAN_WHOLE) {
         assert(scanned.consumed >= 32 && scanned.consumed <= size);
-        assert(scanned.request_id != 0);
+        assert(scanned.request_id != 0 && scanned.params_whole);
         assert(scanned.params_len + scanned.body_len <= cap && scanned.body_len <= max_body);
         size_t nuls = 0;
         for (size_t i = 0; i < scanned.params_len; i++)
