@@ -167,6 +167,8 @@ class WholeRequestScanner:
         self._out = ffi.new("unsigned char[]", self._out_size)
         self._out_view = memoryview(ffi.buffer(self._out))
         self._scanned = ffi.new("fcgi_scanned_request *")
+        self.incomplete = False  # the last scan found the start of such a request: more bytes may complete it
+        self.params_whole = False  # ... and its params were whole: an application could start on it
 
     def scan_received(self, length: int) -> tuple[int, WholeRequest | None]:
         """(bytes the request takes, the request) for the first ``length`` bytes of the receive
@@ -180,8 +182,11 @@ class WholeRequestScanner:
 
     def _scan(self, pointer, length: int) -> tuple[int, WholeRequest | None]:
         scanned = self._scanned
-        if lib.fcgi_scan_request(pointer, length, self.max_params, self.max_body, self._out, self._out_size,
-                                 scanned) != _SCAN_WHOLE:
+        outcome = lib.fcgi_scan_request(pointer, length, self.max_params, self.max_body, self._out, self._out_size,
+                                        scanned)
+        if outcome != _SCAN_WHOLE:
+            self.incomplete = outcome == _SCAN_PART
+            self.params_whole = bool(scanned.params_whole)
             return 0, None
         params_len, body_len = scanned.params_len, scanned.body_len
         # "name\0value\0..." in one decode and one split; zip pairs them off one iterator (a name
@@ -191,7 +196,7 @@ class WholeRequestScanner:
         return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(fields, fields)), body)
 
 
-_SCAN_WHOLE = lib.FCGI_SCAN_WHOLE
+_SCAN_WHOLE, _SCAN_PART = lib.FCGI_SCAN_WHOLE, lib.FCGI_SCAN_PART
 
 
 class RecordParser:

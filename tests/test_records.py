@@ -170,3 +170,17 @@ def test_the_scanner_leaves_anything_else_to_the_record_path(data, why):
     whole, left = scan(data, max_params=256, max_body=256)
     assert whole is None, why
     assert left == len(data)  # nothing consumed: the record path sees every byte
+
+
+@pytest.mark.parametrize("cut, params_whole", [
+    (20, False),                        # inside the params: nothing could run yet
+    (len(APACHE_LIKE) - 16, False),     # the empty PARAMS record not yet here
+    (len(APACHE_LIKE) - 8, True),       # params whole, the body's end still to come
+])
+def test_the_scanner_tells_whether_an_unfinished_request_has_its_params(cut, params_whole):
+    """The whole-request lane waits for the body only briefly once the params are whole: the
+    reference path would start the application then, and it may answer before the body comes."""
+    scanner = WholeRequestScanner(65536, 65536, 1024)
+    scanner.receive_buffer[:cut] = APACHE_LIKE[:cut]
+    assert scanner.scan_received(cut) == (0, None)
+    assert scanner.incomplete and scanner.params_whole is params_whole
