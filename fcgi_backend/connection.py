@@ -57,7 +57,7 @@ from flup.server.fcgi_base import (
 )
 
 from .errors import RequestInputError, RequestTimeout
-from .sockio import NOWAIT, drain_until_eof, send_all, wait
+from .sockio import NOWAIT, close_gracefully, send_all, wait
 from .health import MAX_HEAD, health_answer
 from .records import (
     FCGI_ABORT_REQUEST,
@@ -82,11 +82,10 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
-_CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the web server to hang up
 _NULL_REQUEST_ID = 0
 _MAX_RECORD_CONTENT = 65528  # the largest multiple of 8 a record holds: no padding
 _END_REQUEST_BODY = struct.Struct(FCGI_EndRequestBody)
-_ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
+ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
 
 
 class InputTimeout(ConnectionClosed):
@@ -313,11 +312,13 @@ class FastCGIConnection(Connection):
         FCGI_X_STDIN: "_do_x_stdin",
     }
 
-    def __init__(self, sock: socket.socket, addr, server, linger=None) -> None:
+    def __init__(self, sock: socket.socket, addr, server, linger=None, received: bytes = b"") -> None:
         super().__init__(sock, addr, server, None)
         self.limits = server.limits
         self._linger = linger  # takes a shut-down socket and reads it until the peer hangs up
         self._parser = RecordParser()
+        if received:  # read already, by the whole-request lane, which left this connection's input to us
+            self._parser.feed(received)
         self._closed = False
         self._pending: list[bytes] = []  # records written and not yet sent
         self._pending_size = 0
@@ -673,7 +674,7 @@ class FastCGIConnection(Connection):
         if not req.stdin.ended and self._parser.take_end_of_stream(FCGI_STDIN, req.requestId):
             req.stdin.add_data(b"")  # the usual case, taken without the general dispatch
         self._act_on_received_records(req)
-        if time.monotonic() - req.started_at >= _ABORT_LOOK_AFTER and not self._parser.has_record():
+        if time.monotonic() - req.started_at >= ABORT_LOOK_AFTER and not self._parser.has_record():
             try:
                 received = self._sock.recv_into(self._recv_buffer, 0, NOWAIT)
             except OSError:  # BlockingIOError: nothing came
@@ -719,27 +720,20 @@ class FastCGIConnection(Connection):
             send_all(self._sock, parts, self.limits.read_timeout, size)
 
     def close(self, graceful: bool = True) -> None:
-        """Send what is queued and close. ``graceful``: shut down our side first, then read what
-        the web server still sends until it hangs up: here if it already has, else by the
-        worker's event loop (``linger``), else here for at most _CLOSE_DRAIN_SECONDS."""
+        """Send what is queued and close; ``graceful``: as sockio.close_gracefully, lingering in
+        the worker's event loop (``linger``) when the web server has not hung up yet."""
         if self._closed:
             return
         self._closed = True
         self._keepGoing = False
-        try:
-            if graceful:
+        if graceful:
+            try:
                 self.flush_output()
-                self._sock.shutdown(socket.SHUT_WR)
-                if not drain_until_eof(self._sock, self._recv_buffer):
-                    if self._linger is not None:
-                        self._linger(self._sock)
-                        return
-                    deadline = time.monotonic() + _CLOSE_DRAIN_SECONDS
-                    while (left := deadline - time.monotonic()) > 0 and wait(self._sock, select.POLLIN, left):
-                        if drain_until_eof(self._sock, self._recv_buffer):
-                            break
-        except OSError:
-            pass
-        self._sock.close()
+            except OSError:
+                graceful = False
+        if graceful:
+            close_gracefully(self._sock, self._recv_buffer, self._linger)
+        else:
+            self._sock.close()
 
     _cleanupSocket = close  # what flup calls

@@ -29,7 +29,7 @@ log = logging.getLogger("fcgi_backend.gateway")
 
 WHOLE_REQUEST_MAX_BODY = 64 * 1024  # a larger body goes record by record, or to the upload parser
 
-_ERROR_PAGE = (b"Status: 500 Internal Server Error\r\n"
+APPLICATION_FAILED = (b"Status: 500 Internal Server Error\r\n"
                b"Content-Type: text/html; charset=utf-8\r\n\r\n"
                b"<!DOCTYPE html><html><head><title>500 Internal Server Error</title></head>"
                b"<body><h1>Internal Server Error</h1>"
@@ -90,10 +90,11 @@ class FastCGIGateway(BaseFCGIServer):
         if self.on_request_end is not None:
             self.on_request_end()
 
-    def connection(self, sock, addr, linger=None) -> FastCGIConnection:
+    def connection(self, sock, addr, linger=None, received: bytes = b"") -> FastCGIConnection:
         """A connection object for one accepted socket; call its ``serve_request()``.
-        ``linger(sock)`` takes a socket shut down on our side and closes it once the peer hangs up."""
-        return FastCGIConnection(sock, addr, self, linger=linger)
+        ``linger(sock)`` takes a socket shut down on our side and closes it once the peer hangs up;
+        ``received``: its first bytes, if they were read already."""
+        return FastCGIConnection(sock, addr, self, linger=linger, received=received)
 
     def handler(self, req: FastCGIRequest):
         """Run the application; input that breaks off mid-request ends the request quietly."""
@@ -112,22 +113,17 @@ class FastCGIGateway(BaseFCGIServer):
                                        f"{self.limits.max_body} bytes")
             return super().handler(req)
         except RequestTimeout:
-            self.timed_out = True
             req._conn.close_after_request = True
-            log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", req.describe(),
-                      time.monotonic() - started, self.request_timeout)
+            self.request_timed_out(req.describe(), started)
             if not req.stdout.dataWritten:
-                self._answer_error(req, 504, "The application took too long to answer.")
+                req.stdout.write(error_answer(504, TIMED_OUT))
             return FCGI_REQUEST_COMPLETE, 0
         except RequestInputError as exc:
-            status = getattr(exc, "status", 0)
-            log.warning("%s %s: %s: %s", req.params.get("REQUEST_METHOD", "-"), req.params.get("REQUEST_URI", "-"),
-                        "bad request input" if status else "request input ended early",
-                        exc or "the web server closed the connection")
+            status = log_input_error(req.params, exc)
             req._conn.close_after_request = True  # what is left of the input cannot be trusted
             if status and not req.stdout.dataWritten:
                 req.stdin.discard = True  # answered: input already here is dropped, not checked again
-                self._answer_error(req, status, str(exc))
+                req.stdout.write(error_answer(status, str(exc)))
             else:
                 req.aborted = True  # nobody is left to answer: drop any output still buffered
             return FCGI_REQUEST_COMPLETE, 0
@@ -137,11 +133,11 @@ class FastCGIGateway(BaseFCGIServer):
                 self.access_log.write(req.params, req.stdout.status or 500, req.stdout.body_bytes, started_wall,
                                       time.monotonic() - started)
 
-    @staticmethod
-    def _answer_error(req: FastCGIRequest, status: int, detail: str) -> None:
-        page = error_page(status, detail).encode()
-        req.stdout.write(f"Status: {status} {reason_phrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
-                         f"Content-Length: {len(page)}\r\n\r\n".encode() + page)
+    def request_timed_out(self, describe: str, started: float) -> None:
+        """A request ran past request_timeout (from ``started``, monotonic): this worker must go."""
+        self.timed_out = True
+        log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", describe,
+                  time.monotonic() - started, self.request_timeout)
 
     def _sanitizeEnv(self, environ: dict) -> None:
         """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults."""
@@ -152,8 +148,32 @@ class FastCGIGateway(BaseFCGIServer):
 
     def error(self, req: FastCGIRequest) -> None:
         """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""
-        log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
-        req.stdout.write(_ERROR_PAGE)
+        log_application_error()
+        req.stdout.write(APPLICATION_FAILED)
+
+
+TIMED_OUT = "The application took too long to answer."
+
+
+def error_answer(status: int, detail: str) -> bytes:
+    """A CGI answer (header block and page) for an error the server itself answers."""
+    page = error_page(status, detail).encode()
+    return (f"Status: {status} {reason_phrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
+            f"Content-Length: {len(page)}\r\n\r\n").encode() + page
+
+
+def log_application_error() -> None:
+    """The application raised (called inside ``except``): its traceback goes to the log."""
+    log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
+
+
+def log_input_error(params: dict, exc: RequestInputError) -> int:
+    """Log input that broke off or broke the rules; the status to answer it with (0: none)."""
+    status = getattr(exc, "status", 0)
+    log.warning("%s %s: %s: %s", params.get("REQUEST_METHOD", "-"), params.get("REQUEST_URI", "-"),
+                "bad request input" if status else "request input ended early",
+                exc or "the web server closed the connection")
+    return status
 
 
 def wsgi_paths(params: dict) -> tuple[str, str]:
