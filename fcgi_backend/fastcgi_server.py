@@ -10,6 +10,7 @@ from .allowlist import AllowList
 from .appserver import AppServer
 from .config import ConfigError
 from .gateway import FastCGIGateway
+from .whole_request import CLOSED, DECLINED, WholeRequestLane
 
 
 log = logging.getLogger("fcgi_backend.fastcgi")
@@ -25,6 +26,7 @@ class FastCGIServer(AppServer):
             raise ConfigError("TLS is for the HTTP flavour (serve-http): web servers reach a FastCGI backend "
                               "over a unix socket or a private network, without TLS")
         self._gateway: FastCGIGateway | None = None
+        self._lane: WholeRequestLane | None = None  # None: every request goes record by record
 
     def gateway(self) -> FastCGIGateway:
         """This process's FastCGI-to-WSGI bridge, made once per worker (after fork: the
@@ -39,6 +41,7 @@ class FastCGIServer(AppServer):
             self._gateway.request_timeout = self.config.request_timeout
             self._gateway.access_log = self.access_log
             self._gateway.ping_path = self.config.ping_path
+            self._lane = WholeRequestLane(self._gateway) if self._gateway.scan_whole_requests else None
         return self._gateway
 
     def on_child_start(self) -> None:
@@ -55,8 +58,9 @@ class FastCGIServer(AppServer):
                 log.warning("refused a connection from %s: not in allowed_clients", peer)
                 return  # (the worker loop closes it)
         gateway = self.gateway()
-        conn = gateway.connection(client, None, linger=self.linger)
-        while conn.serve_request():
+        conn = self._serve_whole_requests(client) if self._lane is not None else \
+            gateway.connection(client, None, linger=self.linger)
+        while conn is not None and conn.serve_request():
             if gateway.timed_out:
                 conn.close()
                 break
@@ -65,6 +69,21 @@ class FastCGIServer(AppServer):
                 break
         if gateway.timed_out:
             self.retire()  # a request was interrupted: start afresh in a new worker
+
+    def _serve_whole_requests(self, client: socket.socket):
+        """Requests that arrive whole, through the lane (whole_request.py), as long as they do;
+        the connection object of the reference path for the first that does not (None once the
+        connection is closed)."""
+        lane = self._lane
+        while True:
+            outcome = lane.serve(client, self.linger)
+            if outcome == DECLINED:
+                return self._gateway.connection(client, None, linger=self.linger, received=lane.taken)
+            if outcome == CLOSED:
+                return None
+            if self._gateway.timed_out or not self.wait_for_next_request(client):  # kept: wait for the next
+                lane.close(client, self.linger)
+                return None
 
 
 Server = FastCGIServer  # the name of earlier releases

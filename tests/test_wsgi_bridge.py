@@ -1,11 +1,13 @@
-"""The two ways a request reaches the application give the same answer, byte for byte.
+"""The three ways a request reaches the application give the same answer, byte for byte.
 
-A request found whole in one read is taken by the C scanner (records.WholeRequestScanner), its
-request built in one step; any other goes record by record through the record parser and flup's
-dispatch, which stay the reference. Both end in flup's WSGI bridge. Each application below
-exercises one rule of PEP 3333 or of flup's bridge; each is served both ways, in-process over a
-socket pair, and the records that come back must be the same (STDERR records aside, whose
-tracebacks name different frames: both ways must send them or neither).
+A request found whole in a connection's first read is answered by the whole-request lane
+(whole_request.py: its own bridge, no connection or request objects); found whole later, by the
+connection, its request built in one step by the C scanner; any other goes record by record
+through the record parser and flup's dispatch. The last two end in flup's WSGI bridge, the
+reference. Each application below exercises one rule of PEP 3333 or of flup's bridge; each is
+served all three ways, in-process over a socket pair, and the records that come back must be the
+same (STDERR records aside, whose tracebacks name different frames: every way must send them or
+none).
 """
 
 import socket
@@ -16,6 +18,7 @@ import pytest
 from fcgi_client import cgi_params, request_bytes
 from fcgi_backend.gateway import FastCGIGateway
 from fcgi_backend.records import FCGI_STDERR, RecordParser
+from fcgi_backend.whole_request import DECLINED, WholeRequestLane
 
 closed = []
 
@@ -145,15 +148,21 @@ APPS = [listed, one_block_without_length, two_blocks_without_length, generated, 
         writes_errors, echoes, dumps_environ]
 
 
-def serve(app, data: bytes, whole: bool) -> list:
-    """The records answering ``data``, served by a gateway that takes whole requests or not."""
+def serve(app, data: bytes, way: str) -> list:
+    """The records answering ``data``, served the ``way`` named: "lane", "whole" or "record"."""
     gateway = FastCGIGateway(app, multiprocess=True, max_conns=4)
-    gateway.scan_whole_requests = whole
+    gateway.scan_whole_requests = way != "record"
     ours, theirs = socket.socketpair()
     try:
         theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
-        gateway.connection(ours, None).serve_request()
+        if way == "lane":
+            lane = WholeRequestLane(gateway)
+            if lane.serve(ours) == DECLINED:
+                assert b"HEAD" in data, "the lane declined a request it should answer"
+                gateway.connection(ours, None, received=lane.taken).serve_request()
+        else:
+            gateway.connection(ours, None).serve_request()
         answer = b""
         while chunk := theirs.recv(65536):
             answer += chunk
@@ -177,31 +186,34 @@ def test_an_answer_is_the_same_whole_or_record_by_record(app, method, capsys):
                         "application/x-www-form-urlencoded" if body else "",
                         HTTP_COOKIE="k=v", HTTPS="on", SCRIPT_FILENAME="proxy:fcgi://localhost/path/to")
     data = request_bytes(params, body)
-    closed.clear()
-    whole = serve(app, data, whole=True)
-    closes_whole = len(closed)
-    by_record = serve(app, data, whole=False)
-    assert closes_whole == len(closed) - closes_whole  # a close() is called on both ways, or on neither
-    assert [r for r in whole if r[0] != FCGI_STDERR] == [r for r in by_record if r[0] != FCGI_STDERR]
-    assert any(r[0] == FCGI_STDERR for r in whole) == any(r[0] == FCGI_STDERR for r in by_record)
-    assert whole[-1][0] == 3  # END_REQUEST
+    answers = {}
+    for way in ("lane", "whole", "record"):
+        closed.clear()
+        answers[way] = serve(app, data, way)
+        assert len(closed) == (app is with_close)  # close() is called once, when there is one
+    reference = answers["record"]
+    for way in ("lane", "whole"):
+        assert [r for r in answers[way] if r[0] != FCGI_STDERR] == [r for r in reference if r[0] != FCGI_STDERR]
+        assert any(r[0] == FCGI_STDERR for r in answers[way]) == any(r[0] == FCGI_STDERR for r in reference)
+    assert reference[-1][0] == 3  # END_REQUEST
     capsys.readouterr()  # (wsgi.errors also goes to the process's stderr)
 
 
-def test_the_bridge_answers_what_the_rules_say():
-    """The cases above compare the two ways; these pin what both must say."""
+@pytest.mark.parametrize("way", ["lane", "record"])
+def test_the_bridge_answers_what_the_rules_say(way):
+    """The cases above compare the ways; these pin what they must say."""
     data = request_bytes(cgi_params("GET", "/"))
     stdout = lambda records: b"".join(r[2] for r in records if r[0] == 6)  # noqa: E731  (FCGI_STDOUT)
-    assert stdout(serve(one_block_without_length, data, True)).startswith(
+    assert stdout(serve(one_block_without_length, data, way)).startswith(
         b"Status: 201 Created\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nmade")
-    assert b"Content-Length" not in stdout(serve(two_blocks_without_length, data, True))
-    assert stdout(serve(empty_body, data, True)) == b"Status: 204 No Content\r\n\r\n"
-    assert stdout(serve(error_before_headers_sent, data, True)).startswith(b"Status: 503 Service Unavailable\r\n")
-    late = stdout(serve(error_after_headers_sent, data, True))
+    assert b"Content-Length" not in stdout(serve(two_blocks_without_length, data, way))
+    assert stdout(serve(empty_body, data, way)) == b"Status: 204 No Content\r\n\r\n"
+    assert stdout(serve(error_before_headers_sent, data, way)).startswith(b"Status: 503 Service Unavailable\r\n")
+    late = stdout(serve(error_after_headers_sent, data, way))
     assert late.endswith(b"sent") and b"never" not in late
-    assert stdout(serve(raises_before_start, data, True)).startswith(b"Status: 500 Internal Server Error")
-    head = stdout(serve(listed, request_bytes(cgi_params("HEAD", "/")), True))
+    assert stdout(serve(raises_before_start, data, way)).startswith(b"Status: 500 Internal Server Error")
+    head = stdout(serve(listed, request_bytes(cgi_params("HEAD", "/")), way))
     assert head.endswith(b"\r\n\r\n") and b"hello" not in head
     closed.clear()
-    serve(with_close, data, True)
+    serve(with_close, data, way)
     assert closed == [True]

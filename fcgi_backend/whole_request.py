@@ -1,0 +1,395 @@
+"""The whole-request lane: the usual request, all its records read before anything else, answered
+in one pass, without the connection, request and stream objects of the record-by-record path.
+
+A web server mostly sends a request in one go: BEGIN_REQUEST, the PARAMS, a small body and the
+empty STDIN record. For such a request the objects of connection.py and flup's WSGI bridge cost
+more Python than a small application does (bench/profile_bench.py). This lane takes it from the C
+scanner (records.WholeRequestScanner), calls the application with the environ flup's bridge
+builds, and frames the answer as that bridge does: a record per write, the header block with the
+first block, Content-Length added to a one-block answer, the blocks of a list sent with
+END_REQUEST in one system call. tests/test_wsgi_bridge.py holds the ways to the same records.
+
+The lane reads until the request is whole (a web server may write it in parts), with the
+reference path's deadlines, but once the params are whole it waits for the body no longer than
+BODY_GAP: the reference path starts the application then, and an application may answer before
+the body comes (a refused upload). Anything else it declines, handing what it read to the reference
+path (FastCGIConnection): records of another shape, a HEAD, a body that is not its
+CONTENT_LENGTH, bytes after the request. FCGI_BACKEND_RECORD_BY_RECORD in the environment turns
+the lane off.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import select
+import socket
+import struct
+import sys
+import time
+import traceback
+
+from .connection import ABORT_LOOK_AFTER
+from .errors import RequestInputError, RequestTimeout
+from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, error_answer, log_application_error,
+                      log_input_error)
+from .records import (FCGI_ABORT_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, HEADER,
+                      ProtocolError, RecordParser, WholeRequest)
+from .sockio import NOWAIT, close_gracefully, send_all, wait
+
+log = logging.getLogger("fcgi_backend.whole_request")
+
+DECLINED, KEEP, CLOSED = "declined", "keep", "closed"  # what serve() did with the connection
+
+BODY_GAP = 0.01  # seconds: a web server writes the params and the body apart, this close together
+_MAX_RECORD_CONTENT = 65528  # the largest multiple of 8 a record holds: no padding
+_END_REQUEST_BODY = struct.Struct("!LB3x")
+
+
+class WholeRequestLane:
+    """Serves the requests of one worker that arrive whole. ``serve`` per request."""
+
+    def __init__(self, gateway: FastCGIGateway) -> None:
+        self.gateway = gateway
+        self.scanner = gateway.whole_request_scanner
+        self.buffer = gateway.receive_buffer
+        self.read_timeout = gateway.limits.read_timeout
+        self.idle_timeout = gateway.idle_timeout
+        self.taken = b""  # what a declined serve() read from the socket, for the reference path
+        # What every environ holds besides the params (flup's bridge sets the same).
+        self.environ = dict(gateway.environ, **{
+            "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": gateway.multiprocess,
+            "wsgi.run_once": False})
+
+    def serve(self, sock: socket.socket, linger=None) -> str:
+        """Read what the web server sent; if it is a whole request of the usual kind, answer it
+        and return KEEP (the web server asked to keep the connection, which stays open) or CLOSED
+        (closed, gracefully: ``linger`` as for FastCGIConnection). Else DECLINED, with the bytes
+        read in ``taken``: the reference path serves the connection from there."""
+        received, whole = self._receive_whole(sock)
+        if whole is None:
+            if received < 0:  # the web server sent nothing within the deadline
+                sock.close()
+                return CLOSED
+            self.taken = bytes(self.buffer[:received])
+            return DECLINED
+        answer = _Answer(self, sock, whole)
+        keep = answer.run() and whole.flags & FCGI_KEEP_CONN
+        if not keep:
+            if answer.gone is None:
+                close_gracefully(sock, self.buffer, linger)
+            else:
+                sock.close()
+        return KEEP if keep else CLOSED
+
+    def _receive_whole(self, sock: socket.socket) -> tuple[int, WholeRequest | None]:
+        """(bytes received, the request) once a whole request of the usual kind has arrived,
+        else (bytes received, None) as soon as the input is anything else, ends, or fills the
+        buffer; (-1, None) after a wait past its deadline (logged). The web server may send a
+        request in more than one write, and may connect before it sends."""
+        buffer, scanner = self.buffer, self.scanner
+        received = 0
+        while True:
+            try:
+                got = sock.recv_into(buffer[received:] if received else buffer, 0, NOWAIT)
+            except BlockingIOError:
+                if received and scanner.params_whole:
+                    # The reference path would start the application now, and it may answer before
+                    # the body comes (a refused PUT): wait no more than the gap between two writes.
+                    if not wait(sock, select.POLLIN, BODY_GAP):
+                        return received, None
+                    continue
+                timeout = self.read_timeout if received else self.idle_timeout
+                if not wait(sock, select.POLLIN, timeout):
+                    log.warning("closing connection: web server sent nothing %s for %gs",
+                                "for the next record" if received else "for a request", timeout)
+                    return -1, None
+                continue
+            except OSError:  # the reference path meets it again and reports it
+                return received, None
+            if not got:
+                return received, None
+            received += got
+            consumed, whole = scanner.scan_received(received)
+            if whole is not None:
+                return (received, whole) if consumed == received and _usual(whole) else (received, None)
+            if not scanner.incomplete or received == len(buffer):
+                return received, None
+
+    def close(self, sock: socket.socket, linger=None) -> None:
+        """Close a kept connection that serves no more requests."""
+        close_gracefully(sock, self.buffer, linger)
+
+
+def _usual(whole: WholeRequest) -> bool:
+    """Not a HEAD (its answer is cut to the header block: the reference path does that), and the
+    body is what CONTENT_LENGTH says (else the reference path answers 413 or reports it short)."""
+    params = whole.params
+    if params.get("REQUEST_METHOD") == "HEAD":
+        return False
+    length = params.get("CONTENT_LENGTH", "")
+    if whole.body or length not in ("", "0"):
+        return length == str(len(whole.body))
+    return True
+
+
+class _Body(io.BytesIO):
+    """wsgi.input: the body, already here; a multipart form feeds the C parser from it at once."""
+
+    def feed_upload(self, upload) -> None:
+        data = self.read()
+        if data:
+            upload.feed(data)
+
+
+class _Errors:
+    """wsgi.errors: to the process's stderr and, as FCGI_STDERR records, to the web server's log."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data) -> None:
+        sys.stderr.write(data)
+        if data:
+            self.written.append(data.encode() if isinstance(data, str) else data)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+class _Answer:
+    """One request through the lane: the application called, its answer framed and sent."""
+
+    __slots__ = ("lane", "sock", "environ", "request_id", "describe", "started_at", "records", "size", "hold",
+                 "headers_set", "headers_sent", "result", "written", "status", "body_bytes", "looked", "aborted",
+                 "close_after", "gone", "errors")
+
+    def __init__(self, lane: WholeRequestLane, sock: socket.socket, whole: WholeRequest) -> None:
+        self.lane = lane
+        self.sock = sock
+        self.request_id = whole.request_id
+        environ = self.environ = whole.params
+        self.describe = f"{environ.get('REQUEST_METHOD', '-')} {environ.get('REQUEST_URI', '-')}"
+        environ.update(lane.environ)
+        environ["wsgi.input"] = _Body(whole.body)
+        environ["wsgi.errors"] = self.errors = _Errors()
+        environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "off") in ("on", "1") else "http"
+        self.records: list = []  # framed, not yet sent
+        self.size = 0
+        self.hold = False        # the result is a list: everything goes with END_REQUEST
+        self.headers_set: list = []
+        self.headers_sent: list = []
+        self.result = None
+        self.written = False     # the header block was written (flup's stdout.dataWritten)
+        self.status = 0          # for the access log
+        self.body_bytes = 0
+        self.looked = False      # the connection was looked at for an ABORT before output left
+        self.aborted = False     # the web server aborted the request: its output is dropped
+        self.close_after = False  # the connection is out of step, or the worker must go
+        self.gone: OSError | None = None  # the web server went away while the answer was sent
+        self.started_at = 0.0
+
+    def run(self) -> bool:
+        """Call the application and send its answer with END_REQUEST; False if the connection
+        cannot serve another request."""
+        lane, gateway = self.lane, self.lane.gateway
+        if gateway.on_request_start is not None:
+            gateway.on_request_start(self.describe)
+        ended = False
+        try:
+            self.started_at = time.monotonic()
+            started_wall = time.time() if gateway.access_log is not None else 0.0
+            try:
+                self._call_application(gateway)
+            finally:
+                if gateway.access_log is not None:
+                    gateway.access_log.write(self.environ, self.status or 500, self.body_bytes, started_wall,
+                                             time.monotonic() - self.started_at)
+            ended = True
+            gateway.request_ended()  # first: the answer's last bytes leave below
+            if self.errors.written:
+                self._frame(FCGI_STDERR, b"".join(self.errors.written))
+            self.records.append(HEADER.pack(1, FCGI_END_REQUEST, self.request_id, 8, 0))
+            self.records.append(_END_REQUEST_BODY.pack(0, 0))
+            self.size += 16
+            self._send(ending=True)
+        except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
+            gateway.timed_out = True
+            log.error("a request ran past request_timeout while its answer was being sent")
+            return False
+        finally:
+            if not ended:
+                gateway.request_ended()
+        if self.gone is not None:
+            log.info("connection ended: %s", self.gone)
+            return False
+        return not self.close_after
+
+    def _call_application(self, gateway: FastCGIGateway) -> None:
+        """flup's BaseFCGIServer.handler and Request.run, for a request that is all here."""
+        environ = self.environ
+        try:
+            gateway._sanitizeEnv(environ)
+            result = self.result = gateway.wsgi_app(environ, self.start_response)
+            self.hold = isinstance(result, (list, tuple)) and not hasattr(result, "close")
+            try:
+                for data in result:
+                    if data:
+                        self.write(data)
+                if not self.headers_sent:
+                    self.write(b"")  # in case the body was empty
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+        except RequestTimeout:
+            self.close_after = True
+            gateway.request_timed_out(self.describe, self.started_at)
+            if not self.written:
+                self._write_own(error_answer(504, TIMED_OUT))
+        except RequestInputError as exc:
+            status = log_input_error(environ, exc)
+            self.close_after = True  # what is left of the input cannot be trusted
+            if status and not self.written:
+                self._write_own(error_answer(status, str(exc)))
+            else:
+                self.aborted = True
+        except BaseException:  # (flup's Request.run takes everything the application raises)
+            if self.gone is not None:
+                return  # the web server went away: nobody to answer
+            self.errors.written.append(traceback.format_exc().encode())
+            if not self.written:
+                log_application_error()
+                self._write_own(APPLICATION_FAILED)
+
+    def start_response(self, status, response_headers, exc_info=None):
+        """PEP 3333's start_response, with the checks of flup's."""
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])  # too late to change the answer
+            finally:
+                exc_info = None
+        else:
+            assert not self.headers_set, "Headers already set!"
+        if type(status) is str:
+            status = status.encode("latin-1")
+        assert type(status) is bytes, "Status must be a string"
+        assert len(status) >= 4, "Status must be at least 4 characters"
+        assert int(status[:3]), "Status must begin with 3-digit code"
+        assert status[3] == 0x20, "Status must have a space after code"
+        assert type(response_headers) is list, "Headers must be a list"
+        headers = []
+        for name, value in response_headers:
+            if type(name) is str:
+                name = name.encode("latin-1")
+            if type(value) is str:
+                value = value.encode("latin-1")
+            assert type(name) is bytes, f'Header name "{name}" must be bytes'
+            assert type(value) is bytes, f'Value of header "{name}" must be bytes'
+            headers.append((name, value))
+        self.headers_set[:] = [status, headers]
+        return self.write
+
+    def write(self, data) -> None:
+        """WSGI's write: the header block before the first block; each write is one record."""
+        if type(data) is str:
+            data = data.encode("latin-1")
+        assert type(data) is bytes, "write() argument must be bytes"
+        assert self.headers_set, "write() before start_response()"
+        if self.headers_sent:
+            if not data:
+                return
+            self.body_bytes += len(data)
+        else:
+            status, headers = self.headers_sent[:] = self.headers_set
+            if self.result is not None and not any(name.lower() == b"content-length" for name, _ in headers):
+                try:
+                    if len(self.result) == 1:
+                        headers.append((b"Content-Length", str(len(data)).encode("latin-1")))
+                except TypeError:  # a result without a length: it streams
+                    pass
+            block = [b"Status: ", status, b"\r\n"]
+            for name, value in headers:
+                block += (name, b": ", value, b"\r\n")
+            block += (b"\r\n", data)
+            self.status = int(status[:3])
+            self.body_bytes = len(data)
+            data = b"".join(block)
+        self.written = True
+        self._frame(FCGI_STDOUT, data)
+        if not self.hold:
+            self._send()
+            if self.gone is not None:
+                raise self.gone  # (as a socket does: the application stops writing)
+
+    def _write_own(self, answer: bytes) -> None:
+        """An answer of the server's own (an error page): header block and page in one write."""
+        self.written = True
+        self.status = int(answer[8:11])
+        self.body_bytes = len(answer) - answer.index(b"\r\n\r\n") - 4
+        self._frame(FCGI_STDOUT, answer)
+
+    def _frame(self, record_type: int, data: bytes) -> None:
+        """``data`` (not empty) as records of at most 64 KiB, queued for the next send."""
+        if self.aborted or self.gone is not None:
+            return
+        records, request_id = self.records, self.request_id
+        if len(data) <= _MAX_RECORD_CONTENT:
+            records += (HEADER.pack(1, record_type, request_id, len(data), 0), data)
+            self.size += 8 + len(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), _MAX_RECORD_CONTENT):
+            piece = view[start:start + _MAX_RECORD_CONTENT]
+            records += (HEADER.pack(1, record_type, request_id, len(piece), 0), piece)
+            self.size += 8 + len(piece)
+
+    def _send(self, ending: bool = False) -> None:
+        """Send the records queued (``ending``: the last two parts are END_REQUEST); the first
+        time, after an application that ran long enough for a web server to give up on it, one
+        look for an ABORT first. A web server gone is kept in ``gone``, and raised to a writing
+        application."""
+        if not self.looked:
+            self.looked = True
+            if time.monotonic() - self.started_at >= ABORT_LOOK_AFTER and self._aborted_meanwhile():
+                self.aborted = True
+        if self.aborted:  # its output is dropped; END_REQUEST still ends it
+            self.records, self.size = (self.records[-2:], 16) if ending else ([], 0)
+        if not self.records or self.gone is not None:
+            return
+        records, size, self.records, self.size = self.records, self.size, [], 0
+        try:
+            send_all(self.sock, records, self.lane.read_timeout, size)
+        except OSError as exc:
+            self.gone = exc
+
+    def _aborted_meanwhile(self) -> bool:
+        """One read that does not wait: did the web server abort this request? Anything else it
+        sent after a whole request puts the connection out of step: it closes after the answer."""
+        buffer = self.lane.buffer
+        try:
+            received = self.sock.recv_into(buffer, 0, NOWAIT)
+        except OSError:  # BlockingIOError: nothing came
+            return False
+        if not received:
+            return False  # the web server hung up; sending the answer shows it
+        parser = RecordParser()
+        parser.feed(buffer[:received])
+        aborted = False
+        try:
+            while (record := parser.next_record()) is not None:
+                if record.type == FCGI_ABORT_REQUEST and record.requestId == self.request_id:
+                    aborted = True
+                else:
+                    self.close_after = True
+        except ProtocolError:
+            self.close_after = True
+        if parser.pending:
+            self.close_after = True
+        if aborted:
+            log.info("%s aborted by the web server", self.describe)
+        return aborted
