@@ -1,6 +1,9 @@
 """Where a small request's time goes, behind Apache's mod_proxy_fcgi at 16 clients, for
 fcgi_backend's WSGI hello and, beside it, php-fpm's hello.php, uWSGI's FastCGI mode with the same
-WSGI hello and the C libfcgi responder (4 workers each, as in hello_bench):
+WSGI hello and the C libfcgi responder (4 workers each, as in hello_bench), and the floor under
+any Python FastCGI server (bench/peers/python_floor_hello.py: accept, read until the request is
+whole, the C scanner, the application, one sendmsg, close; what the interpreter itself costs per
+request):
 
   * the CPU time and the context switches per request of each side, the server's processes and
     Apache's (every thread), from /proc over a run of wrk: how much of Apache's cost follows the
@@ -73,12 +76,13 @@ def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
 
 
 def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) -> dict[str, float]:
-    """One run of wrk: requests/s, and CPU µs and context switches per request of each side."""
+    """One run of wrk: requests/s, and CPU µs and context switches per request of each side; the
+    errors wrk counted (a server that drops requests would look cheap per request)."""
     server_switches, apache_switches = SwitchMeter(peer.proc.pid), SwitchMeter(apache.proc.pid)
     result, server_us, apache_us = wrk_with_cpu(apache.url + path, CLIENTS, duration, peer.proc.pid, apache.proc.pid)
     return {"rps": result.rps, "server_cpu_us": server_us, "apache_cpu_us": apache_us,
             "server_switches": server_switches.stop() / result.requests,
-            "apache_switches": apache_switches.stop() / result.requests}
+            "apache_switches": apache_switches.stop() / result.requests, "errors": result.errors}
 
 
 def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
@@ -121,6 +125,8 @@ def main() -> int:
         ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, 4))], sock,
                                     run / "php.log"), "/hello.php"),
         ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, 4), sock, run / "uwsgi.log"), "/hello"),
+        ("Python floor, WSGI hello", Peer("floor", [sys.executable, str(BENCH / "peers" / "python_floor_hello.py"),
+                                                    str(sock), "4"], sock, run / "floor.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
     results: dict[str, dict] = {}
@@ -142,9 +148,11 @@ def main() -> int:
     print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s), median (min-max) of {args.runs} runs: "
           f"CPU time and context switches of each side\n")
 
-    print_table(["server", "requests/s", "CPU µs, server", "CPU µs, Apache", "context switches, server / Apache"],
+    print_table(["server", "requests/s", "CPU µs, server", "CPU µs, Apache", "context switches, server / Apache",
+                 "wrk errors, all runs"],
                 [[name, *(median_spread(run[key] for run in r["runs"]) for key in ("rps", "server_cpu_us", "apache_cpu_us")),
-                  f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}"]
+                  f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}",
+                  str(sum(run["errors"] for run in r["runs"]))]
                  for name, r in results.items()])
     print("\nbackend worker CPU by where it runs (perf samples)\n")
     print_table(["server", "kernel", "Python interpreter", "C (libc, extension modules, PHP)"],
