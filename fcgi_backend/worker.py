@@ -105,24 +105,36 @@ class WorkerLoop:
         self._open_waits()
         listen_fd = self.listener.fileno()
         idle_since = time.monotonic()
+        client = None  # accepted, not yet served (one accepted is served even if a stop came meanwhile)
         try:
-            while self._running:
-                ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
-                self._lingering.serve(ready)  # (its own are taken out of ready)
-                if not ready:
-                    if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
-                        self.waiter.on_prefork_child_idle()
-                        idle_since = time.monotonic()
-                    continue
-                idle_since = time.monotonic()
-                if self._wake_r is not None and self._wake_r.fileno() in ready:
-                    drain(self._wake_r)
-                if listen_fd in ready and self._running:
+            while client is not None or self._running:
+                if client is None:  # wait for a connection
+                    self._lingering.watch_all()
+                    ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
+                    self._lingering.serve(ready)  # (its own are taken out of ready)
+                    if not ready:
+                        if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
+                            self.waiter.on_prefork_child_idle()
+                            idle_since = time.monotonic()
+                        continue
+                    idle_since = time.monotonic()
+                    if self._wake_r is not None and self._wake_r.fileno() in ready:
+                        drain(self._wake_r)
+                    if listen_fd not in ready or not self._running:
+                        continue
                     client = self._accept()
-                    if client is not None:
-                        self._serve(client)
+                    if client is None:
+                        continue
+                self._serve(client)
                 self._check_max_requests()
+                # Under load the next connection mostly waits already: taken without an epoll wait
+                # (unless sockets linger in the epoll: the wait serves them).
+                client = self._accept() if self._running and not self._lingering.watching else None
+                if client is not None:
+                    self._lingering.look_again()
         finally:
+            if client is not None:
+                client.close()
             self._close_waits()
 
     def serve_one(self, client: socket.socket) -> None:
@@ -199,6 +211,7 @@ class WorkerLoop:
         if self._wait is None:  # serving a stop's backlog
             return False
         self._set_state(KEPT)
+        self._lingering.watch_all()
         try:
             with self._wait.watching(client.fileno()):
                 outcome = self._wait_on_kept(client, yield_after)
@@ -331,22 +344,48 @@ class _ReadinessWait:
 class _Lingering:
     """Connections shut down on our side, read and dropped until the peer hangs up (or a second
     passes): the worker's event loop does it while it serves others, so a web server slow to close
-    never holds a worker, and none of its late writes meets a closed socket."""
+    never holds a worker, and none of its late writes meets a closed socket.
+
+    A web server mostly hangs up within microseconds of reading the answer. While the worker takes
+    one connection after another without waiting, a socket is looked at once more after the next
+    connection is served (:meth:`look_again`), and mostly closed then, without the cost of an epoll
+    registration and a wake-up of its own; before the worker waits, every socket still open is
+    watched by the epoll (:meth:`watch_all`)."""
 
     LIMIT = 256  # more at once: the oldest is closed without waiting
 
     def __init__(self, wait: _ReadinessWait) -> None:
         self._wait = wait
         self._buffer = bytearray(65536)
-        self._socks: dict[int, tuple[socket.socket, float]] = {}  # fd -> (socket, deadline), oldest first
+        self._new: list[tuple[socket.socket, float]] = []    # since the last look_again
+        self._older: list[tuple[socket.socket, float]] = []  # before it: looked at by the next one
+        self._socks: dict[int, tuple[socket.socket, float]] = {}  # watched: fd -> (socket, deadline), oldest first
 
     def add(self, sock: socket.socket) -> None:
         """A socket its connection has just drained once, without waiting (no second look here)."""
-        if len(self._socks) >= self.LIMIT:
-            self._close(next(iter(self._socks)))
-        fd = sock.fileno()
-        self._socks[fd] = (sock, time.monotonic() + _LINGER_SECONDS)
-        self._wait.add_lingering(fd)
+        self._new.append((sock, time.monotonic() + _LINGER_SECONDS))
+
+    def look_again(self) -> None:
+        """Between two connections taken without waiting: close the older sockets whose peer hung
+        up, watch the rest."""
+        older, self._older, self._new = self._older, self._new, []
+        for sock, deadline in older:
+            if drain_until_eof(sock, self._buffer):
+                sock.close()
+            else:
+                self._watch(sock, deadline)
+
+    def watch_all(self) -> None:
+        """Before the worker waits: every socket still open is watched."""
+        if self._older or self._new:
+            unwatched, self._older, self._new = self._older + self._new, [], []
+            for sock, deadline in unwatched:
+                self._watch(sock, deadline)
+
+    @property
+    def watching(self) -> bool:
+        """Some sockets wait in the epoll for their peer to hang up."""
+        return bool(self._socks)
 
     def wait_at_most(self, timeout: float | None) -> float | None:
         """``timeout``, shortened to the next deadline of a lingering connection."""
@@ -368,12 +407,22 @@ class _Lingering:
             if (fd in mine and drain_until_eof(sock, self._buffer)) or now >= deadline:
                 self._close(fd)
 
+    def _watch(self, sock: socket.socket, deadline: float) -> None:
+        if len(self._socks) >= self.LIMIT:
+            self._close(next(iter(self._socks)))
+        fd = sock.fileno()
+        self._socks[fd] = (sock, deadline)
+        self._wait.add_lingering(fd)
+
     def _close(self, fd: int) -> None:
         sock, _ = self._socks.pop(fd)
         self._wait.remove_lingering(fd)
         sock.close()  # leaves the epolls with it
 
     def close_all(self) -> None:
+        for sock, _ in self._older + self._new:
+            sock.close()
+        self._older, self._new = [], []
         for fd in list(self._socks):
             self._close(fd)
 

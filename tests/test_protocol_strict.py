@@ -261,6 +261,56 @@ def test_empty_data_records_after_the_body_are_read_before_closing(strict_backen
         assert client.closed_by_server()
 
 
+def open_sockets(pid: int) -> int:
+    return sum(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_back_to_back_connections_are_read_until_the_client_hangs_up_then_closed(site, workdir):
+    """One worker, eight clients: the worker mostly finds the next connection waiting and takes it
+    without a wait. A client that writes after the answer still meets an open socket, and every
+    socket is closed once its client hangs up."""
+    backend = Backend(site, workdir / "run", ["--prefork", "-1"]).start()
+    try:
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            assert client.request(cgi_params("GET", "/hello/warm")).status == 200
+        (worker,) = worker_pids(backend)
+        time.sleep(0.3)
+        sockets_idle = open_sockets(worker)
+
+        def client_writing_late(i: int) -> list:
+            failures = []
+            for n in range(40):
+                try:
+                    with FastCGIClient(backend.socket_path, timeout=10) as client:
+                        client.send(request_bytes(cgi_params("GET", f"/hello/c{i}n{n}")))
+                        reply = client.read_reply()
+                        if reply.status != 200 or f"c{i}n{n}".encode() not in reply.body:
+                            failures.append((i, n, reply.status))
+                        if n % 2:  # every other one writes after the answer, as flup's client does
+                            client.send(encode_record(FCGI_DATA, 1))
+                        if not client.closed_by_server():
+                            failures.append((i, n, "not closed"))
+                except OSError as exc:
+                    failures.append((i, n, repr(exc)))
+            return failures
+
+        results = [None] * 8
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, client_writing_late(i)))
+                   for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert results == [[]] * 8
+        deadline = time.monotonic() + 3
+        while open_sockets(worker) > sockets_idle and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_sockets(worker) == sockets_idle
+        assert worker_pids(backend) == {worker}
+    finally:
+        backend.stop()
+
+
 def test_abort_while_a_handler_runs_without_reading_drops_its_output(strict_backend):
     with FastCGIClient(strict_backend.socket_path, timeout=10) as client:
         client.send(request_bytes(cgi_params("GET", "/sleep?s=0.5")))
