@@ -119,7 +119,7 @@ bench: bench-deps venv connector
 	$(PY) bench/parse_bench.py --runs 5 --json bench/results/parse.json
 	$(PY) bench/upload_bench.py --runs 5 --json bench/results/upload.json
 	$(PY) bench/upload_parts_bench.py --runs 5 --json bench/results/upload_parts.json
-	$(PY) bench/hello_bench.py --runs 3 --json bench/results/hello.json
+	$(PY) bench/hello_bench.py --runs 5 --json bench/results/hello.json
 	$(PY) bench/profile_bench.py --json bench/results/profile.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
