@@ -64,14 +64,14 @@ def drain_until_eof(sock: socket.socket, buffer, limit: int = 1 << 20) -> bool:
 
 def close_gracefully(sock: socket.socket, buffer, linger=None) -> None:
     """Shut down our sending side, then read what the peer still sends until it hangs up, so no
-    write of its meets a closed socket: here if it already has, else by ``linger(sock)`` (the
-    worker's event loop, which closes it later), else here for at most CLOSE_DRAIN_SECONDS."""
+    write of its meets a closed socket: by ``linger(sock)`` (the worker's event loop, which
+    closes it later), else here for at most CLOSE_DRAIN_SECONDS."""
     try:
         sock.shutdown(socket.SHUT_WR)
+        if linger is not None:  # (not read here: the peer has mostly not even read the answer yet)
+            linger(sock)
+            return
         if not drain_until_eof(sock, buffer):
-            if linger is not None:
-                linger(sock)
-                return
             deadline = time.monotonic() + CLOSE_DRAIN_SECONDS
             while (left := deadline - time.monotonic()) > 0 and wait(sock, select.POLLIN, left):
                 if drain_until_eof(sock, buffer):

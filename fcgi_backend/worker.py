@@ -362,7 +362,8 @@ class _Lingering:
         self._socks: dict[int, tuple[socket.socket, float]] = {}  # watched: fd -> (socket, deadline), oldest first
 
     def add(self, sock: socket.socket) -> None:
-        """A socket its connection has just drained once, without waiting (no second look here)."""
+        """A socket its connection has just shut down (not read: its peer has mostly not even
+        read the answer yet)."""
         self._new.append((sock, time.monotonic() + _LINGER_SECONDS))
 
     def look_again(self) -> None:
@@ -376,11 +377,15 @@ class _Lingering:
                 self._watch(sock, deadline)
 
     def watch_all(self) -> None:
-        """Before the worker waits: every socket still open is watched."""
+        """Before the worker waits: the sockets not yet watched are looked at, and those still
+        open watched."""
         if self._older or self._new:
             unwatched, self._older, self._new = self._older + self._new, [], []
             for sock, deadline in unwatched:
-                self._watch(sock, deadline)
+                if drain_until_eof(sock, self._buffer):
+                    sock.close()
+                else:
+                    self._watch(sock, deadline)
 
     @property
     def watching(self) -> bool:
