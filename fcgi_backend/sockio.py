@@ -62,6 +62,13 @@ def drain_until_eof(sock: socket.socket, buffer, limit: int = 1 << 20) -> bool:
     return True
 
 
+def close_reading_first(sock: socket.socket) -> None:
+    """Close a socket shut down on our side, without waiting, after reading what the peer has
+    already sent (a TCP peer whose bytes were left unread would get a reset)."""
+    drain_until_eof(sock, bytearray(4096))
+    sock.close()
+
+
 def close_gracefully(sock: socket.socket, buffer, linger=None) -> None:
     """Shut down our sending side, then read what the peer still sends until it hangs up, so no
     write of its meets a closed socket: by ``linger(sock)`` (the worker's event loop, which

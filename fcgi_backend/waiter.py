@@ -37,6 +37,7 @@ from .config import ConfigError, ServerConfig, table_fields
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
+from .sockio import close_reading_first
 from .tls import TLSConfig, TLSError
 from .worker import WorkerLoop, drain
 
@@ -241,7 +242,7 @@ class Waiter:
         if self._loop is not None:
             self._loop.linger(sock)
         else:
-            sock.close()
+            close_reading_first(sock)
 
     def request_started(self, what: str) -> None:
         """A request ("METHOD URI") begins: the status page shows it, request_timeout applies."""

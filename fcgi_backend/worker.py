@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import RequestTimeout
 from .scoreboard import BUSY, IDLE, KEPT, Scoreboard
-from .sockio import drain_until_eof
+from .sockio import close_reading_first, drain_until_eof
 
 if TYPE_CHECKING:
     from .waiter import Waiter
@@ -261,7 +261,7 @@ class WorkerLoop:
         if self._lingering is not None:
             self._lingering.add(sock)
         else:
-            sock.close()
+            close_reading_first(sock)
 
 
 def _request_timed_out(*_signal_args) -> None:
@@ -370,22 +370,21 @@ class _Lingering:
         """Between two connections taken without waiting: close the older sockets whose peer hung
         up, watch the rest."""
         older, self._older, self._new = self._older, self._new, []
-        for sock, deadline in older:
-            if drain_until_eof(sock, self._buffer):
-                sock.close()
-            else:
-                self._watch(sock, deadline)
+        self._look(older)
 
     def watch_all(self) -> None:
         """Before the worker waits: the sockets not yet watched are looked at, and those still
         open watched."""
         if self._older or self._new:
             unwatched, self._older, self._new = self._older + self._new, [], []
-            for sock, deadline in unwatched:
-                if drain_until_eof(sock, self._buffer):
-                    sock.close()
-                else:
-                    self._watch(sock, deadline)
+            self._look(unwatched)
+
+    def _look(self, unwatched: list[tuple[socket.socket, float]]) -> None:
+        for sock, deadline in unwatched:
+            if drain_until_eof(sock, self._buffer):
+                sock.close()
+            else:
+                self._watch(sock, deadline)
 
     @property
     def watching(self) -> bool:

@@ -24,6 +24,7 @@ from fcgi_backend.records import (
     encode_record,
     encode_stream,
 )
+from test_pool import in_threads
 from test_protocol import still_serving
 
 MiB = 1024 * 1024
@@ -300,11 +301,7 @@ def test_back_to_back_connections_are_read_until_the_client_hangs_up_then_closed
                     failures.append((i, n, repr(exc)))
             return failures
 
-        results = [None] * 8
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, client_writing_late(i)))
-                   for i in range(8)]
-        for thread in threads:
-            thread.start()
+        threads, results = in_threads(client_writing_late, 8)
         for thread in threads:
             thread.join(60)
         assert results == [[]] * 8
