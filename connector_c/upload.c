@@ -15,6 +15,10 @@
 #define WRITE_BUFFER_SIZE (256 * 1024)
 #define DIRECT_WRITE_SIZE (64 * 1024) /* pieces this large skip the buffer: no copy */
 #define READ_BUFFER_SIZE (256 * 1024)
+/* A file part that outgrows the write buffer gets its disk blocks reserved ahead of the writes,
+   this much at a time: ext4 then skips its per-block delayed allocation (writing 1 GiB took 0.22 s
+   of CPU instead of 0.30-0.96 s), and an upload ties up at most this much unwritten space. */
+#define PREALLOCATE_STEP (64 * 1024 * 1024)
 
 struct upload {
     mp_parser parser;
@@ -28,6 +32,8 @@ struct upload {
     int fd;                    /* temporary file of the current file part, or -1 */
     char *wbuf;                /* pending bytes for fd */
     size_t wbuf_len;
+    uint64_t file_written;     /* bytes of the current file part written to fd */
+    uint64_t file_reserved;    /* end of fd's blocks reserved by fallocate (0: none) */
 
     char *fields;              /* field parts as name NUL value NUL, back to back */
     uint64_t fields_len, fields_capacity;
@@ -93,12 +99,53 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
+/* Reserve the blocks for the next PREALLOCATE_STEP bytes once a write would pass the reserved
+   end, for files past the write buffer's size only (small files gain nothing). A file system
+   without fallocate, or a full one, is left to write(2) and its own errors. */
+static void reserve_ahead(upload *u, size_t len)
+{
+    uint64_t end = u->file_written + len;
+    if (end <= u->file_reserved || end <= WRITE_BUFFER_SIZE)
+        return;
+    uint64_t from = u->file_reserved > u->file_written ? u->file_reserved : u->file_written;
+    uint64_t step = PREALLOCATE_STEP;
+    if (u->limits.max_file > from && u->limits.max_file - from < step)
+        step = u->limits.max_file - from; /* never reserve past what the file may reach */
+    if (fallocate(u->fd, FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)step) == 0)
+        u->file_reserved = from + step;
+    else
+        u->file_reserved = UINT64_MAX; /* not supported or no room: do not ask again */
+}
+
+static int write_file(upload *u, const char *data, size_t len)
+{
+    reserve_ahead(u, len);
+    if (write_all(u->fd, data, len) != 0)
+        return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+    u->file_written += len;
+    return UPLOAD_MORE;
+}
+
 static int flush_file(upload *u)
 {
-    if (u->wbuf_len && write_all(u->fd, u->wbuf, u->wbuf_len) != 0)
-        return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+    if (u->wbuf_len && write_file(u, u->wbuf, u->wbuf_len) != UPLOAD_MORE)
+        return UPLOAD_ERROR;
     u->wbuf_len = 0;
     return UPLOAD_MORE;
+}
+
+/* The file part is complete: release the reserved blocks past its end, then close it. */
+static int close_file(upload *u)
+{
+    int rc = flush_file(u);
+    if (rc == UPLOAD_MORE && u->file_reserved != UINT64_MAX && u->file_reserved > u->file_written &&
+        ftruncate(u->fd, (off_t)u->file_written) != 0)
+        rc = set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+    if (u->fd >= 0) { /* set_error closed it already */
+        close(u->fd);
+        u->fd = -1;
+    }
+    return rc;
 }
 
 static int file_data(upload *u, const char *data, size_t len)
@@ -106,11 +153,8 @@ static int file_data(upload *u, const char *data, size_t len)
     if (len >= DIRECT_WRITE_SIZE || u->wbuf_len + len > WRITE_BUFFER_SIZE) {
         if (flush_file(u) != UPLOAD_MORE)
             return UPLOAD_ERROR;
-        if (len >= DIRECT_WRITE_SIZE) {
-            if (write_all(u->fd, data, len) != 0)
-                return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
-            return UPLOAD_MORE;
-        }
+        if (len >= DIRECT_WRITE_SIZE)
+            return write_file(u, data, len);
     }
     memcpy(u->wbuf + u->wbuf_len, data, len);
     u->wbuf_len += len;
@@ -193,6 +237,7 @@ static int begin_part(upload *u)
                              strerror(errno));
         }
         u->wbuf_len = 0;
+        u->file_written = u->file_reserved = 0;
     }
     return UPLOAD_MORE;
 }
@@ -218,13 +263,7 @@ static int end_part(upload *u)
     u->in_part = 0;
     if (!u->parts[u->part_count - 1].is_file)
         return field_data(u, "", 1); /* the NUL after the value */
-    if (u->fd >= 0) {
-        int rc = flush_file(u);
-        close(u->fd);
-        u->fd = -1;
-        return rc;
-    }
-    return UPLOAD_MORE;
+    return u->fd >= 0 ? close_file(u) : UPLOAD_MORE;
 }
 
 int upload_feed(upload *u, const char *data, size_t len)

@@ -381,3 +381,28 @@ def test_large_file_through_the_wsgi_stream_path(tmp_path):
     assert f.size == len(payload)
     assert hashlib.sha256(f.read()).digest() == hashlib.sha256(payload).digest()
     f.discard()
+
+
+def test_large_files_take_only_the_disk_space_of_their_bytes(tmp_path):
+    """Disk blocks are reserved ahead of a large file's writes; what its part did not fill is given
+    back, so each file on disk takes its own size and no more (what `du` shows)."""
+    limits = Limits(upload_dir=str(tmp_path), max_file=5 * 1024 * 1024)  # no reservation past the limit
+    first, second = os.urandom(3 * 1024 * 1024 + 5), os.urandom(700 * 1024)
+    body = body_of(FILE_PART + first, FILE_PART.replace(b'"f"', b'"g"') + second, FIELD_PART + b"after")
+    for chunk_size in (len(body), 300 * 1024, 8192):
+        upload = MultipartUpload(b"XyZ", limits)
+        try:
+            for i in range(0, len(body), chunk_size):
+                upload.feed(body[i:i + chunk_size])
+            upload.finish()
+            fields, files = upload.results()
+        finally:
+            upload.close()
+        assert fields["t"] == "after"
+        for name, payload in (("f", first), ("g", second)):
+            stored = files[name]
+            assert stored.size == len(payload) and stored.read() == payload
+            allocated = os.stat(stored.path).st_blocks * 512
+            assert allocated <= len(payload) + 64 * 1024, f"{name}: {allocated} bytes on disk for {len(payload)}"
+            stored.discard()
+    assert os.listdir(tmp_path) == []

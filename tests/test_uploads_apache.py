@@ -100,6 +100,7 @@ def test_one_gib_upload_through_mod_proxy_fcgi(upload_stack):
     kept = upload_stack.root / "kept" / "big"
     assert entry["kept_at"] == str(kept)
     assert sha256_file(kept) == expected.hexdigest()  # every byte on disk as sent
+    assert os.stat(kept).st_blocks * 512 <= content.size + MiB  # no disk space reserved past its end
     assert os.listdir(upload_stack.root / "uploads") == []  # no temporary file left
     kept.unlink()
 
