@@ -69,7 +69,9 @@ import os, signal, sys, time
 from fcgi_backend import Waiter
 
 def say(*words):
-    print(*words, flush=True)
+    # One write per line: the supervisor and its workers share this pipe, and a line written in
+    # one piece (under PIPE_BUF) is never cut by another process's line.
+    os.write(1, (" ".join(map(str, words)) + "\\n").encode())
 
 class Probe(Waiter):
     def on_listen_ok(self):
