@@ -248,8 +248,16 @@ class CpuMeter:
         self.pid = pid
         self.before = self.sample(pid)
 
-    def stop(self) -> float:
+    def stop(self, settle: bool = False) -> float:
+        """``settle``: first wait (at most 2 s) until the processes stop using CPU, so that work a
+        server does after its answer (removing an uploaded file it did not keep) counts too."""
         after = self.sample(self.pid)
+        deadline = time.monotonic() + 2.0
+        while settle and time.monotonic() < deadline:
+            time.sleep(0.05)
+            again = self.sample(self.pid)
+            settle = sum(again.values()) - sum(after.values()) > 0.002
+            after = again
         return sum(value - self.before.get(p, 0) for p, value in after.items())
 
 

@@ -150,7 +150,7 @@ def main() -> int:
                     seconds, _, body = post_upload(srv.port, args.mib, block)
                     if f"[{args.mib * MiB}]".encode() not in body:
                         raise RuntimeError(f"{name} did not get the whole file: {body[:200]!r}")
-                    cpu, growth = meter.stop(), rss.stop()
+                    cpu, growth = meter.stop(settle=True), rss.stop()
                     samples.setdefault(("upload", name, args.mib), []).append((seconds, cpu, growth))
                     print(f"round {round_no + 1} upload {name}: {seconds:.2f} s, {args.mib * MiB / seconds / 1e6:.0f} MB/s, "
                           f"CPU {cpu:.2f} s, RSS growth {growth / 1024:.1f} MiB", flush=True)

@@ -65,7 +65,7 @@ def main() -> int:
                     sampler.start()
                     cpu, apache_cpu = CpuMeter(peer.proc.pid), CpuMeter(apache.proc.pid)
                     elapsed, length, _ = post_upload(apache.port, args.mib, block)
-                    cpu_s, apache_s = cpu.stop(), apache_cpu.stop()
+                    cpu_s, apache_s = cpu.stop(settle=True), apache_cpu.stop(settle=True)
                     growth = sampler.stop()
                 finally:
                     peer.stop()

@@ -277,6 +277,16 @@ class FastCGIRequest(Request):
         self.aborted = False
         self.answered = False    # END_REQUEST was sent
         self.output_checked = False  # the connection was looked at for an ABORT before output left
+        self.after_answer = None  # the application result's close(), run once END_REQUEST is out
+
+    def run(self) -> None:
+        """flup's run (the application, then END_REQUEST), then the result's close()."""
+        try:
+            super().run()
+        finally:
+            after_answer, self.after_answer = self.after_answer, None
+            if after_answer is not None:
+                after_answer()
 
     def release(self) -> None:
         """Once answered: drop the references that make the request, its streams and its environ

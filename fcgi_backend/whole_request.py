@@ -31,7 +31,7 @@ import traceback
 
 from .connection import ABORT_LOOK_AFTER
 from .errors import RequestInputError, RequestTimeout
-from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, error_answer, log_application_error,
+from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_close, error_answer, log_application_error,
                       log_input_error)
 from .records import (FCGI_ABORT_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, HEADER,
                       ProtocolError, RecordParser, WholeRequest)
@@ -166,7 +166,7 @@ class _Answer:
 
     __slots__ = ("lane", "sock", "environ", "request_id", "describe", "started_at", "records", "size", "hold",
                  "headers_set", "headers_sent", "result", "written", "status", "body_bytes", "looked", "aborted",
-                 "close_after", "gone", "errors")
+                 "close_after", "gone", "errors", "after_answer")
 
     def __init__(self, lane: WholeRequestLane, sock: socket.socket, whole: WholeRequest) -> None:
         self.lane = lane
@@ -184,6 +184,7 @@ class _Answer:
         self.headers_set: list = []
         self.headers_sent: list = []
         self.result = None
+        self.after_answer = None  # the result's close(), run once END_REQUEST is out (detach_close)
         self.written = False     # the header block was written (flup's stdout.dataWritten)
         self.status = 0          # for the access log
         self.body_bytes = 0
@@ -224,6 +225,8 @@ class _Answer:
         finally:
             if not ended:
                 gateway.request_ended()
+            if self.after_answer is not None:
+                self.after_answer()
         if self.gone is not None:
             log.info("connection ended: %s", self.gone)
             return False
@@ -234,17 +237,14 @@ class _Answer:
         environ = self.environ
         try:
             gateway._sanitizeEnv(environ)
-            result = self.result = gateway.wsgi_app(environ, self.start_response)
-            self.hold = isinstance(result, (list, tuple)) and not hasattr(result, "close")
-            try:
-                for data in result:
-                    if data:
-                        self.write(data)
-                if not self.headers_sent:
-                    self.write(b"")  # in case the body was empty
-            finally:
-                if hasattr(result, "close"):
-                    result.close()
+            result, self.after_answer = detach_close(gateway.wsgi_app(environ, self.start_response))
+            self.result = result
+            self.hold = isinstance(result, (list, tuple))
+            for data in result:
+                if data:
+                    self.write(data)
+            if not self.headers_sent:
+                self.write(b"")  # in case the body was empty
         except RequestTimeout:
             self.close_after = True
             gateway.request_timed_out(self.describe, self.started_at)

@@ -79,6 +79,16 @@ def with_close(environ, start_response):
     return _Closing([b"closed after"])
 
 
+class _ClosingList(list):
+    def close(self):
+        closed.append(True)
+
+
+def listed_with_close(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _ClosingList([b"a list that closes"])  # (what a site answers when a request had uploads)
+
+
 def raises_before_start(environ, start_response):
     raise RuntimeError("before start_response")
 
@@ -143,16 +153,17 @@ def dumps_environ(environ, start_response):
 
 
 APPS = [listed, one_block_without_length, two_blocks_without_length, generated, bytes_status_and_headers,
-        uses_write, empty_body, with_close, raises_before_start, raises_after_start, raises_midway,
+        uses_write, empty_body, with_close, listed_with_close, raises_before_start, raises_after_start, raises_midway,
         error_after_headers_sent, error_before_headers_sent, start_response_twice, not_latin1_header,
         writes_errors, echoes, dumps_environ]
 
 
-def serve(app, data: bytes, way: str) -> list:
+def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None) -> list:
     """The records answering ``data``, served the ``way`` named: "lane", "whole" or "record"."""
     gateway = FastCGIGateway(app, multiprocess=True, max_conns=4)
     gateway.scan_whole_requests = way != "record"
     ours, theirs = socket.socketpair()
+    on_connect(theirs)
     try:
         theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
@@ -190,7 +201,7 @@ def test_an_answer_is_the_same_whole_or_record_by_record(app, method, capsys):
     for way in ("lane", "whole", "record"):
         closed.clear()
         answers[way] = serve(app, data, way)
-        assert len(closed) == (app is with_close)  # close() is called once, when there is one
+        assert len(closed) == (app in (with_close, listed_with_close))  # close() is called once, when there is one
     reference = answers["record"]
     for way in ("lane", "whole"):
         assert [r for r in answers[way] if r[0] != FCGI_STDERR] == [r for r in reference if r[0] != FCGI_STDERR]
@@ -217,3 +228,30 @@ def test_the_bridge_answers_what_the_rules_say(way):
     closed.clear()
     serve(with_close, data, way)
     assert closed == [True]
+
+
+@pytest.mark.parametrize("way", ["lane", "whole", "record"])
+@pytest.mark.parametrize("shape", [_Closing, _ClosingList], ids=["iterable", "list"])
+def test_close_runs_once_the_web_server_has_the_whole_answer(way, shape):
+    """A close() may be slow (a site removing a large upload), and the web server passes the
+    answer on only after END_REQUEST: so END_REQUEST is out before close() runs."""
+    seen_by_web_server = []
+
+    class Peeking(shape):
+        def close(self):
+            received = web_server[0].recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            parser = RecordParser()
+            parser.feed(received)
+            records = []
+            while (record := parser.next_record()) is not None:
+                records.append(record.type)
+            seen_by_web_server.append(records)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Peeking([b"answer"])
+
+    web_server = []
+    records = serve(app, request_bytes(cgi_params("GET", "/")), way, on_connect=web_server.append)
+    assert records[-1][0] == 3 and b"answer" in records[0][2]  # STDOUT ... END_REQUEST
+    assert seen_by_web_server == [[r[0] for r in records]]  # every record was out when close() ran
