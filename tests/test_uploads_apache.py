@@ -112,7 +112,7 @@ def test_chunked_upload_without_content_length(upload_stack):
     status, body = post_streamed(upload_stack.apache.port, "/upload?hash=1", length, pieces, chunked=True)
     assert status == 200, body[:500]
     assert json.loads(body)["files"][0]["sha256"] == expected
-    assert os.listdir(upload_stack.root / "uploads") == []
+    wait_for(lambda: os.listdir(upload_stack.root / "uploads") == [], 10, "removal of the temporary file")  # after the answer
 
 
 def upload_then_vanish(port: int, uploads_dir, total_mib: int, sent_mib: int) -> None:

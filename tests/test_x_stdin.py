@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from apache_harness import Backend
+from apache_harness import Backend, wait_for
 from fcgi_backend.records import FCGI_PARAMS, FCGI_STDIN, FCGI_X_STDIN, encode_params, encode_record, encode_stream
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record, x_stdin_request_bytes
 
@@ -78,7 +78,8 @@ def test_multipart_upload_over_x_stdin_and_over_stdin_records_agree(server, uplo
         via_records = client.request(upload_params(body), body)
     assert via_x_stdin.status == via_records.status == 200
     assert json.loads(via_x_stdin.body) == json.loads(via_records.body) == expected_report()
-    assert os.listdir(upload_dir) == []  # temporary files are gone after the request
+    # The temporary files are removed once the answer is out (after END_REQUEST).
+    wait_for(lambda: os.listdir(upload_dir) == [], 10, "removal of the temporary files")
 
 
 def test_small_x_stdin_body_that_arrives_with_its_record(server):
