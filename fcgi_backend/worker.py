@@ -105,37 +105,35 @@ class WorkerLoop:
         self._open_waits()
         listen_fd = self.listener.fileno()
         idle_since = time.monotonic()
-        client = None  # accepted, not yet served (one accepted is served even if a stop came meanwhile)
         try:
-            while client is not None or self._running:
-                if client is None:  # wait for a connection
-                    self._lingering.watch_all()
-                    ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
-                    self._lingering.serve(ready)  # (its own are taken out of ready)
-                    if not ready:
-                        if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
-                            self.waiter.on_prefork_child_idle()
-                            idle_since = time.monotonic()
-                        continue
-                    idle_since = time.monotonic()
-                    if self._wake_r is not None and self._wake_r.fileno() in ready:
-                        drain(self._wake_r)
-                    if listen_fd not in ready or not self._running:
-                        continue
-                    client = self._accept()
-                    if client is None:
-                        continue
-                self._serve(client)
-                self._check_max_requests()
-                # Under load the next connection mostly waits already: taken without an epoll wait
-                # (unless sockets linger in the epoll: the wait serves them).
-                client = self._accept() if self._running and not self._lingering.watching else None
-                if client is not None:
-                    self._lingering.look_again()
+            while self._running:
+                self._lingering.watch_all()
+                ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
+                self._lingering.serve(ready)  # (its own are taken out of ready)
+                if not ready:
+                    if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
+                        self.waiter.on_prefork_child_idle()
+                        idle_since = time.monotonic()
+                    continue
+                idle_since = time.monotonic()
+                if self._wake_r is not None and self._wake_r.fileno() in ready:
+                    drain(self._wake_r)
+                if listen_fd in ready and self._running:
+                    self._serve_back_to_back(self._accept())
         finally:
-            if client is not None:
-                client.close()
             self._close_waits()
+
+    def _serve_back_to_back(self, client: socket.socket | None) -> None:
+        """Serve ``client``, then each connection already waiting, taken without an epoll wait:
+        under load the next one mostly waits already. Back to the wait once stopped, or when
+        sockets linger in the epoll (the wait serves them)."""
+        while client is not None:
+            self._serve(client)
+            self._check_max_requests()
+            if not self._running or self._lingering.watching:
+                return
+            self._lingering.look_again()
+            client = self._accept()
 
     def serve_one(self, client: socket.socket) -> None:
         """Forking mode: serve the one connection this process was forked for."""
