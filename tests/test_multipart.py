@@ -68,15 +68,20 @@ def grouped(items):
     return [item for entries in order.values() for item in entries]
 
 
-def ours(body: bytes, boundary: bytes, chunks, limits: Limits):
+def parsed(boundary: bytes, chunks, limits: Limits):
+    """(fields, files) of a body fed to the C parser in ``chunks``; the files are the caller's."""
     upload = MultipartUpload(boundary, limits)
     try:
         for chunk in chunks:
             upload.feed(chunk)
         upload.finish()
-        fields, files = upload.results()
+        return upload.results()
     finally:
         upload.close()
+
+
+def ours(body: bytes, boundary: bytes, chunks, limits: Limits):
+    fields, files = parsed(boundary, chunks, limits)
     got_files = []
     for name, f in files.items(multi=True):
         got_files.append((name, f.filename, f.content_type, f.read()))
@@ -390,14 +395,7 @@ def test_large_files_take_only_the_disk_space_of_their_bytes(tmp_path):
     first, second = os.urandom(3 * 1024 * 1024 + 5), os.urandom(700 * 1024)
     body = body_of(FILE_PART + first, FILE_PART.replace(b'"f"', b'"g"') + second, FIELD_PART + b"after")
     for chunk_size in (len(body), 300 * 1024, 8192):
-        upload = MultipartUpload(b"XyZ", limits)
-        try:
-            for i in range(0, len(body), chunk_size):
-                upload.feed(body[i:i + chunk_size])
-            upload.finish()
-            fields, files = upload.results()
-        finally:
-            upload.close()
+        fields, files = parsed(b"XyZ", [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)], limits)
         assert fields["t"] == "after"
         for name, payload in (("f", first), ("g", second)):
             stored = files[name]

@@ -180,13 +180,19 @@ def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None) -
     finally:
         theirs.close()
         ours.close()
+    records, pending = records_in(answer)
+    assert pending == 0
+    return records
+
+
+def records_in(data: bytes) -> tuple[list, int]:
+    """The whole records in ``data`` as (type, request id, content), and how many bytes are left."""
     parser = RecordParser()
-    parser.feed(answer)
+    parser.feed(data)
     records = []
     while (record := parser.next_record()) is not None:
         records.append((record.type, record.requestId, bytes(record.contentData)))
-    assert parser.pending == 0
-    return records
+    return records, parser.pending
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
@@ -239,13 +245,8 @@ def test_close_runs_once_the_web_server_has_the_whole_answer(way, shape):
 
     class Peeking(shape):
         def close(self):
-            received = web_server[0].recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            parser = RecordParser()
-            parser.feed(received)
-            records = []
-            while (record := parser.next_record()) is not None:
-                records.append(record.type)
-            seen_by_web_server.append(records)
+            received, _ = records_in(web_server[0].recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            seen_by_web_server.append([r[0] for r in received])
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
