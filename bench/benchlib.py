@@ -255,9 +255,9 @@ class CpuMeter:
         deadline = time.monotonic() + 2.0
         while settle and time.monotonic() < deadline:
             time.sleep(0.05)
-            again = self.sample(self.pid)
-            settle = sum(again.values()) - sum(after.values()) > 0.002
-            after = again
+            before, after = after, self.sample(self.pid)
+            if sum(after.values()) - sum(before.values()) <= 0.002:  # idle for the last 50 ms
+                break
         return sum(value - self.before.get(p, 0) for p, value in after.items())
 
 

@@ -2,9 +2,10 @@
  *
  * File parts stream to temporary files (mkstemp in the upload directory, written with write(2)
  * through a buffer; a large file's disk blocks are reserved ahead of the writes with fallocate,
- * and what its part did not fill is given back when it ends); other parts stay in memory. Every limit is checked as bytes arrive, and any
- * error removes every file this upload created. Input comes from memory (upload_feed) or straight
- * from a file descriptor (upload_read_fd, for the FCGI_X_STDIN raw stream).
+ * and what its part did not fill is given back when it ends); other parts stay in memory. Every
+ * limit is checked as bytes arrive, and any error removes every file this upload created. Input
+ * comes from memory (upload_feed) or straight from a file descriptor (upload_read_fd, for the
+ * FCGI_X_STDIN raw stream).
  */
 #ifndef FCGI_BACKEND_UPLOAD_H
 #define FCGI_BACKEND_UPLOAD_H

@@ -158,7 +158,7 @@ def detach_close(result: Iterable[bytes]) -> tuple[Iterable[bytes], Callable[[],
     """A WSGI result without its close(), and a call of that close() (None if it has none) for the
     request to make once END_REQUEST is out, not before as flup does: the web server passes the
     answer on only after END_REQUEST, and a close() may be slow (removing a 1 GiB upload took
-    80 ms). What the close() raises goes to the log: the answer is already complete."""
+    106 ms). What the close() raises goes to the log: the answer is already complete."""
     close = getattr(result, "close", None)
     if close is None:
         return result, None
