@@ -128,26 +128,9 @@ class Scoreboard:
 
     # -- worker ------------------------------------------------------------------------------
 
-    def _add(self, at: int, n: int) -> None:
-        _COUNT.pack_into(self._mem, at, _COUNT.unpack_from(self._mem, at)[0] + n)
-
-    def start_request(self, slot: int, what: str) -> None:
-        """The worker in ``slot`` starts a request ("METHOD URI"): for the status page, and so the
-        supervisor can name a request that runs past request_timeout."""
-        _REQUEST.pack_into(self._mem, self._offset(slot) + _REQUEST_AT, time.monotonic(),
-                           what.encode("utf-8", "replace")[:REQUEST_TEXT])
-
-    def count_request(self, slot: int) -> None:
-        """One more request answered by the worker in ``slot``."""
-        self._add(self._offset(slot) + _REQUESTS_AT, 1)
-
-    def set_state(self, slot: int, state: int, accepted: int = 0) -> None:
-        """A worker's own slot: its state, and connections accepted to add (kept to a few writes)."""
-        off = self._offset(slot)
-        self._mem[off + _STATE_AT] = state
-        if accepted:
-            self._add(off + _ACCEPTED_AT, accepted)
-        _CHANGED.pack_into(self._mem, off + _CHANGED_AT, time.monotonic())
+    def own_slot(self, slot: int) -> "OwnSlot":
+        """What the worker in ``slot`` writes: its state, its counts, its request in progress."""
+        return OwnSlot(self._mem, self._offset(slot))
 
     # -- anyone ------------------------------------------------------------------------------
 
@@ -177,3 +160,41 @@ class Scoreboard:
         """(busy workers, all workers): Net::Waiter's get_busy_kids_count."""
         pool = self.read()
         return pool.busy, len(pool.workers)
+
+
+class OwnSlot:
+    """A worker's own slot, written a field at a time at offsets found once: the worker writes
+    it several times per request. The counts are kept here too, so a write needs no read: no
+    other process writes them while the worker lives (the supervisor reads them when it is gone)."""
+
+    __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "accepted",
+                 "requests")
+
+    def __init__(self, mem: mmap.mmap, offset: int) -> None:
+        self._mem = mem
+        self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at = (
+            offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT))
+        self.accepted = _COUNT.unpack_from(mem, self._accepted_at)[0]
+        self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
+
+    def set_state(self, state: int) -> None:
+        """IDLE, BUSY or KEPT, and since when."""
+        self._mem[self._state_at] = state
+        _CHANGED.pack_into(self._mem, self._changed_at, time.monotonic())
+
+    def accept(self) -> None:
+        """A connection accepted: the worker is busy with it."""
+        self.accepted += 1
+        _COUNT.pack_into(self._mem, self._accepted_at, self.accepted)
+        self.set_state(BUSY)
+
+    def start_request(self, what: str) -> None:
+        """A request ("METHOD URI") starts: for the status page, and so the supervisor can name a
+        request that runs past request_timeout."""
+        _REQUEST.pack_into(self._mem, self._request_at, time.monotonic(),
+                           what.encode("utf-8", "replace")[:REQUEST_TEXT])
+
+    def count_request(self) -> None:
+        """One more request answered."""
+        self.requests += 1
+        _COUNT.pack_into(self._mem, self._requests_at, self.requests)

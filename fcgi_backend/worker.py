@@ -49,7 +49,7 @@ class WorkerLoop:
                  listener: socket.socket | None = None) -> None:
         self.waiter = waiter
         self.scoreboard = scoreboard
-        self.slot = slot
+        self._slot = scoreboard.own_slot(slot)
         self.timeout = timeout
         self.max_requests = max_requests
         self.request_timeout = request_timeout
@@ -149,7 +149,7 @@ class WorkerLoop:
         self._running = False  # each is served, then closed: no waiting for more requests on it
         while (client := self._accept()) is not None:
             self._serve(client)
-        self._set_state(IDLE)
+        self._slot.set_state(IDLE)
 
     def _open_waits(self) -> None:
         self._wait = _ReadinessWait(self.listener, self._wake_r)
@@ -172,24 +172,21 @@ class WorkerLoop:
         return client
 
     def _serve(self, client: socket.socket) -> None:
-        self._set_state(BUSY, accepted=1)
+        self._slot.accept()
         try:
             self.waiter.serve_client(client)
         finally:
-            self._set_state(IDLE)
+            self._slot.set_state(IDLE)
 
     def _check_max_requests(self) -> None:
         if self._running and self.max_requests and self.requests_served >= self.max_requests:
             log.info("served %d requests (max_requests); making way for a fresh worker", self.requests_served)
             self._running = False
 
-    def _set_state(self, state: int, accepted: int = 0) -> None:
-        self.scoreboard.set_state(self.slot, state, accepted)
-
     # ---- requests -------------------------------------------------------------------------------
 
     def request_started(self, what: str) -> None:
-        self.scoreboard.start_request(self.slot, what)
+        self._slot.start_request(what)
         if self.request_timeout:
             signal.setitimer(signal.ITIMER_REAL, self.request_timeout)
 
@@ -197,7 +194,7 @@ class WorkerLoop:
         if self.request_timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
         self.requests_served += 1
-        self.scoreboard.count_request(self.slot)
+        self._slot.count_request()
         self._check_max_requests()
 
     # ---- connections kept open between requests ---------------------------------------------
@@ -208,13 +205,13 @@ class WorkerLoop:
             return False
         if self._wait is None:  # serving a stop's backlog
             return False
-        self._set_state(KEPT)
+        self._slot.set_state(KEPT)
         self._lingering.watch_all()
         try:
             with self._wait.watching(client.fileno()):
                 outcome = self._wait_on_kept(client, yield_after)
         finally:
-            self._set_state(BUSY)
+            self._slot.set_state(BUSY)
         if outcome == "idle":
             log.debug("closing a kept connection idle for %gs", self.idle_timeout)
         elif outcome == "yield":
