@@ -165,7 +165,8 @@ class Scoreboard:
 class OwnSlot:
     """A worker's own slot, written a field at a time at offsets found once: the worker writes
     it several times per request. The counts are kept here too, so a write needs no read: no
-    other process writes them while the worker lives (the supervisor reads them when it is gone)."""
+    other process writes them while the worker lives (the supervisor reads them when it is gone).
+    They start from the slot's, which claim() set to zero: ``requests`` is what this worker served."""
 
     __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "accepted",
                  "requests")

@@ -58,7 +58,6 @@ class WorkerLoop:
         # What an accepted socket is made as (socket.accept looks the listener's family and type up
         # as enums on every connection).
         self._client_kind = (int(listener.family), int(listener.type), listener.proto) if listener else None
-        self.requests_served = 0
         self._running = True
         self._wake_r: socket.socket | None = None
         self._wait: _ReadinessWait | None = None
@@ -179,8 +178,8 @@ class WorkerLoop:
             self._slot.set_state(IDLE)
 
     def _check_max_requests(self) -> None:
-        if self._running and self.max_requests and self.requests_served >= self.max_requests:
-            log.info("served %d requests (max_requests); making way for a fresh worker", self.requests_served)
+        if self._running and self.max_requests and self._slot.requests >= self.max_requests:
+            log.info("served %d requests (max_requests); making way for a fresh worker", self._slot.requests)
             self._running = False
 
     # ---- requests -------------------------------------------------------------------------------
@@ -193,7 +192,6 @@ class WorkerLoop:
     def request_ended(self) -> None:
         if self.request_timeout:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        self.requests_served += 1
         self._slot.count_request()
         self._check_max_requests()
 
