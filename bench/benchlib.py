@@ -104,10 +104,10 @@ def in_turn(items, round_no: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def median_spread(values) -> str:
-    """"median (min-max)" of a bench's runs, to whole units."""
+def median_spread(values, digits: int = 0, unit: str = "") -> str:
+    """"median (min-max)" of a bench's runs, to ``digits`` decimals, ``unit`` after the median."""
     values = list(values)
-    return f"{statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+    return f"{statistics.median(values):.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def bench_arguments(doc: str, *, runs: int = 3, duration: int | None = None, workers: int | None = None,

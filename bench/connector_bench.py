@@ -19,7 +19,7 @@ import sys
 
 from benchlib import in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
-from benchlib import MiB, post_upload as upload, wrk
+from benchlib import MiB, median_spread, post_upload as upload, wrk
 
 PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 UPLOAD_RUNS = 6  # at least: one upload's time moved by half from one run to the next
@@ -70,8 +70,7 @@ def main() -> int:
     print("|---|---|---|---|")
     for name, t in up.items():
         ratio = f"{up[proxy] / t:.2f}x" if name == conn else "—"
-        spread = f"{min(uploads_s[name]):.2f}-{max(uploads_s[name]):.2f}"
-        print(f"| {name} | {t:.2f} s ({spread}) | {args.mib * MiB / t / 1e6:.0f} MB/s | {ratio} |")
+        print(f"| {name} | {median_spread(uploads_s[name], 2, ' s')} | {args.mib * MiB / t / 1e6:.0f} MB/s | {ratio} |")
     print(f"\nrequests/s, median of {args.runs} runs of {args.duration} s\n")
     print("| page | concurrency | mod_proxy_fcgi | connector | connector / mod_proxy_fcgi |")
     print("|---|---|---|---|---|")

@@ -22,7 +22,7 @@ import statistics
 import sys
 
 from benchlib import (in_turn, bench_arguments, print_table, write_json, AS_USER, APACHE_TUNING, BENCH, MiB, CpuMeter, Peer, RssSampler, bench_site,
-                      build_c_responder, post_upload)
+                      build_c_responder, median_spread, post_upload)
 from apache_harness import Apache
 
 
@@ -88,9 +88,7 @@ def main() -> int:
         median = statistics.median(row[0] for row in rows)
         cpu = statistics.median(row[2] for row in rows)
         results.append({"backend": name, "median_s": median, "mb_per_s": length / median / 1e6,
-                        "min_s": min(row[0] for row in rows), "max_s": max(row[0] for row in rows),
-                        "backend_cpu_min_s": min(row[2] for row in rows),
-                        "backend_cpu_max_s": max(row[2] for row in rows),
+                        "runs_s": [row[0] for row in rows], "backend_cpu_runs_s": [row[2] for row in rows],
                         "ours_vs_this": median / ours, "backend_cpu_s": cpu, "cpu_vs_ours": cpu / ours_cpu,
                         "apache_cpu_s": statistics.median(row[3] for row in rows),
                         "rss_growth_mib": max(row[1] for row in rows) / 1024})
@@ -98,9 +96,8 @@ def main() -> int:
     rows = []
     for r in results:
         ours_row = r["backend"] == "fcgi_backend"
-        rows.append([r["backend"], f"{r['median_s']:.2f} s ({r['min_s']:.2f}-{r['max_s']:.2f})", f"{r['mb_per_s']:.0f} MB/s",
-                     "—" if ours_row else f"{r['ours_vs_this']:.2f}x",
-                     f"{r['backend_cpu_s']:.2f} s ({r['backend_cpu_min_s']:.2f}-{r['backend_cpu_max_s']:.2f})",
+        rows.append([r["backend"], median_spread(r["runs_s"], 2, " s"), f"{r['mb_per_s']:.0f} MB/s",
+                     "—" if ours_row else f"{r['ours_vs_this']:.2f}x", median_spread(r["backend_cpu_runs_s"], 2, " s"),
                      "—" if ours_row else f"{r['cpu_vs_ours']:.2f}x", f"{r['apache_cpu_s']:.2f} s",
                      f"{r['rss_growth_mib']:.1f} MiB"])
     print_table(["backend", "median time", "throughput", "fcgi_backend's throughput relative to it", "backend CPU",
