@@ -1,5 +1,5 @@
 """cffi build (API mode) of the C parts as fcgi_backend._multipart: the multipart parser, its upload edge,
-the STDIN reader and the whole-request scanner.
+the STDIN reader, the whole-request scanner and the answer's sender.
 
 setup.py names this in cffi_modules, so ``pip install .`` compiles it.
 """
@@ -72,14 +72,20 @@ typedef struct fcgi_scanned_request {
 int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, size_t max_body,
                       unsigned char *out, size_t out_cap, fcgi_scanned_request *scanned);
 
+enum fcgi_answer_outcome { FCGI_ANSWER_FAILED = -1, FCGI_ANSWER_TOO_BIG = -2 };
+
+long fcgi_answer_send(int fd, unsigned request_id, int record_type, const unsigned char *head, size_t head_len,
+                      const unsigned char *body, size_t body_len, int end);
+
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
                     int timeout_ms, size_t *rest_start, size_t *rest_len);
 """)
 
 ffibuilder.set_source(
     "fcgi_backend._multipart",
-    '#include "upload.h"\n#include "fcgi_stdin.h"\n#include "fcgi_request.h"',
-    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c", "fcgi_request.c")],
+    '#include "upload.h"\n#include "fcgi_stdin.h"\n#include "fcgi_request.h"\n#include "fcgi_answer.h"',
+    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c", "fcgi_request.c",
+                                                                         "fcgi_answer.c")],
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

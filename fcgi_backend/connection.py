@@ -66,6 +66,7 @@ from .records import (
     FCGI_PARAMS,
     FCGI_STDIN,
     FCGI_X_STDIN,
+    ANSWER_RECORD_MAX,
     HEADER,
     X_STDIN_LENGTH,
     ConnectionClosed,
@@ -83,7 +84,6 @@ _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for 
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
 _NULL_REQUEST_ID = 0
-_MAX_RECORD_CONTENT = 65528  # the largest multiple of 8 a record holds: no padding
 _END_REQUEST_BODY = struct.Struct(FCGI_EndRequestBody)
 ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
 
@@ -215,7 +215,7 @@ class FastCGIOutputStream(OutputStream):
             return
         self._held.append(data)
         self._held_size += len(data)
-        if self._held_size >= _MAX_RECORD_CONTENT:
+        if self._held_size >= ANSWER_RECORD_MAX:
             self._frame_held()
 
     def _frame_held(self) -> None:
@@ -228,12 +228,12 @@ class FastCGIOutputStream(OutputStream):
         if self._req.aborted:
             return
         queue, request_id = self._conn.queue_record, self._req.requestId
-        if len(data) <= _MAX_RECORD_CONTENT:
+        if len(data) <= ANSWER_RECORD_MAX:
             queue(self._type, request_id, data)
             return
         view = memoryview(data)
-        for start in range(0, len(data), _MAX_RECORD_CONTENT):
-            queue(self._type, request_id, view[start:start + _MAX_RECORD_CONTENT])
+        for start in range(0, len(data), ANSWER_RECORD_MAX):
+            queue(self._type, request_id, view[start:start + ANSWER_RECORD_MAX])
 
     def close(self) -> None:
         """The stream's last records. No empty record ends it: END_REQUEST, which follows, ends the

@@ -35,7 +35,7 @@ __all__ = [
     "FCGI_GET_VALUES_RESULT", "FCGI_KEEP_CONN", "FCGI_PARAMS", "FCGI_RESPONDER", "FCGI_STDERR",
     "FCGI_STDIN", "FCGI_STDOUT", "FCGI_UNKNOWN_TYPE", "FCGI_X_STDIN", "MAX_CONTENT", "X_STDIN_LENGTH",
     "ProtocolError", "StreamError", "ConnectionClosed", "RecordParser", "WholeRequest", "WholeRequestScanner",
-    "decode_params", "encode_params", "encode_record", "padding_for",
+    "decode_params", "encode_params", "encode_record", "frame_answer", "padding_for",
 ]
 
 # The upload extension: content is the body length N (u32, big-endian); N raw bytes follow.
@@ -84,6 +84,28 @@ def encode_stream(rec_type: int, request_id: int, data: bytes, chunk: int = 6552
     out = [encode_record(rec_type, request_id, data[i:i + chunk]) for i in range(0, len(data), chunk)]
     out.append(encode_record(rec_type, request_id))
     return b"".join(out)
+
+
+ANSWER_RECORD_MAX = 65528  # the largest multiple of 8 a record holds: an answer's records need no padding
+_END_REQUEST_BODY = bytes(8)  # application status 0, REQUEST_COMPLETE
+
+
+def frame_answer(record_type: int, request_id: int, content: bytes, end: bool = False) -> list:
+    """An answer's records as connector_c/fcgi_answer.c frames them: ``content`` (none if empty) in
+    records of at most ANSWER_RECORD_MAX bytes, then END_REQUEST if ``end``. The parts, for
+    sendmsg or a join."""
+    parts: list = []
+    if len(content) <= ANSWER_RECORD_MAX:
+        if content:
+            parts += (HEADER.pack(FCGI_VERSION_1, record_type, request_id, len(content), 0), content)
+    else:
+        view = memoryview(content)
+        for start in range(0, len(content), ANSWER_RECORD_MAX):
+            piece = view[start:start + ANSWER_RECORD_MAX]
+            parts += (HEADER.pack(FCGI_VERSION_1, record_type, request_id, len(piece), 0), piece)
+    if end:
+        parts += (HEADER.pack(FCGI_VERSION_1, FCGI_END_REQUEST, request_id, 8, 0), _END_REQUEST_BODY)
+    return parts
 
 
 def _encode_length(n: int) -> bytes:

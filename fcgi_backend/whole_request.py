@@ -5,9 +5,10 @@ A web server mostly sends a request in one go: BEGIN_REQUEST, the PARAMS, a smal
 empty STDIN record. For such a request the objects of connection.py and flup's WSGI bridge cost
 more Python than a small application does (bench/profile_bench.py). This lane takes it from the C
 scanner (records.WholeRequestScanner), calls the application with the environ flup's bridge
-builds, and frames the answer as that bridge does: a record per write, the header block with the
-first block, Content-Length added to a one-block answer, the blocks of a list sent with
-END_REQUEST in one system call. tests/test_wsgi_bridge.py holds the ways to the same records.
+builds, and answers as that bridge does: a record per write, the header block with the first
+block, Content-Length added to a one-block answer, the blocks of a list sent with END_REQUEST in
+one system call. The framing and the send are C's (sockio.send_answer). tests/test_wsgi_bridge.py
+holds the ways to the same records.
 
 The lane reads until the request is whole (a web server may write it in parts), with the
 reference path's deadlines, but once the params are whole it waits for the body no longer than
@@ -24,7 +25,6 @@ import io
 import logging
 import select
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -33,17 +33,15 @@ from .connection import ABORT_LOOK_AFTER
 from .errors import RequestInputError, RequestTimeout
 from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_close, error_answer, log_application_error,
                       log_input_error)
-from .records import (FCGI_ABORT_REQUEST, FCGI_END_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, HEADER,
-                      ProtocolError, RecordParser, WholeRequest)
-from .sockio import NOWAIT, close_gracefully, send_all, wait
+from .records import (FCGI_ABORT_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, ProtocolError, RecordParser,
+                      WholeRequest, frame_answer)
+from .sockio import NOWAIT, close_gracefully, send_all, send_answer, wait
 
 log = logging.getLogger("fcgi_backend.whole_request")
 
 DECLINED, KEEP, CLOSED = "declined", "keep", "closed"  # what serve() did with the connection
 
 BODY_GAP = 0.01  # seconds: a web server writes the params and the body apart, this close together
-_MAX_RECORD_CONTENT = 65528  # the largest multiple of 8 a record holds: no padding
-_END_REQUEST_BODY = struct.Struct("!LB3x")
 
 
 class WholeRequestLane:
@@ -164,8 +162,8 @@ class _Errors:
 class _Answer:
     """One request through the lane: the application called, its answer framed and sent."""
 
-    __slots__ = ("lane", "sock", "environ", "request_id", "describe", "started_at", "records", "size", "hold",
-                 "headers_set", "headers_sent", "result", "written", "status", "body_bytes", "looked", "aborted",
+    __slots__ = ("lane", "sock", "environ", "request_id", "describe", "started_at", "pending", "hold", "head",
+                 "has_length", "headers_sent", "result", "written", "status", "body_bytes", "looked", "aborted",
                  "close_after", "gone", "errors", "after_answer")
 
     def __init__(self, lane: WholeRequestLane, sock: socket.socket, whole: WholeRequest) -> None:
@@ -178,11 +176,11 @@ class _Answer:
         environ["wsgi.input"] = _Body(whole.body)
         environ["wsgi.errors"] = self.errors = _Errors()
         environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "off") in ("on", "1") else "http"
-        self.records: list = []  # framed, not yet sent
-        self.size = 0
+        self.pending: list = []  # writes not yet sent: (record type, head, body); head + body is a record's content
         self.hold = False        # the result is a list: everything goes with END_REQUEST
-        self.headers_set: list = []
-        self.headers_sent: list = []
+        self.head: list | None = None  # the header block's lines, from start_response
+        self.has_length = False  # ... which include Content-Length
+        self.headers_sent = False
         self.result = None
         self.after_answer = None  # the result's close(), run once END_REQUEST is out (detach_close)
         self.written = False     # the header block was written (flup's stdout.dataWritten)
@@ -213,10 +211,7 @@ class _Answer:
             ended = True
             gateway.request_ended()  # first: the answer's last bytes leave below
             if self.errors.written:
-                self._frame(FCGI_STDERR, b"".join(self.errors.written))
-            self.records.append(HEADER.pack(1, FCGI_END_REQUEST, self.request_id, 8, 0))
-            self.records.append(_END_REQUEST_BODY.pack(0, 0))
-            self.size += 16
+                self.pending.append((FCGI_STDERR, b"".join(self.errors.written), b""))
             self._send(ending=True)
         except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
             gateway.timed_out = True
@@ -266,7 +261,8 @@ class _Answer:
                 self._write_own(APPLICATION_FAILED)
 
     def start_response(self, status, response_headers, exc_info=None):
-        """PEP 3333's start_response, with the checks of flup's."""
+        """PEP 3333's start_response, with the checks of flup's; the header block's lines are
+        made here, in the one pass over the headers the checks take."""
         if exc_info:
             try:
                 if self.headers_sent:
@@ -274,7 +270,7 @@ class _Answer:
             finally:
                 exc_info = None
         else:
-            assert not self.headers_set, "Headers already set!"
+            assert self.head is None, "Headers already set!"
         if type(status) is str:
             status = status.encode("latin-1")
         assert type(status) is bytes, "Status must be a string"
@@ -282,7 +278,8 @@ class _Answer:
         assert int(status[:3]), "Status must begin with 3-digit code"
         assert status[3] == 0x20, "Status must have a space after code"
         assert type(response_headers) is list, "Headers must be a list"
-        headers = []
+        head = [b"Status: ", status, b"\r\n"]
+        has_length = False
         for name, value in response_headers:
             if type(name) is str:
                 name = name.encode("latin-1")
@@ -290,8 +287,10 @@ class _Answer:
                 value = value.encode("latin-1")
             assert type(name) is bytes, f'Header name "{name}" must be bytes'
             assert type(value) is bytes, f'Value of header "{name}" must be bytes'
-            headers.append((name, value))
-        self.headers_set[:] = [status, headers]
+            head += (name, b": ", value, b"\r\n")
+            if not has_length and len(name) == 14 and name.lower() == b"content-length":
+                has_length = True
+        self.head, self.has_length = head, has_length
         return self.write
 
     def write(self, data) -> None:
@@ -299,28 +298,27 @@ class _Answer:
         if type(data) is str:
             data = data.encode("latin-1")
         assert type(data) is bytes, "write() argument must be bytes"
-        assert self.headers_set, "write() before start_response()"
+        assert self.head is not None, "write() before start_response()"
         if self.headers_sent:
             if not data:
                 return
             self.body_bytes += len(data)
+            head = b""
         else:
-            status, headers = self.headers_sent[:] = self.headers_set
-            if self.result is not None and not any(name.lower() == b"content-length" for name, _ in headers):
+            self.headers_sent = True
+            lines = self.head
+            if self.result is not None and not self.has_length:
                 try:
                     if len(self.result) == 1:
-                        headers.append((b"Content-Length", str(len(data)).encode("latin-1")))
+                        lines += (b"Content-Length: ", str(len(data)).encode("latin-1"), b"\r\n")
                 except TypeError:  # a result without a length: it streams
                     pass
-            block = [b"Status: ", status, b"\r\n"]
-            for name, value in headers:
-                block += (name, b": ", value, b"\r\n")
-            block += (b"\r\n", data)
-            self.status = int(status[:3])
+            lines.append(b"\r\n")
+            head = b"".join(lines)
+            self.status = int(lines[1][:3])
             self.body_bytes = len(data)
-            data = b"".join(block)
         self.written = True
-        self._frame(FCGI_STDOUT, data)
+        self.pending.append((FCGI_STDOUT, head, data))
         if not self.hold:
             self._send()
             if self.gone is not None:
@@ -331,39 +329,32 @@ class _Answer:
         self.written = True
         self.status = int(answer[8:11])
         self.body_bytes = len(answer) - answer.index(b"\r\n\r\n") - 4
-        self._frame(FCGI_STDOUT, answer)
-
-    def _frame(self, record_type: int, data: bytes) -> None:
-        """``data`` (not empty) as records of at most 64 KiB, queued for the next send."""
-        if self.aborted or self.gone is not None:
-            return
-        records, request_id = self.records, self.request_id
-        if len(data) <= _MAX_RECORD_CONTENT:
-            records += (HEADER.pack(1, record_type, request_id, len(data), 0), data)
-            self.size += 8 + len(data)
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), _MAX_RECORD_CONTENT):
-            piece = view[start:start + _MAX_RECORD_CONTENT]
-            records += (HEADER.pack(1, record_type, request_id, len(piece), 0), piece)
-            self.size += 8 + len(piece)
+        self.pending.append((FCGI_STDOUT, answer, b""))
 
     def _send(self, ending: bool = False) -> None:
-        """Send the records queued (``ending``: the last two parts are END_REQUEST); the first
-        time, after an application that ran long enough for a web server to give up on it, one
-        look for an ABORT first. A web server gone is kept in ``gone``, and raised to a writing
-        application."""
+        """Send the writes pending (``ending``: END_REQUEST after them); the first time, after an
+        application that ran long enough for a web server to give up on it, one look for an ABORT
+        first. One write goes through C (sockio.send_answer), several as one list of records. A
+        web server gone is kept in ``gone``, and raised to a writing application."""
         if not self.looked:
             self.looked = True
             if time.monotonic() - self.started_at >= ABORT_LOOK_AFTER and self._aborted_meanwhile():
                 self.aborted = True
+        pending, self.pending = self.pending, []
         if self.aborted:  # its output is dropped; END_REQUEST still ends it
-            self.records, self.size = (self.records[-2:], 16) if ending else ([], 0)
-        if not self.records or self.gone is not None:
+            pending = []
+        if self.gone is not None or not (pending or ending):
             return
-        records, size, self.records, self.size = self.records, self.size, [], 0
         try:
-            send_all(self.sock, records, self.lane.read_timeout, size)
+            if len(pending) <= 1:
+                record_type, head, body = pending[0] if pending else (FCGI_STDOUT, b"", b"")
+                send_answer(self.sock, self.request_id, head, body, self.lane.read_timeout, ending, record_type)
+            else:
+                records: list = []
+                for number, (record_type, head, body) in enumerate(pending, 1):
+                    records += frame_answer(record_type, self.request_id, head + body,
+                                            ending and number == len(pending))
+                send_all(self.sock, records, self.lane.read_timeout)
         except OSError as exc:
             self.gone = exc
 

@@ -12,6 +12,7 @@ none).
 
 import socket
 import sys
+import threading
 
 import pytest
 
@@ -146,6 +147,17 @@ def echoes(environ, start_response):
     return [body, environ["wsgi.input"].read()]
 
 
+def large_listed(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [bytes(range(256)) * 1200]  # 300 KiB: five records, one with the header block
+
+
+def large_generated(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    yield b"a" * 65528  # a record's content, whole, once the header block is in front of it
+    yield b"b" * 200_000
+
+
 def dumps_environ(environ, start_response):
     shown = sorted(f"{key}={value!r}" for key, value in environ.items() if key not in ("wsgi.input", "wsgi.errors"))
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -155,18 +167,24 @@ def dumps_environ(environ, start_response):
 APPS = [listed, one_block_without_length, two_blocks_without_length, generated, bytes_status_and_headers,
         uses_write, empty_body, with_close, listed_with_close, raises_before_start, raises_after_start, raises_midway,
         error_after_headers_sent, error_before_headers_sent, start_response_twice, not_latin1_header,
-        writes_errors, echoes, dumps_environ]
+        writes_errors, echoes, large_listed, large_generated, dumps_environ]
 
 
-def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None) -> list:
-    """The records answering ``data``, served the ``way`` named: "lane", "whole" or "record"."""
+def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None, read_while_serving=True) -> list:
+    """The records answering ``data``, served the ``way`` named: "lane", "whole" or "record". The
+    web server's side is read while the request is served (a large answer does not fit in a
+    socket's buffer), or with ``read_while_serving`` False once it has been."""
     gateway = FastCGIGateway(app, multiprocess=True, max_conns=4)
     gateway.scan_whole_requests = way != "record"
     ours, theirs = socket.socketpair()
     on_connect(theirs)
+    received = []
+    reader = threading.Thread(target=lambda: received.extend(iter(lambda: theirs.recv(65536), b"")))
     try:
         theirs.sendall(data)
         theirs.shutdown(socket.SHUT_WR)
+        if read_while_serving:
+            reader.start()
         if way == "lane":
             lane = WholeRequestLane(gateway)
             if lane.serve(ours) == DECLINED:
@@ -174,9 +192,11 @@ def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None) -
                 gateway.connection(ours, None, received=lane.taken).serve_request()
         else:
             gateway.connection(ours, None).serve_request()
-        answer = b""
-        while chunk := theirs.recv(65536):
-            answer += chunk
+        if not read_while_serving:
+            reader.start()  # (the connection is closed: the reader meets its end)
+        reader.join(10)
+        assert not reader.is_alive()
+        answer = b"".join(received)
     finally:
         theirs.close()
         ours.close()
@@ -253,6 +273,7 @@ def test_close_runs_once_the_web_server_has_the_whole_answer(way, shape):
         return Peeking([b"answer"])
 
     web_server = []
-    records = serve(app, request_bytes(cgi_params("GET", "/")), way, on_connect=web_server.append)
+    records = serve(app, request_bytes(cgi_params("GET", "/")), way, on_connect=web_server.append,
+                    read_while_serving=False)  # (close() peeks at what the web server has)
     assert records[-1][0] == 3 and b"answer" in records[0][2]  # STDOUT ... END_REQUEST
     assert seen_by_web_server == [[r[0] for r in records]]  # every record was out when close() ran
