@@ -13,6 +13,7 @@ none).
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -277,3 +278,39 @@ def test_close_runs_once_the_web_server_has_the_whole_answer(way, shape):
                     read_while_serving=False)  # (close() peeks at what the web server has)
     assert records[-1][0] == 3 and b"answer" in records[0][2]  # STDOUT ... END_REQUEST
     assert seen_by_web_server == [[r[0] for r in records]]  # every record was out when close() ran
+
+
+@pytest.mark.parametrize("pause, lane_answers", [(0.001, True), (0.05, False)], ids=["quick", "body-late"])
+def test_a_request_written_in_pieces_is_answered_as_if_whole(pause, lane_answers):
+    """A web server may write a request in parts. The lane waits for them with its deadlines, but
+    for the body, once the params are whole, no longer than BODY_GAP (10 ms): a body later than
+    that goes to the reference path, which answers the same."""
+    body = b"x=" + b"y" * 3000
+    data = request_bytes(cgi_params("POST", "/echo", len(body), "application/x-www-form-urlencoded"), body)
+    params_end = data.index(b"\x01\x04\x00\x01\x00\x00")  # the empty PARAMS record
+    pieces = [data[:20], data[20:params_end + 8], data[params_end + 8:]]
+    gateway = FastCGIGateway(echoes, multiprocess=True, max_conns=4)
+    ours, theirs = socket.socketpair()
+
+    def write():
+        for number, piece in enumerate(pieces):
+            time.sleep(pause if number == 2 else 0.001)
+            theirs.sendall(piece)
+        theirs.shutdown(socket.SHUT_WR)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        lane = WholeRequestLane(gateway)
+        outcome = lane.serve(ours)
+        assert (outcome != DECLINED) == lane_answers
+        if outcome == DECLINED:
+            gateway.connection(ours, None, received=lane.taken).serve_request()
+        writer.join(10)
+        answer = b"".join(iter(lambda: theirs.recv(65536), b""))
+    finally:
+        theirs.close()
+        ours.close()
+    records, pending = records_in(answer)
+    assert pending == 0 and records == serve(echoes, data, "record")
+    assert records[0][2].endswith(body)
