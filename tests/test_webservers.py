@@ -76,6 +76,23 @@ def test_the_example_site_through_each_web_server(root, kind):
         assert "{{" not in r.text, f"{url}: a template was served as a file"
 
 
+@pytest.mark.parametrize("kind", ["apache", "nginx", "lighttpd"])
+def test_pages_larger_than_a_socket_takes_at_once_arrive_whole(root, kind):
+    """An answer is framed and sent by C in one sendmsg; what the socket does not take then follows
+    as the web server reads (a page of 1 MiB), and a page of more than 64 records (over 4 MiB) is
+    framed in Python. The web server must get every byte, in order; nginx and lighttpd pass on the
+    Content-Length the backend added, Apache's mod_proxy_fcgi answers chunked whatever it got."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", f"{TESTS / 'wsgi_apps.py'}:listed_page"]))
+    web = start(root, front(kind, site, path))
+    for size in (12, 65_600, 1 << 20, (5 << 20) + 3):
+        r = requests.get(f"{web.url}/page?bytes={size}", timeout=30)
+        assert r.status_code == 200 and len(r.content) == size
+        assert r.headers.get("Content-Length") == (None if kind == "apache" else str(size))
+        assert hashlib.sha256(r.content).hexdigest() == r.headers["X-Sha256"]
+
+
 # ---- bodies: chunked into Flask, early answers, client aborts --------------------------------------
 
 @pytest.mark.parametrize("kind", ["apache", "nginx", "nginx-unbuffered", "lighttpd"])

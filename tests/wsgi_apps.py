@@ -39,6 +39,18 @@ def streamer(environ, start_response):
     return body()
 
 
+def listed_page(environ, start_response):
+    """?bytes=N: a page of N bytes as a one-block list (the server adds its Content-Length and sends
+    it with END_REQUEST), its sha256 in a header."""
+    from urllib.parse import parse_qs
+
+    size = int(parse_qs(environ.get("QUERY_STRING", "")).get("bytes", ["0"])[0])
+    page = (bytes(range(251)) * (size // 251 + 1))[:size]
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("X-Sha256", hashlib.sha256(page).hexdigest())])
+    return [page]
+
+
 def dies_midway(environ, start_response):
     """Sends part of a response, then the worker process dies."""
     import os
