@@ -28,6 +28,9 @@ from .records import StreamError, WholeRequestScanner
 log = logging.getLogger("fcgi_backend.gateway")
 
 WHOLE_REQUEST_MAX_BODY = 64 * 1024  # a larger body goes record by record, or to the upload parser
+# What a WSGI environ must hold, and what flup puts there when the web server did not send it.
+_WSGI_REQUIRED = (("REQUEST_METHOD", "GET"), ("SERVER_NAME", "localhost"), ("SERVER_PORT", "80"),
+                  ("SERVER_PROTOCOL", "HTTP/1.0"))
 
 APPLICATION_FAILED = (b"Status: 500 Internal Server Error\r\n"
                b"Content-Type: text/html; charset=utf-8\r\n\r\n"
@@ -139,11 +142,26 @@ class FastCGIGateway(BaseFCGIServer):
                   time.monotonic() - started, self.request_timeout)
 
     def _sanitizeEnv(self, environ: dict) -> None:
-        """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults."""
-        environ["SCRIPT_NAME"], environ["PATH_INFO"] = wsgi_paths(environ)
+        """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults, as its
+        ``_sanitizeEnv`` sets them (written out here with one look at REQUEST_URI: every request
+        pays for it; tests/test_wsgi_bridge.py compares the two)."""
+        script_name, path_info = environ["SCRIPT_NAME"], _ = wsgi_paths(environ)
+        uri = environ.get("REQUEST_URI")
+        if uri is None:
+            query = ""
+        else:
+            uri_path, _, query = uri.partition("?")
+            if not path_info:  # flup takes an empty PATH_INFO from REQUEST_URI
+                if not uri_path.startswith(script_name):
+                    environ["wsgi.errors"].write("WARNING: SCRIPT_NAME does not match REQUEST_URI")
+                path_info = uri_path[len(script_name):]
+        environ["PATH_INFO"] = path_info
         if not environ.get("QUERY_STRING"):
-            environ["QUERY_STRING"] = environ.get("REQUEST_URI", "").partition("?")[2]
-        super()._sanitizeEnv(environ)
+            environ["QUERY_STRING"] = query
+        for name, default in _WSGI_REQUIRED:
+            if name not in environ:
+                environ["wsgi.errors"].write(f"{type(self).__name__}: missing FastCGI param {name} required by WSGI!\n")
+                environ[name] = default
 
     def error(self, req: FastCGIRequest) -> None:
         """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""

@@ -119,6 +119,23 @@ class WholeRequestLane:
         close_gracefully(sock, self.buffer, linger)
 
 
+def _head_of_bytes(status, response_headers) -> bytes:
+    """The header block of an answer given (partly) as bytes, which flup's bridge takes too."""
+    if type(status) is str:
+        status = status.encode("latin-1")
+    assert type(status) is bytes, "Status must be a string"
+    lines = [b"Status: ", status, b"\r\n"]
+    for name, value in response_headers:
+        if type(name) is str:
+            name = name.encode("latin-1")
+        if type(value) is str:
+            value = value.encode("latin-1")
+        assert type(name) is bytes, f'Header name "{name}" must be bytes'
+        assert type(value) is bytes, f'Value of header "{name}" must be bytes'
+        lines += (name, b": ", value, b"\r\n")
+    return b"".join(lines)
+
+
 def _usual(whole: WholeRequest) -> bool:
     """Not a HEAD (its answer is cut to the header block: the reference path does that), and the
     body is what CONTENT_LENGTH says (else the reference path answers 413 or reports it short)."""
@@ -178,7 +195,7 @@ class _Answer:
         environ["wsgi.url_scheme"] = "https" if environ.get("HTTPS", "off") in ("on", "1") else "http"
         self.pending: list = []  # writes not yet sent: (record type, head, body); head + body is a record's content
         self.hold = False        # the result is a list: everything goes with END_REQUEST
-        self.head: list | None = None  # the header block's lines, from start_response
+        self.head: bytes | None = None  # the header block but its empty line, from start_response
         self.has_length = False  # ... which include Content-Length
         self.headers_sent = False
         self.result = None
@@ -261,8 +278,8 @@ class _Answer:
                 self._write_own(APPLICATION_FAILED)
 
     def start_response(self, status, response_headers, exc_info=None):
-        """PEP 3333's start_response, with the checks of flup's; the header block's lines are
-        made here, in the one pass over the headers the checks take."""
+        """PEP 3333's start_response, with the checks of flup's; the header block (but for the
+        Content-Length the first write may add) is made here."""
         if exc_info:
             try:
                 if self.headers_sent:
@@ -271,26 +288,20 @@ class _Answer:
                 exc_info = None
         else:
             assert self.head is None, "Headers already set!"
-        if type(status) is str:
-            status = status.encode("latin-1")
-        assert type(status) is bytes, "Status must be a string"
+        assert type(response_headers) is list, "Headers must be a list"
+        lines = ["Status: ", status, "\r\n"]
+        for name, value in response_headers:
+            lines += (name, ": ", value, "\r\n")
+        try:  # the usual answer: str throughout, joined and encoded once
+            head = "".join(lines).encode("latin-1")
+        except TypeError:
+            head = _head_of_bytes(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         assert int(status[:3]), "Status must begin with 3-digit code"
-        assert status[3] == 0x20, "Status must have a space after code"
-        assert type(response_headers) is list, "Headers must be a list"
-        head = [b"Status: ", status, b"\r\n"]
-        has_length = False
-        for name, value in response_headers:
-            if type(name) is str:
-                name = name.encode("latin-1")
-            if type(value) is str:
-                value = value.encode("latin-1")
-            assert type(name) is bytes, f'Header name "{name}" must be bytes'
-            assert type(value) is bytes, f'Value of header "{name}" must be bytes'
-            head += (name, b": ", value, b"\r\n")
-            if not has_length and len(name) == 14 and name.lower() == b"content-length":
-                has_length = True
-        self.head, self.has_length = head, has_length
+        assert status[3] in (" ", 0x20), "Status must have a space after code"
+        self.head = head
+        self.has_length = any(len(name) == 14 and name.lower() in ("content-length", b"content-length")
+                              for name, _ in response_headers)
         return self.write
 
     def write(self, data) -> None:
@@ -306,16 +317,15 @@ class _Answer:
             head = b""
         else:
             self.headers_sent = True
-            lines = self.head
+            head = self.head
             if self.result is not None and not self.has_length:
                 try:
                     if len(self.result) == 1:
-                        lines += (b"Content-Length: ", str(len(data)).encode("latin-1"), b"\r\n")
+                        head += b"Content-Length: %d\r\n" % len(data)
                 except TypeError:  # a result without a length: it streams
                     pass
-            lines.append(b"\r\n")
-            head = b"".join(lines)
-            self.status = int(lines[1][:3])
+            head += b"\r\n"
+            self.status = int(head[8:11])  # (after "Status: ")
             self.body_bytes = len(data)
         self.written = True
         self.pending.append((FCGI_STDOUT, head, data))

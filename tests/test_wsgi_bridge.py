@@ -10,6 +10,7 @@ same (STDERR records aside, whose tracebacks name different frames: every way mu
 none).
 """
 
+import io
 import socket
 import sys
 import threading
@@ -18,7 +19,9 @@ import time
 import pytest
 
 from fcgi_client import cgi_params, request_bytes
-from fcgi_backend.gateway import FastCGIGateway
+from flup.server.fcgi_base import BaseFCGIServer
+
+from fcgi_backend.gateway import FastCGIGateway, wsgi_paths
 from fcgi_backend.records import FCGI_STDERR, RecordParser
 from fcgi_backend.whole_request import DECLINED, WholeRequestLane
 
@@ -314,3 +317,33 @@ def test_a_request_written_in_pieces_is_answered_as_if_whole(pause, lane_answers
     records, pending = records_in(answer)
     assert pending == 0 and records == serve(echoes, data, "record")
     assert records[0][2].endswith(body)
+
+
+APACHE = {"REQUEST_METHOD": "GET", "SERVER_NAME": "example.org", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1"}
+
+
+@pytest.mark.parametrize("params", [
+    dict(APACHE, SCRIPT_FILENAME="proxy:fcgi://localhost/hello", SCRIPT_NAME="/hello", REQUEST_URI="/hello?x=1",
+         QUERY_STRING="x=1"),
+    dict(APACHE, SCRIPT_FILENAME="proxy:fcgi://localhost/hello", SCRIPT_NAME="/hello", REQUEST_URI="/hello?x=1"),
+    dict(APACHE, SCRIPT_FILENAME="proxy:fcgi://localhost", SCRIPT_NAME="/app", REQUEST_URI="/app?q"),
+    dict(APACHE, SCRIPT_FILENAME="proxy:fcgi://localhost/", SCRIPT_NAME="/app/", REQUEST_URI="/app/?"),
+    dict(APACHE, SCRIPT_NAME="/index.py", PATH_INFO="", REQUEST_URI="/elsewhere/x?y=2"),
+    dict(APACHE, SCRIPT_NAME="/index.py", PATH_INFO="/x", QUERY_STRING="", REQUEST_URI="/index.py/x?y=2"),
+    dict(APACHE, SCRIPT_NAME="/a"),
+    dict(APACHE, REQUEST_URI="/caf%C3%A9?z"),
+    {"REQUEST_URI": "/no-server-params"},
+    {},
+], ids=["apache", "apache-no-query-string", "mount-root", "mount-root-slash", "path-info-empty-mismatch",
+        "nginx-split", "no-request-uri", "uri-only", "server-params-missing", "nothing"])
+def test_the_environ_gets_what_flup_gives_it_after_the_paths(params):
+    """gateway._sanitizeEnv writes flup's BaseFCGIServer._sanitizeEnv out in one pass: after
+    wsgi_paths, both must leave the same environ and the same warnings."""
+    gateway = FastCGIGateway(listed, multiprocess=True, max_conns=4)
+    ours = dict(params, **{"wsgi.errors": io.StringIO()})
+    gateway._sanitizeEnv(ours)
+    flups = dict(params, **{"wsgi.errors": io.StringIO()})
+    flups["SCRIPT_NAME"], flups["PATH_INFO"] = wsgi_paths(flups)
+    BaseFCGIServer._sanitizeEnv(gateway, flups)
+    assert ours.pop("wsgi.errors").getvalue() == flups.pop("wsgi.errors").getvalue()
+    assert ours == flups
