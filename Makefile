@@ -25,7 +25,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-p
 all: test
 
 # The package itself (what the demo needs), then the test tools on top.
-$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h fcgi_request.c fcgi_request.h fcgi_answer.c fcgi_answer.h build_multipart.py)
+$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h fcgi_request.c fcgi_request.h fcgi_answer.c fcgi_answer.h fcgi_wire.c fcgi_wire.h build_multipart.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e .

@@ -85,7 +85,7 @@ ffibuilder.set_source(
     "fcgi_backend._multipart",
     '#include "upload.h"\n#include "fcgi_stdin.h"\n#include "fcgi_request.h"\n#include "fcgi_answer.h"',
     sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c", "fcgi_request.c",
-                                                                         "fcgi_answer.c")],
+                                                                         "fcgi_answer.c", "fcgi_wire.c")],
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )

@@ -6,21 +6,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#define HEADER_LEN 8
-#define VERSION_1 1
-#define END_REQUEST 3
+#include "fcgi_wire.h"
 
-static void put_header(unsigned char *h, int type, unsigned request_id, size_t content_len)
-{
-    h[0] = VERSION_1;
-    h[1] = (unsigned char)type;
-    h[2] = (unsigned char)(request_id >> 8);
-    h[3] = (unsigned char)request_id;
-    h[4] = (unsigned char)(content_len >> 8);
-    h[5] = (unsigned char)content_len;
-    h[6] = 0;  /* no padding */
-    h[7] = 0;
-}
+#define HEADER_LEN 8
 
 long fcgi_answer_send(int fd, unsigned request_id, int record_type, const unsigned char *head, size_t head_len,
                       const unsigned char *body, size_t body_len, int end)
@@ -34,7 +22,7 @@ long fcgi_answer_send(int fd, unsigned request_id, int record_type, const unsign
     size_t n = 0, records = 0, total = 0;
     for (size_t done = 0; done < content;) {
         size_t len = content - done < FCGI_ANSWER_RECORD_MAX ? content - done : FCGI_ANSWER_RECORD_MAX;
-        put_header(headers[records], record_type, request_id, len);
+        fcgi_fill_header_unpadded(headers[records], record_type, request_id, len);
         iov[n++] = (struct iovec){headers[records++], HEADER_LEN};
         if (done < head_len) {  /* [done, done + len) starts in head */
             size_t take = head_len - done < len ? head_len - done : len;
@@ -47,7 +35,7 @@ long fcgi_answer_send(int fd, unsigned request_id, int record_type, const unsign
         done += len;
     }
     if (end) {
-        put_header(headers[records], END_REQUEST, request_id, HEADER_LEN);
+        fcgi_fill_header_unpadded(headers[records], FCGI_END_REQUEST, request_id, HEADER_LEN);
         iov[n++] = (struct iovec){headers[records], HEADER_LEN};
         iov[n++] = (struct iovec){(void *)end_body, HEADER_LEN};
     }

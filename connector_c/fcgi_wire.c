@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-void fcgi_fill_header(unsigned char h[8], int type, unsigned request_id, size_t len)
+void fcgi_fill_header_unpadded(unsigned char h[8], int type, unsigned request_id, size_t len)
 {
     h[0] = FCGI_VERSION_1;
     h[1] = (unsigned char)type;
@@ -11,8 +11,14 @@ void fcgi_fill_header(unsigned char h[8], int type, unsigned request_id, size_t 
     h[3] = (unsigned char)request_id;
     h[4] = (unsigned char)(len >> 8);
     h[5] = (unsigned char)len;
-    h[6] = (unsigned char)((8 - len % 8) % 8); /* pad to a multiple of 8 */
+    h[6] = 0;
     h[7] = 0;
+}
+
+void fcgi_fill_header(unsigned char h[8], int type, unsigned request_id, size_t len)
+{
+    fcgi_fill_header_unpadded(h, type, request_id, len);
+    h[6] = (unsigned char)((8 - len % 8) % 8); /* pad to a multiple of 8 */
 }
 
 void fcgi_batch_init(fcgi_batch *q, int raw, unsigned request_id, fcgi_send_fn send, void *ctx)

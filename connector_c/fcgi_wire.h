@@ -23,6 +23,9 @@
 /* A record header for `len` content bytes, padded to a multiple of 8. */
 void fcgi_fill_header(unsigned char h[8], int type, unsigned request_id, size_t len);
 
+/* The same without padding (a sender whose records hold a multiple of 8, or who pads nothing). */
+void fcgi_fill_header_unpadded(unsigned char h[8], int type, unsigned request_id, size_t len);
+
 /* Sends every byte of iov[0..count); returns 0, or a nonzero status that fcgi_batch passes on. */
 typedef int (*fcgi_send_fn)(void *ctx, struct iovec *iov, int count);
 
