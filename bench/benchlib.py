@@ -209,6 +209,17 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Run the process, its children and every thread of theirs on ``cpus`` only (processes and
+    threads they start later inherit it)."""
+    for p in process_tree(pid):
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                os.sched_setaffinity(int(task), cpus)
+        except OSError:  # gone meanwhile
+            pass
+
+
 def tree_cpu_seconds(pid: int) -> dict[int, float]:
     """User + system CPU seconds of the process and each of its children."""
     tick = os.sysconf("SC_CLK_TCK")

@@ -18,11 +18,17 @@ The CPU times and switches are medians (min-max) of ``--runs`` rounds, the serve
 from round to round (a run's place in its round moves its figures); the perf split and the system
 calls, which hold steady from run to run, come from the first round.
 
-    python bench/profile_bench.py [--runs 3] [--duration 8] [--json results.json]
+``--pinned`` runs Apache and wrk on the first CPU and the server on the second, so that neither
+side runs on a core the other has just used; only the CPU times and switches are taken then. Set
+beside a run without it, it shows how much of Apache's CPU per request comes from sharing the
+cores with the server behind it rather than from what the server sends.
+
+    python bench/profile_bench.py [--runs 3] [--duration 8] [--pinned] [--json results.json]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import statistics
@@ -33,7 +39,8 @@ import threading
 import time
 
 from benchlib import (AS_USER, BENCH, PHP_FPM, Peer, SwitchMeter, behind_apache, bench_arguments, bench_site,
-                      build_c_responder, in_turn, median_spread, php_fpm_config, print_table, write_json, wrk_with_cpu)
+                      build_c_responder, in_turn, median_spread, php_fpm_config, pin_tree, print_table, write_json,
+                      wrk_with_cpu)
 from apache_harness import Apache
 from hello_bench import uwsgi_command
 
@@ -112,7 +119,12 @@ def profile(apache: Apache, peer: Peer, path: str, duration: float) -> dict:
 
 
 def main() -> int:
-    args = bench_arguments(__doc__, runs=3, duration=8).parse_args()
+    parser = bench_arguments(__doc__, runs=3, duration=8)
+    parser.add_argument("--pinned", action="store_true", help="Apache and wrk on one CPU, the server on another")
+    args = parser.parse_args()
+    if args.pinned and len(os.sched_getaffinity(0)) < 2:
+        print("--pinned needs two CPUs", file=sys.stderr)
+        return 2
     root, site = bench_site("fcgi-bench-profile-")
     shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
     run = root / "run"
@@ -129,15 +141,24 @@ def main() -> int:
                                                     str(sock), "4"], sock, run / "floor.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
+    every_cpu = os.sched_getaffinity(0)
     results: dict[str, dict] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in lines}
     try:
         for round_no in range(args.runs):
             for name, peer, path in in_turn(lines, round_no):
                 with behind_apache(site, run, peer, php_stanza) as apache:
-                    runs[name].append(per_request_costs(apache, peer, path, args.duration))
+                    if args.pinned:
+                        first, second = sorted(os.sched_getaffinity(0))[:2]
+                        pin_tree(apache.proc.pid, {first})
+                        pin_tree(peer.proc.pid, {second})
+                        os.sched_setaffinity(0, {first})  # (wrk, started from here, inherits it)
+                    try:
+                        runs[name].append(per_request_costs(apache, peer, path, args.duration))
+                    finally:
+                        os.sched_setaffinity(0, every_cpu)
                     if round_no == 0:
-                        results[name] = profile(apache, peer, path, args.duration)
+                        results[name] = {} if args.pinned else profile(apache, peer, path, args.duration)
                 print(f"round {round_no + 1} {name}: {runs[name][-1]['rps']:.0f} req/s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -145,8 +166,9 @@ def main() -> int:
         result["runs"] = runs[name]
         result["costs"] = {key: statistics.median(run[key] for run in runs[name]) for key in runs[name][0]}
 
+    where = ", Apache and wrk on one CPU, the server on the other" if args.pinned else ""
     print(f"\nper request at {CLIENTS} clients (wrk, {args.duration} s), median (min-max) of {args.runs} runs: "
-          f"CPU time and context switches of each side\n")
+          f"CPU time and context switches of each side{where}\n")
 
     print_table(["server", "requests/s", "CPU µs, server", "CPU µs, Apache", "context switches, server / Apache",
                  "wrk errors, all runs"],
@@ -154,6 +176,9 @@ def main() -> int:
                   f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}",
                   str(sum(run["errors"] for run in r["runs"]))]
                  for name, r in results.items()])
+    if args.pinned:
+        write_json(args.json, results)
+        return 0
     print("\nbackend worker CPU by where it runs (perf samples)\n")
     print_table(["server", "kernel", "Python interpreter", "C (libc, extension modules, PHP)"],
                 [[name, *(f"{r['cpu_split'][kind]:.0f}%" for kind in ("kernel", "python", "C"))]
