@@ -41,6 +41,8 @@ log = logging.getLogger("fcgi_backend.whole_request")
 
 DECLINED, KEEP, CLOSED = "declined", "keep", "closed"  # what serve() did with the connection
 
+_CONTENT_LENGTH = ("content-length", b"content-length")  # a header name, given as str or bytes
+
 BODY_GAP = 0.01  # seconds: a web server writes the params and the body apart, this close together
 
 
@@ -289,19 +291,22 @@ class _Answer:
         else:
             assert self.head is None, "Headers already set!"
         assert type(response_headers) is list, "Headers must be a list"
+        has_length = False
         lines = ["Status: ", status, "\r\n"]
-        for name, value in response_headers:
-            lines += (name, ": ", value, "\r\n")
-        try:  # the usual answer: str throughout, joined and encoded once
+        try:  # the usual answer: str throughout, joined and encoded once, Content-Length seen on the way
+            for name, value in response_headers:
+                lines += (name, ": ", value, "\r\n")
+                if len(name) == 14 and name.lower() in _CONTENT_LENGTH:
+                    has_length = True
             head = "".join(lines).encode("latin-1")
         except TypeError:
             head = _head_of_bytes(status, response_headers)
+            has_length = any(len(name) == 14 and name.lower() in _CONTENT_LENGTH for name, _ in response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         assert int(status[:3]), "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"
         self.head = head
-        self.has_length = any(len(name) == 14 and name.lower() in ("content-length", b"content-length")
-                              for name, _ in response_headers)
+        self.has_length = has_length
         return self.write
 
     def write(self, data) -> None:

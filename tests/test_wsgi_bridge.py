@@ -56,6 +56,11 @@ def bytes_status_and_headers(environ, start_response):
     return [b"gone"]
 
 
+def bytes_headers_with_length(environ, start_response):
+    start_response("200 OK", [("Content-Type", b"text/plain"), (b"content-length", b"4")])
+    return [b"gone"]  # its own Content-Length, in bytes and lower case: none is added
+
+
 def uses_write(environ, start_response):
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written ")
@@ -169,7 +174,7 @@ def dumps_environ(environ, start_response):
 
 
 APPS = [listed, one_block_without_length, two_blocks_without_length, generated, bytes_status_and_headers,
-        uses_write, empty_body, with_close, listed_with_close, raises_before_start, raises_after_start, raises_midway,
+        bytes_headers_with_length, uses_write, empty_body, with_close, listed_with_close, raises_before_start, raises_after_start, raises_midway,
         error_after_headers_sent, error_before_headers_sent, start_response_twice, not_latin1_header,
         writes_errors, echoes, large_listed, large_generated, dumps_environ]
 
