@@ -41,8 +41,6 @@ log = logging.getLogger("fcgi_backend.whole_request")
 
 DECLINED, KEEP, CLOSED = "declined", "keep", "closed"  # what serve() did with the connection
 
-_CONTENT_LENGTH = ("content-length", b"content-length")  # a header name, given as str or bytes
-
 BODY_GAP = 0.01  # seconds: a web server writes the params and the body apart, this close together
 
 
@@ -121,12 +119,14 @@ class WholeRequestLane:
         close_gracefully(sock, self.buffer, linger)
 
 
-def _head_of_bytes(status, response_headers) -> bytes:
-    """The header block of an answer given (partly) as bytes, which flup's bridge takes too."""
+def _head_of_bytes(status, response_headers) -> tuple[bytes, bool]:
+    """The header block of an answer given (partly) as bytes, which flup's bridge takes too, and
+    whether it has a Content-Length."""
     if type(status) is str:
         status = status.encode("latin-1")
     assert type(status) is bytes, "Status must be a string"
     lines = [b"Status: ", status, b"\r\n"]
+    has_length = False
     for name, value in response_headers:
         if type(name) is str:
             name = name.encode("latin-1")
@@ -135,7 +135,9 @@ def _head_of_bytes(status, response_headers) -> bytes:
         assert type(name) is bytes, f'Header name "{name}" must be bytes'
         assert type(value) is bytes, f'Value of header "{name}" must be bytes'
         lines += (name, b": ", value, b"\r\n")
-    return b"".join(lines)
+        if len(name) == 14 and name.lower() == b"content-length":
+            has_length = True
+    return b"".join(lines), has_length
 
 
 def _usual(whole: WholeRequest) -> bool:
@@ -296,12 +298,11 @@ class _Answer:
         try:  # the usual answer: str throughout, joined and encoded once, Content-Length seen on the way
             for name, value in response_headers:
                 lines += (name, ": ", value, "\r\n")
-                if len(name) == 14 and name.lower() in _CONTENT_LENGTH:
+                if len(name) == 14 and name.lower() == "content-length":
                     has_length = True
             head = "".join(lines).encode("latin-1")
-        except TypeError:
-            head = _head_of_bytes(status, response_headers)
-            has_length = any(len(name) == 14 and name.lower() in _CONTENT_LENGTH for name, _ in response_headers)
+        except TypeError:  # (a bytes name is no str Content-Length: its own pass finds it)
+            head, has_length = _head_of_bytes(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         assert int(status[:3]), "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"

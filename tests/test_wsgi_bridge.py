@@ -174,9 +174,9 @@ def dumps_environ(environ, start_response):
 
 
 APPS = [listed, one_block_without_length, two_blocks_without_length, generated, bytes_status_and_headers,
-        bytes_headers_with_length, uses_write, empty_body, with_close, listed_with_close, raises_before_start, raises_after_start, raises_midway,
-        error_after_headers_sent, error_before_headers_sent, start_response_twice, not_latin1_header,
-        writes_errors, echoes, large_listed, large_generated, dumps_environ]
+        bytes_headers_with_length, uses_write, empty_body, with_close, listed_with_close, raises_before_start,
+        raises_after_start, raises_midway, error_after_headers_sent, error_before_headers_sent, start_response_twice,
+        not_latin1_header, writes_errors, echoes, large_listed, large_generated, dumps_environ]
 
 
 def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None, read_while_serving=True) -> list:
