@@ -209,13 +209,18 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def threads_of(pid: int) -> list[int]:
+    """The thread ids of a process (OSError once it is gone)."""
+    return [int(task) for task in os.listdir(f"/proc/{pid}/task")]
+
+
 def pin_tree(pid: int, cpus: set[int]) -> None:
     """Run the process, its children and every thread of theirs on ``cpus`` only (processes and
     threads they start later inherit it)."""
     for p in process_tree(pid):
         try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                os.sched_setaffinity(int(task), cpus)
+            for thread in threads_of(p):
+                os.sched_setaffinity(thread, cpus)
         except OSError:  # gone meanwhile
             pass
 
@@ -241,8 +246,8 @@ def tree_context_switches(pid: int) -> dict[int, int]:
     for p in process_tree(pid):
         try:
             total = 0
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/status") as f:
+            for thread in threads_of(p):
+                with open(f"/proc/{p}/task/{thread}/status") as f:
                     total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)  # (non)voluntary_
             switches[p] = total
         except OSError:

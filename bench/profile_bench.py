@@ -122,9 +122,12 @@ def main() -> int:
     parser = bench_arguments(__doc__, runs=3, duration=8)
     parser.add_argument("--pinned", action="store_true", help="Apache and wrk on one CPU, the server on another")
     args = parser.parse_args()
-    if args.pinned and len(os.sched_getaffinity(0)) < 2:
-        print("--pinned needs two CPUs", file=sys.stderr)
-        return 2
+    every_cpu = os.sched_getaffinity(0)
+    if args.pinned:
+        if len(every_cpu) < 2:
+            print("--pinned needs two CPUs", file=sys.stderr)
+            return 2
+        apache_cpu, server_cpu = sorted(every_cpu)[:2]
     root, site = bench_site("fcgi-bench-profile-")
     shutil.copy(BENCH / "peers" / "hello.php", site / "webroot" / "hello.php")
     run = root / "run"
@@ -141,7 +144,6 @@ def main() -> int:
                                                     str(sock), "4"], sock, run / "floor.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
-    every_cpu = os.sched_getaffinity(0)
     results: dict[str, dict] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in lines}
     try:
@@ -149,10 +151,9 @@ def main() -> int:
             for name, peer, path in in_turn(lines, round_no):
                 with behind_apache(site, run, peer, php_stanza) as apache:
                     if args.pinned:
-                        first, second = sorted(os.sched_getaffinity(0))[:2]
-                        pin_tree(apache.proc.pid, {first})
-                        pin_tree(peer.proc.pid, {second})
-                        os.sched_setaffinity(0, {first})  # (wrk, started from here, inherits it)
+                        pin_tree(apache.proc.pid, {apache_cpu})
+                        pin_tree(peer.proc.pid, {server_cpu})
+                        os.sched_setaffinity(0, {apache_cpu})  # (wrk, started from here, inherits it)
                     try:
                         runs[name].append(per_request_costs(apache, peer, path, args.duration))
                     finally:
@@ -176,9 +177,14 @@ def main() -> int:
                   f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}",
                   str(sum(run["errors"] for run in r["runs"]))]
                  for name, r in results.items()])
-    if args.pinned:
-        write_json(args.json, results)
-        return 0
+    if not args.pinned:
+        print_profile_tables(results)
+    write_json(args.json, results)
+    return 0
+
+
+def print_profile_tables(results: dict) -> None:
+    """The first round's perf split and system calls per request, per server."""
     print("\nbackend worker CPU by where it runs (perf samples)\n")
     print_table(["server", "kernel", "Python interpreter", "C (libc, extension modules, PHP)"],
                 [[name, *(f"{r['cpu_split'][kind]:.0f}%" for kind in ("kernel", "python", "C"))]
@@ -192,8 +198,6 @@ def main() -> int:
             total = sum(v for k, v in calls.items() if not k.endswith("(failed)"))
             rows.append([name, *(f"{calls.get(k, 0):.1f}" for k in names), f"{total:.1f}"])
         print_table(["server", *names, "total"], rows)
-    write_json(args.json, results)
-    return 0
 
 
 if __name__ == "__main__":
