@@ -25,7 +25,7 @@ BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-p
 all: test
 
 # The package itself (what the demo needs), then the test tools on top.
-$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h fcgi_stdin.c fcgi_stdin.h fcgi_request.c fcgi_request.h fcgi_answer.c fcgi_answer.h fcgi_wire.c fcgi_wire.h build_multipart.py)
+$(VENV)/.runtime: setup.py pyproject.toml $(addprefix connector_c/,multipart.c multipart.h upload.c upload.h direct_writer.c direct_writer.h fcgi_stdin.c fcgi_stdin.h fcgi_request.c fcgi_request.h fcgi_answer.c fcgi_answer.h fcgi_wire.c fcgi_wire.h build_multipart.py)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e .
@@ -85,10 +85,10 @@ FUZZERS := build/fuzz/fuzz_multipart build/fuzz/fuzz_upload build/fuzz/fuzz_fcgi
 build/fuzz/fuzz_multipart: connector_c/fuzz/fuzz_multipart.c connector_c/multipart.c connector_c/multipart.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
-build/fuzz/fuzz_upload: connector_c/fuzz/fuzz_upload.c connector_c/upload.c connector_c/multipart.c connector_c/upload.h connector_c/multipart.h
+build/fuzz/fuzz_upload: connector_c/fuzz/fuzz_upload.c connector_c/upload.c connector_c/direct_writer.c connector_c/multipart.c connector_c/upload.h connector_c/direct_writer.h connector_c/multipart.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
-build/fuzz/fuzz_fcgi_stdin: connector_c/fuzz/fuzz_fcgi_stdin.c connector_c/fcgi_stdin.c connector_c/upload.c connector_c/multipart.c connector_c/fcgi_stdin.h connector_c/upload.h
+build/fuzz/fuzz_fcgi_stdin: connector_c/fuzz/fuzz_fcgi_stdin.c connector_c/fcgi_stdin.c connector_c/upload.c connector_c/direct_writer.c connector_c/multipart.c connector_c/fcgi_stdin.h connector_c/upload.h connector_c/direct_writer.h
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(filter %.c,$^) -o $@
 build/fuzz/fuzz_wire: connector_c/fuzz/fuzz_wire.c connector_c/fcgi_wire.c connector_c/fcgi_wire.h

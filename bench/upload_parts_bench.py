@@ -6,9 +6,13 @@ content, written into a unix socket by a separate process. In this process, time
 
   * read:  recv_into a 256 KiB buffer until the writer hangs up, bytes dropped (the floor);
   * parse: the C multipart parser over the body in memory, in 8 KiB pieces, file not stored;
-  * write: the body's bytes written to a file in the upload folder, 256 KiB at a time; and again
-    with the file's disk blocks reserved ahead of the writes, as the serving path does;
-  * whole: the serving path, records read by C from the socket into the parser and the file.
+  * write: the body's bytes written to a file in the upload folder, 256 KiB at a time; again with
+    the file's disk blocks reserved ahead of the writes, as the serving path does; and with those
+    blocks reserved, 1 MiB at a time past the page cache (O_DIRECT), as it does past
+    upload_direct_io (32 MiB by default);
+  * whole: the serving path, records read by C from the socket into the parser and the file (the
+    file past the page cache from 32 MiB, by a thread); and with upload_direct_io = 0, all of it
+    through the page cache.
 
 The whole path's CPU against the sum of the three parts shows what the path itself adds.
 
@@ -17,6 +21,8 @@ The whole path's CPU against the sum of the three parts shows what the path itse
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
 import socket
 import statistics
@@ -97,28 +103,38 @@ def parse_only(mib: int, block: bytes, upload_dir: str) -> tuple[float, float]:
     return timed(parse)
 
 
-def write_only(mib: int, block: bytes, upload_dir: str, reserve_ahead: bool = False) -> tuple[float, float]:
+def write_only(mib: int, block: bytes, upload_dir: str, reserve_ahead: bool = False,
+               direct: bool = False) -> tuple[float, float]:
     """The body's bytes written to a file; with ``reserve_ahead``, its blocks reserved 64 MiB at a
-    time before the writes reach them, as the serving path does (connector_c/upload.c)."""
+    time before the writes reach them, as the serving path does (connector_c/upload.c); with
+    ``direct``, 1 MiB at a time from a page-aligned buffer with O_DIRECT (connector_c/direct_writer.c)."""
+    if direct:
+        aligned = mmap.mmap(-1, len(block))  # O_DIRECT wants an aligned buffer
+        aligned[:] = block
+    step = len(block) if direct else BUFFER
+
     def write():
         fd, path = tempfile.mkstemp(dir=upload_dir)
+        if direct:
+            os.set_blocking(fd, True)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
         try:
-            view, written, reserved = memoryview(block), 0, 0
+            view, written, reserved = memoryview(aligned if direct else block), 0, 0
             for _ in range(mib):
-                for i in range(0, len(block), BUFFER):
-                    if reserve_ahead and written + BUFFER > reserved:
+                for i in range(0, len(block), step):
+                    if reserve_ahead and written + step > reserved:
                         os.posix_fallocate(fd, reserved, RESERVE_STEP)
                         reserved += RESERVE_STEP
-                    written += os.write(fd, view[i:i + BUFFER])
+                    written += os.write(fd, view[i:i + step])
         finally:
             os.close(fd)
             os.unlink(path)
     return timed(write)
 
 
-def whole(mib: int, block: bytes, upload_dir: str) -> tuple[float, float]:
+def whole(mib: int, block: bytes, upload_dir: str, **limits) -> tuple[float, float]:
     def serve(sock: socket.socket) -> None:
-        upload = MultipartUpload(BOUNDARY, Limits(upload_dir=upload_dir), store_files=True)
+        upload = MultipartUpload(BOUNDARY, Limits(upload_dir=upload_dir, **limits), store_files=True)
         ended, _ = upload.read_stdin_records(sock.fileno(), 1, b"")
         assert ended
         upload.finish()
@@ -138,7 +154,10 @@ def main() -> int:
         "parse": lambda: parse_only(args.mib, block, upload_dir),
         "write": lambda: write_only(args.mib, block, upload_dir),
         "write, blocks reserved ahead": lambda: write_only(args.mib, block, upload_dir, reserve_ahead=True),
+        "write, blocks reserved, O_DIRECT": lambda: write_only(args.mib, block, upload_dir, reserve_ahead=True,
+                                                               direct=True),
         "whole path": lambda: whole(args.mib, block, upload_dir),
+        "whole path, page cache": lambda: whole(args.mib, block, upload_dir, upload_direct_io=0),
     }
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stages}
     try:
@@ -151,14 +170,19 @@ def main() -> int:
         os.rmdir(upload_dir)
     medians = {name: (statistics.median(s[0] for s in rows), statistics.median(s[1] for s in rows),
                       min(s[0] for s in rows), max(s[0] for s in rows)) for name, rows in samples.items()}
-    parts = sum(medians[name][0] for name in ("read", "parse", "write, blocks reserved ahead"))
+    parts = sum(medians[name][0] for name in ("read", "parse", "write, blocks reserved, O_DIRECT"))
+    cached_parts = sum(medians[name][0] for name in ("read", "parse", "write, blocks reserved ahead"))
     print(f"\n{args.mib} MiB upload as mod_proxy_fcgi sends it, CPU of this process, median (min-max) of "
           f"{args.runs} runs\n")
     print_table(["stage", "CPU", "CPU per GiB", "wall"],
                 [[name, f"{cpu:.2f} s ({low:.2f}-{high:.2f})", f"{cpu / args.mib * 1024:.2f} s", f"{wall:.2f} s"]
                  for name, (cpu, wall, low, high) in medians.items()]
-                + [["read + parse + write (blocks reserved ahead)", f"{parts:.2f} s", f"{parts / args.mib * 1024:.2f} s", ""]])
-    print(f"\nthe whole path costs {medians['whole path'][0] / parts:.2f}x the sum of its parts")
+                + [["read + parse + write (blocks reserved, O_DIRECT)", f"{parts:.2f} s",
+                    f"{parts / args.mib * 1024:.2f} s", ""],
+                   ["read + parse + write (blocks reserved, page cache)", f"{cached_parts:.2f} s",
+                    f"{cached_parts / args.mib * 1024:.2f} s", ""]])
+    print(f"\nthe whole path costs {medians['whole path'][0] / parts:.2f}x the sum of its parts; through the "
+          f"page cache {medians['whole path, page cache'][0] / cached_parts:.2f}x")
     write_json(args.json, {"mib": args.mib, "runs": args.runs,
                            "results": {name: {"cpu_s": m[0], "wall_s": m[1]} for name, m in medians.items()}})
     return 0

@@ -20,6 +20,7 @@ typedef struct upload_limits {
     uint32_t max_parts;
     uint32_t max_header;
     int read_timeout_ms;
+    uint64_t direct_after;
 } upload_limits;
 
 typedef struct upload_part {
@@ -84,9 +85,11 @@ int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t ca
 ffibuilder.set_source(
     "fcgi_backend._multipart",
     '#include "upload.h"\n#include "fcgi_stdin.h"\n#include "fcgi_request.h"\n#include "fcgi_answer.h"',
-    sources=[os.path.relpath(os.path.join(HERE, name), ROOT) for name in ("multipart.c", "upload.c", "fcgi_stdin.c", "fcgi_request.c",
-                                                                         "fcgi_answer.c", "fcgi_wire.c")],
+    sources=[os.path.relpath(os.path.join(HERE, name), ROOT)
+             for name in ("multipart.c", "upload.c", "direct_writer.c", "fcgi_stdin.c", "fcgi_request.c", "fcgi_answer.c",
+                          "fcgi_wire.c")],
     include_dirs=[HERE],
+    libraries=["pthread"],
     extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
 

@@ -1,6 +1,7 @@
 /* A multipart upload in progress: see upload.h. */
 #define _GNU_SOURCE
 #include "upload.h"
+#include "direct_writer.h"
 #include "multipart.h"
 
 #include <errno.h>
@@ -35,6 +36,9 @@ struct upload {
     size_t wbuf_len;
     uint64_t file_written;     /* bytes of the current file part written to fd */
     uint64_t file_reserved;    /* end of fd's blocks reserved by fallocate (0: none) */
+    int direct_possible;       /* the current file part may still go on with O_DIRECT */
+    direct_writer *writer;     /* ... and does, from here: wbuf is empty, the writer's buffer fills */
+    size_t writer_fill;
 
     char *fields;              /* field parts as name NUL value NUL, back to back */
     uint64_t fields_len, fields_capacity;
@@ -85,21 +89,6 @@ upload *upload_new(const char *boundary, size_t boundary_len, const char *direct
 
 /* ---- writing file parts -------------------------------------------------------------------- */
 
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Reserve the blocks for the next PREALLOCATE_STEP bytes once a write would pass the reserved
    end, for files past the write buffer's size only (small files gain nothing). A file system
    without fallocate, or a full one, is left to write(2) and its own errors. */
@@ -121,8 +110,9 @@ static void reserve_ahead(upload *u, size_t len)
 static int write_file(upload *u, const char *data, size_t len)
 {
     reserve_ahead(u, len);
-    if (write_all(u->fd, data, len) != 0)
-        return set_error(u, 500, "cannot write uploaded file: %s", strerror(errno));
+    int error = write_fully(u->fd, data, len);
+    if (error)
+        return set_error(u, 500, "cannot write uploaded file: %s", strerror(error));
     u->file_written += len;
     return UPLOAD_MORE;
 }
@@ -135,9 +125,72 @@ static int flush_file(upload *u)
     return UPLOAD_MORE;
 }
 
+/* The writer's filled buffer (its first len bytes) to its thread. */
+static int queue_direct(upload *u, size_t len)
+{
+    reserve_ahead(u, len);
+    int error = direct_writer_queue(u->writer, len);
+    u->file_written += len;
+    u->writer_fill = 0;
+    return error ? set_error(u, 500, "cannot write uploaded file: %s", strerror(error)) : UPLOAD_MORE;
+}
+
+/* The file part has passed limits.direct_after: write up to the next block boundary as before
+   (taking that much of data), then hand on to a direct writer. If data does not reach the
+   boundary, the next piece tries again; a file system without O_DIRECT keeps the buffered way. */
+static int start_direct(upload *u, const char **data, size_t *len)
+{
+    uint64_t pending = u->file_written + u->wbuf_len;
+    size_t to_boundary = (size_t)((DIRECT_ALIGN - pending % DIRECT_ALIGN) % DIRECT_ALIGN);
+    if (to_boundary > *len)
+        return UPLOAD_MORE;
+    if (flush_file(u) != UPLOAD_MORE || (to_boundary && write_file(u, *data, to_boundary) != UPLOAD_MORE))
+        return UPLOAD_ERROR;
+    *data += to_boundary;
+    *len -= to_boundary;
+    u->direct_possible = 0;
+    u->writer = direct_writer_start(u->fd);
+    u->writer_fill = 0;
+    return UPLOAD_MORE;
+}
+
+static int direct_data(upload *u, const char *data, size_t len)
+{
+    while (len) {
+        size_t take = DIRECT_BUFFER_SIZE - u->writer_fill;
+        if (take > len)
+            take = len;
+        memcpy(direct_writer_buffer(u->writer) + u->writer_fill, data, take);
+        u->writer_fill += take;
+        data += take;
+        len -= take;
+        if (u->writer_fill == DIRECT_BUFFER_SIZE && queue_direct(u, DIRECT_BUFFER_SIZE) != UPLOAD_MORE)
+            return UPLOAD_ERROR;
+    }
+    return UPLOAD_MORE;
+}
+
+/* The file part ends: its whole blocks go to the writer, which then finishes; the last partial
+   block (O_DIRECT writes whole ones) is left in wbuf for a buffered write. */
+static int finish_direct(upload *u)
+{
+    size_t whole = u->writer_fill & ~(size_t)(DIRECT_ALIGN - 1), tail = u->writer_fill - whole;
+    memcpy(u->wbuf, direct_writer_buffer(u->writer) + whole, tail);
+    if (whole && queue_direct(u, whole) != UPLOAD_MORE)
+        return UPLOAD_ERROR;
+    int error = direct_writer_finish(u->writer, 0);
+    u->writer = NULL;
+    if (error)
+        return set_error(u, 500, "cannot write uploaded file: %s", strerror(error));
+    u->wbuf_len = tail;
+    return UPLOAD_MORE;
+}
+
 /* The file part is complete: release the reserved blocks past its end, then close it. */
 static int close_file(upload *u)
 {
+    if (u->writer && finish_direct(u) != UPLOAD_MORE)
+        return UPLOAD_ERROR;
     int rc = flush_file(u);
     if (rc == UPLOAD_MORE && u->file_reserved != UINT64_MAX && u->file_reserved > u->file_written &&
         ftruncate(u->fd, (off_t)u->file_written) != 0)
@@ -151,6 +204,11 @@ static int close_file(upload *u)
 
 static int file_data(upload *u, const char *data, size_t len)
 {
+    if (u->direct_possible && u->file_written + u->wbuf_len + len > u->limits.direct_after &&
+        start_direct(u, &data, &len) != UPLOAD_MORE)
+        return UPLOAD_ERROR;
+    if (u->writer)
+        return direct_data(u, data, len);
     if (len >= DIRECT_WRITE_SIZE || u->wbuf_len + len > WRITE_BUFFER_SIZE) {
         if (flush_file(u) != UPLOAD_MORE)
             return UPLOAD_ERROR;
@@ -239,6 +297,7 @@ static int begin_part(upload *u)
         }
         u->wbuf_len = 0;
         u->file_written = u->file_reserved = 0;
+        u->direct_possible = u->limits.direct_after > 0;
     }
     return UPLOAD_MORE;
 }
@@ -396,6 +455,10 @@ const upload_part *upload_get_part(const upload *u, size_t i)
 
 void upload_remove_files(upload *u)
 {
+    if (u->writer) {
+        direct_writer_finish(u->writer, 1);
+        u->writer = NULL;
+    }
     if (u->fd >= 0) {
         close(u->fd);
         u->fd = -1;

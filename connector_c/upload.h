@@ -2,7 +2,8 @@
  *
  * File parts stream to temporary files (mkstemp in the upload directory, written with write(2)
  * through a buffer; a large file's disk blocks are reserved ahead of the writes with fallocate,
- * and what its part did not fill is given back when it ends); other parts stay in memory. Every
+ * and what its part did not fill is given back when it ends; past limits.direct_after bytes a
+ * thread writes the rest with O_DIRECT while the body is still read); other parts stay in memory. Every
  * limit is checked as bytes arrive, and any error removes every file this upload created. Input
  * comes from memory (upload_feed) or straight from a file descriptor (upload_read_fd, for the
  * FCGI_X_STDIN raw stream).
@@ -24,6 +25,8 @@ typedef struct upload_limits {
     uint32_t max_parts;
     uint32_t max_header;        /* header bytes of one part */
     int read_timeout_ms;        /* upload_read_fd: longest wait for the next bytes; <= 0 waits forever */
+    uint64_t direct_after;      /* a file part past this many bytes goes on past the page cache
+                                   (direct_writer.h); 0: never */
 } upload_limits;
 
 typedef struct upload_part {

@@ -199,6 +199,9 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help="largest header block of one part (default: 16K)")
     _option(limits, "--upload-dir", setting="limits.upload_dir", metavar="DIR",
             help=f"where uploaded files are written while a request runs (default: {defaults.upload_dir})")
+    _option(limits, "--upload-direct-io", setting="limits.upload_direct_io", metavar="SIZE", type=size,
+            help="an uploaded file larger than this is written past the page cache (O_DIRECT), by a thread, "
+                 "while the rest of the body is read; 0: never (default: 32M)")
     if fastcgi:
         _option(limits, "--max-params", setting="limits.max_params", metavar="SIZE", type=size,
                 help="largest block of FastCGI params (the CGI variables) of a request (default: 1M)")

@@ -176,7 +176,7 @@ def parse_mode(text: str) -> int:
 # Settings a file may also write as text ("16M", "0660"): how to read that text.
 TEXT_PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     **{("limits", name): parse_size for name in ("max_body", "max_memory", "max_file", "max_part_header",
-                                                 "max_params")},
+                                                 "max_params", "upload_direct_io")},
     ("listen", "socket_mode"): parse_mode,
 }
 

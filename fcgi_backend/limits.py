@@ -17,6 +17,9 @@ class Limits:
     max_part_header: int = 16 * 1024         #: header bytes of one part
     max_params: int = 1024 ** 2              #: FastCGI PARAMS of one request (the CGI variables)
     upload_dir: str = field(default_factory=tempfile.gettempdir)  #: where file parts are written
+    #: an uploaded file past this size goes on past the page cache (O_DIRECT), written by a thread
+    #: while the body is still read; 0: never (connector_c/direct_writer.h says why)
+    upload_direct_io: int = 32 * 1024 ** 2
     read_timeout: float = 60.0               #: longest wait for the client's next bytes inside a request
 
     def check(self) -> None:
@@ -24,6 +27,8 @@ class Limits:
         for name in ("max_body", "max_memory", "max_file", "max_parts", "max_part_header", "max_params"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.upload_direct_io < 0:
+            raise ValueError("upload_direct_io cannot be negative (0 turns it off)")
         if self.max_part_header > 65536:
             raise ValueError("max_part_header cannot exceed 64 KiB")
         if self.read_timeout <= 0:

@@ -182,6 +182,7 @@ class MultipartUpload:
             "max_body": limits.max_body, "max_file": limits.max_file,
             "max_field_memory": limits.max_memory, "max_parts": limits.max_parts,
             "max_header": limits.max_part_header, "read_timeout_ms": int(limits.read_timeout * 1000),
+            "direct_after": limits.upload_direct_io,
         })
         directory = os.fsencode(limits.upload_dir) if store_files else ffi.NULL
         handle = lib.upload_new(boundary, len(boundary), directory, c_limits)

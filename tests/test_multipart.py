@@ -2,6 +2,11 @@
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -404,3 +409,87 @@ def test_large_files_take_only_the_disk_space_of_their_bytes(tmp_path):
             assert allocated <= len(payload) + 64 * 1024, f"{name}: {allocated} bytes on disk for {len(payload)}"
             stored.discard()
     assert os.listdir(tmp_path) == []
+
+
+# ---- large files past the page cache (upload_direct_io) ---------------------------------------------
+
+def resident_bytes(path) -> int:
+    """How much of a file sits in the page cache (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)
+
+
+@pytest.mark.parametrize("where", ["disk", "tmpfs"])
+def test_files_past_upload_direct_io_are_stored_byte_for_byte_outside_the_page_cache(tmp_path, where):
+    """Past upload_direct_io a file part goes on with O_DIRECT, from a thread: every byte lands in
+    order whatever the block boundaries, the chunking and the parts around it; on a disk the
+    file then takes no page cache past its buffered head and tail (a file system that refuses
+    O_DIRECT gets the buffered way, the same bytes)."""
+    directory = tmp_path if where == "disk" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    limits = Limits(upload_dir=str(directory), upload_direct_io=64 * 1024, max_file=8 * 1024 * 1024)
+    payloads = {"a": os.urandom(5 * 1024 * 1024 + 4095), "b": os.urandom(64 * 1024 + 1),
+                "c": os.urandom(2 * 1024 * 1024), "d": os.urandom(1000)}
+    body = body_of(*(FILE_PART.replace(b'"f"', f'"{name}"'.encode()) + payload for name, payload in payloads.items()),
+                   FIELD_PART + b"after")
+    try:
+        for chunk_size in (len(body), 300 * 1024 + 3, 8192, 7777):
+            fields, files = parsed(b"XyZ", [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)], limits)
+            assert fields["t"] == "after"
+            for name, payload in payloads.items():
+                stored = files[name]
+                if where == "disk" and name == "a":
+                    assert resident_bytes(stored.path) <= 64 * 1024 + 2 * 4096, "the page cache holds the file"
+                assert stored.size == len(payload) and stored.read() == payload, f"{name} in chunks of {chunk_size}"
+                allocated = os.stat(stored.path).st_blocks * 512
+                assert allocated <= len(payload) + 64 * 1024, f"{name}: {allocated} bytes on disk for {len(payload)}"
+                stored.discard()
+        assert os.listdir(directory) == []
+    finally:
+        if where == "tmpfs":
+            shutil.rmtree(directory)
+
+
+def test_a_file_over_max_file_past_upload_direct_io_is_413_and_leaves_nothing(tmp_path):
+    limits = Limits(upload_dir=str(tmp_path), upload_direct_io=4096, max_file=3 * 1024 * 1024)
+    body = body_of(FILE_PART.replace(b'"f"', b'"g"') + b"first", FILE_PART + os.urandom(4 * 1024 * 1024))
+    with pytest.raises(HTTPError) as err:
+        parsed(b"XyZ", [body[i:i + 65536] for i in range(0, len(body), 65536)], limits)
+    assert err.value.status == 413 and "file size limit" in err.value.detail
+    assert os.listdir(tmp_path) == []
+
+
+FAILING_WRITE = """
+import os, resource, signal, sys
+from fcgi_backend.errors import HTTPError
+from fcgi_backend.limits import Limits
+from fcgi_backend.uploads import MultipartUpload
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, resource.RLIM_INFINITY))
+body = (b'--XyZ\\r\\nContent-Disposition: form-data; name="f"; filename="x.bin"\\r\\n\\r\\n'
+        + os.urandom(4 * 1024 * 1024) + b"\\r\\n--XyZ--\\r\\n")
+upload = MultipartUpload(b"XyZ", Limits(upload_dir=sys.argv[1], upload_direct_io=65536))
+try:
+    for i in range(0, len(body), 65536):
+        upload.feed(body[i:i + 65536])
+    upload.finish()
+except HTTPError as exc:
+    print(exc.status, exc.detail)
+"""
+
+
+def test_a_failing_direct_write_is_500_and_leaves_nothing(tmp_path):
+    """The thread's write fails (the file may not grow past 2 MiB here): the upload stops with a
+    500 that says why, and its file is gone."""
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    done = subprocess.run([sys.executable, "-c", FAILING_WRITE, str(uploads)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "500 cannot write uploaded file: File too large"
+    assert os.listdir(uploads) == []
+
+
+def test_upload_direct_io_cannot_be_negative():
+    with pytest.raises(ValueError, match="upload_direct_io cannot be negative"):
+        Limits(upload_direct_io=-1).check()
