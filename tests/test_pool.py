@@ -470,12 +470,16 @@ def test_a_graceful_stop_answers_every_connection_already_made(site, workdir, si
     assert outcomes["lost"] == [] and outcomes["refused"] == 12 and outcomes["answered"] > 20, outcomes
 
 
-def test_a_worker_killed_mid_upload_leaves_no_temporary_file(site, workdir):
+@pytest.mark.parametrize("writes", ["page cache", "direct writer"])
+def test_a_worker_killed_mid_upload_leaves_no_temporary_file(site, workdir, writes):
+    """Killed while it writes the file: through the page cache, or (past --upload-direct-io)
+    while the direct writer's thread is writing it."""
     uploads = workdir / "uploads"
     uploads.mkdir()
     stale = uploads / "fcgi-upload-999999-AbCdEf"  # from a server that was killed: no such process
     stale.write_bytes(b"x" * 1000)
-    backend = start(site, workdir, "--prefork", "1", "--upload-dir", str(uploads))
+    direct_io = "1M" if writes == "direct writer" else "0"
+    backend = start(site, workdir, "--prefork", "1", "--upload-dir", str(uploads), "--upload-direct-io", direct_io)
     try:
         backend.wait_for_log("removed 1 stale upload file")
         assert not stale.exists()
@@ -487,6 +491,7 @@ def test_a_worker_killed_mid_upload_leaves_no_temporary_file(site, workdir):
                     + b"u" * 5_000_000)
         wait_for(lambda: os.listdir(uploads), 10, "the temporary file")
         (name,) = os.listdir(uploads)
+        wait_for(lambda: os.stat(uploads / name).st_size >= 2 * 1024 * 1024, 10, "2 MiB of the file written")
         victim = int(name.split("-")[2])
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: os.listdir(uploads) == [], 10, "the dead worker's file removed")
