@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #define WRITE_BUFFER_SIZE (256 * 1024)
-#define DIRECT_WRITE_SIZE (64 * 1024) /* pieces this large skip the buffer: no copy */
+#define UNBUFFERED_WRITE_SIZE (64 * 1024) /* pieces this large skip the buffer: no copy */
 #define READ_BUFFER_SIZE (256 * 1024)
 /* A file part that outgrows the write buffer gets its disk blocks reserved ahead of the writes,
    this much at a time: ext4 then skips its per-block delayed allocation (upload_parts_bench:
@@ -209,10 +209,10 @@ static int file_data(upload *u, const char *data, size_t len)
         return UPLOAD_ERROR;
     if (u->writer)
         return direct_data(u, data, len);
-    if (len >= DIRECT_WRITE_SIZE || u->wbuf_len + len > WRITE_BUFFER_SIZE) {
+    if (len >= UNBUFFERED_WRITE_SIZE || u->wbuf_len + len > WRITE_BUFFER_SIZE) {
         if (flush_file(u) != UPLOAD_MORE)
             return UPLOAD_ERROR;
-        if (len >= DIRECT_WRITE_SIZE)
+        if (len >= UNBUFFERED_WRITE_SIZE)
             return write_file(u, data, len);
     }
     memcpy(u->wbuf + u->wbuf_len, data, len);
