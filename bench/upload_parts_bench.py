@@ -116,7 +116,6 @@ def write_only(mib: int, block: bytes, upload_dir: str, reserve_ahead: bool = Fa
     def write():
         fd, path = tempfile.mkstemp(dir=upload_dir)
         if direct:
-            os.set_blocking(fd, True)
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_DIRECT)
         try:
             view, written, reserved = memoryview(aligned if direct else block), 0, 0
