@@ -122,6 +122,7 @@ bench: bench-deps venv connector
 	$(PY) bench/hello_bench.py --runs 5 --json bench/results/hello.json
 	$(PY) bench/profile_bench.py --json bench/results/profile.json
 	$(PY) bench/profile_bench.py --pinned --json bench/results/profile_pinned.json
+	$(PY) bench/layers_bench.py --runs 5 --json bench/results/layers.json
 	$(PY) bench/connector_bench.py --runs 3 --json bench/results/connector.json
 	$(PY) bench/http_bench.py --runs 3 --json bench/results/http.json
 	$(PY) bench/session_bench.py --runs 3 --json bench/results/sessions.json

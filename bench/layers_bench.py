@@ -1,0 +1,130 @@
+"""What each layer of a small request costs the backend alone, without Apache: the CPU time per
+request of one server process, answering one client on the unix socket, one request per
+connection (as mod_proxy_fcgi sends them), for
+
+  * the Python floor (bench/peers/python_floor_hello.py with one worker: accept, read, the C
+    scanner, the WSGI hello, one sendmsg, close): what the interpreter itself costs;
+  * fcgi_backend --nofork --app with the same WSGI hello: the floor plus the worker's loop
+    (deadlines, scoreboard, hooks, the lingering close) and the whole-request lane;
+  * fcgi_backend --nofork serving the benchmark site, a route that answers text
+    (bench/site/handlers/bench.py): plus the site's Application (Request, dispatch, Response);
+  * the same server's mustache view (/view, filled by a handler): plus finding the template
+    (its file checked for changes on every request), the handler and the render.
+
+Each row is the CPU (user and system, from /proc) of the server's processes over ``--requests``
+requests after a warm-up; medians (min-max) of ``--runs`` rounds, the rows' order rotating from
+round to round. With Apache absent, the figures are the backend's own, and the differences
+between rows what each layer adds.
+
+    python bench/layers_bench.py [--runs 5] [--requests 20000] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import sys
+
+from benchlib import AS_USER, BENCH, Peer, bench_arguments, bench_site, in_turn, median_spread, print_table, write_json
+from benchlib import process_tree
+from fcgi_client import cgi_params, request_bytes
+
+WARM_UP = 500
+
+
+def tree_user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of the process and its children, together."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / tick, system / tick
+
+
+def ask(path: str, request: bytes, count: int) -> None:
+    """``count`` requests, one connection each; the server's answer read until it closes."""
+    for _ in range(count):
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)
+            client.sendall(request)
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        if b"Status: 200" not in answer[:64]:  # (after the STDOUT record's 8-byte header)
+            raise RuntimeError(f"unexpected answer from {path}: {answer[:200]!r}")
+
+
+def main() -> int:
+    parser = bench_arguments(__doc__, runs=5)
+    parser.add_argument("--requests", type=int, default=20000, help="requests per measurement")
+    args = parser.parse_args()
+
+    root, site = bench_site("fcgi-bench-layers-")
+    run = root / "run"
+    python = sys.executable
+    floor_sock, app_sock, site_sock = run / "floor.sock", run / "app.sock", run / "site.sock"
+    ours = [python, "-m", "fcgi_backend", "run", str(site), "--nofork", *AS_USER]
+    peers = {
+        "floor": Peer("Python floor", [python, str(BENCH / "peers" / "python_floor_hello.py"), str(floor_sock), "1"],
+                      floor_sock, run / "floor.log"),
+        "app": Peer("fcgi_backend --app", [*ours, "--socket", str(app_sock),
+                                           "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"],
+                    app_sock, run / "app.log"),
+        "site": Peer("fcgi_backend site", [*ours, "--socket", str(site_sock)], site_sock, run / "site.log"),
+    }
+    rows = [  # (row, peer, URL path)
+        ("Python floor, WSGI hello", "floor", "/hello"),
+        ("fcgi_backend, WSGI hello (--app)", "app", "/hello"),
+        ("fcgi_backend, site route (text)", "site", "/upload-form"),
+        ("fcgi_backend, mustache view", "site", "/view"),
+    ]
+    samples: dict[str, list[tuple[float, float]]] = {row: [] for row, _, _ in rows}
+    try:
+        for peer in peers.values():
+            peer.start()
+        for round_no in range(args.runs):
+            for row, name, url in in_turn(rows, round_no):
+                peer = peers[name]
+                request = request_bytes(cgi_params("GET", url, HTTP_HOST="127.0.0.1", HTTP_ACCEPT="*/*",
+                                                   HTTP_USER_AGENT="layers_bench"))
+                ask(str(peer.socket_path), request, WARM_UP)
+                user0, system0 = tree_user_system(peer.proc.pid)
+                ask(str(peer.socket_path), request, args.requests)
+                user1, system1 = tree_user_system(peer.proc.pid)
+                user, system = (user1 - user0) / args.requests * 1e6, (system1 - system0) / args.requests * 1e6
+                samples[row].append((user, system))
+                print(f"round {round_no + 1}: {row}: user {user:.1f} µs, system {system:.1f} µs per request",
+                      flush=True)
+    finally:
+        for peer in peers.values():
+            peer.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(f"\nCPU µs per request of the server alone, one client, median (min-max) of {args.runs} rounds "
+          f"of {args.requests} requests\n")
+    table, results, before = [], [], None
+    for row, _, url in rows:
+        users = [u for u, _ in samples[row]]
+        systems = [s for _, s in samples[row]]
+        totals = [u + s for u, s in samples[row]]
+        total = statistics.median(totals)
+        added = "—" if before is None else f"{total - before:+.0f}"
+        table.append([row, median_spread(users), median_spread(systems), median_spread(totals), added])
+        results.append({"row": row, "url": url, "user_us": statistics.median(users),
+                        "system_us": statistics.median(systems), "total_us": total, "samples": samples[row]})
+        before = total
+    print_table(["server, page", "user", "system", "total", "over the row above"], table)
+    write_json(args.json, {"runs": args.runs, "requests": args.requests, "rows": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
