@@ -225,18 +225,23 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
             pass
 
 
-def tree_cpu_seconds(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of the process and each of its children."""
+def tree_user_system_seconds(pid: int) -> dict[int, tuple[float, float]]:
+    """(user, system) CPU seconds of the process and each of its children."""
     tick = os.sysconf("SC_CLK_TCK")
     cpu = {}
     for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            cpu[p] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            cpu[p] = int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime
         except OSError:
             pass
     return cpu
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of the process and each of its children."""
+    return {p: user + system for p, (user, system) in tree_user_system_seconds(pid).items()}
 
 
 def tree_context_switches(pid: int) -> dict[int, int]:

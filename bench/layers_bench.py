@@ -21,14 +21,13 @@ between rows what each layer adds.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import statistics
 import sys
 
 from benchlib import AS_USER, BENCH, Peer, bench_arguments, bench_site, in_turn, median_spread, print_table, write_json
-from benchlib import process_tree
+from benchlib import tree_user_system_seconds
 from fcgi_client import cgi_params, request_bytes
 
 WARM_UP = 500
@@ -36,17 +35,8 @@ WARM_UP = 500
 
 def tree_user_system(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of the process and its children, together."""
-    tick = os.sysconf("SC_CLK_TCK")
-    user = system = 0
-    for p in process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / tick, system / tick
+    cpu = tree_user_system_seconds(pid).values()
+    return sum(user for user, _ in cpu), sum(system for _, system in cpu)
 
 
 def ask(path: str, request: bytes, count: int) -> None:
