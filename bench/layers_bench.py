@@ -26,8 +26,8 @@ import socket
 import statistics
 import sys
 
-from benchlib import AS_USER, BENCH, Peer, bench_arguments, bench_site, in_turn, median_spread, print_table, write_json
-from benchlib import tree_user_system_seconds
+from benchlib import (AS_USER, BENCH, Peer, bench_arguments, bench_site, in_turn, median_spread, print_table,
+                      tree_user_system_seconds, write_json)
 from fcgi_client import cgi_params, request_bytes
 
 WARM_UP = 500
@@ -76,20 +76,22 @@ def main() -> int:
         ("fcgi_backend, site route (text)", "site", "/upload-form"),
         ("fcgi_backend, mustache view", "site", "/view"),
     ]
+    requests = {url: request_bytes(cgi_params("GET", url, HTTP_HOST="127.0.0.1", HTTP_ACCEPT="*/*",
+                                              HTTP_USER_AGENT="layers_bench"))
+                for _, _, url in rows}
     samples: dict[str, list[tuple[float, float]]] = {row: [] for row, _, _ in rows}
     try:
         for peer in peers.values():
             peer.start()
         for round_no in range(args.runs):
             for row, name, url in in_turn(rows, round_no):
-                peer = peers[name]
-                request = request_bytes(cgi_params("GET", url, HTTP_HOST="127.0.0.1", HTTP_ACCEPT="*/*",
-                                                   HTTP_USER_AGENT="layers_bench"))
-                ask(str(peer.socket_path), request, WARM_UP)
+                peer, path = peers[name], str(peers[name].socket_path)
+                ask(path, requests[url], WARM_UP)
                 user0, system0 = tree_user_system(peer.proc.pid)
-                ask(str(peer.socket_path), request, args.requests)
+                ask(path, requests[url], args.requests)
                 user1, system1 = tree_user_system(peer.proc.pid)
-                user, system = (user1 - user0) / args.requests * 1e6, (system1 - system0) / args.requests * 1e6
+                per_request = 1e6 / args.requests
+                user, system = (user1 - user0) * per_request, (system1 - system0) * per_request
                 samples[row].append((user, system))
                 print(f"round {round_no + 1}: {row}: user {user:.1f} µs, system {system:.1f} µs per request",
                       flush=True)

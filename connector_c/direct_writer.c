@@ -22,16 +22,30 @@ struct direct_writer {
     int error;                      /* errno of the first failed write; later writes are skipped */
 };
 
+static int is_direct(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_DIRECT);
+}
+
+/* O_DIRECT on or off for fd's later writes: 0, or -1 with errno set. */
+static int set_direct(int fd, int on)
+{
+    int flags = fcntl(fd, F_GETFL);
+    return flags < 0 ? -1 : fcntl(fd, F_SETFL, on ? flags | O_DIRECT : flags & ~O_DIRECT);
+}
+
 int write_fully(int fd, const char *data, size_t len)
 {
     while (len) {
         ssize_t n = write(fd, data, len);
         if (n < 0) {
-            int error = errno, flags;
+            int error = errno;
             if (error == EINTR)
                 continue;
-            if (error == EINVAL && (flags = fcntl(fd, F_GETFL)) >= 0 && (flags & O_DIRECT) && fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0)
-                continue; /* a device whose blocks are larger than DIRECT_ALIGN: the rest through the cache */
+            /* a device whose blocks are larger than DIRECT_ALIGN: the rest through the cache */
+            if (error == EINVAL && is_direct(fd) && set_direct(fd, 0) == 0)
+                continue;
             return error;
         }
         data += n;
@@ -84,8 +98,7 @@ direct_writer *direct_writer_start(int fd)
             return NULL;
         }
     }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_DIRECT) != 0) { /* e.g. tmpfs before Linux 6.6 */
+    if (set_direct(fd, 1) != 0) { /* e.g. tmpfs before Linux 6.6 */
         free_writer(w);
         return NULL;
     }
@@ -98,7 +111,7 @@ direct_writer *direct_writer_start(int fd)
     int failed = pthread_create(&w->thread, NULL, write_queued, w);
     pthread_sigmask(SIG_SETMASK, &before, NULL);
     if (failed) {
-        fcntl(fd, F_SETFL, flags);
+        set_direct(fd, 0);
         pthread_mutex_destroy(&w->lock);
         pthread_cond_destroy(&w->changed);
         free_writer(w);
@@ -135,7 +148,7 @@ int direct_writer_finish(direct_writer *w, int discard)
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
     int error = w->error;
-    fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) & ~O_DIRECT);
+    set_direct(w->fd, 0);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->changed);
     free_writer(w);
