@@ -22,13 +22,12 @@ between rows what each layer adds.
 from __future__ import annotations
 
 import shutil
-import socket
 import statistics
 import sys
 
 from benchlib import (AS_USER, BENCH, Peer, bench_arguments, bench_site, in_turn, median_spread, print_table,
                       tree_user_system_seconds, write_json)
-from fcgi_client import cgi_params, request_bytes
+from fcgi_client import FastCGIClient, cgi_params, request_bytes
 
 WARM_UP = 500
 
@@ -40,16 +39,13 @@ def tree_user_system(pid: int) -> tuple[float, float]:
 
 
 def ask(path: str, request: bytes, count: int) -> None:
-    """``count`` requests, one connection each; the server's answer read until it closes."""
+    """``count`` requests, one connection each, closed once END_REQUEST is in (as Apache does)."""
     for _ in range(count):
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(path)
-            client.sendall(request)
-            answer = b""
-            while chunk := client.recv(65536):
-                answer += chunk
-        if b"Status: 200" not in answer[:64]:  # (after the STDOUT record's 8-byte header)
-            raise RuntimeError(f"unexpected answer from {path}: {answer[:200]!r}")
+        with FastCGIClient(path) as client:
+            client.send(request)
+            reply = client.read_reply()
+        if reply.status != 200:
+            raise RuntimeError(f"unexpected answer from {path}: {reply.stdout[:200]!r}")
 
 
 def main() -> int:
