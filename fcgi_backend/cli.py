@@ -236,6 +236,9 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help=f"idle time after which a worker above prefork exits (default: {server.px_idle:g})")
     _option(pool, "--max-requests", setting="server.max_requests", type=int, metavar="N",
             help="replace a worker after N requests (default: 0, never)")
+    _option(pool, "--worker-cpus", setting="server.worker_cpus", metavar="LIST",
+            help="run the workers on these CPUs only, as taskset -c takes them (e.g. 1 or 2-3); keeping them off "
+                 "the web server's CPUs spares its caches (default: any CPU)")
     _option(pool, "--graceful-timeout", setting="server.graceful_timeout", type=float, metavar="SECONDS",
             help=f"on SIGTERM/SIGINT, time for requests in flight (default: {server.graceful_timeout:g})")
     _option(pool, "--no-prop-sigusr", setting="server.prop_sigusr", action="store_const", const=False,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
 from .allowlist import AllowList
+from .cpus import checked_cpu_list
 from .limits import Limits
 from .sessions import SessionConfig
 from .tls import TLSConfig
@@ -43,6 +44,7 @@ class ServerConfig:
     accept_wait: float = 4.0         #: seconds a worker waits in accept before its idle hook runs (Net::Waiter's TIMEOUT)
     px_idle: float = 31.0            #: a worker above prefork that idles this long exits
     max_requests: int = 0            #: a worker is replaced after this many requests (0: never)
+    worker_cpus: str = ""            #: run the workers on these CPUs only, e.g. "1" or "2-3" ("" = any)
     graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
     request_timeout: float = 0.0     #: a request running longer is stopped (504) and its worker replaced; 0: never
     slowlog_timeout: float = 0.0     #: a request running longer has its stack written to slowlog_file; 0: never
@@ -78,6 +80,11 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(self, name)}")
         if self.max_requests < 0:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
+        if self.worker_cpus:
+            try:
+                checked_cpu_list(self.worker_cpus)
+            except ValueError as exc:
+                raise ConfigError(f"worker_cpus: {exc}") from None
         if self.request_timeout and self.slowlog_timeout >= self.request_timeout:
             raise ConfigError(f"slowlog_timeout ({self.slowlog_timeout:g}s) must be below request_timeout "
                               f"({self.request_timeout:g}s), or the stack is never written")

@@ -34,6 +34,7 @@ from typing import Callable
 from . import logs, notify, slowlog
 from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_pidfile
 from .config import ConfigError, ServerConfig, table_fields
+from .cpus import format_cpu_list, parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
@@ -355,13 +356,22 @@ class Waiter:
                           max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
                           idle_timeout=self.config.idle_timeout, listener=self.listener if accepting else None)
 
+    def _pin_to_worker_cpus(self) -> None:
+        """A worker (or the nofork process) runs on the CPUs ``worker_cpus`` names, if it names any."""
+        if self.config.worker_cpus:
+            try:
+                pin_this_process(parse_cpu_list(self.config.worker_cpus))
+            except OSError as exc:  # the host's CPUs changed since the start: serve anywhere rather than not at all
+                log.warning("worker_cpus %s: %s; this worker runs on any CPU", self.config.worker_cpus, exc.strerror)
+
     def _serve_in_this_process(self) -> None:
         if any(sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for sig in self._take_signals()):
             return  # told to stop while starting
         slot = self.scoreboard.claim(self.generation)
         self.scoreboard.assign(slot, os.getpid())
         self._loop = self._make_loop(slot)
-        log.info("serving in one process (nofork)")
+        self._pin_to_worker_cpus()
+        log.info("serving in one process (nofork)%s", f" on CPU {self.config.worker_cpus}" if self.config.worker_cpus else "")
         handlers = self._worker_signal_handlers()
         handlers[signal.SIGHUP] = self._reload_tls_only
         with self._loop.handling_signals(handlers):
@@ -426,8 +436,10 @@ class Waiter:
         old_handlers = {sig: signal.signal(sig, self._queue_signal) for sig in _SUPERVISOR_SIGNALS}
         self._wake = (wake_r, wake_w)
         forking = self.config.prefork == 0
-        log.info("supervisor %d: %s", os.getpid(), f"forking, maxfork {self.config.maxfork}" if forking
-                 else f"prefork {self.config.prefork}, maxfork {self.config.maxfork}")
+        log.info("supervisor %d: %s%s", os.getpid(), f"forking, maxfork {self.config.maxfork}" if forking
+                 else f"prefork {self.config.prefork}, maxfork {self.config.maxfork}",
+                 f", workers on CPU {format_cpu_list(parse_cpu_list(self.config.worker_cpus))}"
+                 if self.config.worker_cpus else "")
         if forking:
             self.listener.setblocking(False)
         idle_since = time.monotonic()
@@ -717,6 +729,7 @@ class Waiter:
         if self.identity is not None:
             self.identity.become_for_good()
         end_with_parent(self._supervisor_pid)
+        self._pin_to_worker_cpus()
         slowlog.arm_worker(self.config.slowlog_timeout)
         self.scoreboard.assign(slot, os.getpid())
         self.workers = {}

@@ -165,6 +165,26 @@ def test_max_requests_replaces_the_worker(site, workdir):
         backend.stop()
 
 
+def _cpus_allowed(pid) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        return re.search(r"^Cpus_allowed_list:\s*(\S+)", f.read(), re.M).group(1)
+
+
+def test_worker_cpus_pins_every_worker_and_not_the_supervisor(site, workdir):
+    cpu = max(os.sched_getaffinity(0))  # the last CPU this machine lets us use
+    everything = _cpus_allowed(os.getpid())
+    backend = start(site, workdir, "--prefork", "2", "--maxfork", "2", "--worker-cpus", str(cpu))
+    try:
+        backend.wait_for_log(f"workers on CPU {cpu}")
+        pids = {int(get(backend, "/pid")[1]) for _ in range(20)}
+        workers = {int(p) for p in open(f"/proc/{backend.proc.pid}/task/{backend.proc.pid}/children").read().split()}
+        assert pids <= workers and len(workers) == 2
+        assert {_cpus_allowed(pid) for pid in workers} == {str(cpu)}
+        assert _cpus_allowed(backend.proc.pid) == everything
+    finally:
+        backend.stop()
+
+
 def test_reload_under_load_through_apache_fails_no_request(site, workdir):
     pages = site / "handlers" / "testing.py"
     backend = Backend(site, workdir / "run", ["--prefork", "3", "--status-path", "/fcgi-status"]).start()
@@ -332,6 +352,9 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
     ("accept_wait = -1", "accept_wait must be more than 0"), ("timeout = 5", "timeout in [server] was renamed accept_wait"),
     ("px_idle = 0", "px_idle must be more than 0"),
     ("max_requests = -5", "max_requests must be 0"),
+    ("worker_cpus = '9999'", "worker_cpus: CPU 9999 is not available here"),
+    ("worker_cpus = '3-1'", "runs backwards"),
+    ("worker_cpus = 'one'", "is not a CPU list"),
     ("prefork = 'four'", "prefork in [server] must be int"),
     ("workers = 3", "unknown setting 'workers'"),
     ("status_path = 'status'", "must start with '/'"),
