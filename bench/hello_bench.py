@@ -5,7 +5,9 @@
   * stock flup's preforking WSGIServer with the same hello;
   * uWSGI in its FastCGI mode (``--fastcgi-socket``, Debian's uwsgi-plugin-python3), the same hello;
   * php-fpm (pm = static) with a hello.php;
-  * the ceiling: a minimal C responder on libfcgi answering the same hello.
+  * the ceiling: a minimal C responder on libfcgi answering the same hello;
+  * fcgi_backend's hello again with its workers on one CPU (``--worker-cpus``), and php-fpm's on
+    the same CPU (``taskset -c``), Apache and wrk free to use every CPU.
 
 Every server runs the same number of worker processes behind the same Apache (tuned for 256
 clients, benchlib.APACHE_TUNING), on a unix socket.
@@ -18,6 +20,7 @@ Apache's, from /proc, which shows where a request's cost lies.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import sys
@@ -26,6 +29,8 @@ from benchlib import (in_turn, behind_apache, bench_arguments, print_table, writ
                       php_fpm_config, wrk, wrk_with_cpu)
 
 CONCURRENCY = [1, 4, 16, 64, 256]
+# The CPU the pinned lines' workers run on: the last one (Apache's threads mostly run elsewhere).
+WORKER_CPU = str(max(os.sched_getaffinity(0)))
 
 
 def uwsgi_command(sock, workers: int) -> list[str]:
@@ -60,6 +65,13 @@ def main() -> int:
                                     sock, run / "php.log"), "/hello.php", php_stanza),
         ("C libfcgi hello (ceiling)", Peer("c", [str(build_c_responder(run)), str(sock), str(args.workers)],
                                            sock, run / "c.log"), "/hello", ""),
+        (f"fcgi_backend, WSGI hello, --worker-cpus {WORKER_CPU}",
+         Peer("ours-pinned", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group, "--worker-cpus", WORKER_CPU,
+                              "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"], sock, run / "ours-pinned.log"),
+         "/hello", ""),
+        (f"php-fpm, hello.php, taskset -c {WORKER_CPU}",
+         Peer("php-fpm-pinned", ["taskset", "-c", WORKER_CPU, PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
+              sock, run / "php-pinned.log"), "/hello.php", php_stanza),
     ]
     samples = {(name, c): [] for name, *_ in lines for c in args.concurrency}
     try:
@@ -94,11 +106,12 @@ def main() -> int:
     print("\nratios, same run:\n")
     rows = []
     for c in args.concurrency:
-        hello, view, flup, uwsgi, php, ceiling = (by[(n, c)]["rps"] for n in names)
+        hello, view, flup, uwsgi, php, ceiling, hello_pinned, php_pinned = (by[(n, c)]["rps"] for n in names)
         rows.append([c, f"{hello / php:.2f}x", f"{hello / uwsgi:.2f}x", f"{hello / flup:.2f}x", f"{view / php:.2f}x",
-                     f"{hello / ceiling:.2f}x"])
+                     f"{hello / ceiling:.2f}x", f"{hello_pinned / php:.2f}x", f"{hello_pinned / php_pinned:.2f}x"])
     print_table(["concurrency", "WSGI hello / php-fpm", "WSGI hello / uWSGI", "WSGI hello / flup",
-                 "mustache view / php-fpm", "WSGI hello / C ceiling"], rows)
+                 "mustache view / php-fpm", "WSGI hello / C ceiling", "pinned WSGI hello / php-fpm",
+                 "pinned WSGI hello / pinned php-fpm"], rows)
     print("\nlatency p50 / p99 in ms\n")
     print_table(["concurrency", *names],
                 [[c, *(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names)] for c in args.concurrency])
