@@ -6,8 +6,8 @@
   * uWSGI in its FastCGI mode (``--fastcgi-socket``, Debian's uwsgi-plugin-python3), the same hello;
   * php-fpm (pm = static) with a hello.php;
   * the ceiling: a minimal C responder on libfcgi answering the same hello;
-  * fcgi_backend's hello again with its workers on one CPU (``--worker-cpus``), and php-fpm's on
-    the same CPU (``taskset -c``), Apache and wrk free to use every CPU.
+  * fcgi_backend's hello and view again with its workers on one CPU (``--worker-cpus``), and
+    php-fpm's on the same CPU (``taskset -c``), Apache and wrk free to use every CPU.
 
 Every server runs the same number of worker processes behind the same Apache (tuned for 256
 clients, benchlib.APACHE_TUNING), on a unix socket.
@@ -69,6 +69,9 @@ def main() -> int:
          Peer("ours-pinned", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group, "--worker-cpus", WORKER_CPU,
                               "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"], sock, run / "ours-pinned.log"),
          "/hello", ""),
+        (f"fcgi_backend, mustache view, --worker-cpus {WORKER_CPU}",
+         Peer("ours-view-pinned", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group, "--worker-cpus", WORKER_CPU],
+              sock, run / "ours-view-pinned.log"), "/view", ""),
         (f"php-fpm, hello.php, taskset -c {WORKER_CPU}",
          Peer("php-fpm-pinned", ["taskset", "-c", WORKER_CPU, PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
               sock, run / "php-pinned.log"), "/hello.php", php_stanza),
@@ -106,12 +109,13 @@ def main() -> int:
     print("\nratios, same run:\n")
     rows = []
     for c in args.concurrency:
-        hello, view, flup, uwsgi, php, ceiling, hello_pinned, php_pinned = (by[(n, c)]["rps"] for n in names)
+        hello, view, flup, uwsgi, php, ceiling, hello_pinned, view_pinned, php_pinned = (by[(n, c)]["rps"] for n in names)
         rows.append([c, f"{hello / php:.2f}x", f"{hello / uwsgi:.2f}x", f"{hello / flup:.2f}x", f"{view / php:.2f}x",
-                     f"{hello / ceiling:.2f}x", f"{hello_pinned / php:.2f}x", f"{hello_pinned / php_pinned:.2f}x"])
+                     f"{hello / ceiling:.2f}x", f"{hello_pinned / php:.2f}x", f"{hello_pinned / php_pinned:.2f}x",
+                     f"{view_pinned / php:.2f}x"])
     print_table(["concurrency", "WSGI hello / php-fpm", "WSGI hello / uWSGI", "WSGI hello / flup",
                  "mustache view / php-fpm", "WSGI hello / C ceiling", "pinned WSGI hello / php-fpm",
-                 "pinned WSGI hello / pinned php-fpm"], rows)
+                 "pinned WSGI hello / pinned php-fpm", "pinned mustache view / php-fpm"], rows)
     print("\nlatency p50 / p99 in ms\n")
     print_table(["concurrency", *names],
                 [[c, *(f"{by[(n, c)]['p50_ms']:.2f} / {by[(n, c)]['p99_ms']:.2f}" for n in names)] for c in args.concurrency])
