@@ -50,31 +50,28 @@ def main() -> int:
     group = AS_USER  # (the socket's group is the user's)
     pool = ["--prefork", str(-args.workers)]
     php_stanza = f'<FilesMatch "\\.php$">\n    SetHandler "proxy:unix:{sock}|fcgi://localhost"\n</FilesMatch>'
+    ours_view = [python, "-m", "fcgi_backend", "run", str(site), *pool, *group]
+    ours_hello = [*ours_view, "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"]
+    php = [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))]
+    pinned = ["--worker-cpus", WORKER_CPU]
     # (name, peer, URL path, extra Apache config)
     lines = [
-        ("fcgi_backend, WSGI hello", Peer("ours-hello", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group,
-                                                          "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"],
-                                          sock, run / "ours-hello.log"), "/hello", ""),
-        ("fcgi_backend, mustache view", Peer("ours-view", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group],
-                                             sock, run / "ours-view.log"), "/view", ""),
+        ("fcgi_backend, WSGI hello", Peer("ours-hello", ours_hello, sock, run / "ours-hello.log"), "/hello", ""),
+        ("fcgi_backend, mustache view", Peer("ours-view", ours_view, sock, run / "ours-view.log"), "/view", ""),
         ("flup prefork, WSGI hello", Peer("flup", [python, str(BENCH / "peers" / "flup_prefork_hello.py"), str(sock),
                                                    str(args.workers)], sock, run / "flup.log"), "/hello", ""),
         ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, args.workers), sock, run / "uwsgi.log"),
          "/hello", ""),
-        ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
-                                    sock, run / "php.log"), "/hello.php", php_stanza),
+        ("php-fpm, hello.php", Peer("php-fpm", php, sock, run / "php.log"), "/hello.php", php_stanza),
         ("C libfcgi hello (ceiling)", Peer("c", [str(build_c_responder(run)), str(sock), str(args.workers)],
                                            sock, run / "c.log"), "/hello", ""),
         (f"fcgi_backend, WSGI hello, --worker-cpus {WORKER_CPU}",
-         Peer("ours-pinned", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group, "--worker-cpus", WORKER_CPU,
-                              "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"], sock, run / "ours-pinned.log"),
-         "/hello", ""),
+         Peer("ours-pinned", [*ours_hello, *pinned], sock, run / "ours-pinned.log"), "/hello", ""),
         (f"fcgi_backend, mustache view, --worker-cpus {WORKER_CPU}",
-         Peer("ours-view-pinned", [python, "-m", "fcgi_backend", "run", str(site), *pool, *group, "--worker-cpus", WORKER_CPU],
-              sock, run / "ours-view-pinned.log"), "/view", ""),
+         Peer("ours-view-pinned", [*ours_view, *pinned], sock, run / "ours-view-pinned.log"), "/view", ""),
         (f"php-fpm, hello.php, taskset -c {WORKER_CPU}",
-         Peer("php-fpm-pinned", ["taskset", "-c", WORKER_CPU, PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, args.workers))],
-              sock, run / "php-pinned.log"), "/hello.php", php_stanza),
+         Peer("php-fpm-pinned", ["taskset", "-c", WORKER_CPU, *php], sock, run / "php-pinned.log"), "/hello.php",
+         php_stanza),
     ]
     samples = {(name, c): [] for name, *_ in lines for c in args.concurrency}
     try:

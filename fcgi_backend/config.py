@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
 from .allowlist import AllowList
-from .cpus import checked_cpu_list
+from .cpus import checked_cpu_list, format_cpu_list
 from .limits import Limits
 from .sessions import SessionConfig
 from .tls import TLSConfig
@@ -80,9 +80,10 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(self, name)}")
         if self.max_requests < 0:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
-        if self.worker_cpus:
+        worker_cpus = self.worker_cpus
+        if worker_cpus:
             try:
-                checked_cpu_list(self.worker_cpus)
+                worker_cpus = format_cpu_list(checked_cpu_list(worker_cpus))  # one spelling for logs and workers
             except ValueError as exc:
                 raise ConfigError(f"worker_cpus: {exc}") from None
         if self.request_timeout and self.slowlog_timeout >= self.request_timeout:
@@ -119,7 +120,7 @@ class ServerConfig:
         if self.slowlog_file and not self.slowlog_timeout:
             raise ConfigError("slowlog_file without slowlog_timeout: nothing would be written to it "
                               "(give --slowlog-timeout SECONDS)")
-        return replace(self, prefork=prefork, maxfork=maxfork)
+        return replace(self, prefork=prefork, maxfork=maxfork, worker_cpus=worker_cpus)
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,10 @@ def available_cpus() -> frozenset[int]:
 
 def checked_cpu_list(text: str) -> frozenset[int]:
     """``text`` parsed, every CPU in it one this process may use; ValueError otherwise."""
-    cpus = parse_cpu_list(text)
-    missing = cpus - available_cpus()
-    if missing:
-        raise ValueError(f"CPU {format_cpu_list(missing)} is not available here "
-                         f"(this process may use {format_cpu_list(available_cpus())})")
+    cpus, usable = parse_cpu_list(text), available_cpus()
+    if not cpus <= usable:
+        raise ValueError(f"CPU {format_cpu_list(cpus - usable)} is not available here "
+                         f"(this process may use {format_cpu_list(usable)})")
     return cpus
 
 

@@ -34,7 +34,7 @@ from typing import Callable
 from . import logs, notify, slowlog
 from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_pidfile
 from .config import ConfigError, ServerConfig, table_fields
-from .cpus import format_cpu_list, parse_cpu_list, pin_this_process
+from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
@@ -438,8 +438,7 @@ class Waiter:
         forking = self.config.prefork == 0
         log.info("supervisor %d: %s%s", os.getpid(), f"forking, maxfork {self.config.maxfork}" if forking
                  else f"prefork {self.config.prefork}, maxfork {self.config.maxfork}",
-                 f", workers on CPU {format_cpu_list(parse_cpu_list(self.config.worker_cpus))}"
-                 if self.config.worker_cpus else "")
+                 f", workers on CPU {self.config.worker_cpus}" if self.config.worker_cpus else "")
         if forking:
             self.listener.setblocking(False)
         idle_since = time.monotonic()

@@ -177,7 +177,7 @@ def test_worker_cpus_pins_every_worker_and_not_the_supervisor(site, workdir):
     try:
         backend.wait_for_log(f"workers on CPU {cpu}")
         pids = {int(get(backend, "/pid")[1]) for _ in range(20)}
-        workers = {int(p) for p in open(f"/proc/{backend.proc.pid}/task/{backend.proc.pid}/children").read().split()}
+        workers = children(backend)
         assert pids <= workers and len(workers) == 2
         assert {_cpus_allowed(pid) for pid in workers} == {str(cpu)}
         assert _cpus_allowed(backend.proc.pid) == everything
