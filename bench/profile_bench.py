@@ -3,7 +3,8 @@ fcgi_backend's WSGI hello and, beside it, php-fpm's hello.php, uWSGI's FastCGI m
 WSGI hello and the C libfcgi responder (4 workers each, as in hello_bench), and the floor under
 any Python FastCGI server (bench/peers/python_floor_hello.py: accept, read until the request is
 whole, the C scanner, the application, one sendmsg, close; what the interpreter itself costs per
-request):
+request), and that floor made busier by BUSY_US of pure computation a request (a loop that
+touches no memory: what a worker's CPU time alone, not its code, does to Apache's):
 
   * the CPU time and the context switches per request of each side, the server's processes and
     Apache's (every thread), from /proc over a run of wrk: how much of Apache's cost follows the
@@ -17,6 +18,11 @@ request):
 The CPU times and switches are medians (min-max) of ``--runs`` rounds, the servers' order rotating
 from round to round (a run's place in its round moves its figures); the perf split and the system
 calls, which hold steady from run to run, come from the first round.
+
+Before the servers, the cost of one wake-up on this host (bench/peers/wakeup_cost.c: two threads
+hand a byte to and fro over pipes), with both threads on one CPU and on two: a virtual machine
+may charge far more CPU for a wake-up that crosses CPUs, and the context switches above are
+then what the servers' figures follow.
 
 ``--pinned`` runs Apache and wrk on the first CPU and the server on the second, so that neither
 side runs on a core the other has just used; only the CPU times and switches are taken then. Set
@@ -45,6 +51,7 @@ from apache_harness import Apache
 from hello_bench import uwsgi_command
 
 CLIENTS = 16
+BUSY_US = 15  # the busier floor's extra computation per request, about our worker's CPU over the floor's
 
 
 def children(pid: int) -> list[int]:
@@ -80,6 +87,20 @@ def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
             if len(fields) == 6:
                 counts[fields[-1] + " (failed)"] = int(fields[4])
     return counts
+
+
+def wakeup_costs(out_dir, cpus: list[int]) -> dict[str, float]:
+    """CPU µs per wake-up between two threads on one CPU and, with two CPUs, across them."""
+    binary = out_dir / "wakeup_cost"
+    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(BENCH / "peers" / "wakeup_cost.c")], check=True)
+    pairs = {"on one CPU": (cpus[0], cpus[0])}
+    if len(cpus) > 1:
+        pairs["across two CPUs"] = (cpus[0], cpus[1])
+    costs = {}
+    for where, (first, other) in pairs.items():
+        out = subprocess.run([str(binary), str(first), str(other)], capture_output=True, text=True, check=True).stdout
+        costs[where] = float(out.split()[1])  # "cpu_us_per_wakeup X wall_us_per_wakeup Y"
+    return costs
 
 
 def per_request_costs(apache: Apache, peer: Peer, path: str, duration: float) -> dict[str, float]:
@@ -142,8 +163,13 @@ def main() -> int:
         ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, 4), sock, run / "uwsgi.log"), "/hello"),
         ("Python floor, WSGI hello", Peer("floor", [sys.executable, str(BENCH / "peers" / "python_floor_hello.py"),
                                                     str(sock), "4"], sock, run / "floor.log"), "/hello"),
+        (f"Python floor + {BUSY_US} µs of computation", Peer("busy floor", [
+            sys.executable, str(BENCH / "peers" / "python_floor_hello.py"), str(sock), "4", str(BUSY_US)], sock,
+            run / "busy_floor.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
+    wakeups = wakeup_costs(run, sorted(every_cpu))
+    print("a wake-up costs " + ", ".join(f"{us:.1f} µs of CPU {where}" for where, us in wakeups.items()), flush=True)
     results: dict[str, dict] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in lines}
     try:
@@ -177,9 +203,11 @@ def main() -> int:
                   f"{r['costs']['server_switches']:.2f} / {r['costs']['apache_switches']:.2f}",
                   str(sum(run["errors"] for run in r["runs"]))]
                  for name, r in results.items()])
+    print("\nCPU µs per wake-up between two threads, this host: " +
+          ", ".join(f"{where} {us:.1f}" for where, us in wakeups.items()))
     if not args.pinned:
         print_profile_tables(results)
-    write_json(args.json, results)
+    write_json(args.json, {**results, "wake-up CPU µs": wakeups})
     return 0
 
 
