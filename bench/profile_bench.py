@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 from benchlib import (AS_USER, BENCH, PHP_FPM, Peer, SwitchMeter, behind_apache, bench_arguments, bench_site,
                       build_c_responder, in_turn, median_spread, php_fpm_config, pin_tree, print_table, write_json,
@@ -89,7 +90,7 @@ def syscalls(pids: list[int], seconds: float) -> dict[str, int]:
     return counts
 
 
-def wakeup_costs(out_dir, cpus: list[int]) -> dict[str, float]:
+def wakeup_costs(out_dir: Path, cpus: list[int]) -> dict[str, float]:
     """CPU µs per wake-up between two threads on one CPU and, with two CPUs, across them."""
     binary = out_dir / "wakeup_cost"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(BENCH / "peers" / "wakeup_cost.c")], check=True)

@@ -53,7 +53,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     pthread_t thread;
-    pthread_create(&thread, NULL, other_side, &other_cpu);
+    if (pthread_create(&thread, NULL, other_side, &other_cpu) != 0) {
+        fprintf(stderr, "pthread_create failed\n");
+        return 2;
+    }
     char byte = 'x';
     struct timespec start, end;
     struct rusage before, after;
