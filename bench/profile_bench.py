@@ -155,6 +155,7 @@ def main() -> int:
     run = root / "run"
     sock = site / "fcgi_backend.sock"
     php_stanza = f'<FilesMatch "\\.php$">\n    SetHandler "proxy:unix:{sock}|fcgi://localhost"\n</FilesMatch>'
+    floor = [sys.executable, str(BENCH / "peers" / "python_floor_hello.py"), str(sock), "4"]
     lines = [
         ("fcgi_backend, WSGI hello", Peer("ours", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork",
                                                     "-4", *AS_USER, "--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"],
@@ -162,15 +163,12 @@ def main() -> int:
         ("php-fpm, hello.php", Peer("php-fpm", [PHP_FPM, "-n", "-y", str(php_fpm_config(run, sock, 4))], sock,
                                     run / "php.log"), "/hello.php"),
         ("uWSGI FastCGI, WSGI hello", Peer("uwsgi", uwsgi_command(sock, 4), sock, run / "uwsgi.log"), "/hello"),
-        ("Python floor, WSGI hello", Peer("floor", [sys.executable, str(BENCH / "peers" / "python_floor_hello.py"),
-                                                    str(sock), "4"], sock, run / "floor.log"), "/hello"),
-        (f"Python floor + {BUSY_US} µs of computation", Peer("busy floor", [
-            sys.executable, str(BENCH / "peers" / "python_floor_hello.py"), str(sock), "4", str(BUSY_US)], sock,
-            run / "busy_floor.log"), "/hello"),
+        ("Python floor, WSGI hello", Peer("floor", floor, sock, run / "floor.log"), "/hello"),
+        (f"Python floor + {BUSY_US} µs of computation",
+         Peer("busy floor", [*floor, str(BUSY_US)], sock, run / "busy_floor.log"), "/hello"),
         ("C libfcgi hello", Peer("c", [str(build_c_responder(run)), str(sock), "4"], sock, run / "c.log"), "/hello"),
     ]
-    wakeups = wakeup_costs(run, sorted(every_cpu))
-    print("a wake-up costs " + ", ".join(f"{us:.1f} µs of CPU {where}" for where, us in wakeups.items()), flush=True)
+    wakeups = wakeup_costs(run, sorted(every_cpu))  # (before the servers: nothing else loads the CPUs)
     results: dict[str, dict] = {}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in lines}
     try:
