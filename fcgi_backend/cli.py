@@ -238,7 +238,7 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help="replace a worker after N requests (default: 0, never)")
     _option(pool, "--worker-cpus", setting="server.worker_cpus", metavar="LIST",
             help="run the workers on these CPUs only, as taskset -c takes them (e.g. 1 or 2-3); keeping them off "
-                 "the web server's CPUs spares its caches (default: any CPU)")
+                 "the web server's CPUs spares it wake-ups across CPUs (default: any CPU)")
     _option(pool, "--graceful-timeout", setting="server.graceful_timeout", type=float, metavar="SECONDS",
             help=f"on SIGTERM/SIGINT, time for requests in flight (default: {server.graceful_timeout:g})")
     _option(pool, "--no-prop-sigusr", setting="server.prop_sigusr", action="store_const", const=False,

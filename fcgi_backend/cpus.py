@@ -1,8 +1,9 @@
 """Which CPUs the workers may run on: Linux's CPU list syntax ("1", "2-3", "0,2-3"), as in
 ``taskset -c`` and /sys/devices/system/cpu/online.
 
-Keeping the workers off the CPUs the web server runs on spares the web server's caches: on a
-small host the two otherwise take turns on every core (README, *Small pages*)."""
+Keeping the workers off the CPUs the web server runs on spares the web server wake-ups across
+CPUs, which some virtual machines charge dearly for: on a small host the two otherwise take turns
+on every core (README, *Small pages*)."""
 
 from __future__ import annotations
 
