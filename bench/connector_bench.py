@@ -1,21 +1,27 @@
 """mod_proxy_fcgi against this project's connector (mod_fcgi_backend), in one run, same backend:
 
   * a 1 GiB multipart upload through each, at least 6 times (the connector sends it as one
-    FCGI_X_STDIN stream);
+    FCGI_X_STDIN stream), the file stored on the disk, then in memory (a tmpfs folder); beside
+    them, the disk's own time to write as much (O_DIRECT, 4 MiB a write), the bound on the first;
   * small-page requests per second through each (the site's mustache view and a route), with wrk.
 
-One fcgi_backend serves one site; two Apaches, one per connector, stand in front of it. Rounds are
-interleaved; the tables give medians and the connector's ratio to mod_proxy_fcgi.
+One fcgi_backend serves one site (started again for each upload folder); two Apaches, one per
+connector, stand in front of it. Rounds are interleaved; the tables give medians and the
+connector's ratio to mod_proxy_fcgi.
 
     python bench/connector_bench.py [--runs 3] [--mib 1024] [--duration 4] [--json results.json]
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import statistics
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from benchlib import in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
@@ -23,33 +29,67 @@ from benchlib import MiB, median_spread, post_upload as upload, wrk
 
 PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 UPLOAD_RUNS = 6  # at least: one upload's time moved by half from one run to the next
+MEMORY = "/dev/shm"  # the tmpfs folder the second upload rounds store into
+DISK_WRITE_BLOCK = 4 * MiB
+
+
+def disk_write_seconds(directory: Path, mib: int) -> float:
+    """Seconds the disk under ``directory`` takes to write ``mib`` MiB past the page cache
+    (O_DIRECT, 4 MiB a write, from a page-aligned buffer), as dd's oflag=direct does."""
+    block = mmap.mmap(-1, DISK_WRITE_BLOCK)
+    block.write(os.urandom(DISK_WRITE_BLOCK))
+    path = directory / "disk-write-probe"
+    os.sync()
+    started = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
+    try:
+        for _ in range(mib * MiB // DISK_WRITE_BLOCK):
+            os.write(fd, block)
+    finally:
+        os.close(fd)
+        elapsed = time.perf_counter() - started
+        path.unlink()
+    return elapsed
+
+
+def start_backend(site: Path, run: Path, uploads: Path) -> Peer:
+    backend = Peer("fcgi_backend", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork", "-4",
+                                    "--upload-dir", str(uploads), *AS_USER], site / "fcgi_backend.sock",
+                   run / "backend.log")  # (AS_USER: the socket's group is the user's)
+    backend.start()
+    return backend
 
 
 def main() -> int:
     args = bench_arguments(__doc__, mib=1024, duration=4, concurrency=[1, 16, 64]).parse_args()
 
     root, site = bench_site("fcgi-bench-connector-")
-    uploads = root / "uploads"
-    uploads.mkdir()
-    group = AS_USER  # (the socket's group is the user's)
-    backend = Peer("fcgi_backend", [sys.executable, "-m", "fcgi_backend", "run", str(site), "--prefork", "-4",
-                                    "--upload-dir", str(uploads), *group], site / "fcgi_backend.sock",
-                   root / "run" / "backend.log")
-    backend.start()
+    run = root / "run"
+    storages = {"disk": root / "uploads", "memory (tmpfs)": Path(tempfile.mkdtemp(prefix="fcgi-bench-", dir=MEMORY))}
+    storages["disk"].mkdir()
     fronts = {"mod_proxy_fcgi": Apache(site, root / "run-proxy", extra_config=APACHE_TUNING).start(),
               "connector (X_STDIN)": Apache(site, root / "run-connector", extra_config=APACHE_TUNING,
                                             connector=True).start()}
     block = os.urandom(MiB)
-    uploads_s = {name: [] for name in fronts}
+    uploads_s = {(storage, name): [] for storage in storages for name in fronts}
+    disk_s = []
     rps = {(name, page, c): [] for name in fronts for page in PAGES for c in args.concurrency}
+    backend = None
     try:
         # Uploads first, in rounds of their own: their time moves most, so they get more runs.
-        for round_no in range(max(args.runs, UPLOAD_RUNS)):
-            for name, apache in in_turn(fronts.items(), round_no):
-                elapsed, length, _ = upload(apache.port, args.mib, block)
-                uploads_s[name].append(elapsed)
-                print(f"round {round_no + 1}: {name}: {args.mib} MiB upload {elapsed:.2f} s "
-                      f"({length / elapsed / 1e6:.0f} MB/s)", flush=True)
+        for storage, uploads in storages.items():
+            backend = start_backend(site, run, uploads)
+            for round_no in range(max(args.runs, UPLOAD_RUNS)):
+                if storage == "disk":
+                    disk_s.append(disk_write_seconds(uploads, args.mib))
+                    print(f"round {round_no + 1}: the disk alone: {args.mib} MiB written {disk_s[-1]:.2f} s", flush=True)
+                for name, apache in in_turn(fronts.items(), round_no):
+                    elapsed, length, _ = upload(apache.port, args.mib, block)
+                    uploads_s[(storage, name)].append(elapsed)
+                    print(f"round {round_no + 1}: {name}: {args.mib} MiB upload to {storage} {elapsed:.2f} s "
+                          f"({length / elapsed / 1e6:.0f} MB/s)", flush=True)
+            if storage != list(storages)[-1]:
+                backend.stop()
         for round_no in range(args.runs):
             for name, apache in in_turn(fronts.items(), round_no):
                 for page, path in PAGES.items():
@@ -60,21 +100,30 @@ def main() -> int:
     finally:
         for apache in fronts.values():
             apache.stop()
-        backend.stop()
+        if backend is not None:
+            backend.stop()
+        shutil.rmtree(storages["memory (tmpfs)"], ignore_errors=True)
         shutil.rmtree(root, ignore_errors=True)
 
     proxy, conn = fronts
-    up = {name: statistics.median(v) for name, v in uploads_s.items()}
-    print(f"\n{args.mib} MiB multipart upload, median (min-max) of {len(uploads_s[proxy])} runs\n")
-    print("| front | median time | throughput | connector relative to mod_proxy_fcgi |")
-    print("|---|---|---|---|")
-    for name, t in up.items():
-        ratio = f"{up[proxy] / t:.2f}x" if name == conn else "—"
-        print(f"| {name} | {median_spread(uploads_s[name], 2, ' s')} | {args.mib * MiB / t / 1e6:.0f} MB/s | {ratio} |")
+    up = {key: statistics.median(v) for key, v in uploads_s.items()}
+    disk = statistics.median(disk_s)
+    print(f"\n{args.mib} MiB multipart upload, median (min-max) of {len(disk_s)} runs; the disk alone: "
+          f"{median_spread(disk_s, 2, ' s')}\n")
+    print("| stored to | mod_proxy_fcgi | connector (X_STDIN) | connector relative to mod_proxy_fcgi | connector's time over the disk's alone |")
+    print("|---|---|---|---|---|")
+    for storage in storages:
+        a, b = up[(storage, proxy)], up[(storage, conn)]
+        over_disk = f"{b / disk:.2f}x" if storage == "disk" else "—"
+        print(f"| {storage} | {median_spread(uploads_s[(storage, proxy)], 2, ' s')}, {args.mib * MiB / a / 1e6:.0f} MB/s "
+              f"| {median_spread(uploads_s[(storage, conn)], 2, ' s')}, {args.mib * MiB / b / 1e6:.0f} MB/s "
+              f"| {a / b:.2f}x | {over_disk} |")
     print(f"\nrequests/s, median of {args.runs} runs of {args.duration} s\n")
     print("| page | concurrency | mod_proxy_fcgi | connector | connector / mod_proxy_fcgi |")
     print("|---|---|---|---|---|")
-    results = {"mib": args.mib, "runs": args.runs, "upload_s": up, "rps": []}
+    results = {"mib": args.mib, "runs": args.runs, "disk_write_s": disk,
+               "upload_s": {storage: {name: up[(storage, name)] for name in fronts} for storage in storages},
+               "rps": []}
     for page in PAGES:
         for c in args.concurrency:
             a, b = statistics.median(rps[(proxy, page, c)]), statistics.median(rps[(conn, page, c)])
