@@ -2,7 +2,8 @@
 
   * a 1 GiB multipart upload through each, at least 6 times (the connector sends it as one
     FCGI_X_STDIN stream), the file stored on the disk, then in memory (a tmpfs folder); beside
-    them, the disk's own time to write as much (O_DIRECT, 4 MiB a write), the bound on the first;
+    them, the disk's own time to take as much past the page cache (upload_parts_bench's write
+    alone: blocks reserved, O_DIRECT, 4 MiB a write), the bound on the first;
   * small-page requests per second through each (the site's mustache view and a route), with wrk.
 
 One fcgi_backend serves one site (started again for each upload folder); two Apaches, one per
@@ -14,42 +15,22 @@ connector's ratio to mod_proxy_fcgi.
 
 from __future__ import annotations
 
-import mmap
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchlib import in_turn, bench_arguments, write_json, AS_USER, APACHE_TUNING, Peer, bench_site  # first: puts tools/ on the path
 from apache_harness import Apache
 from benchlib import MiB, median_spread, post_upload as upload, wrk
+from upload_parts_bench import write_only
 
 PAGES = {"mustache view": "/view", "route (text)": "/upload-form"}
 UPLOAD_RUNS = 6  # at least: one upload's time moved by half from one run to the next
 MEMORY = "/dev/shm"  # the tmpfs folder the second upload rounds store into
-DISK_WRITE_BLOCK = 4 * MiB
-
-
-def disk_write_seconds(directory: Path, mib: int) -> float:
-    """Seconds the disk under ``directory`` takes to write ``mib`` MiB past the page cache
-    (O_DIRECT, 4 MiB a write, from a page-aligned buffer), as dd's oflag=direct does."""
-    block = mmap.mmap(-1, DISK_WRITE_BLOCK)
-    block.write(os.urandom(DISK_WRITE_BLOCK))
-    path = directory / "disk-write-probe"
-    os.sync()
-    started = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o600)
-    try:
-        for _ in range(mib * MiB // DISK_WRITE_BLOCK):
-            os.write(fd, block)
-    finally:
-        os.close(fd)
-        elapsed = time.perf_counter() - started
-        path.unlink()
-    return elapsed
+DISK_WRITE_MIB = 4  # a write of the disk-alone line: the disk's quickest here (dd: 1 MiB writes take 1.3x as long)
 
 
 def start_backend(site: Path, run: Path, uploads: Path) -> Peer:
@@ -65,11 +46,11 @@ def main() -> int:
 
     root, site = bench_site("fcgi-bench-connector-")
     run = root / "run"
-    storages = {"disk": root / "uploads", "memory (tmpfs)": Path(tempfile.mkdtemp(prefix="fcgi-bench-", dir=MEMORY))}
-    storages["disk"].mkdir()
     fronts = {"mod_proxy_fcgi": Apache(site, root / "run-proxy", extra_config=APACHE_TUNING).start(),
               "connector (X_STDIN)": Apache(site, root / "run-connector", extra_config=APACHE_TUNING,
                                             connector=True).start()}
+    storages = {"disk": root / "uploads", "memory (tmpfs)": Path(tempfile.mkdtemp(prefix="fcgi-bench-", dir=MEMORY))}
+    storages["disk"].mkdir()
     block = os.urandom(MiB)
     uploads_s = {(storage, name): [] for storage in storages for name in fronts}
     disk_s = []
@@ -78,18 +59,20 @@ def main() -> int:
     try:
         # Uploads first, in rounds of their own: their time moves most, so they get more runs.
         for storage, uploads in storages.items():
-            backend = start_backend(site, run, uploads)
+            if backend is not None:
+                backend.stop()
+            backend = start_backend(site, run, uploads)  # (the last one serves the pages too)
             for round_no in range(max(args.runs, UPLOAD_RUNS)):
                 if storage == "disk":
-                    disk_s.append(disk_write_seconds(uploads, args.mib))
+                    os.sync()  # (as before each upload)
+                    disk_s.append(write_only(args.mib // DISK_WRITE_MIB, block * DISK_WRITE_MIB, str(uploads),
+                                             reserve_ahead=True, direct=True)[1])
                     print(f"round {round_no + 1}: the disk alone: {args.mib} MiB written {disk_s[-1]:.2f} s", flush=True)
                 for name, apache in in_turn(fronts.items(), round_no):
                     elapsed, length, _ = upload(apache.port, args.mib, block)
                     uploads_s[(storage, name)].append(elapsed)
                     print(f"round {round_no + 1}: {name}: {args.mib} MiB upload to {storage} {elapsed:.2f} s "
                           f"({length / elapsed / 1e6:.0f} MB/s)", flush=True)
-            if storage != list(storages)[-1]:
-                backend.stop()
         for round_no in range(args.runs):
             for name, apache in in_turn(fronts.items(), round_no):
                 for page, path in PAGES.items():
