@@ -31,6 +31,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _KEPT_TICK = 1.0  # longest single wait while idle on a kept connection
 _YIELD_GRACE = 0.005  # what an idle worker gets to accept a new connection before a kept one yields
 _LINGER_SECONDS = 1.0  # how long a closed connection is read for the peer to hang up
+_LOOK_AFTER = 0.25  # before a wait, a socket shut down more recently is looked at on the next wake or this late
+_DEFER_AT_MOST = 4  # ... while no more than this many are waiting to be looked at
 
 
 class WorkerLoop:
@@ -106,7 +108,7 @@ class WorkerLoop:
         idle_since = time.monotonic()
         try:
             while self._running:
-                self._lingering.watch_all()
+                self._lingering.watch_due()
                 ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
                 self._lingering.serve(ready)  # (its own are taken out of ready)
                 if not ready:
@@ -342,8 +344,12 @@ class _Lingering:
     A web server mostly hangs up within microseconds of reading the answer. While the worker takes
     one connection after another without waiting, a socket is looked at once more after the next
     connection is served (:meth:`look_again`), and mostly closed then, without the cost of an epoll
-    registration and a wake-up of its own; before the worker waits, every socket still open is
-    watched by the epoll (:meth:`watch_all`)."""
+    registration and a wake-up of its own. Before the worker waits for a new connection, a socket
+    shut down a moment ago is not looked at yet (its peer is mostly still reading the answer: the
+    look would find it open and watch it, a registration and a wake-up more): it is looked at when
+    the wait ends, by the next connection or at most ``_LOOK_AFTER`` later (:meth:`watch_due`).
+    The others still open are watched by the epoll; before a wait on a kept connection, all of
+    them (:meth:`watch_all`)."""
 
     LIMIT = 256  # more at once: the oldest is closed without waiting
 
@@ -366,11 +372,24 @@ class _Lingering:
         self._look(older)
 
     def watch_all(self) -> None:
-        """Before the worker waits: the sockets not yet watched are looked at, and those still
-        open watched."""
+        """Before the worker waits on a kept connection: the sockets not yet watched are looked
+        at, and those still open watched."""
         if self._older or self._new:
             unwatched, self._older, self._new = self._older + self._new, [], []
             self._look(unwatched)
+
+    def watch_due(self) -> None:
+        """Before the worker waits for a new connection: as :meth:`watch_all`, but for the sockets
+        shut down less than ``_LOOK_AFTER`` ago, as long as they are few; they are left for the
+        next look, which :meth:`wait_at_most` does not let wait longer than that."""
+        unwatched = self._older + self._new
+        if len(unwatched) > _DEFER_AT_MOST:
+            self.watch_all()
+            return
+        due = time.monotonic() + _LINGER_SECONDS - _LOOK_AFTER  # deadline of a socket shut down _LOOK_AFTER ago
+        fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), len(unwatched))
+        self._older, self._new = unwatched[fresh:], []  # (in the order they were shut down)
+        self._look(unwatched[:fresh])
 
     def _look(self, unwatched: list[tuple[socket.socket, float]]) -> None:
         for sock, deadline in unwatched:
@@ -385,11 +404,16 @@ class _Lingering:
         return bool(self._socks)
 
     def wait_at_most(self, timeout: float | None) -> float | None:
-        """``timeout``, shortened to the next deadline of a lingering connection."""
-        if not self._socks:
+        """``timeout``, shortened to the next deadline of a lingering connection, or to when the
+        first socket :meth:`watch_due` left is due for its look."""
+        due = []
+        if self._socks:
+            due.append(next(iter(self._socks.values()))[1])  # (every deadline is its add's time + 1 s)
+        if self._older:
+            due.append(self._older[0][1] - _LINGER_SECONDS + _LOOK_AFTER)
+        if not due:
             return timeout
-        _, first_deadline = next(iter(self._socks.values()))  # (every deadline is its add's time + 1 s)
-        left = max(0.0, first_deadline - time.monotonic())
+        left = max(0.0, min(due) - time.monotonic())
         return left if timeout is None else min(timeout, left)
 
     def serve(self, ready: set[int]) -> None:

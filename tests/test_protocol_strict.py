@@ -314,6 +314,32 @@ def test_back_to_back_connections_are_read_until_the_client_hangs_up_then_closed
         backend.stop()
 
 
+def test_an_idle_worker_closes_its_last_socket_soon_after_the_client_hangs_up(site, workdir):
+    """No next connection comes: the socket of the last answer stays open while its client may
+    still write, and is closed within the lingering second once the client hangs up (not at the
+    worker's next wake-up, which is accept_wait away)."""
+    backend = Backend(site, workdir / "run", ["--prefork", "-1"]).start()
+    try:
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            assert client.request(cgi_params("GET", "/hello/warm")).status == 200
+        (worker,) = worker_pids(backend)
+        time.sleep(1.2)  # the warm-up's socket is closed by now
+        sockets_idle = open_sockets(worker)
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            assert client.request(cgi_params("GET", "/hello/last")).status == 200
+            time.sleep(0.3)
+            client.send(encode_record(FCGI_DATA, 1))  # a late write: no broken pipe
+            assert open_sockets(worker) == sockets_idle + 1
+            assert client.closed_by_server()
+        hung_up = time.monotonic()
+        while open_sockets(worker) > sockets_idle and time.monotonic() - hung_up < 3:
+            time.sleep(0.02)
+        assert open_sockets(worker) == sockets_idle
+        assert time.monotonic() - hung_up < 1.0
+    finally:
+        backend.stop()
+
+
 def test_abort_while_a_handler_runs_without_reading_drops_its_output(strict_backend):
     with FastCGIClient(strict_backend.socket_path, timeout=10) as client:
         client.send(request_bytes(cgi_params("GET", "/sleep?s=0.5")))
