@@ -23,6 +23,7 @@ class Hooks:
 
     def __init__(self) -> None:
         self._hooks: dict[str, list[Callable]] = {}
+        self.registered = self._hooks.keys()  # events with a hook (a live view: a cheap test per connection)
 
     def register(self, event: str, func: Callable) -> Callable:
         name = event.removeprefix("on_")

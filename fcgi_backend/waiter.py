@@ -63,6 +63,8 @@ class Waiter:
     ``ssl_key_file``, ``ssl_ca_file``, ``ssl_verify_mode`` (or ``tls=TLSConfig(...)``).
     """
 
+    client_socket_type = socket.socket  #: what on_process gets (a subclass may take the C type, _socket.socket)
+
     def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
                  config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
                  socket_mode: int = 0o660, socket_group: str | None = None, owned_paths=(), **options) -> None:
@@ -83,6 +85,10 @@ class Waiter:
         self.tls = tls or _tls_from_ssl_options(ssl_options)
         self._ssl_context = self.make_ssl_context() if self.tls else None
         self.hooks = hooks or Hooks()
+        # The per-connection events are announced only if a subclass or a hook listens: a small
+        # request's whole Python is counted in microseconds.
+        self._announce_accept = type(self).on_accept_ok is not Waiter.on_accept_ok
+        self._announce_close = type(self).on_close is not Waiter.on_close
         self.socket_mode = socket_mode
         self.socket_group = socket_group
         self.owned_paths = list(owned_paths)  # made the user's before the server becomes it
@@ -245,6 +251,13 @@ class Waiter:
         else:
             close_reading_first(sock)
 
+    def request_counters(self) -> tuple[Callable[[str], None], Callable[[], None]]:
+        """(request_started, request_ended) for a protocol to call per request: the worker loop's
+        own once this process has one, without the hop through this object."""
+        if self._loop is None:
+            return self.request_started, self.request_ended
+        return self._loop.request_started, self._loop.request_ended
+
     def request_started(self, what: str) -> None:
         """A request ("METHOD URI") begins: the status page shows it, request_timeout applies."""
         if self._loop is not None:
@@ -399,7 +412,8 @@ class Waiter:
         """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close."""
         self._client, self._client_lingers = client, False
         try:
-            self.on_accept_ok(client)
+            if self._announce_accept or "accept_ok" in self.hooks.registered:
+                self.on_accept_ok(client)
             if self._ssl_context is not None:
                 client = self._handshake(client)
                 if client is None:
@@ -407,7 +421,8 @@ class Waiter:
                 self._client = client
             self.on_process(client)
         finally:
-            self.on_close(self._client)
+            if self._announce_close or "close" in self.hooks.registered:
+                self.on_close(self._client)
             if not self._client_lingers and self._client.fileno() != -1:
                 self._client.close()
             self._client = None

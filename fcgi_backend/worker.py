@@ -60,6 +60,7 @@ class WorkerLoop:
         # What an accepted socket is made as (socket.accept looks the listener's family and type up
         # as enums on every connection).
         self._client_kind = (int(listener.family), int(listener.type), listener.proto) if listener else None
+        self._client_type = waiter.client_socket_type
         self._running = True
         self._wake_r: socket.socket | None = None
         self._wait: _ReadinessWait | None = None
@@ -163,7 +164,7 @@ class WorkerLoop:
 
     def _accept(self) -> socket.socket | None:
         try:
-            client = socket.socket(*self._client_kind, self.listener._accept()[0])
+            client = self._client_type(*self._client_kind, self.listener._accept()[0])
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it, or a signal came first
         except OSError as exc:
