@@ -107,9 +107,14 @@ def test_a_worker_killed_mid_request_is_replaced_and_others_are_unaffected(site,
             with FastCGIClient(backend.socket_path, timeout=30) as client:
                 return client.request(cgi_params("GET", "/sleep?s=5"))
         threads, results = in_threads(sleeper, 1)
-        wait_for(lambda: status(backend)["active_workers"] == 2, 10, "the sleeper and the status request")
+
+        def sleeping_worker():  # busy with the sleeper's request itself (busy alone: accepted, maybe not yet sent)
+            return next((w["pid"] for w in status(backend)["workers"]
+                         if w["state"] == "busy" and w["request"].startswith("GET /sleep")), None)
+        wait_for(lambda: sleeping_worker() is not None, 10, "the sleeper's request running")
+        victim = sleeping_worker()
         free = int(get(backend, "/pid")[1])  # answered by the one worker not sleeping
-        victim = next(w["pid"] for w in status(backend)["workers"] if w["pid"] != free)
+        assert free != victim
         os.kill(victim, signal.SIGKILL)
         for i in range(20):  # the others keep answering meanwhile
             assert get(backend, f"/hello/after{i}")[0] == 200
