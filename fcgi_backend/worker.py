@@ -388,9 +388,9 @@ class _Lingering:
             self.watch_all()
             return
         due = time.monotonic() + _LINGER_SECONDS - _LOOK_AFTER  # deadline of a socket shut down _LOOK_AFTER ago
-        fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), len(unwatched))
-        self._older, self._new = unwatched[fresh:], []  # (in the order they were shut down)
-        self._look(unwatched[:fresh])
+        first_fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), len(unwatched))
+        self._older, self._new = unwatched[first_fresh:], []  # (in the order they were shut down)
+        self._look(unwatched[:first_fresh])
 
     def _look(self, unwatched: list[tuple[socket.socket, float]]) -> None:
         for sock, deadline in unwatched:
