@@ -41,7 +41,8 @@ class FastCGIServer(AppServer):
             self._gateway = FastCGIGateway(self.application(), debug=self.debug, limits=self.limits,
                                            multiprocess=not nofork, max_conns=1 if nofork else self.config.maxfork,
                                            idle_timeout=self.config.idle_timeout)
-            self._gateway.on_request_start, self._gateway.on_request_end = self.request_counters()
+            self._gateway.on_request_start = self.request_started
+            self._gateway.on_request_end = self.request_ended
             self._gateway.request_timeout = self.config.request_timeout
             self._gateway.access_log = self.access_log
             self._gateway.ping_path = self.config.ping_path

@@ -251,13 +251,6 @@ class Waiter:
         else:
             close_reading_first(sock)
 
-    def request_counters(self) -> tuple[Callable[[str], None], Callable[[], None]]:
-        """(request_started, request_ended) for a protocol to call per request: the worker loop's
-        own once this process has one, without the hop through this object."""
-        if self._loop is None:
-            return self.request_started, self.request_ended
-        return self._loop.request_started, self._loop.request_ended
-
     def request_started(self, what: str) -> None:
         """A request ("METHOD URI") begins: the status page shows it, request_timeout applies."""
         if self._loop is not None:
@@ -365,9 +358,13 @@ class Waiter:
     # ---- serving in this process (nofork) -------------------------------------------------------
 
     def _make_loop(self, slot: int, accepting: bool = True) -> WorkerLoop:
-        return WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
+        loop = WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
                           max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
                           idle_timeout=self.config.idle_timeout, listener=self.listener if accepting else None)
+        # From here on a protocol's request_started/request_ended are the loop's own: called per
+        # request, they skip the hop through the methods below.
+        self.request_started, self.request_ended = loop.request_started, loop.request_ended
+        return loop
 
     def _pin_to_worker_cpus(self) -> None:
         """A worker (or the nofork process) runs on the CPUs ``worker_cpus`` names, if it names any."""
