@@ -44,4 +44,4 @@ class Hooks:
                     log.exception("hook %s (%s) failed", event, getattr(func, "__name__", func))
 
     def __contains__(self, event: str) -> bool:
-        return bool(self._hooks.get(event))
+        return event in self.registered  # (a list, once made, only grows)
