@@ -11,6 +11,7 @@ needs one). Kept connections never starve new ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import select
 import signal
@@ -59,8 +60,8 @@ class WorkerLoop:
         self.listener = listener
         # What an accepted socket is made as (socket.accept looks the listener's family and type up
         # as enums on every connection).
-        self._client_kind = (int(listener.family), int(listener.type), listener.proto) if listener else None
-        self._client_type = waiter.client_socket_type
+        self._new_client = functools.partial(waiter.client_socket_type, int(listener.family), int(listener.type),
+                                             listener.proto) if listener else None
         self._running = True
         self._wake_r: socket.socket | None = None
         self._wait: _ReadinessWait | None = None
@@ -164,7 +165,7 @@ class WorkerLoop:
 
     def _accept(self) -> socket.socket | None:
         try:
-            client = self._client_type(*self._client_kind, self.listener._accept()[0])
+            client = self._new_client(self.listener._accept()[0])
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it, or a signal came first
         except OSError as exc:
