@@ -50,8 +50,8 @@ MAX_HEADERS = 100         # header fields: more is a 431 (Apache's LimitRequestF
 _DRAIN_MAX = 1024 * 1024  # an unread body up to this is read and dropped to keep the connection
 _RECEIVE = 256 * 1024
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
-# connection is given up for a waiting one only once idle this long (web servers speaking FastCGI
-# retry on a kept connection that closed, so theirs go at once).
+# connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
+# retries on a kept connection that closed, and Apache's reuse is best left off, docs/PROTOCOL.md.)
 _YIELD_AFTER = 0.05
 _NO_BODY_STATUS = frozenset({204, 304})
 
