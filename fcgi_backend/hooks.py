@@ -23,7 +23,6 @@ class Hooks:
 
     def __init__(self) -> None:
         self._hooks: dict[str, list[Callable]] = {}
-        self.registered = self._hooks.keys()  # events with a hook (a live view: a cheap test per connection)
 
     def register(self, event: str, func: Callable) -> Callable:
         name = event.removeprefix("on_")
@@ -44,4 +43,4 @@ class Hooks:
                     log.exception("hook %s (%s) failed", event, getattr(func, "__name__", func))
 
     def __contains__(self, event: str) -> bool:
-        return event in self.registered  # (a list, once made, only grows)
+        return event in self._hooks  # (a list, once made, only grows)

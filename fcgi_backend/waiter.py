@@ -409,7 +409,7 @@ class Waiter:
         """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close."""
         self._client, self._client_lingers = client, False
         try:
-            if self._announce_accept or "accept_ok" in self.hooks.registered:
+            if self._announce_accept or "accept_ok" in self.hooks:
                 self.on_accept_ok(client)
             if self._ssl_context is not None:
                 client = self._handshake(client)
@@ -418,7 +418,7 @@ class Waiter:
                 self._client = client
             self.on_process(client)
         finally:
-            if self._announce_close or "close" in self.hooks.registered:
+            if self._announce_close or "close" in self.hooks:
                 self.on_close(self._client)
             if not self._client_lingers and self._client.fileno() != -1:
                 self._client.close()

@@ -385,11 +385,10 @@ class _Lingering:
         shut down less than ``_LOOK_AFTER`` ago, as long as they are few; they are left for the
         next look, which :meth:`wait_at_most` does not let wait longer than that."""
         unwatched = self._older + self._new
-        if len(unwatched) > _DEFER_AT_MOST:
-            self.watch_all()
-            return
-        due = time.monotonic() + _LINGER_SECONDS - _LOOK_AFTER  # deadline of a socket shut down _LOOK_AFTER ago
-        first_fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), len(unwatched))
+        first_fresh = len(unwatched)
+        if first_fresh <= _DEFER_AT_MOST:
+            due = time.monotonic() + _LINGER_SECONDS - _LOOK_AFTER  # deadline of a socket shut down _LOOK_AFTER ago
+            first_fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), first_fresh)
         self._older, self._new = unwatched[first_fresh:], []  # (in the order they were shut down)
         self._look(unwatched[:first_fresh])
 
