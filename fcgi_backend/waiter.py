@@ -40,7 +40,7 @@ from .listener import ListenAddress, ListenError, file_id, listen_queue_length, 
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
 from .sockio import close_reading_first
 from .tls import TLSConfig, TLSError
-from .worker import WorkerLoop, drain
+from .worker import STOP_SIGNALS, WorkerLoop, drain
 
 log = logging.getLogger("fcgi_backend.waiter")
 
@@ -554,7 +554,9 @@ class Waiter:
             self.scoreboard.release(slot)
             retiring = self._retiring.pop(pid, None) is not None
             if os.WIFSIGNALED(status) and not retiring:
-                log.warning("worker %d was killed by %s; replacing it", pid, signal.Signals(os.WTERMSIG(status)).name)
+                replaced = self._running and self.config.prefork > 0  # not while stopping, nor in forking mode
+                log.warning("worker %d was killed by %s%s", pid, signal.Signals(os.WTERMSIG(status)).name,
+                            "; replacing it" if replaced else "")
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:
@@ -749,9 +751,9 @@ class Waiter:
         # What the worker inherited and loaded lives as long as it does: the collector no longer
         # walks it in each full collection (nor writes to its pages, shared with the supervisor).
         gc.freeze()
-        try:
-            with self._loop.handling_signals(self._worker_signal_handlers()):
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
+        with self._loop.handling_signals(self._worker_signal_handlers()):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
+            try:
                 if client is not None:  # forking mode: this connection is the whole life of the process
                     self.listener.close()
                     self._loop.serve_one(client)
@@ -759,8 +761,12 @@ class Waiter:
                     self._loop.serve()
                     if self.scoreboard.stopping:  # the server stops (not a reload or retirement)
                         self._loop.serve_backlog()
-        finally:
-            self.on_child_exit()
+            finally:
+                # Still under the worker's handlers: a stop signal now (the server stops while a
+                # worker that retired itself cleans up) has nothing to stop and must not cut this
+                # short. From here to the exit, stop signals stay blocked, not back to their default.
+                self.on_child_exit()
+                signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         return 0
 
     def _worker_signal_handlers(self) -> dict[int, Callable[[], None]]:

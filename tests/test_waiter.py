@@ -177,6 +177,44 @@ def test_forking_mode_forks_per_connection_and_turns_the_one_past_maxfork_away(w
     assert "busy (maxfork): a connection is closed unserved" in err
 
 
+RETIRING_SCRIPT = '''
+import os, sys, time
+from fcgi_backend import Waiter
+
+class Retiring(Waiter):
+    def on_process(self, client):
+        client.sendall(b"one request, then this worker retires\\n")
+        self.retire()
+    def on_child_exit(self):
+        os.write(1, b"child_exit begins\\n")
+        time.sleep(1.5)  # e.g. a pool of database connections closing
+        os.write(1, b"child_exit done\\n")
+
+sys.exit(Retiring(port=int(sys.argv[1]), prefork=1, maxfork=1).run())
+'''
+
+
+def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
+    """The server stops while a worker that retired itself (retire(), max_requests) is still in
+    on_child_exit: the supervisor's SIGTERM must not cut that short nor be logged as a crash."""
+    script = workdir / "retiring.py"
+    script.write_text(RETIRING_SCRIPT)
+    port = free_port()
+    proc = start(script, port)
+    try:
+        with connect(port) as s:
+            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert proc.stdout.readline() == "child_exit begins\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "child_exit done" in out
+    assert "killed" not in err and "replacing" not in err, err
+
+
 TLS_SCRIPT = '''
 import sys
 from fcgi_backend import Waiter
