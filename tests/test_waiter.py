@@ -24,6 +24,14 @@ def start(script: Path, *args, env=None) -> subprocess.Popen:
     return proc
 
 
+def start_script(workdir: Path, text: str, *args) -> tuple[subprocess.Popen, int]:
+    """Run a server program written here, on a free port (its first argument): (process, port)."""
+    script = workdir / "server.py"
+    script.write_text(text)
+    port = free_port()
+    return start(script, port, *args), port
+
+
 def connect(port: int, timeout: float = 10) -> socket.socket:
     deadline = time.monotonic() + timeout
     while True:
@@ -108,10 +116,7 @@ sys.exit(server.run())
 
 
 def test_the_api_and_every_event_handler_in_prefork_mode(workdir):
-    script = workdir / "probe.py"
-    script.write_text(API_SCRIPT)
-    port = free_port()
-    proc = start(script, port)
+    proc, port = start_script(workdir, API_SCRIPT)
     try:
         with connect(port) as s:
             assert s.makefile("rb").readline() == b"busy 1 of 2\n"
@@ -151,10 +156,7 @@ sys.exit(OneAtATime(port=int(sys.argv[1]), prefork=0, maxfork=2, timeout=0.3).ru
 
 
 def test_forking_mode_forks_per_connection_and_turns_the_one_past_maxfork_away(workdir):
-    script = workdir / "forking.py"
-    script.write_text(FORKING_SCRIPT)
-    port = free_port()
-    proc = start(script, port)
+    proc, port = start_script(workdir, FORKING_SCRIPT)
     try:
         first, second = connect(port), connect(port)
         for s in (first, second):
@@ -197,10 +199,7 @@ sys.exit(Retiring(port=int(sys.argv[1]), prefork=1, maxfork=1).run())
 def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
     """The server stops while a worker that retired itself (retire(), max_requests) is still in
     on_child_exit: the supervisor's SIGTERM must not cut that short nor be logged as a crash."""
-    script = workdir / "retiring.py"
-    script.write_text(RETIRING_SCRIPT)
-    port = free_port()
-    proc = start(script, port)
+    proc, port = start_script(workdir, RETIRING_SCRIPT)
     try:
         with connect(port) as s:
             assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
@@ -232,10 +231,7 @@ sys.exit(Secure(port=port, prefork=1, ssl=True, ssl_cert_file=cert, ssl_key_file
 
 def test_tls_on_the_listener_and_a_failed_handshake_leaves_the_worker_alive(workdir):
     pki = make_pki(workdir / "pki")
-    script = workdir / "secure.py"
-    script.write_text(TLS_SCRIPT)
-    port = free_port()
-    proc = start(script, port, pki.cert("server"), pki.key("server"))
+    proc, port = start_script(workdir, TLS_SCRIPT, pki.cert("server"), pki.key("server"))
     context = ssl.create_default_context(cafile=str(pki.ca))
     try:
         with connect(port) as plain:
