@@ -40,7 +40,7 @@ from .listener import ListenAddress, ListenError, file_id, listen_queue_length, 
 from .scoreboard import IDLE, Scoreboard, ScoreboardFull
 from .sockio import close_reading_first
 from .tls import TLSConfig, TLSError
-from .worker import STOP_SIGNALS, WorkerLoop, drain
+from .worker import WorkerLoop, drain
 
 log = logging.getLogger("fcgi_backend.waiter")
 
@@ -762,11 +762,12 @@ class Waiter:
                     if self.scoreboard.stopping:  # the server stops (not a reload or retirement)
                         self._loop.serve_backlog()
             finally:
-                # Still under the worker's handlers: a stop signal now (the server stops while a
-                # worker that retired itself cleans up) has nothing to stop and must not cut this
-                # short. From here to the exit, stop signals stay blocked, not back to their default.
+                # Still under the worker's handlers: a signal now (the server stops, or logs are
+                # rotated, while a worker that retired itself cleans up) must not cut this short.
+                # From here to the exit they stay blocked, as before the unblock above, not back
+                # to their defaults (which end the process).
                 self.on_child_exit()
-                signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         return 0
 
     def _worker_signal_handlers(self) -> dict[int, Callable[[], None]]:

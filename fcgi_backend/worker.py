@@ -385,8 +385,8 @@ class _Lingering:
         shut down less than ``_LOOK_AFTER`` ago, as long as they are few; they are left for the
         next look, which :meth:`wait_at_most` does not let wait longer than that."""
         unwatched = self._older + self._new
-        first_fresh = len(unwatched)
-        if first_fresh <= _DEFER_AT_MOST:
+        first_fresh = len(unwatched)  # (none fresh: all are looked at)
+        if len(unwatched) <= _DEFER_AT_MOST:
             due = time.monotonic() + _LINGER_SECONDS - _LOOK_AFTER  # deadline of a socket shut down _LOOK_AFTER ago
             first_fresh = next((at for at, (_, deadline) in enumerate(unwatched) if deadline > due), first_fresh)
         self._older, self._new = unwatched[first_fresh:], []  # (in the order they were shut down)
