@@ -53,7 +53,18 @@ _RECEIVE = 256 * 1024
 # connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
 # retries on a kept connection that closed, and Apache's reuse is best left off, docs/PROTOCOL.md.)
 _YIELD_AFTER = 0.05
+# A TLS connection given up for a waiting one is replaced by a handshake (about a millisecond of a
+# worker's time with an RSA key): each keeps its worker for a turn this many times its own handshake.
+_TURN_PER_HANDSHAKE = 50
+_LONGEST_TURN = 0.1
 _NO_BODY_STATUS = frozenset({204, 304})
+
+
+def kept_turn(handshake_seconds: float) -> float:
+    """How long a connection keeps its worker while others wait, before it is asked to make way:
+    long enough that the handshakes replacing connections take about 2% of the workers' time;
+    none without TLS (a new plain connection costs microseconds, and waiting clients go first)."""
+    return min(handshake_seconds * _TURN_PER_HANDSHAKE, _LONGEST_TURN)
 
 
 class BadRequest(Exception):
@@ -104,6 +115,8 @@ class HTTPConnection:
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
         self._response: _Response | None = None  # the answer being made (for the access log)
+        self._turn = kept_turn(server.handshake_seconds)
+        self._turn_ends = time.monotonic() + self._turn
 
     # ---- parser callbacks --------------------------------------------------------------------
 
@@ -217,7 +230,8 @@ class HTTPConnection:
                 continue  # pipelined, or begun: its bytes are here already
             if self.tls and self.sock.pending():
                 continue
-            if not self.server.wait_for_next_request(self.sock, yield_after=_YIELD_AFTER):
+            # (A turn's worth of idleness too: a client late by that much is rarer than 50 ms.)
+            if not self.server.wait_for_next_request(self.sock, yield_after=max(_YIELD_AFTER, self._turn)):
                 return
 
     def _serve_message(self, msg: _Message) -> bool:
@@ -259,8 +273,9 @@ class HTTPConnection:
 
     def _will_close_after(self, msg: _Message) -> bool:
         """Known before the answer leaves: will the connection close after it? Also when clients
-        wait that no idle worker can take: this one is told (Connection: close), not dropped later."""
-        if self._closing or self.server.connections_waiting():
+        wait that no idle worker can take and its turn is over: it is told (Connection: close), not
+        dropped later."""
+        if self._closing or (time.monotonic() >= self._turn_ends and self.server.connections_waiting()):
             self._closing = True
             return True
         if not msg.complete:

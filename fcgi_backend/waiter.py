@@ -103,6 +103,7 @@ class Waiter:
         self._loop: WorkerLoop | None = None  # this process's accept loop (a worker, or nofork)
         self._client: socket.socket | None = None
         self._client_lingers = False
+        self.handshake_seconds = 0.0  # how long the TLS handshake of the connection in hand took (0: none)
         self._running = True
         self._graceful_stop = False
         self._signal_queue: list[int] = []
@@ -407,15 +408,16 @@ class Waiter:
 
     def serve_client(self, client: socket.socket) -> None:
         """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close."""
-        self._client, self._client_lingers = client, False
+        self._client, self._client_lingers, self.handshake_seconds = client, False, 0.0
         try:
             if self._announce_accept or "accept_ok" in self.hooks:
                 self.on_accept_ok(client)
             if self._ssl_context is not None:
+                began = time.monotonic()
                 client = self._handshake(client)
                 if client is None:
                     return
-                self._client = client
+                self._client, self.handshake_seconds = client, time.monotonic() - began
             self.on_process(client)
         finally:
             if self._announce_close or "close" in self.hooks:

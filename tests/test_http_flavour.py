@@ -314,6 +314,29 @@ def test_failed_handshakes_leave_the_single_worker_serving(tls_site, how):
     assert b"Hello, after!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/after").stdout
 
 
+def test_tls_clients_beyond_the_workers_keep_their_connections_for_a_turn(tls_site):
+    """Eight wrk clients over TLS on one worker: a connection given up for a waiting one costs a
+    handshake, so each keeps the worker for a turn (many requests), yet a new client still gets in."""
+    backend, pki, _ = tls_site
+
+    def accepted() -> int:
+        return requests.get(f"{backend.url}/fcgi-status", verify=str(pki.ca), timeout=10).json()["accepted_connections"]
+
+    before = accepted()
+    load = subprocess.Popen(["wrk", "-t2", "-c8", "-d4s", f"{backend.url}/hello/wrk"], stdout=subprocess.PIPE,
+                            text=True)
+    time.sleep(1)
+    started = time.monotonic()
+    assert b"Hello, newcomer!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/newcomer").stdout
+    newcomer_waited = time.monotonic() - started
+    out = load.communicate(timeout=60)[0]
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    connections = accepted() - before
+    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    assert done / connections > 10, f"{done} requests on {connections} connections: a handshake per few requests"
+    assert newcomer_waited < 2
+
+
 def test_sighup_picks_up_a_renewed_certificate(tls_site):
     backend, pki, _ = tls_site
 
