@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Callable
 
 FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
@@ -17,6 +18,26 @@ _root = logging.getLogger("fcgi_backend")
 
 _access = logging.getLogger("fcgi_backend.access")
 _slow = logging.getLogger("fcgi_backend.slow")
+
+
+class RepeatedWarning:
+    """A warning about a state that can come and go many times a second (every worker busy): logged
+    the first time, then at most once per ``interval`` seconds, saying how often it came between."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self._logged_at: float | None = None
+        self._held = 0  # times it came since it was last logged
+
+    def warn(self, message: str, *args) -> None:
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < self.interval:
+            self._held += 1
+            return
+        if self._held:
+            message += f" (also {self._held} times in the {now - self._logged_at:.0f} s before)"
+        self.logger.warning(message, *args)
+        self._logged_at, self._held = now, 0
 
 
 def configure(debug: bool = False, stream=None, log_file: str = "") -> None:

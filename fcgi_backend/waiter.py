@@ -108,6 +108,8 @@ class Waiter:
         self._graceful_stop = False
         self._signal_queue: list[int] = []
         self._maxforked = False
+        self._all_busy_warning = logs.RepeatedWarning(log)  # under steady load the pool can be full 4 times a second
+        self._turned_away_warning = logs.RepeatedWarning(log)
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
@@ -606,8 +608,8 @@ class Waiter:
             elif not self._maxforked:
                 self._maxforked = True
                 self.scoreboard.count_maxfork_reached()
-                log.warning("all %d workers are busy (maxfork); new connections wait in the listen backlog",
-                            count)
+                self._all_busy_warning.warn("all %d workers are busy (maxfork); new connections wait in the "
+                                            "listen backlog", count)
                 self.on_maxforked()
             return
         self._spawn_rate = 1
@@ -638,7 +640,8 @@ class Waiter:
             return False
         if len(self.workers) >= self.config.maxfork:
             self.scoreboard.count_maxfork_reached()
-            log.warning("all %d processes are busy (maxfork): a connection is closed unserved", len(self.workers))
+            self._turned_away_warning.warn("all %d processes are busy (maxfork): a connection is closed unserved",
+                                           len(self.workers))
             try:
                 self.on_maxforked(client)
             finally:

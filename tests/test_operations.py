@@ -1,6 +1,7 @@
 """Running it as a service: its user, pidfile, slow log, access log, config file, `check` and
 `apache-conf`, each the way an operator meets it."""
 
+import logging
 import os
 import pwd
 import re
@@ -15,6 +16,7 @@ import requests
 from apache_harness import Apache, Backend, free_port, running_as_root, user_exists, wait_for
 from conftest import backend_command, build_test_site
 from fcgi_client import FastCGIClient, cgi_params
+from fcgi_backend import logs
 
 needs_root_and_www_data = pytest.mark.skipif(not running_as_root() or not user_exists("www-data"),
                                              reason="needs root, and the user www-data")
@@ -43,14 +45,14 @@ def worker_pid(backend) -> int:
 
 @needs_root_and_www_data
 def test_workers_and_handlers_run_as_the_user_and_its_files_become_theirs(site, workdir):
-    logs = workdir / "logs"
-    logs.mkdir()
+    log_dir = workdir / "logs"
+    log_dir.mkdir()
     pidfile = workdir / "run" / "backend.pid"
     (workdir / "run").mkdir()
     spool = workdir / "spool"
     spool.mkdir()
     backend = Backend(site, workdir / "run", ["--user", "www-data", "--pidfile", pidfile, "--prefork", "2",
-                                              "--access-log", logs / "access.log", "--slowlog", logs / "slow.log", "--slowlog-timeout", "5",
+                                              "--access-log", log_dir / "access.log", "--slowlog", log_dir / "slow.log", "--slowlog-timeout", "5",
                                               "--upload-dir", spool])
     backend.start()
     www = pwd.getpwnam("www-data")
@@ -60,7 +62,7 @@ def test_workers_and_handlers_run_as_the_user_and_its_files_become_theirs(site, 
         supervisor_uids, _ = ids_of(backend.proc.pid)
         assert supervisor_uids[1] == www.pw_uid and supervisor_uids[2] == 0  # root kept only to clean up
         assert pidfile.read_text() == f"{backend.proc.pid}\n"
-        for path in (site / "SQLiteDBs", spool, logs / "access.log", logs / "slow.log"):
+        for path in (site / "SQLiteDBs", spool, log_dir / "access.log", log_dir / "slow.log"):
             assert os.stat(path).st_uid == www.pw_uid, path
         assert os.stat(backend.socket_path).st_gid == www.pw_gid  # the group Apache runs in may connect
         assert "running as user www-data" in backend.log_text()
@@ -374,3 +376,16 @@ def test_workers_end_when_their_supervisor_is_killed(site, workdir, as_user):
             except ProcessLookupError:
                 pass
         backend.stop()
+
+
+def test_a_repeated_warning_is_logged_at_most_once_a_minute_with_the_count_between(caplog):
+    now = [100.0]
+    warning = logs.RepeatedWarning(logging.getLogger("repeated_warning_test"), interval=60, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="repeated_warning_test"):
+        for step in range(5):  # at 100, 110, ... 140 s
+            warning.warn("all %d workers are busy", 4)
+            now[0] += 10
+        now[0] = 165.0
+        warning.warn("all %d workers are busy", 4)
+    assert [r.getMessage() for r in caplog.records] == [
+        "all 4 workers are busy", "all 4 workers are busy (also 4 times in the 65 s before)"]

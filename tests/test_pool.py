@@ -155,6 +155,23 @@ def test_the_pool_grows_under_a_burst_never_past_maxfork_and_shrinks_back(site, 
         backend.stop()
 
 
+def test_a_pool_full_again_and_again_is_counted_each_time_and_logged_once(site, workdir):
+    """Under steady load the pool fills and frees many times a second: the status page counts
+    each time, the log says it once (then at most once a minute, with the count between)."""
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1")
+    try:
+        for burst in range(3):
+            threads, results = in_threads(lambda i: get(backend, "/sleep?s=0.3"), 2)
+            for t in threads:
+                t.join(30)
+            assert all(r[0] == 200 for r in results), results
+            time.sleep(0.3)  # the worker idle: the supervisor sees the pool free again
+        assert status(backend)["maxfork_reached"] >= 3
+        assert backend.log_text().count("all 1 workers are busy (maxfork)") == 1
+    finally:
+        backend.stop()
+
+
 def _children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return len(f.read().split())
