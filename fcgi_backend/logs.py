@@ -20,23 +20,25 @@ _access = logging.getLogger("fcgi_backend.access")
 _slow = logging.getLogger("fcgi_backend.slow")
 
 
-class RepeatedWarning:
-    """A warning about a state that can come and go many times a second (every worker busy): logged
-    the first time, then at most once per ``interval`` seconds, saying how often it came between."""
+class Throttled:
+    """A message about a state that can come and go many times a second (every worker busy, no
+    room for a worker): logged the first time, then at most once per ``interval`` seconds, saying
+    how often it came between."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger, self.interval, self.clock = logger, interval, clock
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.level, self.interval, self.clock = logger, level, interval, clock
         self._logged_at: float | None = None
         self._held = 0  # times it came since it was last logged
 
-    def warn(self, message: str, *args) -> None:
+    def log(self, message: str, *args) -> None:
         now = self.clock()
         if self._logged_at is not None and now - self._logged_at < self.interval:
             self._held += 1
             return
         if self._held:
             message += f" (also {self._held} times in the {now - self._logged_at:.0f} s before)"
-        self.logger.warning(message, *args)
+        self.logger.log(self.level, message, *args)
         self._logged_at, self._held = now, 0
 
 

@@ -12,9 +12,10 @@ import struct
 import time
 from dataclasses import dataclass
 
-IDLE, BUSY, KEPT = 0, 1, 2  # KEPT: idle between requests on a connection the web server keeps open
+IDLE, BUSY, KEPT, LEAVING = 0, 1, 2, 3  # KEPT: idle between requests on a connection the web server
+# keeps open; LEAVING: past its loop, in on_child_exit (the supervisor has a replacement started)
 FREE = 255  # a slot no worker holds
-STATE_NAMES = {IDLE: "idle", BUSY: "busy", KEPT: "kept"}
+STATE_NAMES = {IDLE: "idle", BUSY: "busy", KEPT: "kept", LEAVING: "leaving"}
 REQUEST_TEXT = 120  # bytes of "METHOD URI" kept for the request in progress
 # start wall time, maxfork reached count, accepted/requests of workers that have exited, stopping
 _HEADER = struct.Struct("=dQQQB7x")
@@ -71,7 +72,7 @@ class PoolStatus:
 
     @property
     def idle(self) -> int:
-        return len(self.workers) - self.busy
+        return sum(w.state in (IDLE, KEPT) for w in self.workers)
 
 
 class Scoreboard:
@@ -179,7 +180,7 @@ class OwnSlot:
         self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
 
     def set_state(self, state: int) -> None:
-        """IDLE, BUSY or KEPT, and since when."""
+        """IDLE, BUSY, KEPT or LEAVING, and since when."""
         self._mem[self._state_at] = state
         _CHANGED.pack_into(self._mem, self._changed_at, time.monotonic())
 

@@ -37,7 +37,7 @@ from .config import ConfigError, ServerConfig, table_fields
 from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
-from .scoreboard import IDLE, Scoreboard, ScoreboardFull
+from .scoreboard import IDLE, LEAVING, Scoreboard, ScoreboardFull
 from .sockio import close_reading_first
 from .tls import TLSConfig, TLSError
 from .worker import WorkerLoop, drain
@@ -108,8 +108,10 @@ class Waiter:
         self._graceful_stop = False
         self._signal_queue: list[int] = []
         self._maxforked = False
-        self._all_busy_warning = logs.RepeatedWarning(log)  # under steady load the pool can be full 4 times a second
-        self._turned_away_warning = logs.RepeatedWarning(log)
+        # Under steady load the pool can fill and free four times a second: said once a minute at most.
+        self._all_busy_warning = logs.Throttled(log)
+        self._turned_away_warning = logs.Throttled(log)
+        self._no_room_error = logs.Throttled(log, logging.ERROR)
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
@@ -571,7 +573,9 @@ class Waiter:
 
     def _watch_requests(self) -> None:
         """Kill what must go: a request far past request_timeout (the worker did not stop it
-        itself: stuck in C code), a retired worker still busy graceful_timeout after retirement."""
+        itself: stuck in C code), a retired worker still busy, or still in on_child_exit,
+        graceful_timeout after retirement. A worker that left its loop by itself (max_requests,
+        retire()) counts as retired from then on: the pool replaces it at once."""
         now = time.monotonic()
         limit = self.config.request_timeout
         for w in self.scoreboard.read().workers:
@@ -583,10 +587,13 @@ class Waiter:
                 log.error("worker %d: %s has run %.1fs, past request_timeout %gs and not stopped; killing the "
                           "worker", w.pid, w.request or "a request", w.request_for, limit)
                 _kill(w.pid, signal.SIGKILL)
+            if w.state == LEAVING:
+                self._retiring.setdefault(w.pid, now)
             retired = self._retiring.get(w.pid)
-            if retired is not None and now - retired > self.config.graceful_timeout and w.busy:
-                log.warning("worker %d, retired %.0fs ago, is still busy with %s; killing it (graceful_timeout "
-                            "%gs)", w.pid, now - retired, w.request or "a request", self.config.graceful_timeout)
+            if retired is not None and now - retired > self.config.graceful_timeout and (w.busy or w.state == LEAVING):
+                doing = f"busy with {w.request or 'a request'}" if w.busy else "in on_child_exit"
+                log.warning("worker %d, retired %.0fs ago, is still %s; killing it (graceful_timeout %gs)", w.pid,
+                            now - retired, doing, self.config.graceful_timeout)
                 _kill(w.pid, signal.SIGKILL)
                 self._retiring[w.pid] = float("inf")  # still retiring until reaped, but never killed twice
 
@@ -608,7 +615,7 @@ class Waiter:
             elif not self._maxforked:
                 self._maxforked = True
                 self.scoreboard.count_maxfork_reached()
-                self._all_busy_warning.warn("all %d workers are busy (maxfork); new connections wait in the "
+                self._all_busy_warning.log("all %d workers are busy (maxfork); new connections wait in the "
                                             "listen backlog", count)
                 self.on_maxforked()
             return
@@ -640,7 +647,7 @@ class Waiter:
             return False
         if len(self.workers) >= self.config.maxfork:
             self.scoreboard.count_maxfork_reached()
-            self._turned_away_warning.warn("all %d processes are busy (maxfork): a connection is closed unserved",
+            self._turned_away_warning.log("all %d processes are busy (maxfork): a connection is closed unserved",
                                            len(self.workers))
             try:
                 self.on_maxforked(client)
@@ -661,8 +668,8 @@ class Waiter:
         try:
             slot = self.scoreboard.claim(self.generation)
         except ScoreboardFull:
-            log.error("cannot start a worker: all %d worker slots are taken (workers of earlier generations "
-                      "still finishing requests)", self.scoreboard.capacity)
+            self._no_room_error.log("cannot start a worker: all %d worker slots are taken (workers retired or "
+                                    "of earlier generations still finishing)", self.scoreboard.capacity)
             return False
         # Signals wait until the child has its own handlers: the supervisor's would only queue them,
         # and a worker that missed its SIGTERM would hold the stop up for graceful_timeout.
@@ -725,10 +732,11 @@ class Waiter:
                         log.warning("%s again: killing %d workers now", signal.Signals(signum).name, len(self.workers))
                         deadline = 0.0
             if deadline is not None and time.monotonic() >= deadline:
-                busy = [w for w in self.scoreboard.read().workers if w.pid in self.workers and w.busy]
+                doing = {w.pid: f"{w.request} ({w.request_for:.1f}s)" if w.busy else "in on_child_exit"
+                         for w in self.scoreboard.read().workers
+                         if w.pid in self.workers and (w.busy or w.state == LEAVING)}
                 log.warning("killing %d workers still busy after %gs%s", len(self.workers),
-                            self.config.graceful_timeout,
-                            "".join(f"; {w.pid}: {w.request} ({w.request_for:.1f}s)" for w in busy))
+                            self.config.graceful_timeout, "".join(f"; {pid}: {what}" for pid, what in doing.items()))
                 self.propagate_signal(signal.SIGKILL)
                 deadline = None
             self._watch_requests()
@@ -771,6 +779,7 @@ class Waiter:
                 # rotated, while a worker that retired itself cleans up) must not cut this short.
                 # From here to the exit they stay blocked, as before the unblock above, not back
                 # to their defaults (which end the process).
+                self._loop.leave()
                 self.on_child_exit()
                 signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
         return 0

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from .errors import RequestTimeout
-from .scoreboard import BUSY, IDLE, KEPT, Scoreboard
+from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
 from .sockio import close_reading_first, drain_until_eof
 
 if TYPE_CHECKING:
@@ -153,6 +153,11 @@ class WorkerLoop:
         while (client := self._accept()) is not None:
             self._serve(client)
         self._slot.set_state(IDLE)
+
+    def leave(self) -> None:
+        """Serving is over for good: the slot says so, and the supervisor starts a replacement
+        now rather than when this process has exited (on_child_exit may take a while)."""
+        self._slot.set_state(LEAVING)
 
     def _open_waits(self) -> None:
         self._wait = _ReadinessWait(self.listener, self._wake_r)

@@ -380,12 +380,12 @@ def test_workers_end_when_their_supervisor_is_killed(site, workdir, as_user):
 
 def test_a_repeated_warning_is_logged_at_most_once_a_minute_with_the_count_between(caplog):
     now = [100.0]
-    warning = logs.RepeatedWarning(logging.getLogger("repeated_warning_test"), interval=60, clock=lambda: now[0])
+    warning = logs.Throttled(logging.getLogger("repeated_warning_test"), interval=60, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="repeated_warning_test"):
         for step in range(5):  # at 100, 110, ... 140 s
-            warning.warn("all %d workers are busy", 4)
+            warning.log("all %d workers are busy", 4)
             now[0] += 10
         now[0] = 165.0
-        warning.warn("all %d workers are busy", 4)
+        warning.log("all %d workers are busy", 4)
     assert [r.getMessage() for r in caplog.records] == [
         "all 4 workers are busy", "all 4 workers are busy (also 4 times in the 65 s before)"]

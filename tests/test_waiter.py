@@ -1,6 +1,7 @@
 """The core on its own (fcgi_backend.waiter.Waiter): Net::Waiter's API, modes, hooks and TLS, in
 programs that subclass it, with no FastCGI and no HTTP."""
 
+import re
 import signal
 import socket
 import ssl
@@ -183,23 +184,25 @@ RETIRING_SCRIPT = '''
 import os, sys, time
 from fcgi_backend import Waiter
 
+port, exit_takes, graceful_timeout = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+
 class Retiring(Waiter):
     def on_process(self, client):
         client.sendall(b"one request, then this worker retires\\n")
         self.retire()
     def on_child_exit(self):
         os.write(1, b"child_exit begins\\n")
-        time.sleep(1.5)  # e.g. a pool of database connections closing
+        time.sleep(exit_takes)  # e.g. a pool of database connections closing
         os.write(1, b"child_exit done\\n")
 
-sys.exit(Retiring(port=int(sys.argv[1]), prefork=1, maxfork=1).run())
+sys.exit(Retiring(port=port, prefork=1, maxfork=1, graceful_timeout=graceful_timeout).run())
 '''
 
 
 def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
     """The server stops while a worker that retired itself (retire(), max_requests) is still in
     on_child_exit: the supervisor's SIGTERM must not cut that short nor be logged as a crash."""
-    proc, port = start_script(workdir, RETIRING_SCRIPT)
+    proc, port = start_script(workdir, RETIRING_SCRIPT, 1.5, 30)
     try:
         with connect(port) as s:
             assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
@@ -212,6 +215,30 @@ def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
     assert proc.returncode == 0, err
     assert "child_exit done" in out
     assert "killed" not in err and "replacing" not in err, err
+
+
+def test_a_worker_slow_to_leave_is_replaced_at_once_and_killed_after_graceful_timeout(workdir):
+    """A worker that retired itself hangs in on_child_exit: the next client is served by its
+    replacement without waiting, and the hung one is killed once graceful_timeout has passed."""
+    proc, port = start_script(workdir, RETIRING_SCRIPT, 60, 2)
+    try:
+        with connect(port) as s:
+            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert proc.stdout.readline() == "child_exit begins\n"
+        started = time.monotonic()
+        with connect(port, timeout=5) as s:
+            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert time.monotonic() - started < 2
+        time.sleep(3)  # past the first one's graceful_timeout
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "is still in on_child_exit; killing it (graceful_timeout 2s)" in err, err
+    assert "child_exit done" not in out
+    assert re.search(r"killing 1 workers still busy after 2s; \d+: in on_child_exit", err), err  # named at the stop too
+    assert err.count("cannot start a worker") == 1, err  # two stuck for a while: said once, not every 50 ms
 
 
 TLS_SCRIPT = '''
