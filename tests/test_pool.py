@@ -325,6 +325,27 @@ def test_hooks_registered_by_a_handler_module(site, workdir, propagate):
     assert all(line.endswith("supervisor") for line in lines if line.startswith(("fork_ok", "sig_usr2")))
 
 
+SLOW_EXIT_MODULE = '''
+import time
+
+def init_module(registry):
+    registry.hook("child_exit", lambda server: time.sleep(4))  # e.g. a pool of database connections closing
+'''
+
+
+def test_a_worker_leaving_after_max_requests_is_replaced_before_its_child_exit_hook_ends(site, workdir):
+    (site / "handlers" / "slow_exit.py").write_text(SLOW_EXIT_MODULE)
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", "--max-requests", "1")
+    try:
+        assert get(backend, "/hello/x")[0] == 200  # the first worker's one request: it leaves
+        started = time.monotonic()
+        workers = status(backend)["workers"]  # answered by its replacement
+        assert time.monotonic() - started < 2
+        assert "leaving" in [w["state"] for w in workers], workers
+    finally:
+        backend.stop()
+
+
 SUBCLASS_SCRIPT = '''
 import sys
 from fcgi_backend import Server, ServerConfig
