@@ -104,12 +104,14 @@ class Scoreboard:
         runs first). Only the pid: the worker may already be counting in the rest of its slot."""
         _PID.pack_into(self._mem, self._offset(slot) + _PID_AT, pid)
 
-    def release(self, slot: int) -> None:
-        """Free the slot of a worker that exited, keeping its counts in the pool's totals."""
-        _, _, _, accepted, requests, _, _, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
+    def release(self, slot: int) -> int:
+        """Free the slot of a worker that exited, keeping its counts in the pool's totals; the
+        state it was last in (LEAVING: it had left its loop by itself)."""
+        _, _, state, accepted, requests, _, _, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
         start, reached, old_accepted, old_requests, stopping = _HEADER.unpack_from(self._mem, 0)
         _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests, stopping)
         _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"")
+        return state
 
     def count_maxfork_reached(self) -> None:
         start, reached, accepted, requests, stopping = _HEADER.unpack_from(self._mem, 0)

@@ -557,12 +557,17 @@ class Waiter:
             slot, _ = self.workers.pop(pid, (None, None))
             if slot is None:
                 continue
-            self.scoreboard.release(slot)
-            retiring = self._retiring.pop(pid, None) is not None
-            if os.WIFSIGNALED(status) and not retiring:
+            was_leaving = self.scoreboard.release(slot) == LEAVING  # perhaps before _watch_requests saw it
+            retired_at = self._retiring.pop(pid, None)
+            killed_here = retired_at == float("inf")  # _watch_requests killed it and said so
+            if os.WIFSIGNALED(status) and retired_at is None and not was_leaving:
                 replaced = self._running and self.config.prefork > 0  # not while stopping, nor in forking mode
                 log.warning("worker %d was killed by %s%s", pid, signal.Signals(os.WTERMSIG(status)).name,
                             "; replacing it" if replaced else "")
+            elif os.WIFSIGNALED(status) and not killed_here:
+                # Not a pool worker any more (a replacement is counted already): its last request or on_child_exit died.
+                log.warning("worker %d was killed by %s after it was retired", pid,
+                            signal.Signals(os.WTERMSIG(status)).name)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:

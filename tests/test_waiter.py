@@ -185,6 +185,7 @@ import os, sys, time
 from fcgi_backend import Waiter
 
 port, exit_takes, graceful_timeout = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+then_crash = sys.argv[4:] == ["crash"]
 
 class Retiring(Waiter):
     def on_process(self, client):
@@ -193,6 +194,8 @@ class Retiring(Waiter):
     def on_child_exit(self):
         os.write(1, b"child_exit begins\\n")
         time.sleep(exit_takes)  # e.g. a pool of database connections closing
+        if then_crash:
+            os.abort()  # e.g. a C extension crashing in its clean-up
         os.write(1, b"child_exit done\\n")
 
 sys.exit(Retiring(port=port, prefork=1, maxfork=1, graceful_timeout=graceful_timeout).run())
@@ -239,6 +242,24 @@ def test_a_worker_slow_to_leave_is_replaced_at_once_and_killed_after_graceful_ti
     assert "child_exit done" not in out
     assert re.search(r"killing 1 workers still busy after 2s; \d+: in on_child_exit", err), err  # named at the stop too
     assert err.count("cannot start a worker") == 1, err  # two stuck for a while: said once, not every 50 ms
+
+
+@pytest.mark.parametrize("exit_takes", [0, 0.5])  # before and after the supervisor sees it leaving
+def test_a_worker_that_crashes_after_it_retired_is_logged_as_such(workdir, exit_takes):
+    proc, port = start_script(workdir, RETIRING_SCRIPT, exit_takes, 30, "crash")
+    try:
+        with connect(port) as s:
+            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert proc.stdout.readline() == "child_exit begins\n"
+        with connect(port, timeout=5) as s:  # its replacement serves
+            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert len(re.findall(r"worker \d+ was killed by SIGABRT after it was retired", err)) == 2, err
 
 
 TLS_SCRIPT = '''
