@@ -202,19 +202,30 @@ sys.exit(Retiring(port=port, prefork=1, maxfork=1, graceful_timeout=graceful_tim
 '''
 
 
+def served_by_a_retiring_worker(port: int) -> bool:
+    with connect(port, timeout=5) as s:
+        return s.makefile("rb").readline() == b"one request, then this worker retires\n"
+
+
+def stop_server(proc) -> tuple[str, str]:
+    """SIGTERM, then the server's stdout and stderr once it has exited (killed if it hangs)."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
     """The server stops while a worker that retired itself (retire(), max_requests) is still in
     on_child_exit: the supervisor's SIGTERM must not cut that short nor be logged as a crash."""
     proc, port = start_script(workdir, RETIRING_SCRIPT, 1.5, 30)
     try:
-        with connect(port) as s:
-            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert served_by_a_retiring_worker(port)
         assert proc.stdout.readline() == "child_exit begins\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_server(proc)
     assert proc.returncode == 0, err
     assert "child_exit done" in out
     assert "killed" not in err and "replacing" not in err, err
@@ -225,19 +236,14 @@ def test_a_worker_slow_to_leave_is_replaced_at_once_and_killed_after_graceful_ti
     replacement without waiting, and the hung one is killed once graceful_timeout has passed."""
     proc, port = start_script(workdir, RETIRING_SCRIPT, 60, 2)
     try:
-        with connect(port) as s:
-            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert served_by_a_retiring_worker(port)
         assert proc.stdout.readline() == "child_exit begins\n"
         started = time.monotonic()
-        with connect(port, timeout=5) as s:
-            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert served_by_a_retiring_worker(port)
         assert time.monotonic() - started < 2
         time.sleep(3)  # past the first one's graceful_timeout
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_server(proc)
     assert "is still in on_child_exit; killing it (graceful_timeout 2s)" in err, err
     assert "child_exit done" not in out
     assert re.search(r"killing 1 workers still busy after 2s; \d+: in on_child_exit", err), err  # named at the stop too
@@ -248,16 +254,11 @@ def test_a_worker_slow_to_leave_is_replaced_at_once_and_killed_after_graceful_ti
 def test_a_worker_that_crashes_after_it_retired_is_logged_as_such(workdir, exit_takes):
     proc, port = start_script(workdir, RETIRING_SCRIPT, exit_takes, 30, "crash")
     try:
-        with connect(port) as s:
-            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
+        assert served_by_a_retiring_worker(port)
         assert proc.stdout.readline() == "child_exit begins\n"
-        with connect(port, timeout=5) as s:  # its replacement serves
-            assert s.makefile("rb").readline() == b"one request, then this worker retires\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        assert served_by_a_retiring_worker(port)  # its replacement
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        out, err = stop_server(proc)
     assert proc.returncode == 0, err
     assert len(re.findall(r"worker \d+ was killed by SIGABRT after it was retired", err)) == 2, err
 
