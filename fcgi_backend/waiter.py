@@ -49,6 +49,7 @@ EXIT_CANNOT_LISTEN = 100  # Net::Waiter: cannot create server listen socket
 
 _TICK = 0.05  # seconds between looks at the pool
 _REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop the request itself
+_KILLED = float("inf")  # in _retiring: killed after graceful_timeout (and logged then); never killed twice
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 
@@ -557,17 +558,15 @@ class Waiter:
             slot, _ = self.workers.pop(pid, (None, None))
             if slot is None:
                 continue
-            was_leaving = self.scoreboard.release(slot) == LEAVING  # perhaps before _watch_requests saw it
+            left = self.scoreboard.release(slot) == LEAVING  # perhaps before _watch_requests saw it
             retired_at = self._retiring.pop(pid, None)
-            killed_here = retired_at == float("inf")  # _watch_requests killed it and said so
-            if os.WIFSIGNALED(status) and retired_at is None and not was_leaving:
-                replaced = self._running and self.config.prefork > 0  # not while stopping, nor in forking mode
-                log.warning("worker %d was killed by %s%s", pid, signal.Signals(os.WTERMSIG(status)).name,
-                            "; replacing it" if replaced else "")
-            elif os.WIFSIGNALED(status) and not killed_here:
-                # Not a pool worker any more (a replacement is counted already): its last request or on_child_exit died.
-                log.warning("worker %d was killed by %s after it was retired", pid,
-                            signal.Signals(os.WTERMSIG(status)).name)
+            if os.WIFSIGNALED(status):
+                signame = signal.Signals(os.WTERMSIG(status)).name
+                if retired_at is None and not left:
+                    replaced = self._running and self.config.prefork > 0  # not while stopping, nor in forking mode
+                    log.warning("worker %d was killed by %s%s", pid, signame, "; replacing it" if replaced else "")
+                elif retired_at != _KILLED:  # its replacement is counted already: its way out died
+                    log.warning("worker %d was killed by %s after it was retired", pid, signame)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
                 log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
             else:
@@ -600,7 +599,7 @@ class Waiter:
                 log.warning("worker %d, retired %.0fs ago, is still %s; killing it (graceful_timeout %gs)", w.pid,
                             now - retired, doing, self.config.graceful_timeout)
                 _kill(w.pid, signal.SIGKILL)
-                self._retiring[w.pid] = float("inf")  # still retiring until reaped, but never killed twice
+                self._retiring[w.pid] = _KILLED  # still retiring until reaped
 
     def _manage_pool(self) -> None:
         """Keep prefork workers; grow while none is idle, up to maxfork; let idle extras go."""
