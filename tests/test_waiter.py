@@ -44,6 +44,16 @@ def connect(port: int, timeout: float = 10) -> socket.socket:
             time.sleep(0.05)
 
 
+def stop_server(proc) -> tuple[str, str]:
+    """SIGTERM, then the server's stdout and stderr once it has exited (killed if it hangs)."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_the_synopsis_example_serves_lines_and_exits_0():
     port = free_port()
     proc = start(EXAMPLE, port)
@@ -58,8 +68,7 @@ def test_the_synopsis_example_serves_lines_and_exits_0():
             f.flush()
             assert f.readline() == b""  # the server closed after "quit"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = stop_server(proc)
     assert proc.returncode == 0
     assert "client connected from 127.0.0.1" in out and "waiter result: 0" in out
 
@@ -173,8 +182,7 @@ def test_forking_mode_forks_per_connection_and_turns_the_one_past_maxfork_away(w
             assert fourth.makefile("rb").readline() == b"served by a process of its own\n"
             fourth.sendall(b"0")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = stop_server(proc)
     assert proc.returncode == 0, err
     assert "forking_idle" in out
     assert "busy (maxfork): a connection is closed unserved" in err
@@ -205,16 +213,6 @@ sys.exit(Retiring(port=port, prefork=1, maxfork=1, graceful_timeout=graceful_tim
 def served_by_a_retiring_worker(port: int) -> bool:
     with connect(port, timeout=5) as s:
         return s.makefile("rb").readline() == b"one request, then this worker retires\n"
-
-
-def stop_server(proc) -> tuple[str, str]:
-    """SIGTERM, then the server's stdout and stderr once it has exited (killed if it hangs)."""
-    try:
-        proc.send_signal(signal.SIGTERM)
-        return proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_a_stop_while_a_retired_worker_cleans_up_lets_it_finish(workdir):
@@ -294,8 +292,7 @@ def test_tls_on_the_listener_and_a_failed_handshake_leaves_the_worker_alive(work
             with context.wrap_socket(connect(port), server_hostname="localhost") as s:
                 assert s.makefile("rb").readline().startswith(b"secret TLSv1.")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        out, err = stop_server(proc)
     assert proc.returncode == 0, err
     assert "ssl_error" in out and "TLS handshake failed" in err
 
