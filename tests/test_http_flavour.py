@@ -20,6 +20,7 @@ import requests
 from apache_harness import HTTPBackend, make_reachable_dir, wait_for
 from conftest import build_test_site, stack_fixture, HTTPStack
 from pki import issue, make_pki
+from wrk_report import requests_done, socket_errors
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, sha256_file
 
 CURL = shutil.which("curl")
@@ -199,7 +200,7 @@ def test_idle_kept_connections_never_starve_a_new_client(served):
 def wrk(url: str, clients: int) -> tuple[int, str]:
     out = subprocess.run(["wrk", "-t2", f"-c{clients}", "-d3s", url], capture_output=True, text=True,
                          timeout=60).stdout
-    return int(re.search(r"(\d+) requests in", out).group(1)), out
+    return requests_done(out), out
 
 
 def test_keep_alive_under_load_with_wrk(served):
@@ -330,15 +331,14 @@ def test_tls_clients_beyond_the_workers_keep_their_connections_for_a_turn(tls_si
     assert b"Hello, newcomer!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/newcomer").stdout
     newcomer_waited = time.monotonic() - started
     out = load.communicate(timeout=60)[0]
-    done = int(re.search(r"(\d+) requests in", out).group(1))
+    done = requests_done(out)
     connections = accepted() - before
     assert "Non-2xx" not in out, out
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    connect_errors, read_errors, write_errors, timeouts = map(int, errors.groups()) if errors else (0, 0, 0, 0)
-    assert connect_errors == write_errors == timeouts == 0, out
+    errors = socket_errors(out)
+    assert errors.connect == errors.write == errors.timeout == 0, out
     # A kept connection given up while idle races a request sent that instant (RFC 9112 9.3.1:
     # clients retry; wrk counts a read error): rare, never one in a thousand requests.
-    assert read_errors <= done / 1000, out
+    assert errors.read <= done / 1000, out
     assert done / connections > 10, f"{done} requests on {connections} connections: a handshake per few requests"
     assert newcomer_waited < 2
 

@@ -1,0 +1,29 @@
+"""What a wrk run printed, read into numbers: one reading for the tests and bench/."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class SocketErrors(NamedTuple):
+    """wrk's "Socket errors" line (all zero when it printed none)."""
+    connect: int
+    read: int
+    write: int
+    timeout: int
+
+
+def requests_done(out: str) -> int:
+    return int(re.search(r"(\d+) requests in", out).group(1))
+
+
+def non_2xx(out: str) -> int:
+    """Answers with a status outside 2xx and 3xx."""
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
+def socket_errors(out: str) -> SocketErrors:
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return SocketErrors(*(int(x) for x in m.groups())) if m else SocketErrors(0, 0, 0, 0)
