@@ -211,7 +211,7 @@ sys.exit(Retiring(port=port, prefork=1, maxfork=1, graceful_timeout=graceful_tim
 
 
 def served_by_a_retiring_worker(port: int) -> bool:
-    with connect(port, timeout=5) as s:
+    with connect(port) as s:
         return s.makefile("rb").readline() == b"one request, then this worker retires\n"
 
 
