@@ -66,6 +66,7 @@ typedef struct fcgi_scanned_request {
     unsigned flags;
     size_t consumed;
     size_t params_len;
+    size_t names_len;
     size_t body_len;
     int params_whole;
 } fcgi_scanned_request;

@@ -26,13 +26,14 @@ static size_t pair_length(const unsigned char *p, size_t left, size_t *value)
     return 4;
 }
 
-/* The params content (whole, gathered) into out as NUL-separated names and values. Returns the
-   bytes written, or (size_t)-1 for a malformed pair or a NUL inside a name or value. in may lie
-   further on in the same buffer as out: a pair takes at least two length bytes, which its two
-   NULs replace, so the writing never overtakes the reading (memmove for the overlap). */
-static size_t decode_params(const unsigned char *in, size_t len, unsigned char *out)
+/* The params content (whole, gathered in in, which lies past out[0 .. len)) into out: first every
+   name, then every value, each NUL-terminated, in the order sent; *names_len is the names' part.
+   Returns the bytes written, or (size_t)-1 for a malformed pair or a NUL inside a name or value.
+   The values are first moved down within in itself (a pair takes at least two length bytes, so
+   that writing never overtakes the reading), then after the names. */
+static size_t decode_params(unsigned char *in, size_t len, unsigned char *out, size_t *names_len)
 {
-    size_t pos = 0, written = 0;
+    size_t pos = 0, names = 0, values = 0;
     while (pos < len) {
         size_t name_len, value_len, took;
         if (!(took = pair_length(in + pos, len - pos, &name_len)))
@@ -45,28 +46,31 @@ static size_t decode_params(const unsigned char *in, size_t len, unsigned char *
             return (size_t)-1;
         if (memchr(in + pos, 0, name_len + value_len))
             return (size_t)-1;
-        memmove(out + written, in + pos, name_len);
-        written += name_len;
-        out[written++] = 0;
-        memmove(out + written, in + pos + name_len, value_len);
-        written += value_len;
-        out[written++] = 0;
+        memcpy(out + names, in + pos, name_len);
+        names += name_len;
+        out[names++] = 0;
+        memmove(in + values, in + pos + name_len, value_len);
+        values += value_len;
+        in[values++] = 0;
         pos += name_len + value_len;
     }
-    return written;
+    memcpy(out + names, in, values);
+    *names_len = names;
+    return names + values;
 }
 
 int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, size_t max_body,
                       unsigned char *out, size_t out_cap, fcgi_scanned_request *scanned)
 {
-    size_t pos = 0, params_len = 0, body_len = 0;
+    size_t pos = 0, params_len = 0, names_len = 0, body_len = 0;
     int stage = BEGIN_REQUEST;  /* the record type expected next (PARAMS, then STDIN) */
     unsigned request_id = 0;
 
     scanned->params_whole = 0;
-    if (out_cap < max_params)
+    if (out_cap < 2 * max_params)
         return FCGI_SCAN_OTHER;
-    unsigned char *gathered = out + out_cap - max_params;  /* the params as sent, decoded once whole */
+    /* the params as sent, decoded once whole into out's start, which they do not reach */
+    unsigned char *gathered = out + out_cap - max_params;
     while (pos < len) {
         if (len - pos < HEADER_LEN)
             return FCGI_SCAN_PART;
@@ -98,7 +102,7 @@ int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, s
             memcpy(gathered + params_len, c, content);
             params_len += content;
         } else if (stage == PARAMS) {
-            size_t decoded = decode_params(gathered, params_len, out);
+            size_t decoded = decode_params(gathered, params_len, out, &names_len);
             if (decoded == (size_t)-1)
                 return FCGI_SCAN_OTHER;
             params_len = decoded;
@@ -113,6 +117,7 @@ int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, s
             scanned->request_id = request_id;
             scanned->consumed = pos;
             scanned->params_len = params_len;
+            scanned->names_len = names_len;
             scanned->body_len = body_len;
             return FCGI_SCAN_WHOLE;
         }

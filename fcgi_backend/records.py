@@ -185,10 +185,14 @@ class WholeRequestScanner:
         self.max_body = max_body
         self._received = ffi.new("unsigned char[]", receive_size)
         self.receive_buffer = memoryview(ffi.buffer(self._received))  # for recv_into
-        self._out_size = max_params + max_body
-        self._out = ffi.new("unsigned char[]", self._out_size)
+        self._out_size = 2 * max_params + max_body  # (the C scanner gathers the params at its end)
+        self._out = ffi.new("unsigned char[]", self._out_size)  # (untouched pages take no memory)
         self._out_view = memoryview(ffi.buffer(self._out))
         self._scanned = ffi.new("fcgi_scanned_request *")
+        # The last names the scanner decoded, as bytes and split: a web server sends the same names,
+        # in the same order, request after request, and the environ's keys are then the same strings.
+        self._names_bytes = b""
+        self._names: list[str] = []
         self.incomplete = False  # the last scan found the start of such a request: more bytes may complete it
         self.params_whole = False  # ... and its params were whole: an application could start on it
 
@@ -210,12 +214,18 @@ class WholeRequestScanner:
             self.incomplete = outcome == _SCAN_PART
             self.params_whole = bool(scanned.params_whole)
             return 0, None
-        params_len, body_len = scanned.params_len, scanned.body_len
-        # "name\0value\0..." in one decode and one split; zip pairs them off one iterator (a name
-        # sent twice keeps its last value; the empty string after the last NUL is left unpaired)
-        fields = iter(str(self._out_view[:params_len], "latin-1").split("\0"))
-        body = bytes(self._out_view[params_len:params_len + body_len]) if body_len else b""
-        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(fields, fields)), body)
+        params_len, names_len, body_len = scanned.params_len, scanned.names_len, scanned.body_len
+        # "name\0name\0...value\0value\0...": the names split again only when they differ from the
+        # last request's; the values in one decode and one split (zip leaves the empty string after
+        # the last NUL unpaired; a name sent twice keeps its last value)
+        out = self._out_view
+        names_bytes = bytes(out[:names_len])  # (a memoryview compares byte by byte: slower than this copy)
+        if names_bytes != self._names_bytes:
+            self._names_bytes = names_bytes
+            self._names = str(names_bytes, "latin-1").split("\0")[:-1]
+        values = str(out[names_len:params_len], "latin-1").split("\0")
+        body = bytes(out[params_len:params_len + body_len]) if body_len else b""
+        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(self._names, values)), body)
 
 
 _SCAN_WHOLE, _SCAN_PART = lib.FCGI_SCAN_WHOLE, lib.FCGI_SCAN_PART

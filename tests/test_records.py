@@ -136,6 +136,37 @@ def test_the_scanner_leaves_the_next_request_for_later():
     assert whole.params["REQUEST_URI"] == "/a" and left == len(second)
 
 
+def test_one_scanner_reads_request_after_request_as_the_record_path_does():
+    """A worker's scanner keeps the last request's names: each request's environ is still its own,
+    whether its names are the last ones, others of the same length, fewer, repeated or none."""
+    scanner = WholeRequestScanner(65536, 65536, 1024)
+    sequence = [
+        cgi_params("GET", "/first"),
+        cgi_params("GET", "/second?x=1"),                # the same names, other values
+        {"AB": "1", "CD": "2"},
+        {"AX": "1", "CY": "2"},                          # names of the same length, not the same
+        {"AB": "1"},                                     # fewer
+        {"AB": "one", "CD": "two", "AB ": "three"},
+        {},
+        cgi_params("POST", "/form", 3),
+    ]
+    for params in sequence:
+        data = request_bytes(params, b"abc" if "CONTENT_LENGTH" in params else b"")
+        scanner.receive_buffer[:len(data)] = data
+        taken, whole = scanner.scan_received(len(data))
+        assert taken == len(data)
+        assert (whole.request_id, whole.flags, whole.params, whole.body) == reference_request(data)
+        assert list(whole.params) == list(params)  # in the order sent
+
+
+def test_a_name_sent_twice_keeps_its_last_value_as_on_the_record_path():
+    pairs = encode_params({"A": "1"}) + encode_params({"B": "2"}) + encode_params({"A": "3"})
+    data = (begin_request(1) + encode_record(FCGI_PARAMS, 1, pairs) + encode_record(FCGI_PARAMS, 1)
+            + encode_record(FCGI_STDIN, 1))
+    whole, _ = scan(data)
+    assert whole.params == reference_request(data)[2] == {"A": "3", "B": "2"}
+
+
 def with_header_changed(data: bytes, record: int, **fields) -> bytes:
     """``data`` with field(s) of the header of its record number ``record`` changed."""
     pos = 0

@@ -2,8 +2,8 @@
  *
  * Input: two bytes choose max_params and max_body (small, so the bounds are reached), the rest is
  * what a web server sent. Whatever the bytes, the scanner writes only inside out and says:
- *   WHOLE: it took at most the input, params and body fit out, the params are complete
- *          NUL-terminated name/value pairs, every strict prefix of what it took is PART (the start
+ *   WHOLE: it took at most the input, params and body fit out, the params are as many
+ *          NUL-terminated names as NUL-terminated values after them, every strict prefix of what it took is PART (the start
  *          of a request), and the bytes after it change nothing.
  */
 #include <assert.h>
@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max_params = 8 + data[0] * 8, max_body = data[1] * 16;
     data += 2;
     size -= 2;
-    size_t cap = max_params + max_body;
+    size_t cap = 2 * max_params + max_body;
     unsigned char *out = malloc(cap + GUARD);
     memset(out + cap, 0xA5, GUARD);
     fcgi_scanned_request scanned;
@@ -34,10 +34,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert(scanned.consumed >= 32 && scanned.consumed <= size);
         assert(scanned.request_id != 0 && scanned.params_whole);
         assert(scanned.params_len + scanned.body_len <= cap && scanned.body_len <= max_body);
-        size_t nuls = 0;
+        assert(scanned.names_len <= scanned.params_len);
+        size_t names = 0, values = 0;
         for (size_t i = 0; i < scanned.params_len; i++)
-            nuls += out[i] == 0;
-        assert(nuls % 2 == 0);
+            *(i < scanned.names_len ? &names : &values) += out[i] == 0;
+        assert(names == values);
+        assert(scanned.names_len == 0 || out[scanned.names_len - 1] == 0);
         assert(scanned.params_len == 0 || out[scanned.params_len - 1] == 0);
         /* Every strict prefix of the request is the start of one: PART. */
         fcgi_scanned_request again;
@@ -47,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* What follows the request does not change what it is. */
         assert(fcgi_scan_request(data, scanned.consumed, max_params, max_body, out, cap, &again) == FCGI_SCAN_WHOLE);
         assert(again.consumed == scanned.consumed && again.params_len == scanned.params_len &&
-               again.body_len == scanned.body_len);
+               again.names_len == scanned.names_len && again.body_len == scanned.body_len);
     }
     free(out);
     return 0;
