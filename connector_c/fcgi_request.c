@@ -67,7 +67,7 @@ int fcgi_scan_request(const unsigned char *buf, size_t len, size_t max_params, s
     unsigned request_id = 0;
 
     scanned->params_whole = 0;
-    if (out_cap < 2 * max_params)
+    if (max_params > out_cap / 2)  /* (not 2 * max_params: it could wrap) */
         return FCGI_SCAN_OTHER;
     /* the params as sent, decoded once whole into out's start, which they do not reach */
     unsigned char *gathered = out + out_cap - max_params;
