@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from apache_harness import APACHE_USER, Apache, make_reachable_dir, running_as_root, wait_for  # noqa: E402
 from apache_harness import _unix_socket_open as socket_answers  # noqa: E402
-from wrk_report import non_2xx, requests_done, socket_errors  # noqa: E402
+from wrk_report import latency_ms, non_2xx, requests_done, socket_errors  # noqa: E402
 
 
 # The Apache every benchmark puts in front of every server: threads for 256 clients from the start
@@ -82,14 +82,10 @@ def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (
     if script is not None:
         args += ["-s", str(script)]
     out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60).stdout
-
-    def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     failed = socket_errors(out)
     errors = non_2xx(out) + failed.connect + failed.timeout + (0 if close else failed.read + failed.write)
-    return WrkResult(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency("50"), latency("99"),
-                     errors, requests_done(out))
+    return WrkResult(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency_ms(out, "50"),
+                     latency_ms(out, "99"), errors, requests_done(out))
 
 
 def in_turn(items, round_no: int) -> list:

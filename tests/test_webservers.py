@@ -9,7 +9,6 @@ import hashlib
 import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -23,7 +22,7 @@ from apache_harness import Apache, Backend, make_reachable_dir, wait_for
 from conftest import build_test_site
 from test_uploads_apache import upload_then_vanish
 from webserver_harness import Lighttpd, Nginx, available
-from wrk_report import non_2xx, requests_done, socket_errors
+from wrk_report import max_latency_ms, non_2xx, requests_done, socket_errors
 
 TESTS = Path(__file__).resolve().parent
 FLASK_APP = f"{TESTS / 'flask_app.py'}:app"
@@ -226,11 +225,8 @@ def kept_stack(root, *backend_args):
 def wrk(url: str, clients: int, seconds: int = 3) -> dict:
     out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency", url],
                          capture_output=True, text=True, check=True).stdout
-    latency_max = re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1)
-    seconds_max = float(latency_max[:-2]) / 1000 if latency_max.endswith("ms") else \
-        float(latency_max[:-2]) / 1e6 if latency_max.endswith("us") else float(latency_max[:-1])
     return {"requests": requests_done(out), "errors": non_2xx(out), "timeouts": socket_errors(out).timeout,
-            "latency_max": seconds_max, "out": out}
+            "latency_max": max_latency_ms(out) / 1000, "out": out}
 
 
 def test_kept_connections_never_starve_new_ones(root):

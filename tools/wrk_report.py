@@ -14,6 +14,21 @@ class SocketErrors(NamedTuple):
     timeout: int
 
 
+_MS_PER = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}  # wrk's time units
+
+
+def latency_ms(out: str, percent: str) -> float:
+    """A percentile of the latency distribution (wrk run with --latency), in milliseconds."""
+    value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M).groups()
+    return float(value) * _MS_PER[unit]
+
+
+def max_latency_ms(out: str) -> float:
+    """The longest latency of the run (the Max column of wrk's Latency line), in milliseconds."""
+    value, unit = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m|h)\s", out, re.M).groups()
+    return float(value) * _MS_PER[unit]
+
+
 def requests_done(out: str) -> int:
     return int(re.search(r"(\d+) requests in", out).group(1))
 
