@@ -3,8 +3,8 @@
  * Input: two bytes choose max_params and max_body (small, so the bounds are reached), the rest is
  * what a web server sent. Whatever the bytes, the scanner writes only inside out and says:
  *   WHOLE: it took at most the input, params and body fit out, the params are as many
- *          NUL-terminated names as NUL-terminated values after them, every strict prefix of what it took is PART (the start
- *          of a request), and the bytes after it change nothing.
+ *          NUL-terminated names as NUL-terminated values after them, every strict prefix of what
+ *          it took is PART (the start of a request), and the bytes after it change nothing.
  */
 #include <assert.h>
 #include <stdint.h>
