@@ -59,7 +59,7 @@ def _argtype(parse):
 
 
 def _tcp_address(text: str) -> str:
-    ListenAddress.parse_tcp(text)  # checked here, parsed again when used
+    ListenAddress.parse_tcp(text)  # checked here (argparse names the flag), parsed again when used
     return text
 
 
@@ -406,7 +406,7 @@ def cmd_serve_http(args) -> int:
     settings = settings_from(args)
     check_identity(settings.server)
     site = SiteLayout.open(args.site)
-    address = ListenAddress.parse_tcp(settings.listen.tcp or DEFAULT_HTTP, option="--listen")
+    address = ListenAddress.parse_tcp(settings.listen.tcp or DEFAULT_HTTP)
     try:
         server = HTTPServer(app_loader(site, settings), address, settings.server, site=site, limits=settings.limits,
                             debug=settings.server.debug, tls=settings.tls, owned_paths=owned_paths(site, settings))

@@ -20,6 +20,7 @@ from .access_log import DEFAULT_FORMAT, FormatError, compile_format
 from .allowlist import AllowList
 from .cpus import checked_cpu_list, format_cpu_list
 from .limits import Limits
+from .listener import ListenAddress
 from .sessions import SessionConfig
 from .tls import TLSConfig
 
@@ -136,6 +137,11 @@ class ListenConfig:
     def check(self) -> None:
         if self.socket and self.tcp:
             raise ConfigError("socket and tcp: give one (a unix socket, or a TCP address)")
+        if self.tcp:
+            try:
+                ListenAddress.parse_tcp(self.tcp, setting="tcp in [listen]")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.allowed_clients and not self.tcp:
             raise ConfigError("allowed_clients is for a TCP listener (tcp); a unix socket has its mode and group")
         try:

@@ -31,11 +31,13 @@ class ListenAddress:
     port: int | None = None
 
     @classmethod
-    def parse_tcp(cls, text: str, option: str = "--tcp") -> "ListenAddress":
-        """``HOST:PORT`` (``[::1]:9000`` for IPv6) as an address; ValueError with a clear message if not."""
+    def parse_tcp(cls, text: str, setting: str = "") -> "ListenAddress":
+        """``HOST:PORT`` (``[::1]:9000`` for IPv6) as an address; ValueError with a clear message if
+        not, beginning with ``setting`` (where the text came from) when given."""
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{option} wants HOST:PORT (for example 127.0.0.1:9000), got {text!r}")
+            where = f"{setting}: " if setting else ""
+            raise ValueError(f"{where}expected HOST:PORT (for example 127.0.0.1:9000), got {text!r}")
         return cls(host=host.strip("[]"), port=int(port))
 
     def __str__(self) -> str:

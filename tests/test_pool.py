@@ -402,6 +402,7 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
     ("workers = 3", "unknown setting 'workers'"),
     ("status_path = 'status'", "must start with '/'"),
     ("prefork = [", "not valid TOML"),
+    ("prefork = 2\n[listen]\ntcp = 'nohost'", "tcp in [listen]: expected HOST:PORT (for example 127.0.0.1:9000), got 'nohost'"),
 ])
 def test_bad_settings_are_refused_at_start(site, workdir, config, message):
     path = workdir / "server.toml"
@@ -409,7 +410,19 @@ def test_bad_settings_are_refused_at_start(site, workdir, config, message):
     out = subprocess.run(backend_command("run", site, "--config", path),
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
     assert not (site / "fcgi_backend.sock").exists()
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:99999", "8000", "[::1]:"])
+def test_a_bad_http_address_in_the_config_file_is_refused_at_start(site, workdir, address):
+    path = workdir / "server.toml"
+    path.write_text(f"[listen]\ntcp = '{address}'\n")
+    out = subprocess.run(backend_command("serve-http", site, "--config", path),
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 2, out.stderr
+    assert f"tcp in [listen]: expected HOST:PORT (for example 127.0.0.1:9000), got '{address}'" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_config_file_settings_and_flags_that_override_them(site, workdir):
