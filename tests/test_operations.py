@@ -308,6 +308,18 @@ def test_apache_conf_refuses_a_path_apache_cannot_hold(workdir):
     assert out.returncode == 2 and "has a space" in out.stderr
 
 
+def test_apache_conf_warns_of_a_site_folder_that_is_not_there_yet(workdir):
+    missing = workdir / "not-yet"
+    out = subprocess.run([sys.executable, "-m", "fcgi_backend", "apache-conf", missing, "--port", "8080"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and f'DocumentRoot "{missing}/webroot"' in out.stdout
+    assert f"{missing} has no webroot/ (yet)" in out.stderr
+    (missing / "webroot").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-m", "fcgi_backend", "apache-conf", missing, "--port", "8080"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "webroot/ (yet)" not in out.stderr
+
+
 # ---- the site's error pages ---------------------------------------------------------------------
 
 def test_the_sites_error_pages_and_json_errors_for_json_routes(site, workdir):
