@@ -468,7 +468,7 @@ def cmd_check(args) -> int:
 def cmd_apache_conf(args) -> int:
     site = Path(args.site).resolve()
     if not (site / "webroot").is_dir():  # (a vhost may be written before its site: a warning, not a refusal)
-        log.warning("%s has no webroot/ (yet): the vhost below serves from %s", site, site / "webroot")
+        log.warning("%s has no webroot/ (yet): the vhost printed serves from %s", site, site / "webroot")
     try:
         print(vhost_for(site, port=args.port, connector=args.connector,
                         socket=Path(args.socket).resolve() if args.socket else None, server_name=args.server_name,
