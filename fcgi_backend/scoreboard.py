@@ -104,14 +104,19 @@ class Scoreboard:
         runs first). Only the pid: the worker may already be counting in the rest of its slot."""
         _PID.pack_into(self._mem, self._offset(slot) + _PID_AT, pid)
 
-    def release(self, slot: int) -> int:
+    def release(self, slot: int) -> tuple[int, str, float]:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals; the
-        state it was last in (LEAVING: it had left its loop by itself)."""
-        _, _, state, accepted, requests, _, _, _, _ = _SLOT.unpack_from(self._mem, self._offset(slot))
+        state it was last in (LEAVING: it had left its loop by itself), and the request it was
+        serving ("METHOD URI", "" if none) with the seconds since it started."""
+        _, _, state, accepted, requests, _, changed, request_started, what = _SLOT.unpack_from(
+            self._mem, self._offset(slot))
         start, reached, old_accepted, old_requests, stopping = _HEADER.unpack_from(self._mem, 0)
         _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests, stopping)
         _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"")
-        return state
+        # (a request started since the worker turned busy is this connection's; an older one is done)
+        if state == BUSY and request_started and request_started >= changed:
+            return state, what.rstrip(b"\0").decode("utf-8", "replace"), time.monotonic() - request_started
+        return state, "", 0.0
 
     def count_maxfork_reached(self) -> None:
         start, reached, accepted, requests, stopping = _HEADER.unpack_from(self._mem, 0)

@@ -558,17 +558,21 @@ class Waiter:
             slot, _ = self.workers.pop(pid, (None, None))
             if slot is None:
                 continue
-            left = self.scoreboard.release(slot) == LEAVING  # perhaps before _watch_requests saw it
+            state, serving, running_for = self.scoreboard.release(slot)
+            left = state == LEAVING  # perhaps before _watch_requests saw it
             retired_at = self._retiring.pop(pid, None)
+            # what it was doing, for the log: the request it took down with it, if any
+            during = f" while serving {serving} ({running_for:.1f}s in)" if serving else ""
+            replaced = "; replacing it" if self._running and self.config.prefork > 0 else ""  # (not in forking mode)
             if os.WIFSIGNALED(status):
                 signame = signal.Signals(os.WTERMSIG(status)).name
                 if retired_at is None and not left:
-                    replaced = self._running and self.config.prefork > 0  # not while stopping, nor in forking mode
-                    log.warning("worker %d was killed by %s%s", pid, signame, "; replacing it" if replaced else "")
+                    log.warning("worker %d was killed by %s%s%s", pid, signame, during, replaced)
                 elif retired_at != _KILLED:  # its replacement is counted already: its way out died
                     log.warning("worker %d was killed by %s after it was retired", pid, signame)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
-                log.warning("worker %d exited with code %d", pid, os.WEXITSTATUS(status))
+                log.warning("worker %d exited with code %d%s%s", pid, os.WEXITSTATUS(status), during,
+                            replaced if retired_at is None and not left else "")
             else:
                 self.log_debug(f"worker {pid} exited")
             self._slow.forget(pid)

@@ -122,7 +122,23 @@ def test_a_worker_killed_mid_request_is_replaced_and_others_are_unaffected(site,
         assert not results[0].ended and results[0].stdout == b""  # the killed request got no answer
         wait_for(lambda: status(backend)["total_workers"] == 2, 10, "the replacement")
         assert victim not in [w["pid"] for w in status(backend)["workers"]]
-        backend.wait_for_log(f"worker {victim} was killed by SIGKILL; replacing it")
+        line = rf"worker {victim} was killed by SIGKILL while serving GET /sleep\?s=5 \(\d+\.\ds in\); replacing it"
+        wait_for(lambda: re.search(line, backend.log_text()), 10, "the log line naming the request")
+    finally:
+        backend.stop()
+
+
+def test_a_worker_that_exits_mid_request_is_logged_with_the_request_and_replaced(site, workdir):
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1")
+    try:
+        victim = int(get(backend, "/pid")[1])
+        with FastCGIClient(backend.socket_path, timeout=10) as client:
+            reply = client.request(cgi_params("GET", "/exit?code=7"))
+        assert not reply.ended and reply.stdout == b""  # the connection closed with the worker
+        line = rf"worker {victim} exited with code 7 while serving GET /exit\?code=7 \(0\.\ds in\); replacing it"
+        wait_for(lambda: re.search(line, backend.log_text()), 10, "the log line naming the request")
+        assert get(backend, "/hello/again")[0] == 200  # its replacement answers
+        assert int(get(backend, "/pid")[1]) != victim
     finally:
         backend.stop()
 

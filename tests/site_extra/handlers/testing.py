@@ -19,6 +19,7 @@ def init_module(registry):
     registry.route("/sleep", sleep)
     registry.route("/stuck", stuck)
     registry.route("/echo-tls", echo_tls)
+    registry.route("/exit", lambda request: os._exit(int(request.query.get("code", "3"))))  # a worker that dies
 
 
 def sleep(request):
