@@ -376,7 +376,8 @@ def serve(server: AppServer) -> int:
     code = server.run()
     if code == EXIT_OK and not server.is_child():
         pool = server.scoreboard.read()
-        log.info("stopped after %d requests on %d connections", pool.requests, pool.accepted)
+        log.info("stopped after %d request%s on %d connection%s", pool.requests, "" if pool.requests == 1 else "s",
+                 pool.accepted, "" if pool.accepted == 1 else "s")
     return code
 
 

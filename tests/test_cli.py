@@ -38,10 +38,12 @@ def test_run_makes_sqlite_dir_and_a_0660_socket_and_exits_0_on_sigterm(site, wor
     if running_as_root() and user_exists("www-data"):
         assert os.stat(sock).st_gid == grp.getgrnam("www-data").gr_gid
     assert (site / "SQLiteDBs").is_dir()
+    with FastCGIClient(sock, timeout=10) as client:
+        assert client.request(cgi_params("GET", "/")).status == 200
     assert backend.stop(signal.SIGTERM) == 0
     assert not sock.exists()
     log = backend.log_text()
-    assert "serving" in log and "stopped after" in log
+    assert "serving" in log and "stopped after 1 request on " in log  # (and the readiness probe's connections)
     assert log.splitlines()[0][:4].isdigit()  # lines start with a timestamp
 
 
