@@ -48,7 +48,7 @@ class WorkerStatus:
     started: float
     idle_for: float
     request: str            #: "METHOD URI" of the request in progress (or the last one)
-    request_for: float      #: seconds the request in progress has run (0 when not busy)
+    request_for: float      #: seconds the request in progress has run (0 when there is none)
     request_started: float = 0.0  #: when it began (monotonic): tells one request from the next
 
     @property
@@ -104,19 +104,15 @@ class Scoreboard:
         runs first). Only the pid: the worker may already be counting in the rest of its slot."""
         _PID.pack_into(self._mem, self._offset(slot) + _PID_AT, pid)
 
-    def release(self, slot: int) -> tuple[int, str, float]:
-        """Free the slot of a worker that exited, keeping its counts in the pool's totals; the
-        state it was last in (LEAVING: it had left its loop by itself), and the request it was
-        serving ("METHOD URI", "" if none) with the seconds since it started."""
-        _, _, state, accepted, requests, _, changed, request_started, what = _SLOT.unpack_from(
-            self._mem, self._offset(slot))
+    def release(self, slot: int) -> WorkerStatus:
+        """Free the slot of a worker that exited, keeping its counts in the pool's totals; what it
+        said last: its state (LEAVING: it had left its loop by itself), the request in progress."""
+        last = _worker_status(slot, _SLOT.unpack_from(self._mem, self._offset(slot)), time.monotonic())
         start, reached, old_accepted, old_requests, stopping = _HEADER.unpack_from(self._mem, 0)
-        _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + accepted, old_requests + requests, stopping)
+        _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + last.accepted, old_requests + last.requests,
+                          stopping)
         _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"")
-        # (a request started since the worker turned busy is this connection's; an older one is done)
-        if state == BUSY and request_started and request_started >= changed:
-            return state, what.rstrip(b"\0").decode("utf-8", "replace"), time.monotonic() - request_started
-        return state, "", 0.0
+        return last
 
     def count_maxfork_reached(self) -> None:
         start, reached, accepted, requests, stopping = _HEADER.unpack_from(self._mem, 0)
@@ -145,16 +141,8 @@ class Scoreboard:
     def read(self) -> PoolStatus:
         start, reached, old_accepted, old_requests, _ = _HEADER.unpack_from(self._mem, 0)
         now = time.monotonic()
-        workers = []
-        for slot in range(self.capacity):
-            pid, gen, state, acc, req, started, changed, req_started, what = _SLOT.unpack_from(
-                self._mem, self._offset(slot))
-            if pid > 0:
-                busy = state == BUSY
-                workers.append(WorkerStatus(slot, pid, gen, state, acc, req, started,
-                                            0.0 if busy else now - changed,
-                                            what.rstrip(b"\0").decode("utf-8", "replace"),
-                                            now - req_started if busy and req_started else 0.0, req_started))
+        workers = [_worker_status(slot, fields, now) for slot in range(self.capacity)
+                   if (fields := _SLOT.unpack_from(self._mem, self._offset(slot)))[0] > 0]
         return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
                           old_requests + sum(w.requests for w in workers), workers)
 
@@ -168,6 +156,18 @@ class Scoreboard:
         """(busy workers, all workers): Net::Waiter's get_busy_kids_count."""
         pool = self.read()
         return pool.busy, len(pool.workers)
+
+
+def _worker_status(slot: int, fields: tuple, now: float) -> WorkerStatus:
+    """A slot's fields as a WorkerStatus. A busy worker's request is in progress only if it
+    started since the worker turned busy: until a new connection's request starts, the slot still
+    names the last one, which is over."""
+    pid, generation, state, accepted, requests, started, changed, request_started, what = fields
+    busy = state == BUSY
+    in_progress = busy and request_started and request_started >= changed
+    return WorkerStatus(slot, pid, generation, state, accepted, requests, started, 0.0 if busy else now - changed,
+                        what.rstrip(b"\0").decode("utf-8", "replace"), now - request_started if in_progress else 0.0,
+                        request_started)
 
 
 class OwnSlot:

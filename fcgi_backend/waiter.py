@@ -558,21 +558,22 @@ class Waiter:
             slot, _ = self.workers.pop(pid, (None, None))
             if slot is None:
                 continue
-            state, serving, running_for = self.scoreboard.release(slot)
-            left = state == LEAVING  # perhaps before _watch_requests saw it
+            last = self.scoreboard.release(slot)
+            left = last.state == LEAVING  # perhaps before _watch_requests saw it
             retired_at = self._retiring.pop(pid, None)
-            # what it was doing, for the log: the request it took down with it, if any
-            during = f" while serving {serving} ({running_for:.1f}s in)" if serving else ""
-            replaced = "; replacing it" if self._running and self.config.prefork > 0 else ""  # (not in forking mode)
+            # the request it took down with it, if any, for the log
+            during = f" while serving {last.request} ({last.request_for:.1f}s in)" if last.request_for else ""
+            unexpected = retired_at is None and not left  # (one on its way out is replaced already)
+            # not while stopping, nor in forking mode
+            replaced = "; replacing it" if unexpected and self._running and self.config.prefork > 0 else ""
             if os.WIFSIGNALED(status):
                 signame = signal.Signals(os.WTERMSIG(status)).name
-                if retired_at is None and not left:
+                if unexpected:
                     log.warning("worker %d was killed by %s%s%s", pid, signame, during, replaced)
                 elif retired_at != _KILLED:  # its replacement is counted already: its way out died
                     log.warning("worker %d was killed by %s after it was retired", pid, signame)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
-                log.warning("worker %d exited with code %d%s%s", pid, os.WEXITSTATUS(status), during,
-                            replaced if retired_at is None and not left else "")
+                log.warning("worker %d exited with code %d%s%s", pid, os.WEXITSTATUS(status), during, replaced)
             else:
                 self.log_debug(f"worker {pid} exited")
             self._slow.forget(pid)

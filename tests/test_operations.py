@@ -123,6 +123,24 @@ def test_a_slow_request_gets_its_python_stack_in_the_slowlog_and_still_finishes(
         backend.stop()
 
 
+def test_a_connection_whose_request_has_not_started_is_not_its_last_request_running_on(site, workdir):
+    """A worker that accepted a connection and waits for its records is busy, but its last request
+    is over: the slow log must not report that one as running all the while since."""
+    slowlog = workdir / "slow.log"
+    backend = Backend(site, workdir / "run", ["--prefork", "1", "--maxfork", "1", "--slowlog-timeout", "0.3",
+                                              "--slowlog", slowlog]).start()
+    try:
+        with FastCGIClient(backend.socket_path) as client:
+            assert client.request(cgi_params("GET", "/hello/earlier")).status == 200
+        time.sleep(0.5)
+        with FastCGIClient(backend.socket_path) as client:
+            time.sleep(1.5)  # connected, nothing sent yet: the supervisor looks meanwhile
+            assert client.request(cgi_params("GET", "/hello/later")).status == 200
+        assert "slow request" not in (slowlog.read_text() if slowlog.exists() else "")
+    finally:
+        backend.stop()
+
+
 # ---- access log -------------------------------------------------------------------------------
 
 COMBINED = re.compile(r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] '
