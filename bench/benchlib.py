@@ -7,7 +7,6 @@ import contextlib
 import grp
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -24,7 +23,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from apache_harness import APACHE_USER, Apache, make_reachable_dir, running_as_root, wait_for  # noqa: E402
 from apache_harness import _unix_socket_open as socket_answers  # noqa: E402
-from wrk_report import latency_ms, non_2xx, requests_done, socket_errors  # noqa: E402
+from wrk_report import latency_ms, non_2xx, requests_done, requests_per_second, socket_errors  # noqa: E402
 
 
 # The Apache every benchmark puts in front of every server: threads for 256 clients from the start
@@ -84,8 +83,8 @@ def wrk(url: str, clients: int, duration: float, *, headers: tuple[str, ...] = (
     out = subprocess.run([*args, url], capture_output=True, text=True, timeout=duration + 60).stdout
     failed = socket_errors(out)
     errors = non_2xx(out) + failed.connect + failed.timeout + (0 if close else failed.read + failed.write)
-    return WrkResult(float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), latency_ms(out, "50"),
-                     latency_ms(out, "99"), errors, requests_done(out))
+    return WrkResult(requests_per_second(out), latency_ms(out, "50"), latency_ms(out, "99"), errors,
+                     requests_done(out))
 
 
 def in_turn(items, round_no: int) -> list:

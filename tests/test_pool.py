@@ -15,6 +15,7 @@ import pytest
 from apache_harness import Apache, Backend, wait_for
 from conftest import REPO, backend_command
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
+from wrk_report import requests_done
 from fcgi_backend.records import FCGI_PARAMS, encode_params, encode_stream
 
 
@@ -238,8 +239,7 @@ def test_reload_under_load_through_apache_fails_no_request(site, workdir):
         backend.proc.send_signal(signal.SIGHUP)
         out, _ = load.communicate(timeout=30)
         wait_for(lambda: {w["generation"] for w in status(backend)["workers"]} == {3}, 10, "old workers gone")
-        requests_done = int(re.search(r"(\d+) requests in", out).group(1))
-        assert requests_done > 100, out
+        assert requests_done(out) > 100, out
         assert "Non-2xx" not in out and "Socket errors" not in out, out  # not one request failed
         assert get(backend, "/version") == (200, b'{"version":2}')  # the new code is live
         backend.wait_for_log("reloaded: generation 3 started")

@@ -33,6 +33,10 @@ def requests_done(out: str) -> int:
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
+def requests_per_second(out: str) -> float:
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def non_2xx(out: str) -> int:
     """Answers with a status outside 2xx and 3xx."""
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
