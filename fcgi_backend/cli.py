@@ -467,11 +467,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_apache_conf(args) -> int:
-    site = Path(args.site).resolve()
-    if not (site / "webroot").is_dir():  # (a vhost may be written before its site: a warning, not a refusal)
-        log.warning("%s has no webroot/ (yet): the vhost printed serves from %s", site, site / "webroot")
+    site = SiteLayout(Path(args.site).resolve())
+    if not site.webroot.is_dir():  # (a vhost may be written before its site: a warning, not a refusal)
+        log.warning("%s has no webroot/ (yet): the vhost printed serves from %s", site.root, site.webroot)
     try:
-        print(vhost_for(site, port=args.port, connector=args.connector,
+        print(vhost_for(site.root, port=args.port, connector=args.connector,
                         socket=Path(args.socket).resolve() if args.socket else None, server_name=args.server_name,
                         listen=args.listen, balancer=args.balancer, standby=args.standby, ping_path=args.ping_path),
               end="")
