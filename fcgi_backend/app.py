@@ -81,7 +81,7 @@ class Application:
             raise
         except Exception:
             request.release_session()
-            log.error("%s %s failed\n%s", request.method, request.path, traceback.format_exc().rstrip())
+            log.error("%s %s failed", request.method, request.path, exc_info=True)
             return self._error_response(request, 500, debug_text=traceback.format_exc() if self.debug else "")
 
     def _server_error(self, request: Request, exc: ServerError) -> Response:
@@ -167,8 +167,7 @@ class Application:
             return self.views.render(view, {"status": status, "title": reason_phrase(status), "detail": detail,
                                             "debug": debug_text})
         except Exception:  # a broken error page must not hide the error it was to show
-            log.error("error page %s%d.mustache failed; the plain page is sent\n%s", ERROR_PAGES, status,
-                      traceback.format_exc().rstrip())
+            log.error("error page %s%d.mustache failed; the plain page is sent", ERROR_PAGES, status, exc_info=True)
             return None
 
 

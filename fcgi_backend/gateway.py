@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote_to_bytes
@@ -213,7 +212,7 @@ def error_answer(status: int, detail: str) -> bytes:
 
 def log_application_error() -> None:
     """The application raised (called inside ``except``): its traceback goes to the log."""
-    log.error("unhandled exception in the application\n%s", traceback.format_exc().rstrip())
+    log.error("unhandled exception in the application", exc_info=True)
 
 
 def log_input_error(params: dict, exc: RequestInputError) -> int:

@@ -317,7 +317,7 @@ class HTTPConnection:
         except (OSError, BadRequest):
             raise
         except Exception:
-            log.error("%s %s: the application failed\n%s", head.method, head.target, traceback.format_exc().rstrip())
+            log.error("%s %s: the application failed", head.method, head.target, exc_info=True)
             self._closing = True
             if not response.head_sent:
                 response.send_error(500, "The application failed while handling this request.",

@@ -81,7 +81,7 @@ def load_handlers(handlers_dir: Path, registry: Registry) -> list[str]:
                 init(registry)
         except Exception as exc:
             where = _where(exc, handlers_dir)
-            log.debug("traceback of handler module %s:\n%s", name, traceback.format_exc().rstrip())
+            log.debug("traceback of handler module %s:", name, exc_info=True)
             raise HandlerLoadError(
                 f"handler module {name!r} failed in {step}"
                 f"{' at ' + where if where else ''}: {type(exc).__name__}: {exc}") from exc

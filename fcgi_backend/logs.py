@@ -2,12 +2,17 @@
 log and the slow log each go to a file of their own, or into the server's log.
 
 USR1 reopens every log file (after logrotate moved them). A log hook sees every line too.
+
+What a client sent (a path, a header) goes into messages: control characters in a message are
+written as \\xHH, so a request cannot forge a line of its own or send escape sequences to the
+terminal of whoever reads the log. A traceback keeps its line breaks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from typing import Callable
@@ -18,6 +23,29 @@ _root = logging.getLogger("fcgi_backend")
 
 _access = logging.getLogger("fcgi_backend.access")
 _slow = logging.getLogger("fcgi_backend.slow")
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # C0 but the tab, DEL, C1 (0x9b starts escapes too)
+_CONTROL_IN_TRACEBACK = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # the same but the line feed
+
+
+def escape_controls(text: str, pattern: re.Pattern = _CONTROL) -> str:
+    """``text`` with its control characters as \\xHH: one line, nothing a terminal acts on."""
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class LineFormatter(logging.Formatter):
+    """The server's log lines: a message is always one line (its control characters escaped)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        record.message = escape_controls(message)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message  # other handlers (a log hook) get what was logged
+
+    def formatException(self, exc_info) -> str:
+        return escape_controls(super().formatException(exc_info), _CONTROL_IN_TRACEBACK)
 
 
 class Throttled:
@@ -46,17 +74,17 @@ def configure(debug: bool = False, stream=None, log_file: str = "") -> None:
     """Send the server's logs to ``log_file`` (appended) or ``stream`` (stderr), with timestamps
     and the process id."""
     handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(LineFormatter(FORMAT))
     _root.handlers[:] = [handler]
     _root.setLevel(logging.DEBUG if debug else logging.INFO)
     _root.propagate = False
 
 
-def _own_file(logger: logging.Logger, path: str, fmt: str) -> None:
+def _own_file(logger: logging.Logger, path: str, formatter: logging.Formatter) -> None:
     """``logger`` writes to ``path`` alone ("" or "-": into the server's log)."""
     if path and path != "-":
         handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter(fmt))
+        handler.setFormatter(formatter)
         logger.handlers[:] = [handler]
         logger.propagate = False
     else:
@@ -67,12 +95,12 @@ def _own_file(logger: logging.Logger, path: str, fmt: str) -> None:
 
 def configure_access(path: str) -> None:
     """The access log's lines go to ``path`` as they are, or into the server's log with "-"."""
-    _own_file(_access, path, "%(message)s")
+    _own_file(_access, path, logging.Formatter("%(message)s"))  # its lines come escaped (access_log)
 
 
 def configure_slow(path: str) -> None:
     """Slow requests' stacks go to ``path``, or into the server's log with ""."""
-    _own_file(_slow, path, FORMAT)
+    _own_file(_slow, path, LineFormatter(FORMAT))
 
 
 def slow_stream():
@@ -119,7 +147,7 @@ class _HookHandler(logging.Handler):
             return
         self._inside = True
         try:
-            self.callback(record.getMessage(), record.levelno)
+            self.callback(self.format(record), record.levelno)  # the message, and a traceback logged with it
         finally:
             self._inside = False
 

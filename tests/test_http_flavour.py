@@ -118,6 +118,17 @@ def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, reques
     assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
 
 
+def test_a_path_cannot_forge_a_line_or_send_escapes_into_the_server_log(served):
+    forged = "2026-01-01 00:00:00,000 [1] CRITICAL fcgi_backend: forged"
+    target = "/nothing%0a" + forged.replace(" ", "%20") + "%0d%1b[31mred"
+    assert raw(served.port, f"GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode()
+               ).startswith(b"HTTP/1.1 404 ")
+    served.backend.wait_for_log("Nothing is at /nothing\\x0a2026-01-01")
+    log = served.backend.log_text()
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
+    assert "\x1b" not in log and "\r" not in log and "\\x0d\\x1b[31mred" in log
+
+
 def test_http_1_0_and_connection_close_end_the_connection(served):
     answer = raw(served.port, b"GET /hello/old HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200") and b"Hello, old!" in answer

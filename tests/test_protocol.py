@@ -193,3 +193,16 @@ def test_the_backend_itself_never_serves_outside_the_webroot(backend, uri):
         reply = client.request(cgi_params("GET", uri))
     assert reply.status == 404
     assert b"init_module" not in reply.body and b"root:x:0" not in reply.body
+
+
+def test_a_path_cannot_forge_a_line_or_send_escapes_into_the_server_log(backend):
+    """A FastCGI peer may pass control characters in a path (mod_proxy_fcgi refuses them, not every
+    web server does): the 404's log line writes them as \\xHH."""
+    forged = "2026-01-01 00:00:00,000 [1] CRITICAL fcgi_backend: forged"
+    with FastCGIClient(backend.socket_path) as client:
+        reply = client.request(cgi_params("GET", f"/nothing\n{forged}\r\x1b[31mred"))
+    assert reply.status == 404
+    backend.wait_for_log("Nothing is at /nothing\\x0a2026-01-01")
+    log = backend.log_text()
+    assert not any(line.startswith("2026-01-01") for line in log.splitlines())
+    assert "\x1b" not in log and "\r" not in log and "\\x0d\\x1b[31mred" in log
