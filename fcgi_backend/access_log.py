@@ -10,7 +10,8 @@ time the request came, ``%r`` its first line, ``%m`` method, ``%U`` path, ``%q``
 (with its "?"), ``%H`` protocol, ``%>s``/``%s`` status, ``%b`` body bytes ("-" for none), ``%B``
 body bytes, ``%D`` microseconds taken, ``%T`` seconds taken, ``%{Name}i`` a request header,
 ``%{NAME}e`` a CGI/WSGI variable, ``%P`` the worker's pid, ``%R`` what answered (``static`` for a
-file the HTTP flavour served from the webroot, else ``application``), ``%%`` a percent sign. As Apache does,
+file the HTTP flavour served from the webroot, ``server`` for a request it refused or ``OPTIONS *``, else
+``application``), ``%%`` a percent sign. As Apache does,
 quotes, backslashes and unprintable bytes in values are escaped (``\\x22``), so a line cannot be forged
 by a request.
 
@@ -28,7 +29,7 @@ from typing import Callable, Mapping
 
 logger = logging.getLogger("fcgi_backend.access")
 
-HANDLER_KEY = "fcgi_backend.handler"  # set to "static" by the HTTP flavour for a webroot file
+HANDLER_KEY = "fcgi_backend.handler"  # set by the HTTP flavour: "static" for a webroot file, "server"
 
 DEFAULT_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i" %D'
 

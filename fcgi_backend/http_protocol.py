@@ -22,6 +22,7 @@ import email.utils
 import io
 import logging
 import os
+import re
 import select
 import socket
 import ssl
@@ -58,6 +59,8 @@ _YIELD_AFTER = 0.05
 _TURN_PER_HANDSHAKE = 50
 _LONGEST_TURN = 0.1
 _NO_BODY_STATUS = frozenset({204, 304})
+# RFC 3986's host (an IP literal, or a reg-name, which an IPv4 address also matches) and port
+_HOST_AND_PORT = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
 
 def kept_turn(handshake_seconds: float) -> float:
@@ -131,7 +134,7 @@ class HTTPConnection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         msg = self._building
-        msg.headers.append((name, value))
+        msg.headers.append((name, value.rstrip(b" \t")))  # llhttp leaves the trailing whitespace
         msg.head_size += len(name) + len(value) + 4
         if msg.head_size > MAX_HEAD or len(msg.headers) > MAX_HEADERS:
             raise BadRequest(431, f"request header fields over {MAX_HEAD} bytes or {MAX_HEADERS} fields")
@@ -213,6 +216,7 @@ class HTTPConnection:
             try:
                 msg = self._next_message()
             except BadRequest as exc:
+                log.info("request from %s refused: %d: %s", self.peer[0], exc.status, exc)
                 self._answer_error(exc.status, str(exc), close=True)
                 return
             except OSError:
@@ -237,15 +241,15 @@ class HTTPConnection:
     def _serve_message(self, msg: _Message) -> bool:
         """Answer one request; True if the connection stays open for the next."""
         head = _Head(msg, self)
-        if msg.version == "1.1" and head.header(b"host") is None:
-            self._answer_error(400, "an HTTP/1.1 request needs a Host header", close=True)
-            return False
-        self._closing = self._closing or not msg.keep_alive or msg.upgrade
-        lookup = self.server.lookup(head.path)
+        refusal = head.refusal()
+        self._closing = self._closing or not msg.keep_alive or msg.upgrade or refusal is not None
+        lookup = None if refusal is not None or msg.url == b"*" else self.server.lookup(head.path)
         started, began = time.time(), time.monotonic()
         self._response = None
         try:
-            if lookup.kind == "app":
+            if lookup is None:
+                answer = self._answer_itself(msg, head, refusal)
+            elif lookup.kind == "app":
                 answer = self._call_application(msg, head)
             else:
                 head.handler = "static"
@@ -323,6 +327,17 @@ class HTTPConnection:
                 response.send_error(500, "The application failed while handling this request.",
                                     traceback.format_exc() if self.server.debug else "")
         return response.complete
+
+    def _answer_itself(self, msg: _Message, head: "_Head", refusal: tuple[int, str] | None) -> bool:
+        """A request the server answers without the site: one it refuses, or ``OPTIONS *`` (which
+        asks about the server, as a proxy's health check does)."""
+        head.handler = "server"
+        self.server.request_started(f"{head.method} {head.target}")
+        response = self._response = _Response(self, msg, head.method)
+        if refusal is not None:
+            log.info("%s %s from %s refused: %d: %s", head.method, head.target, self.peer[0], *refusal)
+            return response.send_error(*refusal)
+        return response.send_simple(200, [], b"")
 
     # ---- static files --------------------------------------------------------------------------------
 
@@ -454,12 +469,7 @@ class _Head:
         self.msg = msg
         self.conn = conn
         self.method = msg.method.decode("latin-1")
-        target = msg.url
-        if not target.startswith(b"/"):  # absolute-form (a proxy's) or "*"
-            try:
-                target = httptools.parse_url(target).path or b"/"
-            except httptools.HttpParserInvalidURLError:
-                target = b"/"
+        target, self.target_host = _origin_form(msg.url)
         raw_path, _, query = target.partition(b"?")
         self.handler = "application"  # what the access log's %R names
         self.target = msg.url.decode("latin-1")
@@ -467,6 +477,24 @@ class _Head:
         self.query = query.decode("latin-1")
         self.path_bytes = unquote_to_bytes(raw_path)
         self.path = self.path_bytes.decode("utf-8", "replace")
+
+    def refusal(self) -> tuple[int, str] | None:
+        """What RFC 9112 has a server refuse and llhttp lets through: (status, why), or None."""
+        msg = self.msg
+        if msg.version not in ("1.1", "1.0"):
+            return 505, f"HTTP/{msg.version} is not served here: HTTP/1.1 and 1.0 are"
+        if self.target_host is None and not msg.url.startswith(b"/") and msg.url != b"*":
+            return 400, "the request target is neither a path nor an http URL"
+        if msg.url == b"*" and msg.method != b"OPTIONS":
+            return 400, "only OPTIONS asks about the server (*)"
+        hosts = [value for name, value in msg.headers if name.lower() == b"host"]
+        if len(hosts) > 1:
+            return 400, "more than one Host header"
+        if hosts and not _HOST_AND_PORT.fullmatch(hosts[0]):
+            return 400, "the Host header is not a host name or address"
+        if not hosts and msg.version == "1.1":
+            return 400, "an HTTP/1.1 request needs a Host header"
+        return None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.msg.headers:
@@ -505,6 +533,8 @@ class _Head:
                 continue  # a header spelled with "_" would pass for one spelled with "-" (as Apache drops them)
             key = "HTTP_" + key
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
+        if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
+            environ["HTTP_HOST"] = self.target_host.decode("latin-1")
         host = environ.get("HTTP_HOST")
         if host:
             name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
@@ -774,6 +804,20 @@ def _format_head(status: int, headers: list, close: bool, reason: str | None = N
         lines.append(b"Connection: close\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
+
+
+def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
+    """The request target as a path and query, and the host an absolute-form target names (a
+    proxy's "http://host:port/path?query"), else None. A target that is neither gives "/" and None."""
+    if url.startswith(b"/") or url == b"*":
+        return (b"/" if url == b"*" else url), None
+    scheme, sep, rest = url.partition(b"://")
+    rest = rest.partition(b"#")[0]
+    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    host, origin = rest[:cut], rest[cut:]
+    if not sep or scheme.lower() not in (b"http", b"https") or not host or not _HOST_AND_PORT.fullmatch(host):
+        return b"/", None
+    return (origin if origin.startswith(b"/") else b"/" + origin), host
 
 
 def _content_length(msg: _Message) -> int | None:

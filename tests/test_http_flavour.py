@@ -112,10 +112,38 @@ def test_expect_100_continue(served):
     (b"NOT A REQUEST\r\n\r\n", b"400"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
     (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
+    # RFC 9112's rules that llhttp leaves to the server: one valid Host, an origin- or absolute-form
+    # target ("*" for OPTIONS alone), HTTP/1.x
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x y/z\r\n\r\n", b"400"),
+    (b"GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
 ])
 def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
     answer = raw(served.port, request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
+    served.backend.wait_for_log(f"from 127.0.0.1 refused: {int(status)}: ")
+
+
+def test_an_absolute_url_as_target_names_the_host_and_keeps_its_query(served):
+    """As a proxy sends it (RFC 9112 §3.2.2: its host, not the Host header's, is the one meant)."""
+    answer = raw(served.port, b"GET http://proxy.example:8080/echo?x=1 HTTP/1.1\r\nHost: other\r\n"
+                              b"X-Custom: padded \t\r\nConnection: close\r\n\r\n")
+    got = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert got["path"] == "/echo" and got["query"] == {"x": ["1"]}
+    assert got["host"] == "proxy.example:8080" and got["server"] == ["proxy.example", "8080"]
+    assert got["x_custom"] == "padded"  # a field's trailing whitespace is not its value's
+
+
+def test_options_asterisk_is_answered_by_the_server_and_the_connection_kept(served):
+    """``OPTIONS *`` asks about the server, as proxies' health checks (mod_proxy_hcheck) do."""
+    answer = raw(served.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /hello/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 0" in first
+    assert rest.startswith(b"HTTP/1.1 200 OK") and b"Hello, next!" in rest
 
 
 def test_a_path_cannot_forge_a_line_or_send_escapes_into_the_server_log(served):

@@ -53,6 +53,8 @@ def echo(request):
         "content_type": request.content_type,
         "authorization": request.headers.get("Authorization"),
         "x_custom": request.headers.get("X-Custom"),
+        "host": request.headers.get("Host"),
+        "server": [request.environ.get("SERVER_NAME"), request.environ.get("SERVER_PORT")],
         "cookies": request.cookies,
         "x_stdin_length": getattr(request.environ["wsgi.input"], "raw_length", None),  # which body path
     }), content_type="application/json")
