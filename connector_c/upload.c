@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WRITE_BUFFER_SIZE (256 * 1024)
@@ -372,13 +373,35 @@ ssize_t read_nowait(int fd, void *buf, size_t len)
     return n;
 }
 
-int upload_read_fd(upload *u, int fd, uint64_t n)
+static double monotonic_seconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+/* The longest next wait in milliseconds: read_timeout_ms, or less as the pace allows (pace.py). */
+static int next_wait_ms(const upload *u, double allowance, double seconds_per_byte)
+{
+    int wait_ms = u->limits.read_timeout_ms > 0 ? u->limits.read_timeout_ms : -1;
+    if (seconds_per_byte > 0) {
+        double earned_ms = allowance * 1000.0 + 1.0; /* rounded up: a wait of 0 ms would spin */
+        if (wait_ms < 0 || earned_ms < (double)wait_ms)
+            wait_ms = (int)earned_ms;
+    }
+    return wait_ms;
+}
+
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte)
 {
     if (u->status == UPLOAD_ERROR)
         return UPLOAD_ERROR;
     if (!u->rbuf && !(u->rbuf = malloc(READ_BUFFER_SIZE)))
         return set_error(u, 500, "out of memory%s", NULL);
     uint64_t total = n;
+    double cap = u->limits.read_timeout_ms / 1000.0;
+    if (cap <= 0)
+        seconds_per_byte = 0; /* waits without end: nothing to pace */
     while (n) {
         size_t want = n < READ_BUFFER_SIZE ? (size_t)n : READ_BUFFER_SIZE;
         ssize_t got = read_nowait(fd, u->rbuf, want);
@@ -387,7 +410,17 @@ int upload_read_fd(upload *u, int fd, uint64_t n)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 struct pollfd pfd = {.fd = fd, .events = POLLIN};
-                int ready = poll(&pfd, 1, u->limits.read_timeout_ms > 0 ? u->limits.read_timeout_ms : -1);
+                double began = seconds_per_byte > 0 ? monotonic_seconds() : 0;
+                int ready = poll(&pfd, 1, next_wait_ms(u, allowance, seconds_per_byte));
+                if (seconds_per_byte > 0) {
+                    allowance -= monotonic_seconds() - began;
+                    if (allowance <= 0) {
+                        char detail[96];
+                        snprintf(detail, sizeof detail, "%llu of %llu bytes read",
+                                 (unsigned long long)(total - n), (unsigned long long)total);
+                        return set_error(u, 0, "the client sending the upload: a read_timeout behind min_rate; %s", detail);
+                    }
+                }
                 if (ready == 0)
                     return set_error(u, 0, "timed out waiting for the upload stream%s", NULL);
                 continue;
@@ -401,6 +434,8 @@ int upload_read_fd(upload *u, int fd, uint64_t n)
             return set_error(u, 0, "connection closed after %s bytes of the upload stream", detail);
         }
         n -= (uint64_t)got;
+        if (seconds_per_byte > 0 && (allowance += (double)got * seconds_per_byte) > cap)
+            allowance = cap;
         /* Keep reading to the end even once the body is complete or rejected: the stream's bytes
            must leave the socket so the connection stays in step. */
         if (u->status == UPLOAD_MORE)

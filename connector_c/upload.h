@@ -56,8 +56,10 @@ upload *upload_new(const char *boundary, size_t boundary_len, const char *direct
 int upload_feed(upload *u, const char *data, size_t len);
 /* Read exactly n bytes from fd and parse them. The GIL is released around this call. Each wait
    for more bytes lasts at most the limits' read_timeout_ms: a socket is read without blocking
-   (MSG_DONTWAIT) and polled, whatever its mode. */
-int upload_read_fd(upload *u, int fd, uint64_t n);
+   (MSG_DONTWAIT) and polled, whatever its mode. With seconds_per_byte > 0 (1 / min_rate), the
+   waits together also last at most allowance seconds plus seconds_per_byte for each byte read,
+   with at most read_timeout saved up (fcgi_backend/pace.py). */
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte);
 /* recv(MSG_DONTWAIT) on a socket, read() on anything else. */
 ssize_t read_nowait(int fd, void *buf, size_t len);
 /* The input broke off (the peer went away): an error with status 0, files removed. */

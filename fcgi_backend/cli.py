@@ -207,6 +207,11 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
                 help="largest block of FastCGI params (the CGI variables) of a request (default: 1M)")
     _option(limits, "--read-timeout", setting="limits.read_timeout", metavar="SECONDS", type=float,
             help=f"longest wait for the {peer}'s next bytes inside a request (default: {defaults.read_timeout:g})")
+    if not fastcgi:
+        _option(limits, "--min-rate", setting="limits.min_rate", metavar="BYTES", type=int,
+                help="beyond --read-timeout, a client must send a body or take an answer at this many bytes a "
+                     f"second while waited for, or its connection is closed; 0: no minimum (default: "
+                     f"{defaults.min_rate})")
 
     server = ServerConfig()
     process = command.add_argument_group("process ([server] in --config)")

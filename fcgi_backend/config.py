@@ -161,7 +161,7 @@ TABLE_MODELS: dict[str, type] = {"server": ServerConfig, "listen": ListenConfig,
                                  "tls": TLSConfig, "sessions": SessionConfig}
 # Settings that belong to one command: the other refuses them in a file.
 COMMAND_ONLY = {("listen", "socket"): "run", ("listen", "allowed_clients"): "run", ("listen", "socket_mode"): "run", ("listen", "socket_group"): "run",
-                ("limits", "max_params"): "run", ("tls", None): "serve-http"}
+                ("limits", "max_params"): "run", ("limits", "min_rate"): "serve-http", ("tls", None): "serve-http"}
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
 

@@ -37,8 +37,9 @@ import httptools
 from . import static
 from .access_log import HANDLER_KEY
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
+from .pace import Pace
 from .records import ConnectionClosed, StreamError
-from .sockio import send_all, wait
+from .sockio import send_all, wait, wait_paced
 
 if TYPE_CHECKING:
     from .http_server import HTTPServer
@@ -50,6 +51,7 @@ MAX_HEAD = 64 * 1024      # all header fields together: more is a 431
 MAX_HEADERS = 100         # header fields: more is a 431 (Apache's LimitRequestFields)
 _DRAIN_MAX = 1024 * 1024  # an unread body up to this is read and dropped to keep the connection
 _RECEIVE = 256 * 1024
+_TLS_PIECE = 16 * 1024  # one TLS record: how much is sent under TLS between checks of the client's pace
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
 # connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
 # retries on a kept connection that closed, and Apache's reuse is best left off, docs/PROTOCOL.md.)
@@ -82,7 +84,7 @@ class _Message:
     """One request as the parser delivers it: head fields, then body pieces."""
 
     __slots__ = ("url", "headers", "head_size", "method", "version", "keep_alive", "head_complete",
-                 "body", "body_received", "complete", "upgrade")
+                 "body", "body_received", "complete", "upgrade", "pace")
 
     def __init__(self) -> None:
         self.url = b""
@@ -96,6 +98,7 @@ class _Message:
         self.body_received = 0
         self.complete = False
         self.upgrade = False
+        self.pace: Pace | None = None  # the client's pace sending the body, once it was waited for
 
 
 class HTTPConnection:
@@ -118,6 +121,7 @@ class HTTPConnection:
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
         self._response: _Response | None = None  # the answer being made (for the access log)
+        self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
         self._turn = kept_turn(server.handshake_seconds)
         self._turn_ends = time.monotonic() + self._turn
 
@@ -246,6 +250,7 @@ class HTTPConnection:
         lookup = None if refusal is not None or msg.url == b"*" else self.server.lookup(head.path)
         started, began = time.time(), time.monotonic()
         self._response = None
+        self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)
         try:
             if lookup is None:
                 answer = self._answer_itself(msg, head, refusal)
@@ -271,7 +276,11 @@ class HTTPConnection:
         deadline = time.monotonic() + self.limits.read_timeout
         while not msg.complete:
             msg.body.clear()
-            self._receive(max(0.0, deadline - time.monotonic()), "of a body left unread")
+            try:
+                self._receive(max(0.0, deadline - time.monotonic()), "of a body left unread")
+            except TimeoutError:
+                raise TimeoutError(f"client sent not all of a body left unread within {self.limits.read_timeout:g}s"
+                                   ) from None
         msg.body.clear()
         return True
 
@@ -385,11 +394,12 @@ class HTTPConnection:
     # ---- writing ---------------------------------------------------------------------------------------
 
     def send_all(self, parts: list) -> None:
-        """Send every byte of ``parts``; a client that takes none of it for read_timeout is an error."""
+        """Send every byte of ``parts``; a client that takes none of it for read_timeout, or takes
+        it too slowly (pace.py), is an error."""
         if self.tls:
-            self.sock.sendall(b"".join(parts))
+            self._send_tls(b"".join(parts))
         else:
-            send_all(self.sock, parts, self.limits.read_timeout)
+            send_all(self.sock, parts, self.limits.read_timeout, pace=self._answer_pace)
 
     def send_file(self, fd: int, offset: int, count: int) -> None:
         """``count`` bytes of ``fd`` from ``offset``: sendfile, or reads and writes under TLS."""
@@ -399,20 +409,36 @@ class HTTPConnection:
                 block = os.read(fd, min(count, _RECEIVE))
                 if not block:
                     raise OSError(f"file ended {count} bytes short")
-                self.sock.sendall(block)
+                self._send_tls(block)
                 count -= len(block)
             return
+        pace = self._answer_pace
         while count:
             try:
                 sent = os.sendfile(self.sock.fileno(), fd, offset, count)
             except BlockingIOError:
-                if not wait(self.sock, select.POLLOUT, self.limits.read_timeout):
-                    raise TimeoutError(f"client took none of the file for {self.limits.read_timeout:g}s") from None
+                wait_paced(self.sock, select.POLLOUT, pace, "the client taking the file")
                 continue
             if sent == 0:
                 raise OSError(f"file ended {count} bytes short")
+            pace.account(0.0, sent)
             offset += sent
             count -= sent
+
+    def _send_tls(self, data: bytes) -> None:
+        """``data`` over TLS, a record at a time when there is more: the ssl module waits inside
+        each send (up to read_timeout), and the client's pace is checked between them."""
+        if len(data) <= _TLS_PIECE:
+            self.sock.sendall(data)
+            return
+        pace, view = self._answer_pace, memoryview(data)
+        for start in range(0, len(data), _TLS_PIECE):
+            began = time.monotonic()
+            piece = view[start:start + _TLS_PIECE]
+            self.sock.sendall(piece)
+            pace.account(time.monotonic() - began, len(piece))
+            if pace.too_slow:
+                raise TimeoutError(pace.describe("the client taking the answer"))
 
     # ---- the request body, for wsgi.input ---------------------------------------------------------------
 
@@ -422,18 +448,25 @@ class HTTPConnection:
             if msg.complete:
                 return b""
             self._send_continue(msg)
-            self._receive_body()
+            self._receive_body(msg)
         return msg.body.popleft()
 
-    def _receive_body(self) -> None:
-        """More of a request body, with what can go wrong as the errors an application's read
-        raises: the request cannot be answered (RequestInputError), or answered with a status."""
+    def _receive_body(self, msg: _Message) -> None:
+        """More of ``msg``'s body, as fast as the client's pace asks (pace.py), with what can go
+        wrong as the errors an application's read raises: the request cannot be answered
+        (RequestInputError), or answered with a status."""
+        if msg.pace is None:
+            msg.pace = Pace(self.limits.read_timeout, self.limits.min_rate)
+        pace, before, began = msg.pace, msg.body_received, time.monotonic()
         try:
-            self._receive(self.limits.read_timeout, "of the request body")
+            self._receive(max(0.0, pace.next_wait()), "of the request body")
         except BadRequest as exc:
             raise StreamError(exc.status, str(exc)) from None
         except (TimeoutError, ConnectionError) as exc:
-            raise ConnectionClosed(str(exc)) from None
+            pace.account(time.monotonic() - began, 0)
+            raise ConnectionClosed(pace.describe("the client sending the request body") if pace.too_slow
+                                   else str(exc)) from None
+        pace.account(time.monotonic() - began, msg.body_received - before)
 
     def feed_upload(self, msg: _Message, upload) -> None:
         """The rest of ``msg``'s body into a C multipart upload: what was received, then (a body
@@ -452,9 +485,9 @@ class HTTPConnection:
                 # The parser is in the middle of this body: the next request gets a fresh one.
                 self._parser = httptools.HttpRequestParser(self)
                 self._building = None
-                upload.read_fd(self.sock.fileno(), left)
+                upload.read_fd(self.sock.fileno(), left, msg.pace or Pace(self.limits.read_timeout, self.limits.min_rate))
                 return
-            self._receive_body()
+            self._receive_body(msg)
 
     def _send_continue(self, msg: _Message) -> None:
         if _expects_continue(msg) and msg.body_received == 0 and not msg.complete:

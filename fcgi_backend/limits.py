@@ -21,6 +21,9 @@ class Limits:
     #: while the body is still read; 0: never (connector_c/direct_writer.h says why)
     upload_direct_io: int = 32 * 1024 ** 2
     read_timeout: float = 60.0               #: longest wait for the client's next bytes inside a request
+    #: serve-http: beyond read_timeout, a client waited for must send a body or take an answer at
+    #: this many bytes a second (Apache's mod_reqtimeout MinRate; pace.py); 0: no minimum
+    min_rate: int = 500
 
     def check(self) -> None:
         """ValueError with a clear message for a limit that cannot work."""
@@ -31,5 +34,7 @@ class Limits:
             raise ValueError("upload_direct_io cannot be negative (0 turns it off)")
         if self.max_part_header > 65536:
             raise ValueError("max_part_header cannot exceed 64 KiB")
+        if self.min_rate < 0:
+            raise ValueError("min_rate cannot be negative (0 turns it off)")
         if self.read_timeout <= 0:
             raise ValueError("read_timeout must be more than 0 seconds")

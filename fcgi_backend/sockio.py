@@ -10,6 +10,7 @@ import socket
 import time
 
 from ._multipart import ffi, lib
+from .pace import Pace
 from .records import FCGI_STDOUT, frame_answer
 
 NOWAIT = socket.MSG_DONTWAIT
@@ -29,10 +30,24 @@ def wait(sock, events: int, timeout: float) -> bool:
             return False
 
 
-def send_all(sock: socket.socket, parts: list, timeout: float, total: int | None = None) -> None:
+def wait_paced(sock, events: int, pace: Pace, what: str) -> None:
+    """Wait for ``events`` on ``sock`` as long as ``pace`` allows; a TimeoutError names ``what``
+    was waited for ("the client sending the body") and why it is given up."""
+    wait_for = pace.next_wait()
+    began = time.monotonic()
+    ready = wait_for > 0 and wait(sock, events, wait_for)
+    pace.account(time.monotonic() - began, 0)
+    if pace.too_slow:
+        raise TimeoutError(pace.describe(what))
+    if not ready:
+        raise TimeoutError(f"{what}: nothing for {wait_for:g}s")
+
+
+def send_all(sock: socket.socket, parts: list, timeout: float, total: int | None = None,
+             pace: Pace | None = None) -> None:
     """Send every byte of ``parts`` (one sendmsg when the socket takes it all, as it mostly does);
-    a peer that takes none of it for ``timeout`` seconds is a TimeoutError. ``total``: their
-    length, when the caller counted it already."""
+    a peer that takes none of it for ``timeout`` seconds (or, with ``pace``, too slowly) is a
+    TimeoutError. ``total``: their length, when the caller counted it already."""
     if total is None:
         total = sum(len(p) for p in parts)
     try:
@@ -40,7 +55,7 @@ def send_all(sock: socket.socket, parts: list, timeout: float, total: int | None
     except BlockingIOError:
         sent = 0
     if sent != total:
-        _send_rest(sock, memoryview(b"".join(parts))[sent:], timeout)
+        _send_rest(sock, memoryview(b"".join(parts))[sent:], pace or Pace(timeout, 0))
 
 
 def send_answer(sock: socket.socket, request_id: int, head: bytes, body: bytes, timeout: float,
@@ -55,17 +70,19 @@ def send_answer(sock: socket.socket, request_id: int, head: bytes, body: bytes, 
             error = ffi.errno
             raise OSError(error, os.strerror(error))
         framed = memoryview(b"".join(frame_answer(record_type, request_id, head + body if head else body, end)))
-        _send_rest(sock, framed if left == _ANSWER_TOO_BIG else framed[-left:], timeout)
+        _send_rest(sock, framed if left == _ANSWER_TOO_BIG else framed[-left:], Pace(timeout, 0))
 
 
-def _send_rest(sock: socket.socket, rest: memoryview, timeout: float) -> None:
+def _send_rest(sock: socket.socket, rest: memoryview, pace: Pace) -> None:
     """The bytes of an answer a first send left, sent as the peer takes them."""
     while rest:
         try:
-            rest = rest[sock.send(rest, NOWAIT):]
+            sent = sock.send(rest, NOWAIT)
         except BlockingIOError:
-            if not wait(sock, select.POLLOUT, timeout):
-                raise TimeoutError(f"the peer took none of the answer for {timeout:g}s") from None
+            wait_paced(sock, select.POLLOUT, pace, "the peer taking the answer")
+            continue
+        rest = rest[sent:]
+        pace.account(0.0, sent)
 
 
 def drain_until_eof(sock: socket.socket, buffer, limit: int = 1 << 20) -> bool:

@@ -19,6 +19,7 @@ from ._multipart import ffi, lib
 from .datastructures import MultiDict
 from .errors import HTTPError, RequestInputError, ServerError
 from .limits import Limits
+from .pace import Pace
 
 _READ_CHUNK = 256 * 1024
 _STDIN_BUFFER = 1024 * 1024  # what the C STDIN reader reads into
@@ -211,9 +212,11 @@ class MultipartUpload:
         buffer = data if isinstance(data, bytes) else ffi.from_buffer(data)  # no copy either way
         return self._check(lib.upload_feed(self._handle, buffer, len(data)))
 
-    def read_fd(self, fd: int, length: int) -> bool:
-        """Read exactly ``length`` body bytes from ``fd`` and parse them, in C without the GIL."""
-        return self._check(lib.upload_read_fd(self._handle, fd, length))
+    def read_fd(self, fd: int, length: int, pace: Pace | None = None) -> bool:
+        """Read exactly ``length`` body bytes from ``fd`` and parse them, in C without the GIL;
+        with ``pace``, the client must keep to it (pace.py)."""
+        allowance, seconds_per_byte = (pace.allowance, pace.seconds_per_byte) if pace else (0.0, 0.0)
+        return self._check(lib.upload_read_fd(self._handle, fd, length, allowance, seconds_per_byte))
 
     def read_stdin_records(self, fd: int, request_id: int, buffered: bytes) -> tuple[bool, bytes]:
         """Parse FCGI_STDIN records of ``request_id`` read from ``fd`` in C, after ``buffered`` bytes

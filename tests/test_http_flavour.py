@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -219,6 +220,99 @@ def test_a_head_sent_slowly_is_cut_off_at_the_read_deadline(served):
             pass
         assert time.monotonic() - started < 5
     served.backend.wait_for_log("of the request head for")
+
+
+class Trickle:
+    """Connections that each send a request head, then a byte of its body every ``gap`` seconds
+    (or, with ``read_slowly``, ask for a file and take 100 bytes of it every ``gap``): slower
+    than min_rate, each within the per-wait deadline."""
+
+    def __init__(self, port: int, requests: list[bytes], gap: float, read_slowly: bool = False) -> None:
+        self.socks, self.gap, self.read_slowly, self.stop = [], gap, read_slowly, False
+        for request in requests:
+            s = socket.socket()
+            if read_slowly:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", port))
+            s.sendall(request)
+            self.socks.append(s)
+        self.ended = {}  # socket index -> seconds until the server closed it
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop and len(self.ended) < len(self.socks):
+            for i, s in enumerate(self.socks):
+                if i in self.ended:
+                    continue
+                try:
+                    if self.read_slowly:
+                        if not s.recv(100):
+                            raise ConnectionResetError
+                    else:
+                        s.send(b"x", socket.MSG_DONTWAIT)  # fails once the server has closed it
+                except OSError:
+                    self.ended[i] = time.monotonic() - self.started
+            time.sleep(self.gap)
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(10)
+        for s in self.socks:
+            s.close()
+
+
+def a_new_client_is_answered_within(served, seconds: float) -> float:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=seconds) as s:
+        s.sendall(b"GET /hello/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"Hello, next!" in s.recv(65536)
+    return time.monotonic() - started
+
+
+def test_clients_trickling_bodies_below_min_rate_are_let_go_and_others_served(served):
+    """Each byte within the 2 s read deadline, far below min_rate (500 bytes a second): without a
+    minimum rate, two such clients would hold both workers for as long as they liked."""
+    raw_body = b"POST /raw-sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    head = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"t.bin\"\r\n\r\n"
+    multipart = (b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                 b"Content-Length: 100000\r\n\r\n" + head)  # the C parser reads this one from the socket
+    trickle = Trickle(served.port, [raw_body, multipart], gap=0.5)
+    try:
+        assert a_new_client_is_answered_within(served, 10) < 6
+        wait_for(lambda: len(trickle.ended) == 2, 10, "the trickling connections to close")
+    finally:
+        trickle.close()
+    served.backend.wait_for_log("the client sending the request body: 2s behind min_rate (500 bytes a second)")
+    served.backend.wait_for_log("the client sending the upload: a read_timeout behind min_rate")
+    assert os.listdir(served.root / "uploads") == []
+
+
+def test_clients_taking_a_big_file_below_min_rate_are_let_go_and_others_served(served):
+    big = served.site / "webroot" / "big-for-slow-readers.bin"
+    big.write_bytes(os.urandom(16 * MiB))  # more than the socket buffers hold
+    request = b"GET /big-for-slow-readers.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+    trickle = Trickle(served.port, [request, request], gap=0.2, read_slowly=True)
+    try:
+        served.backend.wait_for_log("the client taking the file: 2s behind min_rate", timeout=10)
+        assert a_new_client_is_answered_within(served, 10) < 6
+    finally:
+        trickle.close()
+        big.unlink()
+
+
+def test_a_body_sent_in_bursts_with_pauses_within_the_deadline_is_read_whole(served):
+    """min_rate counts what was sent over the time waited: pauses after bursts are no offence."""
+    body = os.urandom(3 * 200_000)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=15) as s:
+        s.sendall(b"POST /raw-sha256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 200_000):
+            s.sendall(body[start:start + 200_000])
+            time.sleep(1.5)  # under the 2 s read deadline
+        answer = s.recv(65536)
+    assert b"200 OK" in answer and hashlib.sha256(body).hexdigest().encode() in answer
 
 
 def test_idle_kept_connections_never_starve_a_new_client(served):
