@@ -19,6 +19,7 @@ from flup.server.fcgi_base import (
     BaseFCGIServer,
 )
 
+from . import response_head
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
@@ -80,7 +81,7 @@ class FastCGIGateway(BaseFCGIServer):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by
         block: every block already exists, so nothing waits (PEP 3333), and a small page costs one
         system call instead of two. Its close() runs once END_REQUEST is out (detach_close)."""
-        result, self._request.after_answer = detach_close(self.wsgi_app(environ, start_response))
+        result, self._request.after_answer = detach_close(self.wsgi_app(environ, _checked(start_response)))
         if isinstance(result, (list, tuple)):
             self._request.stdout.hold = True
         return result
@@ -208,6 +209,14 @@ def error_answer(status: int, detail: str) -> bytes:
     page = error_page(status, detail).encode()
     return (f"Status: {status} {reason_phrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
             f"Content-Length: {len(page)}\r\n\r\n").encode() + page
+
+
+def _checked(start_response):
+    """flup's start_response, refusing a status or header that would break its line (response_head)."""
+    def checked_start_response(status, response_headers, exc_info=None):
+        response_head.check(status, response_headers)
+        return start_response(status, response_headers, exc_info)
+    return checked_start_response
 
 
 def log_application_error() -> None:

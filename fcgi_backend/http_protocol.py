@@ -34,7 +34,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from . import static
+from . import response_head, static
 from .access_log import HANDLER_KEY
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .pace import Pace
@@ -703,9 +703,11 @@ class _Response:
         code = status[:3]
         if len(status) < 4 or not code.isdigit() or status[3] != " ":
             raise ValueError(f"status {status!r} is not 'NNN Reason'")
+        headers = [(str(k), str(v)) for k, v in headers]
+        response_head.check(status, headers)
         self.status = int(code)
         self.reason = status[4:]
-        self.headers = [(str(k), str(v)) for k, v in headers]
+        self.headers = headers
         return self.write
 
     def _header(self, name: str) -> str | None:

@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 
+from . import response_head
 from .connection import ABORT_LOOK_AFTER
 from .errors import RequestInputError, RequestTimeout
 from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_close, error_answer, log_application_error,
@@ -303,6 +304,9 @@ class _Answer:
             head = "".join(lines).encode("latin-1")
         except TypeError:  # (a bytes name is no str Content-Length: its own pass finds it)
             head, has_length = _head_of_bytes(status, response_headers)
+        line_count = len(response_headers) + 1  # each ends in the CRLF put there: any other break is the application's
+        if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
+            response_head.check(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         assert int(status[:3]), "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"

@@ -206,3 +206,16 @@ def test_a_path_cannot_forge_a_line_or_send_escapes_into_the_server_log(backend)
     log = backend.log_text()
     assert not any(line.startswith("2026-01-01") for line in log.splitlines())
     assert "\x1b" not in log and "\r" not in log and "\\x0d\\x1b[31mred" in log
+
+
+@pytest.mark.parametrize("next_url", ["/x\r\nSet-Cookie: evil=1", "/x\nX-Injected: 1", "/x\x00y"])
+def test_a_header_that_would_break_its_line_is_a_500_on_the_wire(backend, next_url):
+    """Checked on both paths a request takes (a whole request, and record by record: make test
+    runs this file again with FCGI_BACKEND_RECORD_BY_RECORD=1)."""
+    from urllib.parse import quote
+    with FastCGIClient(backend.socket_path) as client:
+        reply = client.request(cgi_params("GET", "/redirect-to?next=" + quote(next_url)))
+    assert reply.status == 500
+    assert b"evil" not in reply.stdout and b"X-Injected" not in reply.stdout and b"\x00" not in reply.stdout
+    backend.wait_for_log("has a line break or NUL in it")
+    assert still_serving(backend)

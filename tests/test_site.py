@@ -120,6 +120,16 @@ def test_route_with_missing_template_is_a_logged_500(site_stack):
     site_stack.backend.wait_for_log("names template 'no-such.mustache'")
 
 
+def test_a_line_break_put_into_a_header_is_a_500_not_a_header_of_the_visitors(site_stack):
+    """Response splitting: ?next= ending the Location header and adding a Set-Cookie of its own."""
+    assert get(site_stack, "/redirect-to?next=/fine").headers["Location"] == "/fine"
+    r = get(site_stack, "/redirect-to?next=/x%0d%0aSet-Cookie:%20evil=1")
+    assert r.status_code == 500 and "Set-Cookie" not in r.headers and "evil" not in r.text
+    site_stack.backend.wait_for_log("InvalidResponseHead: the header 'Location': '/x\\r\\nSet-Cookie: evil=1' has a "
+                                    "line break or NUL in it")
+    assert get(site_stack, "/redirect-to?next=/after").status_code == 302  # the worker goes on
+
+
 def test_request_details_reach_the_handler(site_stack):
     r = requests.post(site_stack.url + "/echo?x=1&x=2", data={"f": "v"}, timeout=10,
                       headers={"X-Custom": "hello", "Authorization": "Bearer t0ken"},

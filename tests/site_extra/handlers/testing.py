@@ -20,6 +20,8 @@ def init_module(registry):
     registry.route("/stuck", stuck)
     registry.route("/echo-tls", echo_tls)
     registry.route("/exit", lambda request: os._exit(int(request.query.get("code", "3"))))  # a worker that dies
+    # the pattern response splitting feeds on: a visitor's input in a header
+    registry.route("/redirect-to", lambda request: Response.redirect(request.query.get("next", "/")))
 
 
 def sleep(request):
