@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = http.add_argument_group("where to listen ([listen] in --config)")
     _option(where, "--listen", setting="listen.tcp", metavar="HOST:PORT", type=_argtype(_tcp_address),
             help=f"address to listen on (default: {DEFAULT_HTTP})")
+    _option(where, "--forwarded-allow-ips", setting="listen.forwarded_allow_ips", metavar="ADDRESSES",
+            help="reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (the client's address "
+                 "and scheme), comma-separated addresses or networks; \"\" for none (default: "
+                 f"{ListenConfig().forwarded_allow_ips})")
     tls = http.add_argument_group("TLS ([tls] in --config)")
     _option(tls, "--tls-cert", setting="tls.cert_file", metavar="FILE", help="the server's certificate (PEM; with its chain)")
     _option(tls, "--tls-key", setting="tls.key_file", metavar="FILE",
@@ -415,7 +419,8 @@ def cmd_serve_http(args) -> int:
     address = ListenAddress.parse_tcp(settings.listen.tcp or DEFAULT_HTTP)
     try:
         server = HTTPServer(app_loader(site, settings), address, settings.server, site=site, limits=settings.limits,
-                            debug=settings.server.debug, tls=settings.tls, owned_paths=owned_paths(site, settings))
+                            debug=settings.server.debug, tls=settings.tls, owned_paths=owned_paths(site, settings),
+                            trusted_proxies=AllowList(settings.listen.forwarded_allow_ips, "forwarded_allow_ips"))
     except TLSError as exc:
         raise UsageError(str(exc)) from None
     scheme = "https" if settings.tls else "http"

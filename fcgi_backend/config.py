@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
 from .allowlist import AllowList
+from .forwarded import DEFAULT_TRUSTED
 from .cpus import checked_cpu_list, format_cpu_list
 from .limits import Limits
 from .listener import ListenAddress
@@ -133,6 +134,8 @@ class ListenConfig:
     socket_mode: int = 0o660  #: permissions of the unix socket
     socket_group: str = ""   #: group of the unix socket, e.g. www-data so Apache may connect
     allowed_clients: str = ""  #: with tcp: the web servers' addresses or networks, comma-separated
+    #: serve-http: the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (forwarded.py)
+    forwarded_allow_ips: str = DEFAULT_TRUSTED
 
     def check(self) -> None:
         if self.socket and self.tcp:
@@ -146,6 +149,7 @@ class ListenConfig:
             raise ConfigError("allowed_clients is for a TCP listener (tcp); a unix socket has its mode and group")
         try:
             AllowList(self.allowed_clients)
+            AllowList(self.forwarded_allow_ips, "forwarded_allow_ips")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if not 0 <= self.socket_mode <= 0o777:
@@ -161,6 +165,7 @@ TABLE_MODELS: dict[str, type] = {"server": ServerConfig, "listen": ListenConfig,
                                  "tls": TLSConfig, "sessions": SessionConfig}
 # Settings that belong to one command: the other refuses them in a file.
 COMMAND_ONLY = {("listen", "socket"): "run", ("listen", "allowed_clients"): "run", ("listen", "socket_mode"): "run", ("listen", "socket_group"): "run",
+                ("listen", "forwarded_allow_ips"): "serve-http",
                 ("limits", "max_params"): "run", ("limits", "min_rate"): "serve-http", ("tls", None): "serve-http"}
 
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}

@@ -34,7 +34,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
-from . import response_head, static
+from . import forwarded, response_head, static
 from .access_log import HANDLER_KEY
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .pace import Pace
@@ -111,6 +111,8 @@ class HTTPConnection:
         self.peer = peer
         self.tls_environ = tls_environ
         self.tls = isinstance(sock, ssl.SSLSocket)
+        # a reverse proxy we believe: its X-Forwarded-For and -Proto say who the client is (forwarded.py)
+        self.from_proxy = bool(peer) and bool(server.trusted_proxies) and server.trusted_proxies.allows(peer[0])
         if self.tls:
             sock.settimeout(self.limits.read_timeout)  # the ssl module waits within its own reads and writes
         else:
@@ -344,7 +346,7 @@ class HTTPConnection:
         self.server.request_started(f"{head.method} {head.target}")
         response = self._response = _Response(self, msg, head.method)
         if refusal is not None:
-            log.info("%s %s from %s refused: %d: %s", head.method, head.target, self.peer[0], *refusal)
+            log.info("%s %s from %s refused: %d: %s", head.method, head.target, head.remote_addr(), *refusal)
             return response.send_error(*refusal)
         return response.send_simple(200, [], b"")
 
@@ -529,6 +531,15 @@ class _Head:
             return 400, "an HTTP/1.1 request needs a Host header"
         return None
 
+    def remote_addr(self) -> str:
+        """The client's address: the peer's, or from a trusted proxy the one it forwards."""
+        conn = self.conn
+        if not conn.peer:
+            return ""
+        if not conn.from_proxy:
+            return conn.peer[0]
+        return forwarded.client_address(conn.server.trusted_proxies, conn.peer[0], self.header_text(b"x-forwarded-for"))
+
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.msg.headers:
             if key.lower() == name:
@@ -549,7 +560,7 @@ class _Head:
             "REQUEST_METHOD": self.method, "SCRIPT_NAME": "", "PATH_INFO": self.path_bytes.decode("latin-1"),
             "QUERY_STRING": self.query, "REQUEST_URI": self.target, "SERVER_PROTOCOL": f"HTTP/{self.msg.version}",
             "SERVER_NAME": server.server_name, "SERVER_PORT": str(server.server_port),
-            "REMOTE_ADDR": conn.peer[0] if conn.peer else "", "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
+            "REMOTE_ADDR": self.remote_addr(), "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
             "SERVER_SOFTWARE": "fcgi_backend", "GATEWAY_INTERFACE": "CGI/1.1",
             "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if conn.tls else "http",
             "wsgi.input": HTTPInputStream(conn, self.msg), "wsgi.errors": sys.stderr,
@@ -568,6 +579,12 @@ class _Head:
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
             environ["HTTP_HOST"] = self.target_host.decode("latin-1")
+        if conn.from_proxy and not conn.tls:
+            scheme = forwarded.forwarded_scheme(environ.get("HTTP_X_FORWARDED_PROTO"))
+            if scheme is not None:
+                environ["wsgi.url_scheme"] = scheme
+                if scheme == "https":
+                    environ["HTTPS"] = "on"
         host = environ.get("HTTP_HOST")
         if host:
             name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
@@ -642,7 +659,7 @@ class _LogVariables:
     def get(self, name: str, default=None):
         head = self.head
         if name == "REMOTE_ADDR":
-            return head.conn.peer[0] if head.conn.peer else default
+            return head.remote_addr() or default
         if name == "REQUEST_METHOD":
             return head.method
         if name == "REQUEST_URI":

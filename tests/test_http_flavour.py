@@ -3,7 +3,7 @@ http.client, openssl s_client, wrk and headless Chromium. The checks it shares w
 flavour behind Apache are in test_site.py; these are HTTP's own."""
 
 import hashlib
-from http.client import HTTPConnection
+from http.client import HTTPConnection, HTTPSConnection
 import json
 import os
 import re
@@ -21,6 +21,7 @@ import requests
 from apache_harness import HTTPBackend, make_reachable_dir, wait_for
 from conftest import build_test_site, stack_fixture, HTTPStack
 from pki import issue, make_pki
+from webserver_harness import Nginx, NginxProxy, available
 from wrk_report import requests_done, socket_errors
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, sha256_file
 
@@ -156,6 +157,52 @@ def test_a_path_cannot_forge_a_line_or_send_escapes_into_the_server_log(served):
     log = served.backend.log_text()
     assert not any(line.startswith("2026-01-01") for line in log.splitlines())
     assert "\x1b" not in log and "\r" not in log and "\\x0d\\x1b[31mred" in log
+
+
+# ---- behind a reverse proxy -------------------------------------------------------------------------
+
+def echo_from(host: str, port: int, source: str, headers: dict, context: ssl.SSLContext | None = None) -> tuple:
+    """GET /echo from the address ``source``: what the application saw, and the answer's headers."""
+    conn = (HTTPSConnection(host, port, context=context, source_address=(source, 0), timeout=10) if context else
+            HTTPConnection(host, port, source_address=(source, 0), timeout=10))
+    try:
+        conn.request("GET", "/echo", headers=headers)
+        response = conn.getresponse()
+        return json.loads(response.read()), response.headers
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def behind_nginx(served):
+    """examples/nginx/serve_http.conf in front of the module's server, plain and over TLS."""
+    if not available(Nginx):
+        pytest.skip("nginx is not installed")
+    pki = make_pki(served.root / "pki-nginx")
+    proxy = NginxProxy(served.site, served.root / "run" / "nginx-proxy", f"127.0.0.1:{served.port}",
+                       tls=(pki.cert("server"), pki.key("server"))).start()
+    yield proxy, pki
+    proxy.stop()
+
+
+def test_behind_nginx_the_application_sees_the_client_and_its_scheme_not_a_clients_claim(behind_nginx):
+    """The client at 127.0.0.2 claims to be 6.6.6.6 and to have come over HTTPS; nginx (from
+    127.0.0.1, trusted by default) appends the address it saw and sets the scheme it served."""
+    proxy, pki = behind_nginx
+    claims = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
+    got, _ = echo_from("127.0.0.1", proxy.port, "127.0.0.2", claims)
+    assert got["remote_addr"] == "127.0.0.2" and got["scheme"] == "http"
+    got, _ = echo_from("localhost", proxy.tls_port, "127.0.0.2", claims, ssl.create_default_context(cafile=pki.ca))
+    assert got["remote_addr"] == "127.0.0.2" and got["scheme"] == "https"
+    r = requests.get(f"https://localhost:{proxy.tls_port}/count", verify=str(pki.ca), timeout=10)
+    assert r.status_code == 200 and "Secure" in r.headers["Set-Cookie"]  # the session's cookie, HTTPS seen
+    assert requests.get(f"{proxy.url}/style.css", timeout=10).headers["Server"].startswith("nginx")
+
+
+def test_forwarded_headers_from_a_peer_not_trusted_are_not_believed(served):
+    got, _ = echo_from("127.0.0.1", served.port, "127.0.0.2",
+                       {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})
+    assert got["remote_addr"] == "127.0.0.2" and got["scheme"] == "http"
 
 
 def test_http_1_0_and_connection_close_end_the_connection(served):

@@ -239,6 +239,7 @@ cookie_name = "tomlsid"
     ("[listen]\nsocket_mode = 'rw'", "socket_mode in [listen]"),
     ("[tls]\ncert_file = 'x.pem'", "[tls] is for serve-http, not run"),
     ("[limits]\nmin_rate = 500", "min_rate in [limits] is for serve-http, not run"),
+    ("[listen]\nforwarded_allow_ips = '127.0.0.1'", "forwarded_allow_ips in [listen] is for serve-http, not run"),
 ])
 def test_unknown_or_misplaced_settings_are_refused_by_name(site, workdir, toml, message):
     config = workdir / "bad.toml"

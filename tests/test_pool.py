@@ -441,6 +441,16 @@ def test_a_bad_http_address_in_the_config_file_is_refused_at_start(site, workdir
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--forwarded-allow-ips", "127.0.0.1, nginx"], "forwarded_allow_ips: 'nginx' is not an address or network"),
+    (["--min-rate", "-5"], "min_rate cannot be negative (0 turns it off)"),
+])
+def test_bad_serve_http_settings_are_refused_at_start(site, args, message):
+    out = subprocess.run(backend_command("serve-http", site, *args), capture_output=True, text=True, timeout=20)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_config_file_settings_and_flags_that_override_them(site, workdir):
     path = workdir / "server.toml"
     path.write_text("[server]\nprefork = 3\nmaxfork = 5\nstatus-path = '/st'\n")

@@ -12,9 +12,10 @@ import re
 import shutil
 from pathlib import Path
 
-from apache_harness import APACHE_USER, REPO, WebServer, running_as_root
+from apache_harness import APACHE_USER, REPO, WebServer, free_port, running_as_root
 
 NGINX_SITE_CONF = REPO / "examples" / "nginx" / "fcgi_backend.conf"
+NGINX_PROXY_CONF = REPO / "examples" / "nginx" / "serve_http.conf"  # in front of the HTTP flavour
 LIGHTTPD_SITE_CONF = REPO / "examples" / "lighttpd" / "fcgi_backend.conf"
 NGINX_BIN = shutil.which("nginx", path="/usr/sbin:/usr/bin") or "/usr/sbin/nginx"
 LIGHTTPD_BIN = shutil.which("lighttpd", path="/usr/sbin:/usr/bin") or "/usr/sbin/lighttpd"
@@ -37,10 +38,13 @@ class ExampleConfigServer(WebServer):
 class Nginx(ExampleConfigServer):
     name = "nginx"
 
-    def config_text(self) -> str:
+    def site_text(self) -> str:
         site = re.sub(r"listen 80;", f"listen 127.0.0.1:{self.port};", self.site_config(NGINX_SITE_CONF))
         # relative to /etc/nginx/ where a user puts the file; this config lives elsewhere
-        site = site.replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
+        return site.replace("include fastcgi_params;", "include /etc/nginx/fastcgi_params;")
+
+    def config_text(self) -> str:
+        site = self.site_text()
         user = f"user {APACHE_USER};\n" if running_as_root() else ""
         run = self.run_dir
         return f"""\
@@ -67,6 +71,24 @@ http {{
 
     def check_command(self, conf: Path) -> list[str]:
         return [NGINX_BIN, "-t", "-q", "-c", str(conf), "-p", str(self.run_dir)]
+
+
+class NginxProxy(Nginx):
+    """nginx as a reverse proxy in front of the HTTP flavour at ``backend`` (HOST:PORT), from
+    examples/nginx/serve_http.conf; with ``tls`` (certificate, key) also over TLS on ``tls_port``."""
+
+    def __init__(self, site: Path, run_dir: Path, backend: str, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__(site, run_dir)
+        self.backend, self.tls = backend, tls
+        self.tls_port = free_port() if tls else None
+
+    def site_text(self) -> str:
+        site = self.site_config(NGINX_PROXY_CONF).replace("server 127.0.0.1:8000;", f"server {self.backend};")
+        listen = f"listen 127.0.0.1:{self.port};"
+        if self.tls:
+            listen += (f"\n    listen 127.0.0.1:{self.tls_port} ssl;\n    ssl_certificate {self.tls[0]};"
+                       f"\n    ssl_certificate_key {self.tls[1]};")
+        return site.replace("listen 80;", listen)
 
 
 class Lighttpd(ExampleConfigServer):
@@ -97,4 +119,4 @@ mimetype.assign = (".css" => "text/css", ".html" => "text/html", ".txt" => "text
 
 
 def available(server: type[ExampleConfigServer]) -> bool:
-    return os.path.exists(NGINX_BIN if server is Nginx else LIGHTTPD_BIN)
+    return os.path.exists(NGINX_BIN if issubclass(server, Nginx) else LIGHTTPD_BIN)

@@ -57,6 +57,8 @@ def echo(request):
         "x_custom": request.headers.get("X-Custom"),
         "host": request.headers.get("Host"),
         "server": [request.environ.get("SERVER_NAME"), request.environ.get("SERVER_PORT")],
+        "remote_addr": request.environ.get("REMOTE_ADDR"),
+        "scheme": request.environ.get("wsgi.url_scheme"),
         "cookies": request.cookies,
         "x_stdin_length": getattr(request.environ["wsgi.input"], "raw_length", None),  # which body path
     }), content_type="application/json")
