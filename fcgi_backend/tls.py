@@ -53,10 +53,25 @@ class TLSConfig:
             if self.ca_file:
                 ctx.load_verify_locations(self.ca_file)
         except (ssl.SSLError, OSError) as exc:
-            raise TLSError(f"TLS certificate {self.cert_file} (key {self.key_file or 'in it'}) does not load: "
-                           f"{exc}") from None
+            raise TLSError(self._pem_problem() or f"TLS certificate {self.cert_file} (key {self.key_file or 'in it'}) "
+                                                  f"does not load: {exc}") from None
         ctx.verify_mode = VERIFY_MODES[str(self.verify_mode).lower()]
         return ctx
+
+
+    def _pem_problem(self) -> str | None:
+        """What the files plainly lack, said as an operator would fix it (OpenSSL says "PEM lib")."""
+        try:
+            with open(self.cert_file, "rb") as cert:
+                text = cert.read(1 << 20)
+        except OSError:
+            return None
+        if b"-----BEGIN CERTIFICATE-----" not in text:
+            return f"TLS certificate {self.cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        if not self.key_file and b"PRIVATE KEY-----" not in text:
+            return (f"TLS certificate {self.cert_file} holds no private key: give the key's file with --tls-key "
+                    f"(key_file in [tls])")
+        return None
 
 
 def peer_environ(sock: ssl.SSLSocket, verify_mode: int) -> dict[str, str]:

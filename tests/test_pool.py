@@ -15,6 +15,7 @@ import pytest
 from apache_harness import Apache, Backend, wait_for
 from conftest import REPO, backend_command
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
+from pki import make_pki
 from wrk_report import requests_done
 from fcgi_backend.records import FCGI_PARAMS, encode_params, encode_stream
 
@@ -449,6 +450,24 @@ def test_bad_serve_http_settings_are_refused_at_start(site, args, message):
     out = subprocess.run(backend_command("serve-http", site, *args), capture_output=True, text=True, timeout=20)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_tls_files_that_cannot_work_are_refused_at_start_saying_what_to_fix(site, workdir):
+    pki = make_pki(workdir / "pki")
+    (workdir / "not-a-cert.pem").write_text("garbage\n")
+    cases = [
+        (["--tls-cert", "/no/such/cert.pem"], "TLS certificate /no/such/cert.pem does not exist or cannot be read"),
+        (["--tls-cert", pki.cert("server")], f"TLS certificate {pki.cert('server')} holds no private key: give the "
+                                             "key's file with --tls-key"),
+        (["--tls-cert", workdir / "not-a-cert.pem", "--tls-key", pki.key("server")], "holds no PEM certificate"),
+        (["--tls-cert", pki.cert("server"), "--tls-key", pki.key("client")], "KEY_VALUES_MISMATCH"),
+        (["--tls-cert", pki.cert("server"), "--tls-key", pki.key("server"), "--tls-verify", "required"],
+         "TLS verify mode required needs a CA file (--tls-ca)"),
+    ]
+    for args, message in cases:
+        out = subprocess.run(backend_command("serve-http", site, *args), capture_output=True, text=True, timeout=20)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_config_file_settings_and_flags_that_override_them(site, workdir):

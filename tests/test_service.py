@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from apache_harness import running_as_root, user_exists, wait_for
+from apache_harness import free_port, running_as_root, user_exists, wait_for
 from fcgi_client import FastCGIClient, cgi_params
 
 SERVICE = Path(__file__).resolve().parent.parent / "service"
@@ -93,6 +94,31 @@ def test_exec_start_and_exec_reload_as_systemd_runs_them(site, workdir):
         log.close()
     text = (workdir / "service.log").read_text()
     assert "running as user www-data" in text and "reloaded" in text
+
+
+@needs_root_and_www_data
+def test_the_http_flavours_drop_in_from_the_units_comment_serves(site, workdir):
+    """The ExecStart the unit's comment gives for serve-http, as systemd would run it."""
+    command = re.search(r"^#\s+(ExecStart=\S+ serve-http .*)$", UNIT.read_text(), re.M).group(1)
+    port = free_port()
+    command = command.split("=", 1)[1].replace("/usr/local/bin/fcgi-backend", str(INSTALLED))
+    notify_path = workdir / "notify.sock"
+    notifications = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notifications.bind(str(notify_path))
+    os.chmod(notify_path, 0o777)
+    notifications.settimeout(15)
+    proc = subprocess.Popen(expand(command.replace("127.0.0.1:8000", f"127.0.0.1:{port}"), site),
+                            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert "READY=1" in notifications.recv(4096).decode()
+        assert requests.get(f"http://127.0.0.1:{port}/api/time", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        notifications.close()
 
 
 def test_the_logrotate_snippet_signals_usr1_after_moving_the_files():
