@@ -194,6 +194,9 @@ class HTTPConnection:
                 raise cause from None
             raise BadRequest(400, str(exc)) from None
         except httptools.HttpParserError as exc:
+            if self._parser.get_method() == b"PRI":  # HTTP/2's connection preface, sent without asking
+                raise BadRequest(505, "HTTP/2 is not served here: HTTP/1.1 is (over TLS, ALPN offers only "
+                                      "http/1.1)") from None
             raise BadRequest(400, f"malformed request: {exc}") from None
 
     def _next_message(self) -> _Message | None:

@@ -122,6 +122,7 @@ def test_expect_100_continue(served):
     (b"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"505"),  # HTTP/2 with prior knowledge (curl --http2-prior-knowledge)
 ])
 def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
     answer = raw(served.port, request_bytes)
