@@ -198,6 +198,9 @@ def test_behind_nginx_the_application_sees_the_client_and_its_scheme_not_a_clien
     r = requests.get(f"https://localhost:{proxy.tls_port}/count", verify=str(pki.ca), timeout=10)
     assert r.status_code == 200 and "Secure" in r.headers["Set-Cookie"]  # the session's cookie, HTTPS seen
     assert requests.get(f"{proxy.url}/style.css", timeout=10).headers["Server"].startswith("nginx")
+    for path in ("/?name=Ada", "/index.mustache?name=Ada"):  # rendered by the backend, never sent as a file
+        page = requests.get(proxy.url + path, timeout=10)
+        assert page.status_code == 200 and "<h1>Welcome, Ada</h1>" in page.text and "{{" not in page.text
 
 
 def test_forwarded_headers_from_a_peer_not_trusted_are_not_believed(served):
