@@ -16,6 +16,7 @@ import mimetypes
 import os
 import stat
 from dataclasses import dataclass
+from urllib.parse import quote
 
 TEMPLATE_SUFFIX = ".mustache"
 INDEX_FILES = ("index.html",)  # then index.mustache, which is the application's
@@ -79,7 +80,9 @@ def locate(root: str, url_path: str) -> Lookup:
         return APP  # a symlink out of the webroot
     if stat.S_ISDIR(st.st_mode):
         if not url_path.endswith("/"):
-            return Lookup("redirect", location=url_path + "/")
+            # rebuilt from the segments: "//host" would send a browser to that host, and a header
+            # holds no raw space or non-Latin letter
+            return Lookup("redirect", location="/" + "".join(quote(s) + "/" for s in segments))
         for name in INDEX_FILES:
             index = os.path.join(target, name)
             try:

@@ -242,6 +242,17 @@ def test_folders_templates_and_hidden_files(served, path, status):
         assert r.headers["Location"] == path + "/"
 
 
+@pytest.mark.parametrize("target, location", [
+    (b"//docs", b"/docs/"),  # "//docs/" would send a browser to the host "docs" (an open redirect)
+    (b"///docs?x=1", b"/docs/?x=1"),
+    (b"/caf%C3%A9%20%E6%97%A5%E6%9C%AC", b"/caf%C3%A9%20%E6%97%A5%E6%9C%AC/"),  # as a browser asks for "café 日本"
+])
+def test_a_folders_redirect_names_it_from_the_root_percent_encoded(served, target, location):
+    (served.site / "webroot" / "caf\u00e9 \u65e5\u672c").mkdir(exist_ok=True)
+    answer = raw(served.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 301 ") and b"\r\nLocation: " + location + b"\r\n" in answer
+
+
 def test_a_symlink_out_of_the_webroot_is_not_followed(served, workdir):
     outside = workdir / "outside.txt"
     outside.write_text("not for the web")
