@@ -117,6 +117,10 @@ class RangeNotSatisfiable(Exception):
     """A Range header none of whose ranges lies inside the file (416)."""
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def byte_range(header: str | None, size: int, if_range: str | None, file: StaticFile) -> tuple[int, int] | None:
     """(first, last) byte to send for a Range header, inclusive; None for the whole file.
 
@@ -128,20 +132,17 @@ def byte_range(header: str | None, size: int, if_range: str | None, file: Static
     if if_range is not None and if_range.strip() not in (file.etag, file.last_modified):
         return None
     spec = header[len("bytes="):].strip()
-    first, sep, last = spec.partition("-")
-    if not sep:
-        return None
-    try:
-        if first:
-            start = int(first)
-            end = int(last) if last else size - 1
-        else:  # the last N bytes
-            suffix = int(last)
-            if suffix == 0:
-                raise RangeNotSatisfiable()
-            start, end = max(0, size - suffix), size - 1
-    except ValueError:
-        return None
+    first, sep, last = (part.strip() for part in spec.partition("-"))
+    if not sep or not _digits(first + last) or (first and not _digits(first)) or (last and not _digits(last)):
+        return None  # not RFC 9110's 1*DIGIT (int() would take "-1", "1_0" and other scripts' digits)
+    if first:
+        start = int(first)
+        end = int(last) if last else size - 1
+    else:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable()
+        start, end = max(0, size - suffix), size - 1
     if start >= size:
         raise RangeNotSatisfiable()
     if start < 0 or end < start:
