@@ -110,7 +110,7 @@ class FastCGIGateway(BaseFCGIServer):
         started_wall = time.time() if self.access_log is not None else 0.0
         try:
             length = req.params.get("CONTENT_LENGTH", "")
-            if length.isdigit() and int(length) > self.limits.max_body:
+            if length.isascii() and length.isdigit() and int(length) > self.limits.max_body:
                 raise StreamError(413, f"request body of {length} bytes exceeds the body size limit of "
                                        f"{self.limits.max_body} bytes")
             return super().handler(req)

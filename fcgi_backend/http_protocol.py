@@ -591,7 +591,7 @@ class _Head:
         host = environ.get("HTTP_HOST")
         if host:
             name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
-            if sep and name and port.isdigit():
+            if sep and name and port.isascii() and port.isdigit():
                 environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
             else:
                 environ["SERVER_NAME"] = host
@@ -721,7 +721,7 @@ class _Response:
         elif self.status:
             raise AssertionError("start_response called twice without exc_info")
         code = status[:3]
-        if len(status) < 4 or not code.isdigit() or status[3] != " ":
+        if len(status) < 4 or not (code.isascii() and code.isdigit()) or status[3] != " ":
             raise ValueError(f"status {status!r} is not 'NNN Reason'")
         headers = [(str(k), str(v)) for k, v in headers]
         response_head.check(status, headers)
@@ -800,7 +800,7 @@ class _Response:
         fd = wrapper.filelike.fileno()
         size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
         declared = self._header("Content-Length")
-        count = int(declared) if declared and declared.isdigit() else size
+        count = int(declared) if declared and declared.isascii() and declared.isdigit() else size
         self.conn.server.request_ended()
         self.send_file(self.status, [], fd, os.lseek(fd, 0, os.SEEK_CUR), count, keep_headers=True)
 

@@ -66,7 +66,7 @@ class Request:
     @property
     def content_length(self) -> int | None:
         value = self.environ.get("CONTENT_LENGTH", "")
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isascii() and value.isdigit() else None  # ("²".isdigit() too)
 
     @property
     def session(self):

@@ -323,7 +323,7 @@ def parse_multipart(environ: dict, content_type: str, limits: Limits,
 
 
 def _feed_from_stream(upload: MultipartUpload, stream, content_length: str) -> None:
-    left = int(content_length) if content_length.isdigit() else None
+    left = int(content_length) if content_length.isascii() and content_length.isdigit() else None
     while left is None or left > 0:
         chunk = stream.read(_READ_CHUNK if left is None else min(left, _READ_CHUNK))
         if not chunk:

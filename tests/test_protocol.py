@@ -219,3 +219,13 @@ def test_a_header_that_would_break_its_line_is_a_500_on_the_wire(backend, next_u
     assert b"evil" not in reply.stdout and b"X-Injected" not in reply.stdout and b"\x00" not in reply.stdout
     backend.wait_for_log("has a line break or NUL in it")
     assert still_serving(backend)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "1\u00b3"])  # Latin-1's superscripts: str.isdigit() says yes, int() no
+def test_a_content_length_of_other_digits_is_no_length_not_a_500(backend, length):
+    params = cgi_params("POST", "/echo", content_type="application/x-www-form-urlencoded")
+    params["CONTENT_LENGTH"] = length
+    with FastCGIClient(backend.socket_path) as client:
+        reply = client.request(params, b"f=v")
+    assert reply.status == 200 and json.loads(reply.body)["form"] == {"f": ["v"]}
+    assert "invalid literal for int()" not in backend.log_text()
