@@ -51,6 +51,11 @@ MAX_HEAD = 64 * 1024      # all header fields together: more is a 431
 MAX_HEADERS = 100         # header fields: more is a 431 (Apache's LimitRequestFields)
 _DRAIN_MAX = 1024 * 1024  # an unread body up to this is read and dropped to keep the connection
 _RECEIVE = 256 * 1024
+# A stopping worker's last answer may have said keep-alive (it was on its way as the stop came): a
+# request the client sent before it could know is served if it comes within this, about the
+# longest one-way trip across the Internet (its answer says Connection: close). Closed at once,
+# the connection met it with a reset: a reload under wrk's load cost a few errors each.
+_STOP_GRACE = 0.25
 _TLS_PIECE = 16 * 1024  # one TLS record: how much is sent under TLS between checks of the client's pace
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
 # connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
@@ -245,7 +250,8 @@ class HTTPConnection:
                 continue
             # (A turn's worth of idleness too: a client late by that much is rarer than 50 ms.)
             if not self.server.wait_for_next_request(self.sock, yield_after=max(_YIELD_AFTER, self._turn)):
-                return
+                if not (self.server.stopping() and wait(self.sock, select.POLLIN, _STOP_GRACE)):
+                    return
 
     def _serve_message(self, msg: _Message) -> bool:
         """Answer one request; True if the connection stays open for the next."""
@@ -290,10 +296,11 @@ class HTTPConnection:
         return True
 
     def _will_close_after(self, msg: _Message) -> bool:
-        """Known before the answer leaves: will the connection close after it? Also when clients
-        wait that no idle worker can take and its turn is over: it is told (Connection: close), not
-        dropped later."""
-        if self._closing or (time.monotonic() >= self._turn_ends and self.server.connections_waiting()):
+        """Known before the answer leaves: will the connection close after it? Also when the
+        worker stops after it, or clients wait that no idle worker can take and its turn is over:
+        it is told (Connection: close), not dropped later."""
+        if self._closing or self.server.stopping() or (time.monotonic() >= self._turn_ends
+                                                       and self.server.connections_waiting()):
             self._closing = True
             return True
         if not msg.complete:

@@ -242,6 +242,11 @@ class Waiter:
         may be sending its next request as the connection closes and will not retry wants some."""
         return self._loop.wait_for_next_request(client, yield_after) if self._loop else False
 
+    def stopping(self) -> bool:
+        """This worker leaves after the connection in hand (a stop, a reload, max_requests): an
+        answer given now should tell the client to close (HTTP: ``Connection: close``)."""
+        return self._loop is not None and not self._loop.running
+
     def connections_waiting(self) -> bool:
         """A new connection waits and no worker is idle to take it: a connection kept open between
         requests should be given up after the answer in hand (HTTP: ``Connection: close``)."""
