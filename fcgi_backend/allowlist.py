@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 
+LOOPBACK = "127.0.0.1, ::1"  # the host itself: a proxy or a monitor beside the server
+
 
 class AllowList:
     def __init__(self, text: str, setting: str = "allowed_clients") -> None:

@@ -12,6 +12,7 @@ import logging
 from typing import Callable
 
 from . import logs
+from .allowlist import AllowList
 from .access_log import AccessLog
 from .config import ServerConfig
 from .hooks import Hooks
@@ -49,7 +50,8 @@ class AppServer(Waiter):
         """The application a worker serves: the loaded one, behind the status page and ping."""
         if self.config.status_path or self.config.ping_path:
             return StatusMiddleware(self.app, status_path=self.config.status_path, ping_path=self.config.ping_path,
-                                    read_status=self.status)
+                                    read_status=self.status,
+                                    allow=AllowList(self.config.status_allow, "status_allow"))
         return self.app
 
     def status(self) -> dict:

@@ -254,6 +254,9 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help="do not pass SIGUSR1/SIGUSR2 on to the workers")
     _option(pool, "--status-path", setting="server.status_path", metavar="PATH",
             help="URL path of the status page (JSON; OpenMetrics with ?openmetrics), e.g. /fcgi-status")
+    _option(pool, "--status-allow", setting="server.status_allow", metavar="ADDRESSES",
+            help="clients the status page answers, comma-separated addresses or networks (its requests in flight "
+                 f"show their query strings); others get the site's 404 (default: {server.status_allow})")
     _option(pool, "--ping-path", setting="server.ping_path", metavar="PATH", help="URL path that answers pong, e.g. /fcgi-ping")
     times = command.add_argument_group("time limits ([server] in --config)")
     _option(times, "--request-timeout", setting="server.request_timeout", type=float, metavar="SECONDS",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
-from .allowlist import AllowList
+from .allowlist import LOOPBACK, AllowList
 from .forwarded import DEFAULT_TRUSTED
 from .cpus import checked_cpu_list, format_cpu_list
 from .limits import Limits
@@ -54,6 +54,7 @@ class ServerConfig:
     idle_timeout: float = 15.0       #: longest wait for a request on a new or kept connection
     prop_sigusr: bool = True         #: pass USR1/USR2 on to the workers
     status_path: str = ""            #: URL path of the status page ("" = off), as php-fpm's pm.status_path
+    status_allow: str = LOOPBACK     #: the clients the status page answers (others get the site's 404)
     ping_path: str = ""              #: URL path that answers "pong" ("" = off)
     log_file: str = ""               #: append logs here instead of stderr; USR1 reopens it
     access_log: str = ""             #: a line per request: "" off, "-" into the log, or a file (USR1 reopens it)
@@ -95,6 +96,10 @@ class ServerConfig:
             value = getattr(self, name)
             if value and not value.startswith("/"):
                 raise ConfigError(f"{name} must start with '/', got {value!r}")
+        try:
+            AllowList(self.status_allow, "status_allow")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.status_path and self.status_path == self.ping_path:
             raise ConfigError("status_path and ping_path must differ")
         try:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from .allowlist import AllowList
+from .allowlist import LOOPBACK, AllowList
 
-DEFAULT_TRUSTED = "127.0.0.1, ::1"
+DEFAULT_TRUSTED = LOOPBACK
 
 
 def client_address(trusted: AllowList, peer: str, forwarded_for: str | None) -> str:

@@ -7,10 +7,14 @@ from the shared scoreboard, so every figure covers the whole pool.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Callable
 
+from .allowlist import LOOPBACK, AllowList
 from .scoreboard import KEPT, STATE_NAMES, PoolStatus
+
+log = logging.getLogger("fcgi_backend.status")
 
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -73,8 +77,10 @@ def wants_openmetrics(environ: dict) -> bool:
 class StatusMiddleware:
     """Answers ``status_path`` and ``ping_path``; passes everything else to ``app``."""
 
-    def __init__(self, app: Callable, *, status_path: str, ping_path: str, read_status: Callable[[], dict]) -> None:
+    def __init__(self, app: Callable, *, status_path: str, ping_path: str, read_status: Callable[[], dict],
+                 allow: AllowList | None = None) -> None:
         self.app = app
+        self.allow = allow if allow is not None else AllowList(LOOPBACK)  # who sees the status page
         self.status_path = status_path
         self.ping_path = ping_path
         self.read_status = read_status
@@ -84,6 +90,10 @@ class StatusMiddleware:
         if self.ping_path and path == self.ping_path:
             return _answer(start_response, "text/plain", b"pong\n")
         if self.status_path and path == self.status_path:
+            if not self.allow.allows(environ.get("REMOTE_ADDR", "")):
+                # the requests in flight are in it (their query strings too): as if there were none
+                log.info("status page not shown to %s (not in status_allow)", environ.get("REMOTE_ADDR"))
+                return self.app(environ, start_response)
             status = self.read_status()
             if wants_openmetrics(environ):
                 return _answer(start_response, OPENMETRICS_TYPE, openmetrics_text(status).encode())

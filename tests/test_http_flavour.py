@@ -203,6 +203,18 @@ def test_behind_nginx_the_application_sees_the_client_and_its_scheme_not_a_clien
         assert page.status_code == 200 and "<h1>Welcome, Ada</h1>" in page.text and "{{" not in page.text
 
 
+def test_the_status_page_is_for_the_host_itself_also_behind_nginx(served, behind_nginx):
+    proxy, _ = behind_nginx
+    for port in (served.port, proxy.port):
+        here = requests.get(f"http://127.0.0.1:{port}/fcgi-status", timeout=10)
+        assert here.status_code == 200 and "workers" in here.json()
+        conn = HTTPConnection("127.0.0.1", port, source_address=("127.0.0.2", 0), timeout=10)
+        conn.request("GET", "/fcgi-status")
+        elsewhere = conn.getresponse()
+        assert elsewhere.status == 404 and b"workers" not in elsewhere.read()
+        conn.close()
+
+
 def test_forwarded_headers_from_a_peer_not_trusted_are_not_believed(served):
     got, _ = echo_from("127.0.0.1", served.port, "127.0.0.2",
                        {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"})

@@ -225,6 +225,22 @@ def test_worker_cpus_pins_every_worker_and_not_the_supervisor(site, workdir):
         backend.stop()
 
 
+def test_the_status_page_is_shown_only_to_the_clients_in_status_allow(site, workdir):
+    """It lists the requests in flight, query strings and all: the host itself by default."""
+    backend = Backend(site, workdir / "run", ["--status-path", "/fcgi-status", "--status-allow", "127.0.0.1, 10.1.0.0/16"])
+    backend.start()
+    try:
+        for address, shown in [("127.0.0.1", True), ("10.1.2.3", True), ("10.2.0.1", False), ("::1", False)]:
+            with FastCGIClient(backend.socket_path) as client:
+                reply = client.request(cgi_params("GET", "/fcgi-status", REMOTE_ADDR=address))
+            assert (reply.status == 200 and b'"workers"' in reply.body) is shown, address
+            if not shown:
+                assert reply.status == 404
+        backend.wait_for_log("status page not shown to 10.2.0.1 (not in status_allow)")
+    finally:
+        backend.stop()
+
+
 def test_reload_under_load_through_apache_fails_no_request(site, workdir):
     pages = site / "handlers" / "testing.py"
     backend = Backend(site, workdir / "run", ["--prefork", "3", "--status-path", "/fcgi-status"]).start()
@@ -445,6 +461,7 @@ def test_a_bad_http_address_in_the_config_file_is_refused_at_start(site, workdir
 @pytest.mark.parametrize("args, message", [
     (["--forwarded-allow-ips", "127.0.0.1, nginx"], "forwarded_allow_ips: 'nginx' is not an address or network"),
     (["--min-rate", "-5"], "min_rate cannot be negative (0 turns it off)"),
+    (["--status-allow", "localhost"], "status_allow: 'localhost' is not an address or network"),
 ])
 def test_bad_serve_http_settings_are_refused_at_start(site, args, message):
     out = subprocess.run(backend_command("serve-http", site, *args), capture_output=True, text=True, timeout=20)
