@@ -7,6 +7,7 @@ kept them.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -65,10 +66,28 @@ class UploadedFile:
         return Path(shutil.copyfile(self.path, destination))
 
     def move(self, destination: str | os.PathLike) -> Path:
-        """Move the file to ``destination`` (a rename when on the same file system); it is now yours."""
+        """Move the file to ``destination`` (a rename when on the same file system), replacing a
+        file there; it is now yours. To keep every visitor's file, :meth:`move_into`."""
         self.path = Path(shutil.move(str(self.path), os.fspath(destination)))
         self.kept = True
         return self.path
+
+    def move_into(self, folder: str | os.PathLike) -> Path:
+        """Move the file into ``folder`` under its :attr:`safe_filename`, or ``name-2.ext``,
+        ``name-3.ext``... when that is taken: a file already there is never replaced (two visitors
+        sending ``photo.jpg`` keep both). Returns its path; the file is now yours."""
+        stem, dot, extension = self.safe_filename.rpartition(".")
+        if not dot:
+            stem, extension = self.safe_filename, ""
+        for number in itertools.count(1):
+            target = Path(folder) / (f"{stem}{'' if number == 1 else f'-{number}'}{dot}{extension}")
+            try:
+                _place_without_replacing(self.path, target)
+            except FileExistsError:
+                continue
+            self.path.unlink()
+            self.path, self.kept = target, True
+            return target
 
     def keep(self) -> Path:
         """Leave the file in the upload folder after the request, under a name that no longer marks
@@ -130,6 +149,25 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def _place_without_replacing(source: Path, target: Path) -> None:
+    """``source``'s content at ``target`` (FileExistsError if that is taken): a hard link, or
+    across file systems (or where links are not allowed) a copy into a file created anew."""
+    try:
+        os.link(source, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        try:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        except BaseException:
+            dst.close()
+            target.unlink()  # no partial file
+            raise
 
 
 def safe_filename(filename: str) -> str:

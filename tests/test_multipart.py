@@ -382,6 +382,27 @@ def test_files_can_be_moved_kept_or_discarded(tmp_path):
     assert not files["c"].path.exists()
 
 
+@pytest.mark.parametrize("other_file_system", [False, True])
+def test_move_into_never_replaces_a_file_already_there(tmp_path, other_file_system):
+    """Three visitors send "photo.jpg" (and one a name with no extension, twice): each keeps theirs."""
+    limits = Limits(upload_dir=str(tmp_path))
+    sent = [("photo.jpg", b"first"), ("photo.jpg", b"second"), ("../photo.jpg", b"third"), ("README", b"r1"),
+            ("README", b"r2")]
+    parts = [FILE_PART.replace(b'"f"', b'"%d"' % i).replace(b"x.bin", name.encode()) + content
+             for i, (name, content) in enumerate(sent)]
+    body = body_of(*parts)
+    _, files = parse_multipart(wsgi_environ(body), wsgi_environ(body)["CONTENT_TYPE"], limits)
+    album = Path("/dev/shm") / f"album-{os.getpid()}" if other_file_system else tmp_path / "album"
+    album.mkdir()
+    try:
+        placed = [files[str(i)].move_into(album) for i in range(5)]
+        assert [p.name for p in placed] == ["photo.jpg", "photo-2.jpg", "photo-3.jpg", "README", "README-2"]
+        assert [p.read_bytes() for p in placed] == [b"first", b"second", b"third", b"r1", b"r2"]
+        assert os.listdir(tmp_path) == ([] if other_file_system else ["album"])  # no temporary file left
+    finally:
+        shutil.rmtree(album, ignore_errors=True)
+
+
 def test_large_file_through_the_wsgi_stream_path(tmp_path):
     limits = Limits(upload_dir=str(tmp_path))
     payload = os.urandom(3 * 1024 * 1024 + 17)

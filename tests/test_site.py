@@ -3,6 +3,7 @@
 
 import http.client
 import os
+import re
 import time
 
 import pytest
@@ -128,6 +129,20 @@ def test_a_line_break_put_into_a_header_is_a_500_not_a_header_of_the_visitors(si
     site_stack.backend.wait_for_log("InvalidResponseHead: the header 'Location': '/x\\r\\nSet-Cookie: evil=1' has a "
                                     "line break or NUL in it")
     assert get(site_stack, "/redirect-to?next=/after").status_code == 302  # the worker goes on
+
+
+def test_the_example_upload_page_keeps_both_of_two_files_of_one_name(site_stack):
+    """Two visitors send notes.txt: the second is stored as notes-2.txt, the first is still there."""
+    stored = []
+    for content in (b"first visitor", b"second visitor"):
+        r = requests.post(site_stack.url + "/upload-demo", files={"file": ("notes.txt", content, "text/plain")},
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        stored += re.findall(r"Stored (\S+) \(", r.text)
+    assert stored == ["notes.txt", "notes-2.txt"]
+    folder = site_stack.site / "SQLiteDBs" / "uploads"
+    assert (folder / "notes.txt").read_bytes() == b"first visitor"
+    assert (folder / "notes-2.txt").read_bytes() == b"second visitor"
 
 
 def test_request_details_reach_the_handler(site_stack):

@@ -96,7 +96,7 @@ class UploadBox:
         stored = []
         for _, upload in request.files.items(multi=True):
             if upload.filename:  # a file input left empty sends no name
-                destination = upload.move(self.folder / upload.safe_filename)
+                destination = upload.move_into(self.folder)  # "a.txt", or "a-2.txt" if taken: none replaced
                 stored.append({"name": destination.name, "size": upload.size})
         return {
             "title": "Upload",
