@@ -12,7 +12,9 @@ uvicorn uses), answered one at a time in order, pipelined ones included.
   A body the application leaves unread is read and dropped after the answer if it is small, else
   the connection is closed.
 * Answers: Content-Length when the application gives it or returned a list, chunked otherwise
-  (HTTP/1.1), no body for HEAD, 1xx, 204 and 304. Static files go with ``sendfile``.
+  (HTTP/1.1), no body for HEAD, 1xx, 204 and 304. Static files go with ``sendfile``. A body that
+  does not match the application's Content-Length is cut to it, or (short) ends the connection:
+  the client never reads one answer's bytes as the next's.
 """
 
 from __future__ import annotations
@@ -717,6 +719,7 @@ class _Response:
         self.complete = False
         self._ended = False
         self.body_bytes = 0  # sent (for the access log)
+        self.declared: int | None = None  # the application's Content-Length: not a byte more is sent
 
     def start_response(self, status: str, headers: list, exc_info=None) -> Callable[[bytes], None]:
         if exc_info:
@@ -752,6 +755,12 @@ class _Response:
         if any(k.lower() == "connection" for k, _ in headers):
             self.conn._closing = True
         declared = self._header("Content-Length")
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
+            log.warning("the application's Content-Length %r is not a number; the answer goes without it", declared)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            declared = None
+        if declared is not None and self.body_allowed and not self.head_only:
+            self.declared = int(declared)
         if self.body_allowed and declared is None:
             if body_length is not None:
                 headers.append(("Content-Length", str(body_length)))
@@ -772,6 +781,8 @@ class _Response:
             parts.append(self._head_bytes(None))
             self.head_sent = True
         if data and self.body_allowed and not self.head_only:
+            if self.declared is not None and self.body_bytes + len(data) > self.declared:
+                data = self._cut_to_declared(data)
             parts += [b"%x\r\n" % len(data), data, b"\r\n"] if self.chunked else [data]
             self.body_bytes += len(data)
         if parts:
@@ -788,9 +799,12 @@ class _Response:
             self.conn.server.request_ended()
             head = self._head_bytes(len(body) if self._header("Content-Length") is None else None)
             self.head_sent = True
+            if self.declared is not None and len(body) > self.declared:
+                body = self._cut_to_declared(body)
             send_body = body and self.body_allowed and not self.head_only
             self.body_bytes = len(body) if send_body else 0
             self.conn.send_all([head, body] if send_body else [head])
+            self._check_declared_sent()
             self.complete = True
             return
         for block in result:
@@ -801,7 +815,25 @@ class _Response:
         self.conn.server.request_ended()
         if self.chunked:
             self.conn.send_all([b"0\r\n\r\n"])
+        self._check_declared_sent()
         self.complete = True
+
+    def _cut_to_declared(self, data: bytes) -> bytes:
+        """What of ``data`` fits the declared Content-Length: bytes past it would be read by the
+        client as the start of the next answer on the connection."""
+        if not self.conn._closing:
+            log.warning("the application sent more than its Content-Length (%d); the rest is dropped and the "
+                        "connection closed", self.declared)
+        self.conn._closing = True
+        return data[:max(0, self.declared - self.body_bytes)]
+
+    def _check_declared_sent(self) -> None:
+        """A body that ended short of its Content-Length: the client would read the next answer's
+        bytes as its rest, so the connection closes (the client sees the answer cut short)."""
+        if self.declared is not None and self.body_bytes < self.declared:
+            log.warning("the application's body ended at %d of its Content-Length %d; the connection is closed",
+                        self.body_bytes, self.declared)
+            self.conn._closing = True
 
     def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
         fd = wrapper.filelike.fileno()

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -408,6 +409,26 @@ def wrk(url: str, clients: int) -> tuple[int, str]:
     out = subprocess.run(["wrk", "-t2", f"-c{clients}", "-d3s", url], capture_output=True, text=True,
                          timeout=60).stdout
     return requests_done(out), out
+
+
+@pytest.mark.parametrize("too, sent, log_line", [
+    ("long", b"hel", "the application sent more than its Content-Length (3)"),
+    ("short", b"hello world", "the application's body ended at 11 of its Content-Length 30"),
+])
+def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answer(workdir, too, sent, log_line):
+    """A body longer than its Content-Length is cut to it, a shorter one closes the connection: the
+    client never reads one answer's bytes as the next's (a pipelined request follows at once)."""
+    site = build_test_site(workdir)
+    app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:wrong_length"
+    backend = HTTPBackend(site, workdir / "run", ["--app", app, "--prefork", "1"]).start()
+    try:
+        answer = raw(backend.port, f"GET /x?too={too} HTTP/1.1\r\nHost: x\r\n\r\n"
+                                   "GET /y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and rest == sent  # and no second answer begun inside it
+        backend.wait_for_log(log_line)
+    finally:
+        backend.stop()
 
 
 def test_reloads_under_load_fail_no_request(workdir):

@@ -98,3 +98,11 @@ def environ_dump(environ, start_response):
     body = json.dumps(seen, sort_keys=True).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def wrong_length(environ, start_response):
+    """A Content-Length that does not match the body (?too=long or ?too=short), as a buggy
+    application sends: the client must never read one answer's bytes as the next's."""
+    too_long = "too=long" in environ.get("QUERY_STRING", "")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3" if too_long else "30")])
+    return iter([b"hello ", b"world"])  # 11 bytes, in pieces (as a streaming application writes)
