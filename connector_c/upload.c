@@ -392,7 +392,7 @@ static int next_wait_ms(const upload *u, double allowance, double seconds_per_by
     return wait_ms;
 }
 
-int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte)
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error)
 {
     if (u->status == UPLOAD_ERROR)
         return UPLOAD_ERROR;
@@ -437,9 +437,12 @@ int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double secon
         if (seconds_per_byte > 0 && (allowance += (double)got * seconds_per_byte) > cap)
             allowance = cap;
         /* Keep reading to the end even once the body is complete or rejected: the stream's bytes
-           must leave the socket so the connection stays in step. */
+           must leave the socket so the connection stays in step (unless the caller will close it
+           instead: an HTTP client told 413 need not send gigabytes first). */
         if (u->status == UPLOAD_MORE)
             upload_feed(u, u->rbuf, (size_t)got);
+        if (u->status == UPLOAD_ERROR && stop_at_error)
+            return UPLOAD_ERROR;
     }
     return u->status;
 }

@@ -58,8 +58,9 @@ int upload_feed(upload *u, const char *data, size_t len);
    for more bytes lasts at most the limits' read_timeout_ms: a socket is read without blocking
    (MSG_DONTWAIT) and polled, whatever its mode. With seconds_per_byte > 0 (1 / min_rate), the
    waits together also last at most allowance seconds plus seconds_per_byte for each byte read,
-   with at most read_timeout saved up (fcgi_backend/pace.py). */
-int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte);
+   with at most read_timeout saved up (fcgi_backend/pace.py). With stop_at_error, a body rejected
+   (a limit, malformed) is left unread from there: the caller closes the connection. */
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error);
 /* recv(MSG_DONTWAIT) on a socket, read() on anything else. */
 ssize_t read_nowait(int fd, void *buf, size_t len);
 /* The input broke off (the peer went away): an error with status 0, files removed. */

@@ -129,6 +129,7 @@ class HTTPConnection:
         self._messages: collections.deque[_Message] = collections.deque()  # heads complete, not yet served
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
+        self._unread_input = False  # a body was left unread: close reading the rest (_close_reading_the_rest)
         self._response: _Response | None = None  # the answer being made (for the access log)
         self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
         self._turn = kept_turn(server.handshake_seconds)
@@ -245,6 +246,8 @@ class HTTPConnection:
                 log.info("connection from %s ended: %s", self.peer[0], exc)
                 return
             if not keep:
+                if self._unread_input or not msg.complete:
+                    self._close_reading_the_rest()
                 return
             if self._messages or (self._building is not None and not self._building.complete):
                 continue  # pipelined, or begun: its bytes are here already
@@ -254,6 +257,19 @@ class HTTPConnection:
             if not self.server.wait_for_next_request(self.sock, yield_after=max(_YIELD_AFTER, self._turn)):
                 if not (self.server.stopping() and wait(self.sock, select.POLLIN, _STOP_GRACE)):
                     return
+
+    def _close_reading_the_rest(self) -> None:
+        """The client may still be sending a body we stopped reading: closed at once, the socket
+        would answer it with a reset, which can reach the client before it read our answer (a
+        browser then shows "connection reset", not the 413). Our side is shut down and the worker
+        reads and drops the rest a while (its lingering close, RFC 9112 §9.6)."""
+        if self.tls:
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        self.server.linger(self.sock)
 
     def _serve_message(self, msg: _Message) -> bool:
         """Answer one request; True if the connection stays open for the next."""
@@ -499,7 +515,12 @@ class HTTPConnection:
                 # The parser is in the middle of this body: the next request gets a fresh one.
                 self._parser = httptools.HttpRequestParser(self)
                 self._building = None
-                upload.read_fd(self.sock.fileno(), left, msg.pace or Pace(self.limits.read_timeout, self.limits.min_rate))
+                pace = msg.pace or Pace(self.limits.read_timeout, self.limits.min_rate)
+                try:  # a body rejected (413, 400) is not read on: the connection closes after the answer
+                    upload.read_fd(self.sock.fileno(), left, pace, stop_at_error=True)
+                except BaseException:
+                    self._closing = self._unread_input = True
+                    raise
                 return
             self._receive_body(msg)
 

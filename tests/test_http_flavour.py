@@ -431,6 +431,27 @@ def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answe
         backend.stop()
 
 
+def test_an_upload_over_a_limit_gets_its_413_without_sending_the_rest(workdir):
+    """The C parser stops at the limit and the connection closes after the 413, instead of
+    reading (and dropping) the rest: curl sent all 300 MB of a file before, a few MB now."""
+    site = build_test_site(workdir)
+    (workdir / "uploads").mkdir()
+    backend = HTTPBackend(site, workdir / "run", ["--max-file", "1M", "--upload-dir", str(workdir / "uploads"),
+                                                  "--prefork", "1"]).start()
+    big = workdir / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(128 * MiB)
+    try:
+        out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "-F", f"file=@{big}",
+                   f"{backend.url}/upload")
+        status, uploaded = out.stdout.decode().split()
+        assert status == "413" and int(uploaded) < 32 * MiB, out
+        wait_for(lambda: os.listdir(workdir / "uploads") == [], 5, "the upload's temporary file removed")
+        assert b"Hello, after!" in curl(f"{backend.url}/hello/after").stdout  # the worker goes on
+    finally:
+        backend.stop()
+
+
 def test_reloads_under_load_fail_no_request(workdir):
     """A worker that stops tells its client to close; an answer already on its way with keep-alive
     gets the request the client sent before it could know (before, wrk counted a few read errors
