@@ -130,6 +130,7 @@ class HTTPConnection:
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
         self._unread_input = False  # a body was left unread: close reading the rest (_close_reading_the_rest)
+        self.host_seen = b""  # the last Host found valid on this connection
         self._response: _Response | None = None  # the answer being made (for the access log)
         self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
         self._turn = kept_turn(server.handshake_seconds)
@@ -555,11 +556,13 @@ class _Head:
             return 400, "the request target is neither a path nor an http URL"
         if msg.url == b"*" and msg.method != b"OPTIONS":
             return 400, "only OPTIONS asks about the server (*)"
-        hosts = [value for name, value in msg.headers if name.lower() == b"host"]
+        hosts = [value for name, value in msg.headers if len(name) == 4 and name.lower() == b"host"]
         if len(hosts) > 1:
             return 400, "more than one Host header"
-        if hosts and not _HOST_AND_PORT.fullmatch(hosts[0]):
-            return 400, "the Host header is not a host name or address"
+        if hosts and hosts[0] != self.conn.host_seen:  # (a client sends the same one request after request)
+            if not _HOST_AND_PORT.fullmatch(hosts[0]):
+                return 400, "the Host header is not a host name or address"
+            self.conn.host_seen = hosts[0]
         if not hosts and msg.version == "1.1":
             return 400, "an HTTP/1.1 request needs a Host header"
         return None
@@ -574,8 +577,10 @@ class _Head:
         return forwarded.client_address(conn.server.trusted_proxies, conn.peer[0], self.header_text(b"x-forwarded-for"))
 
     def header(self, name: bytes) -> bytes | None:
+        """The first field named ``name`` (lower case)."""
+        length = len(name)
         for key, value in self.msg.headers:
-            if key.lower() == name:
+            if len(key) == length and key.lower() == name:  # (the length first: no lower() for most)
                 return value
         return None
 
@@ -593,7 +598,7 @@ class _Head:
             "REQUEST_METHOD": self.method, "SCRIPT_NAME": "", "PATH_INFO": self.path_bytes.decode("latin-1"),
             "QUERY_STRING": self.query, "REQUEST_URI": self.target, "SERVER_PROTOCOL": f"HTTP/{self.msg.version}",
             "SERVER_NAME": server.server_name, "SERVER_PORT": str(server.server_port),
-            "REMOTE_ADDR": self.remote_addr(), "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
+            "REMOTE_ADDR": conn.peer[0] if conn.peer else "", "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
             "SERVER_SOFTWARE": "fcgi_backend", "GATEWAY_INTERFACE": "CGI/1.1",
             "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if conn.tls else "http",
             "wsgi.input": HTTPInputStream(conn, self.msg), "wsgi.errors": sys.stderr,
@@ -612,8 +617,12 @@ class _Head:
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
             environ["HTTP_HOST"] = self.target_host.decode("latin-1")
-        if conn.from_proxy and not conn.tls:
-            scheme = forwarded.forwarded_scheme(environ.get("HTTP_X_FORWARDED_PROTO"))
+        if conn.from_proxy:  # (the headers read from the environ: no second look through them)
+            if "HTTP_X_FORWARDED_FOR" in environ:
+                environ["REMOTE_ADDR"] = forwarded.client_address(conn.server.trusted_proxies, conn.peer[0],
+                                                                  environ["HTTP_X_FORWARDED_FOR"])
+            proto = environ.get("HTTP_X_FORWARDED_PROTO") if not conn.tls else None
+            scheme = forwarded.forwarded_scheme(proto) if proto is not None else None
             if scheme is not None:
                 environ["wsgi.url_scheme"] = scheme
                 if scheme == "https":

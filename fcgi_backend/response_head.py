@@ -29,6 +29,12 @@ def _breaks(text) -> bool:
 
 def check(status, headers) -> None:
     """InvalidResponseHead naming the first header (or the status) that would break its line."""
+    try:  # the usual head, all str: one joined text looked through (a third of the loop's time)
+        text = status + "".join(map("".join, headers))
+    except TypeError:
+        text = None
+    if text is not None and "\n" not in text and "\r" not in text and "\0" not in text:
+        return
     if _breaks(status):
         raise InvalidResponseHead(f"the status {status!r} has a line break or NUL in it")
     for name, value in headers:
