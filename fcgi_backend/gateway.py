@@ -21,6 +21,7 @@ from flup.server.fcgi_base import (
 
 from . import response_head
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
+from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
 from .records import StreamError, WholeRequestScanner
@@ -109,8 +110,8 @@ class FastCGIGateway(BaseFCGIServer):
         started = time.monotonic()
         started_wall = time.time() if self.access_log is not None else 0.0
         try:
-            length = req.params.get("CONTENT_LENGTH", "")
-            if length.isascii() and length.isdigit() and int(length) > self.limits.max_body:
+            length = decimal(req.params.get("CONTENT_LENGTH", ""))
+            if length is not None and length > self.limits.max_body:
                 raise StreamError(413, f"request body of {length} bytes exceeds the body size limit of "
                                        f"{self.limits.max_body} bytes")
             return super().handler(req)

@@ -38,6 +38,7 @@ import httptools
 
 from . import forwarded, response_head, static
 from .access_log import HANDLER_KEY
+from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .pace import Pace
 from .records import ConnectionClosed, StreamError
@@ -630,7 +631,7 @@ class _Head:
         host = environ.get("HTTP_HOST")
         if host:
             name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
-            if sep and name and port.isascii() and port.isdigit():
+            if sep and name and decimal(port) is not None:
                 environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
             else:
                 environ["SERVER_NAME"] = host
@@ -760,12 +761,12 @@ class _Response:
                 exc_info = None
         elif self.status:
             raise AssertionError("start_response called twice without exc_info")
-        code = status[:3]
-        if len(status) < 4 or not (code.isascii() and code.isdigit()) or status[3] != " ":
+        code = decimal(status[:3])
+        if len(status) < 4 or code is None or status[3] != " ":
             raise ValueError(f"status {status!r} is not 'NNN Reason'")
         headers = [(str(k), str(v)) for k, v in headers]
         response_head.check(status, headers)
-        self.status = int(code)
+        self.status = code
         self.reason = status[4:]
         self.headers = headers
         return self.write
@@ -785,12 +786,13 @@ class _Response:
         if any(k.lower() == "connection" for k, _ in headers):
             self.conn._closing = True
         declared = self._header("Content-Length")
-        if declared is not None and not (declared.isascii() and declared.isdigit()):
+        length = None if declared is None else decimal(declared)
+        if declared is not None and length is None:
             log.warning("the application's Content-Length %r is not a number; the answer goes without it", declared)
             headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
             declared = None
-        if declared is not None and self.body_allowed and not self.head_only:
-            self.declared = int(declared)
+        if length is not None and self.body_allowed and not self.head_only:
+            self.declared = length
         if self.body_allowed and declared is None:
             if body_length is not None:
                 headers.append(("Content-Length", str(body_length)))
@@ -868,8 +870,8 @@ class _Response:
     def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
         fd = wrapper.filelike.fileno()
         size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
-        declared = self._header("Content-Length")
-        count = int(declared) if declared and declared.isascii() and declared.isdigit() else size
+        declared = decimal(self._header("Content-Length") or "")
+        count = size if declared is None else declared
         self.conn.server.request_ended()
         self.send_file(self.status, [], fd, os.lseek(fd, 0, os.SEEK_CUR), count, keep_headers=True)
 

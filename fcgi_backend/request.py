@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .datastructures import Headers, MultiDict
+from .digits import decimal
 from .errors import HTTPError
 from .limits import Limits
 
@@ -65,8 +66,7 @@ class Request:
 
     @property
     def content_length(self) -> int | None:
-        value = self.environ.get("CONTENT_LENGTH", "")
-        return int(value) if value.isascii() and value.isdigit() else None  # ("²".isdigit() too)
+        return decimal(self.environ.get("CONTENT_LENGTH", ""))
 
     @property
     def session(self):

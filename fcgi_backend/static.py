@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import mimetypes
 import os
+import re
 import stat
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -113,12 +114,11 @@ def not_modified(file: StaticFile, if_none_match: str | None, if_modified_since:
     return False
 
 
+_BYTE_RANGE = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*")  # first-last, -suffix or first-
+
+
 class RangeNotSatisfiable(Exception):
     """A Range header none of whose ranges lies inside the file (416)."""
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
 
 
 def byte_range(header: str | None, size: int, if_range: str | None, file: StaticFile) -> tuple[int, int] | None:
@@ -131,10 +131,10 @@ def byte_range(header: str | None, size: int, if_range: str | None, file: Static
         return None
     if if_range is not None and if_range.strip() not in (file.etag, file.last_modified):
         return None
-    spec = header[len("bytes="):].strip()
-    first, sep, last = (part.strip() for part in spec.partition("-"))
-    if not sep or not _digits(first + last) or (first and not _digits(first)) or (last and not _digits(last)):
+    spec = _BYTE_RANGE.fullmatch(header[len("bytes="):])
+    if spec is None or not (spec[1] or spec[2]):
         return None  # not RFC 9110's 1*DIGIT (int() would take "-1", "1_0" and other scripts' digits)
+    first, last = spec.groups()
     if first:
         start = int(first)
         end = int(last) if last else size - 1

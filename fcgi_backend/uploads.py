@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 from ._multipart import ffi, lib
 from .datastructures import MultiDict
+from .digits import decimal
 from .errors import HTTPError, RequestInputError, ServerError
 from .limits import Limits
 from .pace import Pace
@@ -363,7 +364,7 @@ def parse_multipart(environ: dict, content_type: str, limits: Limits,
 
 
 def _feed_from_stream(upload: MultipartUpload, stream, content_length: str) -> None:
-    left = int(content_length) if content_length.isascii() and content_length.isdigit() else None
+    left = decimal(content_length)
     while left is None or left > 0:
         chunk = stream.read(_READ_CHUNK if left is None else min(left, _READ_CHUNK))
         if not chunk:
