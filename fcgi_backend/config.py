@@ -18,7 +18,6 @@ from typing import Any, Callable
 
 from .access_log import DEFAULT_FORMAT, FormatError, compile_format
 from .allowlist import LOOPBACK, AllowList
-from .forwarded import DEFAULT_TRUSTED
 from .cpus import checked_cpu_list, format_cpu_list
 from .limits import Limits
 from .listener import ListenAddress
@@ -140,7 +139,7 @@ class ListenConfig:
     socket_group: str = ""   #: group of the unix socket, e.g. www-data so Apache may connect
     allowed_clients: str = ""  #: with tcp: the web servers' addresses or networks, comma-separated
     #: serve-http: the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (forwarded.py)
-    forwarded_allow_ips: str = DEFAULT_TRUSTED
+    forwarded_allow_ips: str = LOOPBACK
 
     def check(self) -> None:
         if self.socket and self.tcp:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .allowlist import LOOPBACK, AllowList
-
-DEFAULT_TRUSTED = LOOPBACK
+from .allowlist import AllowList
 
 
 def client_address(trusted: AllowList, peer: str, forwarded_for: str | None) -> str:

@@ -10,10 +10,9 @@ import socket
 import ssl
 
 from . import static
-from .allowlist import AllowList
+from .allowlist import LOOPBACK, AllowList
 from .appserver import AppServer
 from .config import ServerConfig
-from .forwarded import DEFAULT_TRUSTED
 from .http_protocol import HTTPConnection
 from .listener import ListenAddress
 from .site import SiteLayout
@@ -33,7 +32,7 @@ class HTTPServer(AppServer):
                  tls: TLSConfig | None = None, trusted_proxies: AllowList | None = None, **options) -> None:
         super().__init__(load_app, address, config, tls=tls, **options)
         # reverse proxies believed about the client (forwarded.py)
-        self.trusted_proxies = trusted_proxies if trusted_proxies is not None else AllowList(DEFAULT_TRUSTED)
+        self.trusted_proxies = trusted_proxies if trusted_proxies is not None else AllowList(LOOPBACK)
         self.webroot = os.path.realpath(site.webroot) if site is not None else None
         self.server_name = address.host if address.host not in (None, "", "0.0.0.0", "::") else "localhost"
         self.server_port = address.port or (443 if tls else 80)
