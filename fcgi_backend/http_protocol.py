@@ -130,7 +130,6 @@ class HTTPConnection:
         self._messages: collections.deque[_Message] = collections.deque()  # heads complete, not yet served
         self._building: _Message | None = None  # the message the parser is in
         self._closing = False  # answer with Connection: close, then close
-        self._unread_input = False  # a body was left unread: close reading the rest (_close_reading_the_rest)
         self.host_seen = b""  # the last Host found valid on this connection
         self._response: _Response | None = None  # the answer being made (for the access log)
         self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
@@ -248,7 +247,7 @@ class HTTPConnection:
                 log.info("connection from %s ended: %s", self.peer[0], exc)
                 return
             if not keep:
-                if self._unread_input or not msg.complete:
+                if not msg.complete:  # a body left unread, or rejected part way
                     self._close_reading_the_rest()
                 return
             if self._messages or (self._building is not None and not self._building.complete):
@@ -281,7 +280,8 @@ class HTTPConnection:
         lookup = None if refusal is not None or msg.url == b"*" else self.server.lookup(head.path)
         started, began = time.time(), time.monotonic()
         self._response = None
-        self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)
+        if self._answer_pace.waited or self._answer_pace.moved:  # the last answer waited: a fresh one
+            self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)
         try:
             if lookup is None:
                 answer = self._answer_itself(msg, head, refusal)
@@ -513,7 +513,6 @@ class HTTPConnection:
             if length is not None and not self.tls and not self._messages and length > msg.body_received:
                 left = length - msg.body_received
                 msg.body_received = length
-                msg.complete = True
                 # The parser is in the middle of this body: the next request gets a fresh one.
                 self._parser = httptools.HttpRequestParser(self)
                 self._building = None
@@ -521,8 +520,9 @@ class HTTPConnection:
                 try:  # a body rejected (413, 400) is not read on: the connection closes after the answer
                     upload.read_fd(self.sock.fileno(), left, pace, stop_at_error=True)
                 except BaseException:
-                    self._closing = self._unread_input = True
+                    self._closing = True  # (the message stays incomplete: its rest is read as the socket closes)
                     raise
+                msg.complete = True
                 return
             self._receive_body(msg)
 
@@ -569,13 +569,14 @@ class _Head:
         return None
 
     def remote_addr(self) -> str:
-        """The client's address: the peer's, or from a trusted proxy the one it forwards."""
+        """The client's address: the peer's, or from a trusted proxy the one it forwards (all its
+        X-Forwarded-For fields, as one list)."""
         conn = self.conn
-        if not conn.peer:
-            return ""
         if not conn.from_proxy:
-            return conn.peer[0]
-        return forwarded.client_address(conn.server.trusted_proxies, conn.peer[0], self.header_text(b"x-forwarded-for"))
+            return conn.peer[0] if conn.peer else ""
+        forwarded_for = [value.decode("latin-1") for name, value in self.msg.headers
+                         if len(name) == 15 and name.lower() == b"x-forwarded-for"]
+        return forwarded.client_address(conn.server.trusted_proxies, conn.peer[0], ", ".join(forwarded_for))
 
     def header(self, name: bytes) -> bytes | None:
         """The first field named ``name`` (lower case)."""
@@ -599,7 +600,7 @@ class _Head:
             "REQUEST_METHOD": self.method, "SCRIPT_NAME": "", "PATH_INFO": self.path_bytes.decode("latin-1"),
             "QUERY_STRING": self.query, "REQUEST_URI": self.target, "SERVER_PROTOCOL": f"HTTP/{self.msg.version}",
             "SERVER_NAME": server.server_name, "SERVER_PORT": str(server.server_port),
-            "REMOTE_ADDR": conn.peer[0] if conn.peer else "", "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
+            "REMOTE_ADDR": self.remote_addr(), "REMOTE_PORT": str(conn.peer[1]) if conn.peer else "",
             "SERVER_SOFTWARE": "fcgi_backend", "GATEWAY_INTERFACE": "CGI/1.1",
             "wsgi.version": (1, 0), "wsgi.url_scheme": "https" if conn.tls else "http",
             "wsgi.input": HTTPInputStream(conn, self.msg), "wsgi.errors": sys.stderr,
@@ -618,12 +619,8 @@ class _Head:
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
             environ["HTTP_HOST"] = self.target_host.decode("latin-1")
-        if conn.from_proxy:  # (the headers read from the environ: no second look through them)
-            if "HTTP_X_FORWARDED_FOR" in environ:
-                environ["REMOTE_ADDR"] = forwarded.client_address(conn.server.trusted_proxies, conn.peer[0],
-                                                                  environ["HTTP_X_FORWARDED_FOR"])
-            proto = environ.get("HTTP_X_FORWARDED_PROTO") if not conn.tls else None
-            scheme = forwarded.forwarded_scheme(proto) if proto is not None else None
+        if conn.from_proxy and not conn.tls:
+            scheme = forwarded.forwarded_scheme(environ.get("HTTP_X_FORWARDED_PROTO"))
             if scheme is not None:
                 environ["wsgi.url_scheme"] = scheme
                 if scheme == "https":
