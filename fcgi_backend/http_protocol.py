@@ -542,6 +542,7 @@ class _Head:
         target, self.target_host = _origin_form(msg.url)
         raw_path, _, query = target.partition(b"?")
         self.handler = "application"  # what the access log's %R names
+        self._forwarded_client: str | None = None  # remote_addr's, behind a trusted proxy
         self.target = msg.url.decode("latin-1")
         self.raw_path = raw_path
         self.query = query.decode("latin-1")
@@ -574,9 +575,12 @@ class _Head:
         conn = self.conn
         if not conn.from_proxy:
             return conn.peer[0] if conn.peer else ""
-        forwarded_for = [value.decode("latin-1") for name, value in self.msg.headers
-                         if len(name) == 15 and name.lower() == b"x-forwarded-for"]
-        return forwarded.client_address(conn.server.trusted_proxies, conn.peer[0], ", ".join(forwarded_for))
+        if self._forwarded_client is None:  # (the environ and the access log both ask)
+            forwarded_for = [value.decode("latin-1") for name, value in self.msg.headers
+                             if len(name) == 15 and name.lower() == b"x-forwarded-for"]
+            self._forwarded_client = forwarded.client_address(conn.server.trusted_proxies, conn.peer[0],
+                                                              ", ".join(forwarded_for))
+        return self._forwarded_client
 
     def header(self, name: bytes) -> bytes | None:
         """The first field named ``name`` (lower case)."""

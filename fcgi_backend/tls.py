@@ -58,7 +58,6 @@ class TLSConfig:
         ctx.verify_mode = VERIFY_MODES[str(self.verify_mode).lower()]
         return ctx
 
-
     def _pem_problem(self) -> str | None:
         """What the files plainly lack, said as an operator would fix it (OpenSSL says "PEM lib")."""
         try:
