@@ -59,6 +59,7 @@ from flup.server.fcgi_base import (
 from .errors import RequestInputError, RequestTimeout
 from .sockio import NOWAIT, close_gracefully, send_all, wait
 from .health import MAX_HEAD, health_answer
+from .response_head import OVERRUN, SHORTFALL
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -163,6 +164,16 @@ class FastCGIInputStream(InputStream):
                 self._conn.process_input()  # one record that is not this request's STDIN
 
 
+def cut_off(describe: str, why: str, exc_info: bool = False) -> None:
+    """Log an answer that cannot end as it should (the application failed part way, or its body
+    ended short of its Content-Length). It goes without END_REQUEST, its connection closed: a web
+    server passes that on as an answer broken off (a chunked answer without its last chunk, a
+    connection closed short of its Content-Length), where END_REQUEST would have made the part
+    sent look like the whole answer to its client, and to any cache on the way."""
+    log.log(logging.ERROR if exc_info else logging.WARNING, "%s: %s; the answer is cut off (no END_REQUEST, "
+            "so the client sees it incomplete)", describe, why, exc_info=exc_info)
+
+
 _STATUS = re.compile(rb"(?:^|\r\n)Status:[ \t]*(\d{3})", re.IGNORECASE)
 
 
@@ -181,15 +192,42 @@ class FastCGIOutputStream(OutputStream):
     status = 0        # of the answer, once its header block is written
     body_bytes = 0    # written after the header block
     _head = b""       # the header block so far, while it is incomplete
+    declared: int | None = None  # the application's Content-Length (a body allowed): not a byte more is sent
+    declared_sent = 0  # body bytes written while it holds
+    cut_off = False   # the answer cannot end as it should: it goes without END_REQUEST (cut_off())
 
     def __init__(self, conn, req, type, buffered=False) -> None:
         super().__init__(conn, req, type, buffered)
         self._held = []
 
     def write(self, data) -> None:
+        if self.declared is not None and self.dataWritten and data:  # (the first write is flup's header block)
+            data = self._within_declared(data)
         if self.counting and data:
             self._account(data)
         super().write(data)
+
+    def write_own(self, answer: bytes) -> None:
+        """An answer of the server's own (an error page, header block and all), instead of the
+        application's."""
+        self.declared = None
+        self.write(answer)
+
+    def _within_declared(self, data) -> bytes:
+        """What of ``data`` fits the application's Content-Length (a web server that passes the
+        length on would pass the rest too, for the client to take as the start of the next answer)."""
+        room = self.declared - self.declared_sent
+        if len(data) > room:
+            if room >= 0:
+                log.warning("%s: " + OVERRUN, self._req.describe(), self.declared)
+            data = data[:max(0, room)]
+            self.declared_sent = self.declared + 1  # past it: logged once
+            return data
+        self.declared_sent += len(data)
+        return data
+
+    def short_of_declared(self) -> bool:
+        return self.declared is not None and self.declared_sent < self.declared
 
     def _account(self, data) -> None:
         """Status and body size of the answer, read from what the application's bridge writes."""
@@ -637,7 +675,14 @@ class FastCGIConnection(Connection):
         the request's input, so the next request on this connection starts in step."""
         self.server.request_ended()  # first: the answer's last bytes leave below
         self._check_for_abort(req)
-        self._write_end_request(req.requestId, appStatus, protocolStatus)
+        stdout = req.stdout
+        if stdout.short_of_declared() and not req.aborted:
+            stdout.cut_off = True
+            cut_off(req.describe(), SHORTFALL % (stdout.declared_sent, stdout.declared))
+        if stdout.cut_off and not req.aborted:
+            self.close_after_request = True
+        else:
+            self._write_end_request(req.requestId, appStatus, protocolStatus)
         self.flush_output()
         req.answered = True
         self._requests = {}

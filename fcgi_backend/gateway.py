@@ -20,7 +20,7 @@ from flup.server.fcgi_base import (
 )
 
 from . import response_head
-from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream
+from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream, cut_off
 from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .limits import Limits
@@ -82,7 +82,7 @@ class FastCGIGateway(BaseFCGIServer):
         """The WSGI application; a list or tuple it returns is sent with END_REQUEST, not block by
         block: every block already exists, so nothing waits (PEP 3333), and a small page costs one
         system call instead of two. Its close() runs once END_REQUEST is out (detach_close)."""
-        result, self._request.after_answer = detach_close(self.wsgi_app(environ, _checked(start_response)))
+        result, self._request.after_answer = detach_close(self.wsgi_app(environ, self._checked(start_response)))
         if isinstance(result, (list, tuple)):
             self._request.stdout.hold = True
         return result
@@ -119,17 +119,24 @@ class FastCGIGateway(BaseFCGIServer):
             req._conn.close_after_request = True
             self.request_timed_out(req.describe(), started)
             if not req.stdout.dataWritten:
-                req.stdout.write(error_answer(504, TIMED_OUT))
+                req.stdout.write_own(error_answer(504, TIMED_OUT))
+            else:
+                req.stdout.cut_off = True
             return FCGI_REQUEST_COMPLETE, 0
         except RequestInputError as exc:
             status = log_input_error(req.params, exc)
             req._conn.close_after_request = True  # what is left of the input cannot be trusted
             if status and not req.stdout.dataWritten:
                 req.stdin.discard = True  # answered: input already here is dropped, not checked again
-                req.stdout.write(error_answer(status, str(exc)))
+                req.stdout.write_own(error_answer(status, str(exc)))
             else:
                 req.aborted = True  # nobody is left to answer: drop any output still buffered
             return FCGI_REQUEST_COMPLETE, 0
+        except BaseException:  # flup's Request.run logs it and answers 500 if nothing was written yet
+            if req.stdout.dataWritten and not req.aborted and req.params.get("REQUEST_METHOD") != "HEAD":
+                req.stdout.cut_off = True
+                cut_off(req.describe(), "the application failed after its answer began", exc_info=True)
+            raise
         finally:
             self._request = None
             if self.access_log is not None:
@@ -167,7 +174,26 @@ class FastCGIGateway(BaseFCGIServer):
     def error(self, req: FastCGIRequest) -> None:
         """The WSGI application raised: log it and answer 500 (flup calls this inside ``except``)."""
         log_application_error()
-        req.stdout.write(APPLICATION_FAILED)
+        req.stdout.write_own(APPLICATION_FAILED)
+
+    def _checked(self, start_response):
+        """flup's start_response, refusing a status or header that would break its line
+        (response_head), and holding the body to the application's Content-Length."""
+        def checked_start_response(status, response_headers, exc_info=None):
+            response_head.check(status, response_headers)
+            declared, without_length = response_head.declared_length(response_headers)
+            stdout = self._request.stdout
+            if without_length is not None:
+                log.warning("%s: " + response_head.NOT_ONE_NUMBER, self._request.describe(),
+                            response_head.lengths_given(response_headers))
+                response_headers = without_length
+            elif declared is not None and not response_head.body_allowed(decimal(status[:3]) or 0,
+                                                                         self._request.params.get("REQUEST_METHOD")):
+                declared = None
+            write = start_response(status, response_headers, exc_info)
+            stdout.declared = declared
+            return write
+        return checked_start_response
 
 
 TIMED_OUT = "The application took too long to answer."
@@ -210,14 +236,6 @@ def error_answer(status: int, detail: str) -> bytes:
     page = error_page(status, detail).encode()
     return (f"Status: {status} {reason_phrase(status)}\r\nContent-Type: text/html; charset=utf-8\r\n"
             f"Content-Length: {len(page)}\r\n\r\n").encode() + page
-
-
-def _checked(start_response):
-    """flup's start_response, refusing a status or header that would break its line (response_head)."""
-    def checked_start_response(status, response_headers, exc_info=None):
-        response_head.check(status, response_headers)
-        return start_response(status, response_headers, exc_info)
-    return checked_start_response
 
 
 def log_application_error() -> None:

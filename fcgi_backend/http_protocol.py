@@ -42,6 +42,7 @@ from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .pace import Pace
 from .records import ConnectionClosed, StreamError
+from .response_head import NO_BODY_STATUS
 from .sockio import send_all, wait, wait_paced
 
 if TYPE_CHECKING:
@@ -68,7 +69,6 @@ _YIELD_AFTER = 0.05
 # worker's time with an RSA key): each keeps its worker for a turn this many times its own handshake.
 _TURN_PER_HANDSHAKE = 50
 _LONGEST_TURN = 0.1
-_NO_BODY_STATUS = frozenset({204, 304})
 # RFC 3986's host (an IP literal, or a reg-name, which an IPv4 address also matches) and port
 _HOST_AND_PORT = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
@@ -781,20 +781,18 @@ class _Response:
 
     def _head_bytes(self, body_length: int | None) -> bytes:
         """The status line and headers, with the framing this answer needs."""
-        self.body_allowed = not (self.status < 200 or self.status in _NO_BODY_STATUS)
+        self.body_allowed = response_head.body_allowed(self.status, "GET")
         headers = [(k, v) for k, v in self.headers if k.lower() not in ("connection", "transfer-encoding")
                    or k.lower() == "connection" and v.lower() == "close"]
         if any(k.lower() == "connection" for k, _ in headers):
             self.conn._closing = True
-        declared = self._header("Content-Length")
-        length = None if declared is None else decimal(declared)
-        if declared is not None and length is None:
-            log.warning("the application's Content-Length %r is not a number; the answer goes without it", declared)
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-            declared = None
+        length, without_length = response_head.declared_length(headers)
+        if without_length is not None:
+            log.warning(response_head.NOT_ONE_NUMBER, response_head.lengths_given(headers))
+            headers = without_length
         if length is not None and self.body_allowed and not self.head_only:
             self.declared = length
-        if self.body_allowed and declared is None:
+        if self.body_allowed and length is None:
             if body_length is not None:
                 headers.append(("Content-Length", str(body_length)))
             elif self.msg.version == "1.1" and not self.head_only:
@@ -855,8 +853,7 @@ class _Response:
         """What of ``data`` fits the declared Content-Length: bytes past it would be read by the
         client as the start of the next answer on the connection."""
         if not self.conn._closing:
-            log.warning("the application sent more than its Content-Length (%d); the rest is dropped and the "
-                        "connection closed", self.declared)
+            log.warning(response_head.OVERRUN + "; the connection is closed", self.declared)
         self.conn._closing = True
         return data[:max(0, self.declared - self.body_bytes)]
 
@@ -864,21 +861,24 @@ class _Response:
         """A body that ended short of its Content-Length: the client would read the next answer's
         bytes as its rest, so the connection closes (the client sees the answer cut short)."""
         if self.declared is not None and self.body_bytes < self.declared:
-            log.warning("the application's body ended at %d of its Content-Length %d; the connection is closed",
-                        self.body_bytes, self.declared)
+            log.warning(response_head.SHORTFALL + "; the connection is closed", self.body_bytes, self.declared)
             self.conn._closing = True
 
     def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
         fd = wrapper.filelike.fileno()
-        size = os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR)
-        declared = decimal(self._header("Content-Length") or "")
-        count = size if declared is None else declared
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+        length, without_length = response_head.declared_length(self.headers)
+        if without_length is not None:
+            log.warning(response_head.NOT_ONE_NUMBER, response_head.lengths_given(self.headers))
+            self.headers = without_length
+        # (a length past the file's end: send_file's error ends the connection, the answer cut short)
+        count = os.fstat(fd).st_size - offset if length is None else length
         self.conn.server.request_ended()
-        self.send_file(self.status, [], fd, os.lseek(fd, 0, os.SEEK_CUR), count, keep_headers=True)
+        self.send_file(self.status, [], fd, offset, count, keep_headers=True)
 
     def send_simple(self, status: int, headers: list, body: bytes) -> bool:
         self.status, self.reason = status, reason_phrase(status)
-        self.headers = headers + ([("Content-Length", str(len(body)))] if status not in _NO_BODY_STATUS else [])
+        self.headers = headers + ([("Content-Length", str(len(body)))] if status not in NO_BODY_STATUS else [])
         self.conn.server.request_ended()
         head = self._head_bytes(None)
         self.head_sent = True

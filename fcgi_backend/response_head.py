@@ -1,4 +1,5 @@
-"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL.
+"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL; and
+what its Content-Length must be to be kept: one number, which its body is then held to.
 
 An application that puts a visitor's input into a header (a redirect's Location taken from
 ``?next=``) would otherwise let the visitor end that header and add headers of their own, or a
@@ -11,6 +12,9 @@ from __future__ import annotations
 
 import re
 
+from .digits import decimal
+
+NO_BODY_STATUS = frozenset({204, 304})  # (and 1xx): an answer without a body, whatever its headers say
 _BREAKING = re.compile("[\r\n\0]")
 _BREAKING_BYTES = re.compile(b"[\r\n\0]")
 
@@ -41,3 +45,35 @@ def check(status, headers) -> None:
         if _breaks(name) or _breaks(value):
             raise InvalidResponseHead(f"the header {name!r}: {value!r} has a line break or NUL in it")
 
+
+
+def declared_length(headers) -> tuple[int | None, list | None]:
+    """The application's Content-Length (None if it gave none) and, when it gave one that is not a
+    single number (``abc``, ``-1``, two headers), None and its headers without it: the answer then
+    goes without one, framed by the server, instead of carrying a length nobody can hold to."""
+    values = [value for name, value in headers if len(name) == 14 and name.lower() in _CONTENT_LENGTH]
+    if not values:
+        return None, None
+    length = decimal(values[0]) if len(values) == 1 else None
+    if length is not None:
+        return length, None
+    return None, [(name, value) for name, value in headers
+                  if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)]
+
+
+_CONTENT_LENGTH = ("content-length", b"content-length")
+
+# Log lines (each flavour adds what it does about it).
+NOT_ONE_NUMBER = "the application's Content-Length is not one number (%s); the answer goes without it"
+OVERRUN = "the application sent more than its Content-Length (%d); the rest is dropped"
+SHORTFALL = "the application's body ended at %d of its Content-Length %d"
+
+
+def lengths_given(headers) -> str:
+    """The Content-Length values in ``headers``, for NOT_ONE_NUMBER."""
+    return ", ".join(repr(value) for name, value in headers if len(name) == 14 and name.lower() in _CONTENT_LENGTH)
+
+
+def body_allowed(status: int, method: str) -> bool:
+    """Whether an answer of ``status`` to ``method`` has a body its Content-Length speaks of."""
+    return status >= 200 and status not in NO_BODY_STATUS and method != "HEAD"

@@ -30,7 +30,8 @@ import time
 import traceback
 
 from . import response_head
-from .connection import ABORT_LOOK_AFTER
+from .connection import ABORT_LOOK_AFTER, cut_off
+from .digits import decimal
 from .errors import RequestInputError, RequestTimeout
 from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_close, error_answer, log_application_error,
                       log_input_error)
@@ -185,8 +186,8 @@ class _Answer:
     """One request through the lane: the application called, its answer framed and sent."""
 
     __slots__ = ("lane", "sock", "environ", "request_id", "describe", "started_at", "pending", "hold", "head",
-                 "has_length", "headers_sent", "result", "written", "status", "body_bytes", "looked", "aborted",
-                 "close_after", "gone", "errors", "after_answer")
+                 "has_length", "declared", "overran", "headers_sent", "result", "written", "status", "body_bytes", "looked",
+                 "aborted", "close_after", "cut_off", "gone", "errors", "after_answer")
 
     def __init__(self, lane: WholeRequestLane, sock: socket.socket, whole: WholeRequest) -> None:
         self.lane = lane
@@ -202,6 +203,8 @@ class _Answer:
         self.hold = False        # the result is a list: everything goes with END_REQUEST
         self.head: bytes | None = None  # the header block but its empty line, from start_response
         self.has_length = False  # ... which include Content-Length
+        self.declared: int | None = None  # its value, when a body is allowed: not a byte more is sent
+        self.overran = False     # the application wrote past it (logged once)
         self.headers_sent = False
         self.result = None
         self.after_answer = None  # the result's close(), run once END_REQUEST is out (detach_close)
@@ -211,6 +214,7 @@ class _Answer:
         self.looked = False      # the connection was looked at for an ABORT before output left
         self.aborted = False     # the web server aborted the request: its output is dropped
         self.close_after = False  # the connection is out of step, or the worker must go
+        self.cut_off = False     # the answer cannot end well: it goes without END_REQUEST (gateway.cut_off)
         self.gone: OSError | None = None  # the web server went away while the answer was sent
         self.started_at = 0.0
 
@@ -234,7 +238,7 @@ class _Answer:
             gateway.request_ended()  # first: the answer's last bytes leave below
             if self.errors.written:
                 self.pending.append((FCGI_STDERR, b"".join(self.errors.written), b""))
-            self._send(ending=True)
+            self._send(ending=not self.cut_off)
         except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
             gateway.timed_out = True
             log.error("a request ran past request_timeout while its answer was being sent")
@@ -247,7 +251,7 @@ class _Answer:
         if self.gone is not None:
             log.info("connection ended: %s", self.gone)
             return False
-        return not self.close_after
+        return not (self.close_after or self.cut_off)
 
     def _call_application(self, gateway: FastCGIGateway) -> None:
         """flup's BaseFCGIServer.handler and Request.run, for a request that is all here."""
@@ -262,11 +266,16 @@ class _Answer:
                     self.write(data)
             if not self.headers_sent:
                 self.write(b"")  # in case the body was empty
+            if self.declared is not None and self.body_bytes < self.declared:
+                self.cut_off = True
+                cut_off(self.describe, response_head.SHORTFALL % (self.body_bytes, self.declared))
         except RequestTimeout:
             self.close_after = True
             gateway.request_timed_out(self.describe, self.started_at)
             if not self.written:
                 self._write_own(error_answer(504, TIMED_OUT))
+            elif not self.aborted:
+                self.cut_off = True
         except RequestInputError as exc:
             status = log_input_error(environ, exc)
             self.close_after = True  # what is left of the input cannot be trusted
@@ -281,6 +290,9 @@ class _Answer:
             if not self.written:
                 log_application_error()
                 self._write_own(APPLICATION_FAILED)
+            elif not self.aborted:
+                self.cut_off = True
+                cut_off(self.describe, "the application failed after its answer began", exc_info=True)
 
     def start_response(self, status, response_headers, exc_info=None):
         """PEP 3333's start_response, with the checks of flup's; the header block (but for the
@@ -295,11 +307,13 @@ class _Answer:
             assert self.head is None, "Headers already set!"
         assert type(response_headers) is list, "Headers must be a list"
         has_length = False
+        length = None  # its value, if there is one Content-Length
         lines = ["Status: ", status, "\r\n"]
         try:  # the usual answer: str throughout, joined and encoded once, Content-Length seen on the way
             for name, value in response_headers:
                 lines += (name, ": ", value, "\r\n")
                 if len(name) == 14 and name.lower() == "content-length":
+                    length = None if has_length else value
                     has_length = True
             head = "".join(lines).encode("latin-1")
         except TypeError:  # (a bytes name is no str Content-Length: its own pass finds it)
@@ -310,6 +324,18 @@ class _Answer:
         assert len(status) >= 4, "Status must be at least 4 characters"
         assert int(status[:3]), "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"
+        self.declared = declared = None
+        if has_length:
+            if length is not None:
+                declared = decimal(length)
+            if declared is None:  # (not one number, or given as bytes)
+                declared, without_length = response_head.declared_length(response_headers)
+                if without_length is not None:
+                    log.warning("%s: " + response_head.NOT_ONE_NUMBER, self.describe,
+                                response_head.lengths_given(response_headers))
+                    head, has_length = _head_of_bytes(status, without_length)
+            if declared is not None and response_head.body_allowed(int(status[:3]), "GET"):  # (no HEAD here)
+                self.declared = declared
         self.head = head
         self.has_length = has_length
         return self.write
@@ -320,6 +346,8 @@ class _Answer:
             data = data.encode("latin-1")
         assert type(data) is bytes, "write() argument must be bytes"
         assert self.head is not None, "write() before start_response()"
+        if self.declared is not None and self.body_bytes + len(data) > self.declared:
+            data = self._cut_to_declared(data)
         if self.headers_sent:
             if not data:
                 return
@@ -344,8 +372,17 @@ class _Answer:
             if self.gone is not None:
                 raise self.gone  # (as a socket does: the application stops writing)
 
+    def _cut_to_declared(self, data: bytes) -> bytes:
+        """What of ``data`` fits the application's Content-Length (the web server would pass the
+        rest on, where a client takes it for the start of the next answer)."""
+        if not self.overran:
+            self.overran = True
+            log.warning("%s: " + response_head.OVERRUN, self.describe, self.declared)
+        return data[:max(0, self.declared - self.body_bytes)]
+
     def _write_own(self, answer: bytes) -> None:
         """An answer of the server's own (an error page): header block and page in one write."""
+        self.declared = None
         self.written = True
         self.status = int(answer[8:11])
         self.body_bytes = len(answer) - answer.index(b"\r\n\r\n") - 4

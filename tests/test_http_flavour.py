@@ -411,22 +411,28 @@ def wrk(url: str, clients: int) -> tuple[int, str]:
     return requests_done(out), out
 
 
-@pytest.mark.parametrize("too, sent, log_line", [
-    ("long", b"hel", "the application sent more than its Content-Length (3)"),
-    ("short", b"hello world", "the application's body ended at 11 of its Content-Length 30"),
+@pytest.mark.parametrize("query, sent, log_line", [
+    ("too=long", b"hel", "the application sent more than its Content-Length (3)"),
+    ("too=short", b"hello world", "the application's body ended at 11 of its Content-Length 30"),
+    ("fail=midway", b"6\r\nhello \r\n", "RuntimeError: the database went away"),  # no last chunk
 ])
-def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answer(workdir, too, sent, log_line):
-    """A body longer than its Content-Length is cut to it, a shorter one closes the connection: the
-    client never reads one answer's bytes as the next's (a pipelined request follows at once)."""
+def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answer(workdir, query, sent, log_line):
+    """A body longer than its Content-Length is cut to it, a shorter one, or one the application
+    broke off, closes the connection: the client never reads one answer's bytes as the next's (a
+    pipelined request follows at once), nor a part of an answer as the whole."""
     site = build_test_site(workdir)
-    app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:wrong_length"
+    app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:unfinished"
     backend = HTTPBackend(site, workdir / "run", ["--app", app, "--prefork", "1"]).start()
     try:
-        answer = raw(backend.port, f"GET /x?too={too} HTTP/1.1\r\nHost: x\r\n\r\n"
+        answer = raw(backend.port, f"GET /x?{query} HTTP/1.1\r\nHost: x\r\n\r\n"
                                    "GET /y HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         head, _, rest = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK") and rest == sent  # and no second answer begun inside it
         backend.wait_for_log(log_line)
+        answer = raw(backend.port, b"GET /x?length=abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert b"abc" not in head and b"Transfer-Encoding: chunked" in head and rest.endswith(b"0\r\n\r\n")
+        backend.wait_for_log("the application's Content-Length is not one number ('abc')")
     finally:
         backend.stop()
 

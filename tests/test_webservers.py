@@ -51,15 +51,49 @@ def start(root, server):
 
 
 def front(kind: str, site: Path, run: Path, extra: str = ""):
-    """A web server of ``kind`` for ``site``: apache, nginx, nginx-unbuffered or lighttpd."""
-    if kind == "apache":
-        return Apache(site, run / "apache", extra_config=extra)
+    """A web server of ``kind`` for ``site``: apache (mod_proxy_fcgi), connector (Apache with the
+    project's module), nginx, nginx-unbuffered or lighttpd."""
+    if kind in ("apache", "connector"):
+        return Apache(site, run / kind, extra_config=extra, connector=kind == "connector")
     if kind == "lighttpd":
         return Lighttpd(site, run / "lighttpd", extra_config=extra)
     return Nginx(site, run / "nginx", extra_config=(UNBUFFERED if kind == "nginx-unbuffered" else "") + extra)
 
 
 # ---- the example site ---------------------------------------------------------------------------
+
+UNFINISHED_APP = f"{TESTS / 'wsgi_apps.py'}:unfinished"
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "30", *args], capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd"])
+def test_an_answer_that_goes_wrong_part_way_never_looks_whole(root, kind):
+    """An application's answer that cannot end as it began (a body short of its Content-Length, a
+    failure once the body has begun) reaches curl as cut off: before, each web server passed it on
+    as a whole answer, or (lighttpd, the connector) with the next answer on the connection read as
+    its rest. Bytes past the Content-Length are dropped, the next answer arrives in step, and a
+    Content-Length that is not a number is not passed on."""
+    path, _ = root
+    site = build_test_site(path)
+    backend = start(root, Backend(site, path / "run", ["--app", UNFINISHED_APP]))
+    web = start(root, front(kind, site, path))
+    longer = curl(f"{web.url}/x?too=long", f"{web.url}/x?too=long")  # two answers on one connection
+    assert (longer.returncode, longer.stdout) == (0, b"helhel"), longer.stderr
+    for query in ("too=short", "fail=midway"):
+        cut = curl(f"{web.url}/x?{query}")
+        assert cut.returncode == 18 and cut.stdout.startswith(b"hello "), (query, cut)  # 18: "partial file"
+    not_a_number = curl("-i", f"{web.url}/x?length=abc")
+    assert not_a_number.returncode == 0 and not_a_number.stdout.endswith(b"\r\n\r\nhello world"), not_a_number
+    assert b"abc" not in not_a_number.stdout.lower().partition(b"\r\n\r\n")[0]
+    for line in ("the application sent more than its Content-Length (3)",
+                 "the application's body ended at 11 of its Content-Length 30; the answer is cut off",
+                 "the application failed after its answer began; the answer is cut off",
+                 "RuntimeError: the database went away",
+                 "the application's Content-Length is not one number ('abc')"):
+        backend.wait_for_log(line)
 
 @pytest.mark.parametrize("kind", ["nginx", "lighttpd"])
 def test_the_example_site_through_each_web_server(root, kind):

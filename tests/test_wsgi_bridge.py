@@ -167,6 +167,26 @@ def large_generated(environ, start_response):
     yield b"b" * 200_000
 
 
+def longer_than_its_length(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return iter([b"hello ", b"world"])
+
+
+def shorter_than_its_length(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "30")])
+    return iter([b"hello ", b"world"])
+
+
+def length_not_a_number(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "-11")])
+    return [b"hello world"]
+
+
+def not_modified_with_length(environ, start_response):
+    start_response("304 Not Modified", [("ETag", '"v1"'), ("Content-Length", "100")])  # the entity's length
+    return []
+
+
 def dumps_environ(environ, start_response):
     shown = sorted(f"{key}={value!r}" for key, value in environ.items() if key not in ("wsgi.input", "wsgi.errors"))
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -176,7 +196,9 @@ def dumps_environ(environ, start_response):
 APPS = [listed, one_block_without_length, two_blocks_without_length, generated, bytes_status_and_headers,
         bytes_headers_with_length, uses_write, empty_body, with_close, listed_with_close, raises_before_start,
         raises_after_start, raises_midway, error_after_headers_sent, error_before_headers_sent, start_response_twice,
-        not_latin1_header, writes_errors, echoes, large_listed, large_generated, dumps_environ]
+        not_latin1_header, writes_errors, echoes, large_listed, large_generated, longer_than_its_length,
+        shorter_than_its_length, length_not_a_number, not_modified_with_length, dumps_environ]
+CUT_OFF = (raises_midway, error_after_headers_sent, shorter_than_its_length)  # answers that cannot end well
 
 
 def serve(app, data: bytes, way: str, on_connect=lambda web_server_side: None, read_while_serving=True) -> list:
@@ -241,7 +263,10 @@ def test_an_answer_is_the_same_whole_or_record_by_record(app, method, capsys):
     for way in ("lane", "whole"):
         assert [r for r in answers[way] if r[0] != FCGI_STDERR] == [r for r in reference if r[0] != FCGI_STDERR]
         assert any(r[0] == FCGI_STDERR for r in answers[way]) == any(r[0] == FCGI_STDERR for r in reference)
-    assert reference[-1][0] == 3  # END_REQUEST
+    if app in CUT_OFF and method != "HEAD":
+        assert 3 not in [r[0] for r in reference]  # cut off: no END_REQUEST, so the client sees the answer incomplete
+    else:
+        assert reference[-1][0] == 3  # END_REQUEST
     capsys.readouterr()  # (wsgi.errors also goes to the process's stderr)
 
 
@@ -258,6 +283,15 @@ def test_the_bridge_answers_what_the_rules_say(way):
     late = stdout(serve(error_after_headers_sent, data, way))
     assert late.endswith(b"sent") and b"never" not in late
     assert stdout(serve(raises_before_start, data, way)).startswith(b"Status: 500 Internal Server Error")
+    # The application's Content-Length holds: not a byte more, and a body short of it is cut off
+    # (no END_REQUEST); one that is not a number is not passed on.
+    longer = serve(longer_than_its_length, data, way)
+    assert stdout(longer).endswith(b"Content-Length: 3\r\n\r\nhel") and longer[-1][0] == 3
+    shorter = serve(shorter_than_its_length, data, way)
+    assert stdout(shorter).endswith(b"\r\n\r\nhello world") and 3 not in [r[0] for r in shorter]
+    assert stdout(serve(length_not_a_number, data, way)) == (b"Status: 200 OK\r\nContent-Type: text/plain\r\n"
+                                                             b"Content-Length: 11\r\n\r\nhello world")
+    assert serve(not_modified_with_length, data, way)[-1][0] == 3
     head = stdout(serve(listed, request_bytes(cgi_params("HEAD", "/")), way))
     assert head.endswith(b"\r\n\r\n") and b"hello" not in head
     closed.clear()

@@ -100,9 +100,18 @@ def environ_dump(environ, start_response):
     return [body]
 
 
-def wrong_length(environ, start_response):
-    """A Content-Length that does not match the body (?too=long or ?too=short), as a buggy
-    application sends: the client must never read one answer's bytes as the next's."""
-    too_long = "too=long" in environ.get("QUERY_STRING", "")
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3" if too_long else "30")])
-    return iter([b"hello ", b"world"])  # 11 bytes, in pieces (as a streaming application writes)
+def unfinished(environ, start_response):
+    """An answer that goes wrong part way, as a buggy application's does: a Content-Length that
+    does not match the body (?too=long: 3, ?too=short: 30, ?length=abc), or a failure once the
+    body has begun (?fail=midway). A client must never take it for a whole answer, nor read one
+    answer's bytes as the next's."""
+    query = environ.get("QUERY_STRING", "")
+    length = {"too=long": "3", "too=short": "30", "length=abc": "abc"}.get(query)
+    start_response("200 OK", [("Content-Type", "text/plain")] + ([("Content-Length", length)] if length else []))
+
+    def body():  # 11 bytes, in pieces (as a streaming application writes)
+        yield b"hello "
+        if query == "fail=midway":
+            raise RuntimeError("the database went away")
+        yield b"world"
+    return body()
