@@ -86,6 +86,19 @@ int fcgi_parse_status(const char *value)
     return status;
 }
 
+long long fcgi_parse_length(const char *value)
+{
+    if (!*value)
+        return -1;
+    long long length = 0;
+    for (const char *s = value; *s; s++) {
+        if (!is_digit(*s) || length > (FCGI_MAX_LENGTH - (*s - '0')) / 10)
+            return -1;
+        length = length * 10 + (*s - '0');
+    }
+    return length;
+}
+
 int fcgi_header_name_ok(const char *name)
 {
     static const char tchar[] = "!#$%&'*+-.^_`|~";

@@ -54,6 +54,11 @@ int fcgi_batch_flush(fcgi_batch *q);
 #define FCGI_MAX_REASON 256
 int fcgi_parse_status(const char *value);
 
+/* A response's Content-Length: 1*DIGIT (RFC 9110) up to FCGI_MAX_LENGTH; else -1 (a sign, a
+   space, a list, a number too big: the connector drops such a header and frames the answer itself). */
+#define FCGI_MAX_LENGTH (1LL << 62)
+long long fcgi_parse_length(const char *value);
+
 /* A response header name is an RFC 9110 token; a value holds no control character but HTAB. */
 int fcgi_header_name_ok(const char *name);
 int fcgi_header_value_ok(const char *value);

@@ -380,9 +380,12 @@ static int next_record(reader *rd, const char **content, size_t *len)
 }
 
 /* Apply the CGI-style response header block (without its blank line) to r. NULL, or what is
-   wrong with it: a status or header that HTTP does not allow is never passed to the client. */
-static const char *apply_headers(request_rec *r, char *block)
+   wrong with it: a status or header that HTTP does not allow is never passed to the client.
+   *declared: the Content-Length passed on, or -1 (none, or not one number: then dropped, and
+   Apache frames the answer). */
+static const char *apply_headers(request_rec *r, char *block, apr_off_t *declared)
 {
+    *declared = -1;
     int status = HTTP_OK;
     const char *status_line = NULL;
     char *saveptr = NULL;
@@ -410,7 +413,16 @@ static const char *apply_headers(request_rec *r, char *block)
         } else if (!strcasecmp(line, "Content-Type")) {
             ap_set_content_type(r, apr_pstrdup(r->pool, value));
         } else if (!strcasecmp(line, "Content-Length")) {
-            apr_table_setn(r->headers_out, "Content-Length", apr_pstrdup(r->pool, value));
+            long long length = fcgi_parse_length(value);
+            if (length < 0 || *declared >= 0) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's Content-Length is not "
+                              "one number (%.40s); the answer goes without it", value);
+                apr_table_unset(r->headers_out, "Content-Length");
+                *declared = -2; /* (a second one drops the first too) */
+            } else if (*declared == -1) {
+                *declared = (apr_off_t)length;
+                apr_table_setn(r->headers_out, "Content-Length", apr_pstrdup(r->pool, value));
+            }
         } else if (!strcasecmp(line, "Location")) {
             apr_table_setn(r->headers_out, "Location", apr_pstrdup(r->pool, value));
             if (status == HTTP_OK && !status_line)
@@ -422,7 +434,28 @@ static const char *apply_headers(request_rec *r, char *block)
     r->status = status;
     if (status_line && strlen(status_line) > 4)
         r->status_line = status_line;
+    if (*declared < 0 || r->header_only || status == HTTP_NO_CONTENT || status == HTTP_NOT_MODIFIED)
+        *declared = -1; /* no body that the length speaks of */
     return NULL;
+}
+
+/* Body bytes of the backend's answer for the client: never past its Content-Length (a client
+   would take the rest for the start of the next answer on the connection). */
+static void add_body(request_rec *r, apr_bucket_brigade *bb, const char *data, size_t len, apr_off_t declared,
+                     apr_off_t *sent)
+{
+    if (declared >= 0 && *sent + (apr_off_t)len > declared) {
+        if (*sent <= declared)
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend sent more than its "
+                          "Content-Length (%" APR_OFF_T_FMT "); the rest is dropped", declared);
+        size_t room = *sent < declared ? (size_t)(declared - *sent) : 0;
+        *sent = declared + 1; /* past it: logged once */
+        len = room;
+    } else {
+        *sent += (apr_off_t)len;
+    }
+    if (len)
+        apr_brigade_write(bb, NULL, NULL, data, len);
 }
 
 static void log_stderr(request_rec *r, const char *data, size_t len)
@@ -433,6 +466,18 @@ static void log_stderr(request_rec *r, const char *data, size_t len)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "fcgi_backend: %.*s", (int)len, data);
 }
 
+/* Part of the response is out and the rest will not come: end the client connection, so that the
+   answer cannot look complete (no last chunk, or fewer bytes than its Content-Length). */
+static int cut_off(request_rec *r, apr_bucket_brigade *bb)
+{
+    conn_rec *c = r->connection;
+    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+    c->keepalive = AP_CONN_CLOSE;
+    return OK;
+}
+
 static int relay_response(request_rec *r, backend *b)
 {
     conn_rec *c = r->connection;
@@ -441,6 +486,7 @@ static int relay_response(request_rec *r, backend *b)
     char *head = apr_palloc(r->pool, MAX_RESPONSE_HEADER + 1);
     size_t head_len = 0;
     int headers_done = 0;
+    apr_off_t declared = -1, sent = 0;
     const char *content;
     size_t len;
     int type;
@@ -473,7 +519,7 @@ static int relay_response(request_rec *r, backend *b)
                 }
                 *blank = '\0';
                 size_t body_at = (size_t)(blank - head) + sep;
-                const char *wrong = apply_headers(r, head);
+                const char *wrong = apply_headers(r, head, &declared);
                 if (wrong) {
                     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "fcgi_backend: refused the response from %s: %s",
                                   b->path, wrong);
@@ -483,12 +529,10 @@ static int relay_response(request_rec *r, backend *b)
                 /* body bytes that came in the same record as the end of the headers */
                 size_t in_head = head_len - body_at;
                 size_t from_record = len - take;
-                if (in_head)
-                    apr_brigade_write(bb, NULL, NULL, head + body_at, in_head);
-                if (from_record)
-                    apr_brigade_write(bb, NULL, NULL, content + take, from_record);
+                add_body(r, bb, head + body_at, in_head, declared, &sent);
+                add_body(r, bb, content + take, from_record, declared, &sent);
             } else {
-                apr_brigade_write(bb, NULL, NULL, content, len);
+                add_body(r, bb, content, len, declared, &sent);
             }
             /* Stream: hand what we have to the client whenever the backend has nothing more buffered. */
             if (rd.end - rd.start < 8 && !APR_BRIGADE_EMPTY(bb)) {
@@ -508,17 +552,17 @@ static int relay_response(request_rec *r, backend *b)
                       "of the response", b->path, saved == EAGAIN ? "timed out" : "closed the connection");
         if (!headers_done)
             return saved == EAGAIN ? HTTP_GATEWAY_TIME_OUT : HTTP_BAD_GATEWAY;
-        /* Part of the response is out: end the client connection so it cannot look complete. */
-        APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, c->bucket_alloc));
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
-        ap_pass_brigade(r->output_filters, bb);
-        c->keepalive = AP_CONN_CLOSE;
-        return OK;
+        return cut_off(r, bb);
     }
     if (!headers_done) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "fcgi_backend: the backend at %s ended the request without "
                       "response headers", b->path);
         return HTTP_BAD_GATEWAY;
+    }
+    if (declared >= 0 && sent < declared) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's body ended at %" APR_OFF_T_FMT
+                      " of its Content-Length %" APR_OFF_T_FMT, sent, declared);
+        return cut_off(r, bb);
     }
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
     ap_pass_brigade(r->output_filters, bb);

@@ -6,7 +6,9 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -16,6 +18,7 @@ import requests
 
 from apache_harness import MODULE_DIR, Apache, Backend, wait_for
 from conftest import Stack, build_test_site, post_form, stack_fixture
+from fcgi_backend.records import FCGI_STDIN, FCGI_STDOUT, RecordParser, frame_answer
 from test_uploads_apache import MiB, StreamedFile, multipart_stream, post_streamed, sha256_file, upload_then_vanish
 
 TESTS = Path(__file__).resolve().parent
@@ -180,6 +183,75 @@ def test_backend_dying_mid_response_ends_the_client_connection(plain_app_stack):
         response.read()
     wait_for(lambda: "closed the connection before the end of the response" in apache.error_log.read_text(),
              10, "the error log line")
+
+
+class ForeignResponder:
+    """A FastCGI responder on the site's socket that is not ours: it answers each request with the
+    header block and body listed for its query string, then END_REQUEST, whatever they say (the
+    connector may be pointed at any FastCGI application)."""
+
+    def __init__(self, socket_path: Path, answers: dict[bytes, bytes]) -> None:
+        self.answers = answers
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(socket_path))
+        os.chmod(socket_path, 0o666)  # (Apache's children run as www-data)
+        self.listener.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            with conn:
+                conn.settimeout(10)
+                parser, received = RecordParser(), b""
+                while not any(r.type == FCGI_STDIN and not r.contentLength for r in iter(parser.next_record, None)):
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    received += data
+                    parser.feed(data)
+                answer = next((a for query, a in self.answers.items() if b"QUERY_STRING" + query in received), b"")
+                conn.sendall(b"".join(bytes(part) for part in frame_answer(FCGI_STDOUT, 1, answer, end=True)))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_connector_holds_any_backend_to_its_content_length(workdir):
+    """Whatever a FastCGI application says, the connector passes on no byte past its
+    Content-Length (the client would read it as the start of the next answer), cuts off an answer
+    short of it, and passes on no Content-Length that is not one number."""
+    site = build_test_site(workdir)
+    head = b"Content-Type: text/plain\r\nContent-Length: %s\r\n\r\n"
+    backend = ForeignResponder(site / "fcgi_backend.sock", {
+        b"long": head % b"3" + b"hello world", b"short": head % b"30" + b"hello world",
+        b"plus": head % b"+11" + b"hello world", b"huge": head % b"99999999999999999999" + b"hello world"})
+    apache = Apache(site, workdir / "run", connector=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
+        for query, body in [("long", b"hel"), ("plus", b"hello world"), ("huge", b"hello world"),
+                            ("long", b"hel")]:  # on one connection
+            conn.request("GET", "/x?" + query)
+            response = conn.getresponse()
+            assert response.read() == body, query
+            assert response.getheader("Content-Length") in (None, str(len(body)))  # (Apache's own, or chunked)
+        conn.request("GET", "/x?short")
+        response = conn.getresponse()
+        if response.status == 200:  # its start was passed on: the rest cannot look complete
+            with pytest.raises(http.client.IncompleteRead):
+                response.read()
+        else:  # (all of it had come in one read: nothing was passed on yet)
+            assert response.status == 502 and b"hello" not in response.read()
+        log = apache.error_log.read_text()
+        assert "the backend sent more than its Content-Length (3); the rest is dropped" in log
+        assert "the backend's body ended at 11 of its Content-Length 30" in log
+        assert "the backend's Content-Length is not one number (+11)" in log
+    finally:
+        apache.stop()
+        backend.close()
 
 
 def _apache_children(apache) -> list[int]:

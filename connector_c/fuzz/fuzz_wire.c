@@ -3,11 +3,12 @@
  * Input: byte 0 picks raw (X_STDIN) or record framing; then a script of operations, each byte
  * either "flush" or the length of a piece of the input to add. What reaches the send function
  * must be exactly the pieces, in order: as they are, or as well-formed STDIN records of at most
- * 64 KiB, each padded to a multiple of 8. The rest of the input also goes through the status
- * and header checks, which must not read past a terminator.
+ * 64 KiB, each padded to a multiple of 8. The rest of the input also goes through the status,
+ * header and Content-Length checks, which must not read past a terminator.
  */
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +101,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(status == -1 || (status >= 200 && status <= 599));
     fcgi_header_name_ok(text);
     fcgi_header_value_ok(text);
+    /* a length is the text's own digits, or -1 for anything else */
+    long long length = fcgi_parse_length(text);
+    if (length >= 0) {
+        char again[32];
+        snprintf(again, sizeof again, "%lld", length);
+        size_t n = strlen(text), zeros = strspn(text, "0");
+        assert(length <= FCGI_MAX_LENGTH && n > 0 && strspn(text, "0123456789") == n);
+        assert(strcmp(text + (zeros == n ? n - 1 : zeros), again) == 0);
+    }
     free(text);
     return 0;
 }
