@@ -1,6 +1,7 @@
 """Plain WSGI applications (no fcgi_backend API) served with ``fcgi-backend run --app``."""
 
 import hashlib
+import time
 
 
 def body_digest(environ, start_response):
@@ -118,6 +119,7 @@ def unfinished(environ, start_response):
     def body():  # 11 bytes, in pieces (as a streaming application writes)
         yield b"hello "
         if query == "fail=midway":
+            time.sleep(0.2)  # (the page's start is on its way, as when a query fails late)
             raise RuntimeError("the database went away")
         yield b"world"
     return body()
