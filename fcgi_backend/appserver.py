@@ -34,6 +34,10 @@ class AppServer(Waiter):
     and runs at start and again on SIGHUP. ``run()`` returns the exit code: 0, or 100 when the
     listen socket cannot be created."""
 
+    # A web server or browser turned away gets an error (502, an empty reply); in the backlog it
+    # gets its answer once a process is free, as php-fpm's clients do.
+    turn_away_past_maxfork = False
+
     def __init__(self, load_app: AppFactory, address: ListenAddress, config: ServerConfig, *,
                  limits: Limits | None = None, debug: bool = False, tls: TLSConfig | None = None,
                  socket_mode: int = 0o660, socket_group: str | None = None, owned_paths=()) -> None:

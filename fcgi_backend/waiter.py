@@ -8,7 +8,9 @@ unix socket, optionally TLS), and serves in one of Net::Waiter's three modes:
   that idle for ``px_idle`` seconds exit. A negative prefork sets prefork and maxfork both.
 * **forking** (``prefork=0``): the supervisor accepts, and forks one process per connection, at
   most ``maxfork`` at once; past that the connection is accepted, ``on_maxforked(client)`` may tell
-  the client, and it is closed.
+  the client, and it is closed (Net::Waiter's way), or, in a subclass that sets
+  ``turn_away_past_maxfork`` False, connections wait in the listen backlog until a process ends,
+  as in prefork mode.
 * **nofork**: one process serves one connection at a time (to step through code in a debugger).
 
 Read top to bottom as gunicorn's arbiter: signals are queued and handled in the main loop, dead
@@ -65,6 +67,9 @@ class Waiter:
     """
 
     client_socket_type = socket.socket  #: what on_process gets (a subclass may take the C type, _socket.socket)
+    #: Forking mode at maxfork: accept, tell on_maxforked(client) and close (Net::Waiter's way), or
+    #: (False) leave connections in the listen backlog until a process ends, as prefork mode does.
+    turn_away_past_maxfork = True
 
     def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
                  config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
@@ -333,7 +338,8 @@ class Waiter:
 
     def on_maxforked(self, client: socket.socket | None = None) -> None:
         """Every worker is busy at maxfork. In forking mode ``client`` is the connection that finds
-        no room: tell it so if you like; it is closed right after."""
+        no room: tell it so if you like; it is closed right after (None where connections wait in
+        the backlog instead: prefork mode, or ``turn_away_past_maxfork`` False)."""
         self.hooks.fire("maxforked", self, client)
 
     def log(self, message: str) -> None:
@@ -368,10 +374,10 @@ class Waiter:
 
     # ---- serving in this process (nofork) -------------------------------------------------------
 
-    def _make_loop(self, slot: int, accepting: bool = True) -> WorkerLoop:
+    def _make_loop(self, slot: int) -> WorkerLoop:
         loop = WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
                           max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
-                          idle_timeout=self.config.idle_timeout, listener=self.listener if accepting else None)
+                          idle_timeout=self.config.idle_timeout, listener=self.listener)
         # From here on a protocol's request_started/request_ended are the loop's own: called per
         # request, they skip the hop through the methods below.
         self.request_started, self.request_ended = loop.request_started, loop.request_ended
@@ -626,12 +632,8 @@ class Waiter:
                 for _ in range(min(self._spawn_rate, self.config.maxfork - count)):
                     self._spawn()
                 self._spawn_rate = min(self._spawn_rate * 2, 32)  # as php-fpm's dynamic spawning
-            elif not self._maxforked:
-                self._maxforked = True
-                self.scoreboard.count_maxfork_reached()
-                self._all_busy_warning.log("all %d workers are busy (maxfork); new connections wait in the "
-                                            "listen backlog", count)
-                self.on_maxforked()
+            else:
+                self._all_busy(count)
             return
         self._spawn_rate = 1
         self._maxforked = False
@@ -643,14 +645,30 @@ class Waiter:
             self._retire(w.pid)
             extra -= 1
 
+    def _all_busy(self, count: int) -> None:
+        """Every worker is busy at maxfork: new connections wait in the backlog (counted, logged and
+        told to on_maxforked once each time it comes to that)."""
+        if not self._maxforked:
+            self._maxforked = True
+            self.scoreboard.count_maxfork_reached()
+            self._all_busy_warning.log("all %d workers are busy (maxfork); new connections wait in the "
+                                        "listen backlog", count)
+            self.on_maxforked()
+
     def _accept_and_fork(self, wake_r: socket.socket) -> bool:
         """Forking mode: wait a tick for a connection and give it a process of its own (or, at
-        maxfork, to on_maxforked and close). True if one came."""
+        maxfork, leave it in the backlog, or give it to on_maxforked and close it: as
+        turn_away_past_maxfork says). True if one came."""
+        if not self.turn_away_past_maxfork and len(self.workers) >= self.config.maxfork:
+            self._all_busy(len(self.workers))
+            self._sleep(wake_r)  # (a process's end wakes it)
+            return False
         ready, _, _ = select.select([wake_r, self.listener], [], [], _TICK)
         if wake_r in ready:
             drain(wake_r)
         if self.listener not in ready:
             return False
+        self._maxforked = False
         try:
             client, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError):
@@ -671,6 +689,10 @@ class Waiter:
         self._spawn(client)
         client.close()  # the child has its own copy
         return True
+
+    def _backlog_waits_for_room(self) -> bool:
+        """Forking mode at maxfork, with connections left in the backlog: some may wait there."""
+        return not self.turn_away_past_maxfork and len(self.workers) >= self.config.maxfork
 
     def _retire(self, pid: int) -> None:
         self._retiring.setdefault(pid, time.monotonic())
@@ -720,9 +742,11 @@ class Waiter:
         until a TERM or INT comes; a second TERM or INT kills at once."""
         self.scoreboard.set_stopping()
         self._stop_accepting()
-        if self.config.prefork == 0:  # forking: what waits in the backlog gets a process each
-            while self._accept_and_fork(wake_r):
-                pass
+        # Forking: what waits in the backlog gets a process each, as room comes (until none waits).
+        draining = self.config.prefork == 0
+        while draining and self._accept_and_fork(wake_r):
+            pass
+        draining = draining and self._backlog_waits_for_room()
         deadline = None
         if self._graceful_stop:
             self.propagate_signal(signal.SIGQUIT)
@@ -731,7 +755,9 @@ class Waiter:
             self.propagate_signal(signal.SIGTERM)
         while True:
             self._reap()
-            if not self.workers:
+            if draining:
+                draining = self._accept_and_fork(wake_r) or self._backlog_waits_for_room()
+            if not self.workers and not draining:
                 return
             for signum in self._take_signals():
                 if signum == signal.SIGUSR1:
@@ -753,8 +779,10 @@ class Waiter:
                             self.config.graceful_timeout, "".join(f"; {pid}: {what}" for pid, what in doing.items()))
                 self.propagate_signal(signal.SIGKILL)
                 deadline = None
+                draining = False
             self._watch_requests()
-            self._sleep(wake_r)
+            if not draining:
+                self._sleep(wake_r)
 
     # ---- a worker -----------------------------------------------------------------------------------
 
@@ -773,7 +801,7 @@ class Waiter:
         slowlog.arm_worker(self.config.slowlog_timeout)
         self.scoreboard.assign(slot, os.getpid())
         self.workers = {}
-        self._loop = self._make_loop(slot, accepting=client is None)
+        self._loop = self._make_loop(slot)
         self.on_child_start()
         # What the worker inherited and loaded lives as long as it does: the collector no longer
         # walks it in each full collection (nor writes to its pages, shared with the supervisor).
@@ -782,7 +810,6 @@ class Waiter:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)  # blocked since the fork
             try:
                 if client is not None:  # forking mode: this connection is the whole life of the process
-                    self.listener.close()
                     self._loop.serve_one(client)
                 else:
                     self._loop.serve()

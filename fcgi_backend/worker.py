@@ -43,8 +43,9 @@ class WorkerLoop:
     Every ``timeout`` seconds without a connection, ``waiter.on_prefork_child_idle()`` runs. After
     ``max_requests`` requests (0: no limit) the loop ends, so the worker is replaced. A request
     running past ``request_timeout`` (0: never) gets :class:`RequestTimeout` raised in it.
-    ``scoreboard`` and ``slot`` publish the worker's state. ``listener`` None: this process serves
-    the one connection it was forked for (forking mode).
+    ``scoreboard`` and ``slot`` publish the worker's state. In forking mode the process serves the
+    one connection it was forked for (:meth:`serve_one`), and only watches ``listener``: a kept
+    connection is given up for one that waits there (the supervisor accepts while it has room).
     """
 
     def __init__(self, waiter: "Waiter", *, scoreboard: Scoreboard, slot: int, timeout: float | None,
@@ -139,7 +140,7 @@ class WorkerLoop:
             client = self._accept()
 
     def serve_one(self, client: socket.socket) -> None:
-        """Forking mode: serve the one connection this process was forked for."""
+        """Forking mode: serve the one connection this process was forked for (never accepting)."""
         self._open_waits()
         try:
             self._serve(client)

@@ -1,5 +1,6 @@
 """The process model: a supervisor and its preforked workers, with real processes and signals."""
 
+import http.client
 import json
 import os
 import re
@@ -12,7 +13,9 @@ import time
 
 import pytest
 
-from apache_harness import Apache, Backend, wait_for
+import requests
+
+from apache_harness import Apache, Backend, HTTPBackend, wait_for
 from conftest import REPO, backend_command
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
 from pki import make_pki
@@ -654,4 +657,47 @@ def test_a_request_stuck_where_no_alarm_reaches_is_killed_by_the_supervisor(site
         backend.wait_for_log("past request_timeout 1s and not stopped; killing the worker")
         assert get(backend, "/hello/after")[0] == 200
     finally:
+        backend.stop()
+
+
+@pytest.mark.parametrize("flavour", ["fastcgi", "http"])
+def test_forking_mode_at_maxfork_keeps_connections_waiting_and_a_stop_serves_them(site, workdir, flavour):
+    """Forking mode (--prefork 0) with every process busy: a new connection waits in the listen
+    backlog and is answered once a process is free, as in prefork mode (before, it was accepted and
+    closed unanswered: the connector answered 502, mod_proxy_fcgi 503, curl saw an empty reply).
+    A stop serves what waits, then exits."""
+    args = ["--prefork", "0", "--maxfork", "1", "--idle-timeout", "15"]
+    if flavour == "http":
+        backend = HTTPBackend(site, workdir / "run", args).start()
+        url = backend.url
+    else:
+        backend = Backend(site, workdir / "run", args).start()
+        apache = Apache(site, workdir / "run-apache", connector=True).start()
+        url = apache.url
+    try:
+        # A client that keeps its connection open between requests does not hold the one process
+        # for idle_timeout (15 s): the connection is given up for the one that waits.
+        kept = http.client.HTTPConnection("127.0.0.1", int(url.rpartition(":")[2]), timeout=30)
+        kept.request("GET", "/hello/kept")
+        assert kept.getresponse().read()
+        started = time.monotonic()
+        assert requests.get(f"{url}/hello/next", timeout=30).status_code == 200
+        assert time.monotonic() - started < 5
+        kept.close()
+        for stop in (False, True):
+            threads, results = in_threads(
+                lambda i: requests.get(f"{url}/sleep?s=1" if i == 0 else f"{url}/hello/w{i}", timeout=30), 3)
+            time.sleep(0.5)  # the sleeper holds the one process; the others wait in the backlog
+            if stop:
+                backend.proc.send_signal(signal.SIGTERM)
+            for t in threads:
+                t.join(30)
+            assert [r.status_code if isinstance(r, requests.Response) else r for r in results] == [200] * 3, stop
+            assert "Hello, w1!" in results[1].text and "Hello, w2!" in results[2].text
+        assert backend.proc.wait(30) == 0
+        assert "all 1 workers are busy (maxfork); new connections wait in the listen backlog" in backend.log_text()
+        assert "closed unserved" not in backend.log_text()
+    finally:
+        if flavour == "fastcgi":
+            apache.stop()
         backend.stop()
