@@ -59,7 +59,6 @@ from flup.server.fcgi_base import (
 from .errors import RequestInputError, RequestTimeout
 from .sockio import NOWAIT, close_gracefully, send_all, wait
 from .health import MAX_HEAD, health_answer
-from .response_head import OVERRUN, SHORTFALL
 from .records import (
     FCGI_ABORT_REQUEST,
     FCGI_DATA,
@@ -77,6 +76,7 @@ from .records import (
     decode_params,
     encode_params,
 )
+from .response_head import OVERRUN, SHORTFALL
 
 log = logging.getLogger("fcgi_backend.connection")
 

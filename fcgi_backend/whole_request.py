@@ -31,12 +31,12 @@ import traceback
 
 from . import response_head
 from .connection import ABORT_LOOK_AFTER, cut_off
-from .digits import decimal
 from .errors import RequestInputError, RequestTimeout
 from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_close, error_answer, log_application_error,
                       log_input_error)
 from .records import (FCGI_ABORT_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, ProtocolError, RecordParser,
                       WholeRequest, frame_answer)
+from .response_head import NO_BODY_STATUS
 from .sockio import NOWAIT, close_gracefully, send_all, send_answer, wait
 
 log = logging.getLogger("fcgi_backend.whole_request")
@@ -322,19 +322,20 @@ class _Answer:
         if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
             response_head.check(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
-        assert int(status[:3]), "Status must begin with 3-digit code"
+        code = int(status[:3])
+        assert code, "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"
         self.declared = declared = None
         if has_length:
-            if length is not None:
-                declared = decimal(length)
-            if declared is None:  # (not one number, or given as bytes)
+            if length is not None and length.isascii() and length.isdigit():  # (digits.decimal, inline)
+                declared = int(length)
+            else:  # not one number, or given as bytes
                 declared, without_length = response_head.declared_length(response_headers)
                 if without_length is not None:
                     log.warning("%s: " + response_head.NOT_ONE_NUMBER, self.describe,
                                 response_head.lengths_given(response_headers))
                     head, has_length = _head_of_bytes(status, without_length)
-            if declared is not None and response_head.body_allowed(int(status[:3]), "GET"):  # (no HEAD here)
+            if code >= 200 and code not in NO_BODY_STATUS:  # (the lane takes no HEAD)
                 self.declared = declared
         self.head = head
         self.has_length = has_length
