@@ -2,6 +2,7 @@
 #include "fcgi_wire.h"
 
 #include <string.h>
+#include <strings.h>
 
 void fcgi_fill_header_unpadded(unsigned char h[8], int type, unsigned request_id, size_t len)
 {
@@ -97,6 +98,22 @@ long long fcgi_parse_length(const char *value)
         length = length * 10 + (*s - '0');
     }
     return length;
+}
+
+int fcgi_hop_by_hop(const char *name, const char *value)
+{
+    static const char *const names[] = {"keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcasecmp(name, names[i]))
+            return 1;
+    if (strcasecmp(name, "connection"))
+        return 0;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    size_t n = strlen(value);
+    while (n && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+        n--;
+    return !(n == 5 && !strncasecmp(value, "close", 5));
 }
 
 int fcgi_header_name_ok(const char *name)

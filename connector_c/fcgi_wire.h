@@ -59,6 +59,11 @@ int fcgi_parse_status(const char *value);
 #define FCGI_MAX_LENGTH (1LL << 62)
 long long fcgi_parse_length(const char *value);
 
+/* A hop-by-hop response header (RFC 9110 7.6.1: Connection but "close", Keep-Alive,
+   Proxy-Connection, TE, Transfer-Encoding, Upgrade): Apache's to send, never a backend's. A
+   Transfer-Encoding passed on would have Apache send the body unframed under it. 1 or 0. */
+int fcgi_hop_by_hop(const char *name, const char *value);
+
 /* A response header name is an RFC 9110 token; a value holds no control character but HTAB. */
 int fcgi_header_name_ok(const char *name);
 int fcgi_header_value_ok(const char *value);

@@ -427,6 +427,9 @@ static const char *apply_headers(request_rec *r, char *block, apr_off_t *declare
             apr_table_setn(r->headers_out, "Location", apr_pstrdup(r->pool, value));
             if (status == HTTP_OK && !status_line)
                 status = HTTP_MOVED_TEMPORARILY; /* CGI: a Location without a Status is a redirect */
+        } else if (fcgi_hop_by_hop(line, value)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's hop-by-hop header %s is "
+                          "dropped (Apache frames the answer and keeps the connection)", line);
         } else {
             apr_table_add(r->err_headers_out, line, value); /* kept on error responses too (Set-Cookie) */
         }

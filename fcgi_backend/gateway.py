@@ -178,9 +178,13 @@ class FastCGIGateway(BaseFCGIServer):
 
     def _checked(self, start_response):
         """flup's start_response, refusing a status or header that would break its line
-        (response_head), and holding the body to the application's Content-Length."""
+        (response_head), dropping hop-by-hop headers, and holding the body to the application's
+        Content-Length."""
         def checked_start_response(status, response_headers, exc_info=None):
             response_head.check(status, response_headers)
+            if any(response_head.hop_by_hop(name, value) for name, value in response_headers):
+                response_headers, dropped = response_head.without_hop_by_hop(response_headers)
+                log.warning("%s: " + response_head.HOP_BY_HOP_DROPPED, self._request.describe(), ", ".join(dropped))
             declared, without_length = response_head.declared_length(response_headers)
             stdout = self._request.stdout
             if without_length is not None:

@@ -782,9 +782,11 @@ class _Response:
     def _head_bytes(self, body_length: int | None) -> bytes:
         """The status line and headers, with the framing this answer needs."""
         self.body_allowed = response_head.body_allowed(self.status, "GET")
-        headers = [(k, v) for k, v in self.headers if k.lower() not in ("connection", "transfer-encoding")
-                   or k.lower() == "connection" and v.lower() == "close"]
-        if any(k.lower() == "connection" for k, _ in headers):
+        headers = list(self.headers)  # (framing headers are added below)
+        if any(response_head.hop_by_hop(k, v) for k, v in headers):
+            headers, dropped = response_head.without_hop_by_hop(headers)
+            log.warning(response_head.HOP_BY_HOP_DROPPED, ", ".join(dropped))
+        if any(k.lower() == "connection" for k, _ in headers):  # (only "close" is left)
             self.conn._closing = True
         length, without_length = response_head.declared_length(headers)
         if without_length is not None:

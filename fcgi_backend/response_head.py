@@ -1,5 +1,6 @@
-"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL; and
-what its Content-Length must be to be kept: one number, which its body is then held to.
+"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL; the
+headers that are the server's to send (hop-by-hop); and what its Content-Length must be to be
+kept: one number, which its body is then held to.
 
 An application that puts a visitor's input into a header (a redirect's Location taken from
 ``?next=``) would otherwise let the visitor end that header and add headers of their own, or a
@@ -77,3 +78,35 @@ def lengths_given(headers) -> str:
 def body_allowed(status: int, method: str) -> bool:
     """Whether an answer of ``status`` to ``method`` has a body its Content-Length speaks of."""
     return status >= 200 and status not in NO_BODY_STATUS and method != "HEAD"
+
+
+# RFC 9110's hop-by-hop fields, which PEP 3333 forbids an application: the server frames the answer
+# and keeps the connection. A "Transfer-Encoding: chunked" passed on over a body that is not in
+# chunks has a client read the body as chunk sizes. ("Connection: close" is kept: the application
+# asks that the connection end after this answer, which the server can do.)
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"})
+HOP_BY_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)  # a first look that spares most names a lower()
+
+
+def hop_by_hop(name, value) -> bool:
+    """Whether the application's header ``name: value`` is one the server drops (str or bytes)."""
+    if len(name) not in HOP_BY_HOP_LENGTHS:
+        return False
+    lname = (name if isinstance(name, str) else name.decode("latin-1")).lower()
+    if lname != "connection":
+        return lname in HOP_BY_HOP
+    return (value if isinstance(value, str) else value.decode("latin-1")).strip().lower() != "close"
+
+
+def without_hop_by_hop(headers) -> tuple[list, list]:
+    """``headers`` without the hop-by-hop ones, and the names of those dropped (for a log line)."""
+    kept, dropped = [], []
+    for name, value in headers:
+        if hop_by_hop(name, value):
+            dropped.append(name if isinstance(name, str) else name.decode("latin-1"))
+        else:
+            kept.append((name, value))
+    return kept, dropped
+
+
+HOP_BY_HOP_DROPPED = "the application's hop-by-hop header %s is dropped (the server frames the answer and keeps the connection)"

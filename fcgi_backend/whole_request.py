@@ -36,7 +36,7 @@ from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_clos
                       log_input_error)
 from .records import (FCGI_ABORT_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, ProtocolError, RecordParser,
                       WholeRequest, frame_answer)
-from .response_head import NO_BODY_STATUS
+from .response_head import HOP_BY_HOP_LENGTHS, NO_BODY_STATUS
 from .sockio import NOWAIT, close_gracefully, send_all, send_answer, wait
 
 log = logging.getLogger("fcgi_backend.whole_request")
@@ -306,21 +306,29 @@ class _Answer:
         else:
             assert self.head is None, "Headers already set!"
         assert type(response_headers) is list, "Headers must be a list"
-        has_length = False
+        has_length = hop = False
         length = None  # its value, if there is one Content-Length
         lines = ["Status: ", status, "\r\n"]
         try:  # the usual answer: str throughout, joined and encoded once, Content-Length seen on the way
             for name, value in response_headers:
                 lines += (name, ": ", value, "\r\n")
-                if len(name) == 14 and name.lower() == "content-length":
+                size = len(name)
+                if size == 14 and name.lower() == "content-length":
                     length = None if has_length else value
                     has_length = True
+                elif size in HOP_BY_HOP_LENGTHS and response_head.hop_by_hop(name, value):
+                    hop = True
             head = "".join(lines).encode("latin-1")
         except TypeError:  # (a bytes name is no str Content-Length: its own pass finds it)
             head, has_length = _head_of_bytes(status, response_headers)
+            hop = any(response_head.hop_by_hop(name, value) for name, value in response_headers)
         line_count = len(response_headers) + 1  # each ends in the CRLF put there: any other break is the application's
         if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
             response_head.check(status, response_headers)
+        if hop:  # the server's to send: the block is made again without them
+            response_headers, dropped = response_head.without_hop_by_hop(response_headers)
+            log.warning("%s: " + response_head.HOP_BY_HOP_DROPPED, self.describe, ", ".join(dropped))
+            head, has_length = _head_of_bytes(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         code = int(status[:3])
         assert code, "Status must begin with 3-digit code"

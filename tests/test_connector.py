@@ -220,24 +220,27 @@ class ForeignResponder:
         self.listener.close()
 
 
-def test_the_connector_holds_any_backend_to_its_content_length(workdir):
+def test_the_connector_holds_any_backend_to_its_content_length_and_its_own_framing(workdir):
     """Whatever a FastCGI application says, the connector passes on no byte past its
     Content-Length (the client would read it as the start of the next answer), cuts off an answer
-    short of it, and passes on no Content-Length that is not one number."""
+    short of it, and passes on no Content-Length that is not one number, nor a hop-by-hop header
+    (a Transfer-Encoding had Apache send the body unframed under it)."""
     site = build_test_site(workdir)
     head = b"Content-Type: text/plain\r\nContent-Length: %s\r\n\r\n"
     backend = ForeignResponder(site / "fcgi_backend.sock", {
         b"long": head % b"3" + b"hello world", b"short": head % b"30" + b"hello world",
-        b"plus": head % b"+11" + b"hello world", b"huge": head % b"99999999999999999999" + b"hello world"})
+        b"plus": head % b"+11" + b"hello world", b"huge": head % b"99999999999999999999" + b"hello world",
+        b"hop": b"Transfer-Encoding: chunked\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nhello world"})
     apache = Apache(site, workdir / "run", connector=True).start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
         for query, body in [("long", b"hel"), ("plus", b"hello world"), ("huge", b"hello world"),
-                            ("long", b"hel")]:  # on one connection
+                            ("hop", b"hello world"), ("long", b"hel")]:  # on one connection
             conn.request("GET", "/x?" + query)
             response = conn.getresponse()
             assert response.read() == body, query
             assert response.getheader("Content-Length") in (None, str(len(body)))  # (Apache's own, or chunked)
+            assert response.getheader("Upgrade") is None
         conn.request("GET", "/x?short")
         response = conn.getresponse()
         if response.status == 200:  # its start was passed on: the rest cannot look complete
@@ -249,6 +252,7 @@ def test_the_connector_holds_any_backend_to_its_content_length(workdir):
         assert "the backend sent more than its Content-Length (3); the rest is dropped" in log
         assert "the backend's body ended at 11 of its Content-Length 30" in log
         assert "the backend's Content-Length is not one number (+11)" in log
+        assert "the backend's hop-by-hop header Transfer-Encoding is dropped" in log
     finally:
         apache.stop()
         backend.close()

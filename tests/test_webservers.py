@@ -75,7 +75,8 @@ def test_an_answer_that_goes_wrong_part_way_never_looks_whole(root, kind):
     failure once the body has begun) reaches curl as cut off: before, each web server passed it on
     as a whole answer, or (lighttpd, the connector) with the next answer on the connection read as
     its rest. Bytes past the Content-Length are dropped, the next answer arrives in step, and a
-    Content-Length that is not a number is not passed on."""
+    Content-Length that is not a number is not passed on, nor hop-by-hop headers: the connector and
+    lighttpd passed an application's "Transfer-Encoding: chunked" on over a body not in chunks."""
     path, _ = root
     site = build_test_site(path)
     backend = start(root, Backend(site, path / "run", ["--app", UNFINISHED_APP]))
@@ -85,6 +86,9 @@ def test_an_answer_that_goes_wrong_part_way_never_looks_whole(root, kind):
     for query in ("too=short", "fail=midway"):
         cut = curl(f"{web.url}/x?{query}")
         assert cut.returncode == 18 and cut.stdout.startswith(b"hello "), (query, cut)  # 18: "partial file"
+    hop = curl("-i", f"{web.url}/x?hop-by-hop", f"{web.url}/x?hop-by-hop")  # framed by the web server, in step
+    assert hop.returncode == 0 and hop.stdout.count(b"\r\n\r\nhello world") == 2, hop
+    assert b"keep-alive: timeout=99" not in hop.stdout.lower() and b"h2c" not in hop.stdout
     not_a_number = curl("-i", f"{web.url}/x?length=abc")
     assert not_a_number.returncode == 0 and not_a_number.stdout.endswith(b"\r\n\r\nhello world"), not_a_number
     assert b"abc" not in not_a_number.stdout.lower().partition(b"\r\n\r\n")[0]
@@ -92,7 +96,8 @@ def test_an_answer_that_goes_wrong_part_way_never_looks_whole(root, kind):
                  "the application's body ended at 11 of its Content-Length 30; the answer is cut off",
                  "the application failed after its answer began; the answer is cut off",
                  "RuntimeError: the database went away",
-                 "the application's Content-Length is not one number ('abc')"):
+                 "the application's Content-Length is not one number ('abc')",
+                 "the application's hop-by-hop header Transfer-Encoding, Keep-Alive, Upgrade is dropped"):
         backend.wait_for_log(line)
 
 @pytest.mark.parametrize("kind", ["nginx", "lighttpd"])

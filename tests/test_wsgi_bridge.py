@@ -187,6 +187,17 @@ def not_modified_with_length(environ, start_response):
     return []
 
 
+def hop_by_hop_headers(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked"),
+                              ("Connection", "keep-alive"), ("Keep-Alive", "timeout=99"), (b"Upgrade", b"h2c")])
+    return [b"hello world"]
+
+
+def asks_to_close(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "close")])
+    return [b"bye"]
+
+
 def dumps_environ(environ, start_response):
     shown = sorted(f"{key}={value!r}" for key, value in environ.items() if key not in ("wsgi.input", "wsgi.errors"))
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -197,7 +208,8 @@ APPS = [listed, one_block_without_length, two_blocks_without_length, generated, 
         bytes_headers_with_length, uses_write, empty_body, with_close, listed_with_close, raises_before_start,
         raises_after_start, raises_midway, error_after_headers_sent, error_before_headers_sent, start_response_twice,
         not_latin1_header, writes_errors, echoes, large_listed, large_generated, longer_than_its_length,
-        shorter_than_its_length, length_not_a_number, not_modified_with_length, dumps_environ]
+        shorter_than_its_length, length_not_a_number, not_modified_with_length, hop_by_hop_headers, asks_to_close,
+        dumps_environ]
 CUT_OFF = (raises_midway, error_after_headers_sent, shorter_than_its_length)  # answers that cannot end well
 
 
@@ -292,6 +304,10 @@ def test_the_bridge_answers_what_the_rules_say(way):
     assert stdout(serve(length_not_a_number, data, way)) == (b"Status: 200 OK\r\nContent-Type: text/plain\r\n"
                                                              b"Content-Length: 11\r\n\r\nhello world")
     assert serve(not_modified_with_length, data, way)[-1][0] == 3
+    # Hop-by-hop headers are the web server's (PEP 3333), but "Connection: close", which it can honour.
+    assert stdout(serve(hop_by_hop_headers, data, way)) == (b"Status: 200 OK\r\nContent-Type: text/plain\r\n"
+                                                            b"Content-Length: 11\r\n\r\nhello world")
+    assert b"Connection: close\r\n" in stdout(serve(asks_to_close, data, way))
     head = stdout(serve(listed, request_bytes(cgi_params("HEAD", "/")), way))
     assert head.endswith(b"\r\n\r\n") and b"hello" not in head
     closed.clear()

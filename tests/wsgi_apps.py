@@ -104,11 +104,15 @@ def environ_dump(environ, start_response):
 def unfinished(environ, start_response):
     """An answer that goes wrong part way, as a buggy application's does: a Content-Length that
     does not match the body (?too=long: 3, ?too=short: 30, ?length=abc; ?file&length=abc: the body
-    a file), or a failure once the body has begun (?fail=midway). A client must never take it for a whole answer, nor read one
+    a file), hop-by-hop headers (?hop-by-hop: Transfer-Encoding: chunked over a body that is not),
+    or a failure once the body has begun (?fail=midway). A client must never take it for a whole answer, nor read one
     answer's bytes as the next's."""
     query = environ.get("QUERY_STRING", "")
     length = {"too=long": "3", "too=short": "30", "length=abc": "abc", "file&length=abc": "abc"}.get(query)
-    start_response("200 OK", [("Content-Type", "text/plain")] + ([("Content-Length", length)] if length else []))
+    headers = [("Content-Type", "text/plain")] + ([("Content-Length", length)] if length else [])
+    if query == "hop-by-hop":  # the server's to send (PEP 3333): the body is not in chunks
+        headers += [("Transfer-Encoding", "chunked"), ("Keep-Alive", "timeout=99"), ("Upgrade", "h2c")]
+    start_response("200 OK", headers)
     if query.startswith("file&"):  # the same 11 bytes as a file (the server may send it with sendfile)
         import tempfile
         file = tempfile.TemporaryFile()

@@ -101,6 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(status == -1 || (status >= 200 && status <= 599));
     fcgi_header_name_ok(text);
     fcgi_header_value_ok(text);
+    fcgi_hop_by_hop(text, text);
+    fcgi_hop_by_hop("Connection", text);
     /* a length is the text's own digits, or -1 for anything else */
     long long length = fcgi_parse_length(text);
     if (length >= 0) {
