@@ -182,20 +182,13 @@ class FastCGIGateway(BaseFCGIServer):
         Content-Length."""
         def checked_start_response(status, response_headers, exc_info=None):
             response_head.check(status, response_headers)
-            if any(response_head.hop_by_hop(name, value) for name, value in response_headers):
-                response_headers, dropped = response_head.without_hop_by_hop(response_headers)
-                log.warning("%s: " + response_head.HOP_BY_HOP_DROPPED, self._request.describe(), ", ".join(dropped))
-            declared, without_length = response_head.declared_length(response_headers)
-            stdout = self._request.stdout
-            if without_length is not None:
-                log.warning("%s: " + response_head.NOT_ONE_NUMBER, self._request.describe(),
-                            response_head.lengths_given(response_headers))
-                response_headers = without_length
-            elif declared is not None and not response_head.body_allowed(decimal(status[:3]) or 0,
-                                                                         self._request.params.get("REQUEST_METHOD")):
+            request = self._request
+            response_headers, declared = response_head.passed_on(response_headers, request.describe)
+            if declared is not None and not response_head.body_allowed(decimal(status[:3]) or 0,
+                                                                       request.params.get("REQUEST_METHOD")):
                 declared = None
             write = start_response(status, response_headers, exc_info)
-            stdout.declared = declared
+            request.stdout.declared = declared
             return write
         return checked_start_response
 

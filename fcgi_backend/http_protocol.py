@@ -772,6 +772,10 @@ class _Response:
         self.headers = headers
         return self.write
 
+    def _describe(self) -> str:
+        """'METHOD target' for log lines."""
+        return f"{self.msg.method.decode('latin-1')} {self.msg.url.decode('latin-1')}"
+
     def _header(self, name: str) -> str | None:
         lname = name.lower()
         for key, value in self.headers:
@@ -782,16 +786,10 @@ class _Response:
     def _head_bytes(self, body_length: int | None) -> bytes:
         """The status line and headers, with the framing this answer needs."""
         self.body_allowed = response_head.body_allowed(self.status, "GET")
-        headers = list(self.headers)  # (framing headers are added below)
-        if any(response_head.hop_by_hop(k, v) for k, v in headers):
-            headers, dropped = response_head.without_hop_by_hop(headers)
-            log.warning(response_head.HOP_BY_HOP_DROPPED, ", ".join(dropped))
+        headers, length = response_head.passed_on(self.headers, self._describe)
+        headers = list(headers)  # (framing headers are added below)
         if any(k.lower() == "connection" for k, _ in headers):  # (only "close" is left)
             self.conn._closing = True
-        length, without_length = response_head.declared_length(headers)
-        if without_length is not None:
-            log.warning(response_head.NOT_ONE_NUMBER, response_head.lengths_given(headers))
-            headers = without_length
         if length is not None and self.body_allowed and not self.head_only:
             self.declared = length
         if self.body_allowed and length is None:
@@ -869,10 +867,7 @@ class _Response:
     def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
         fd = wrapper.filelike.fileno()
         offset = os.lseek(fd, 0, os.SEEK_CUR)
-        length, without_length = response_head.declared_length(self.headers)
-        if without_length is not None:
-            log.warning(response_head.NOT_ONE_NUMBER, response_head.lengths_given(self.headers))
-            self.headers = without_length
+        self.headers, length = response_head.passed_on(self.headers, self._describe)
         # (a length past the file's end: send_file's error ends the connection, the answer cut short)
         count = os.fstat(fd).st_size - offset if length is None else length
         self.conn.server.request_ended()

@@ -11,9 +11,13 @@ a header; each flavour's ``start_response`` checks, and the application's call f
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Callable
 
 from .digits import decimal
+
+log = logging.getLogger("fcgi_backend.response_head")
 
 NO_BODY_STATUS = frozenset({204, 304})  # (and 1xx): an answer without a body, whatever its headers say
 _BREAKING = re.compile("[\r\n\0]")
@@ -65,13 +69,12 @@ def declared_length(headers) -> tuple[int | None, list | None]:
 _CONTENT_LENGTH = ("content-length", b"content-length")
 
 # Log lines (each flavour adds what it does about it).
-NOT_ONE_NUMBER = "the application's Content-Length is not one number (%s); the answer goes without it"
 OVERRUN = "the application sent more than its Content-Length (%d); the rest is dropped"
 SHORTFALL = "the application's body ended at %d of its Content-Length %d"
 
 
 def lengths_given(headers) -> str:
-    """The Content-Length values in ``headers``, for NOT_ONE_NUMBER."""
+    """The Content-Length values in ``headers``, for a log line."""
     return ", ".join(repr(value) for name, value in headers if len(name) == 14 and name.lower() in _CONTENT_LENGTH)
 
 
@@ -109,4 +112,19 @@ def without_hop_by_hop(headers) -> tuple[list, list]:
     return kept, dropped
 
 
-HOP_BY_HOP_DROPPED = "the application's hop-by-hop header %s is dropped (the server frames the answer and keeps the connection)"
+
+
+def passed_on(headers, describe: Callable[[], str]) -> tuple[list, int | None]:
+    """The application's headers as the server passes them on, and its Content-Length: without
+    hop-by-hop headers, nor a Content-Length that is not one number (each dropped with a log line
+    that names the request, ``describe()``)."""
+    if any(hop_by_hop(name, value) for name, value in headers):
+        headers, dropped = without_hop_by_hop(headers)
+        log.warning("%s: the application's hop-by-hop header %s is dropped (the server frames the answer and keeps "
+                    "the connection)", describe(), ", ".join(dropped))
+    declared, without_length = declared_length(headers)
+    if without_length is not None:
+        log.warning("%s: the application's Content-Length is not one number (%s); the answer goes without it",
+                    describe(), lengths_given(headers))
+        headers = without_length
+    return headers, declared

@@ -325,26 +325,19 @@ class _Answer:
         line_count = len(response_headers) + 1  # each ends in the CRLF put there: any other break is the application's
         if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
             response_head.check(status, response_headers)
-        if hop:  # the server's to send: the block is made again without them
-            response_headers, dropped = response_head.without_hop_by_hop(response_headers)
-            log.warning("%s: " + response_head.HOP_BY_HOP_DROPPED, self.describe, ", ".join(dropped))
-            head, has_length = _head_of_bytes(status, response_headers)
         assert len(status) >= 4, "Status must be at least 4 characters"
         code = int(status[:3])
         assert code, "Status must begin with 3-digit code"
         assert status[3] in (" ", 0x20), "Status must have a space after code"
         self.declared = declared = None
-        if has_length:
-            if length is not None and length.isascii() and length.isdigit():  # (digits.decimal, inline)
-                declared = int(length)
-            else:  # not one number, or given as bytes
-                declared, without_length = response_head.declared_length(response_headers)
-                if without_length is not None:
-                    log.warning("%s: " + response_head.NOT_ONE_NUMBER, self.describe,
-                                response_head.lengths_given(response_headers))
-                    head, has_length = _head_of_bytes(status, without_length)
-            if code >= 200 and code not in NO_BODY_STATUS:  # (the lane takes no HEAD)
-                self.declared = declared
+        length_is_digits = length is not None and length.isascii() and length.isdigit()  # (digits.decimal, inline)
+        if hop or has_length and not length_is_digits:  # headers the server drops: the block is made again
+            response_headers, declared = response_head.passed_on(response_headers, self._describe)
+            head, has_length = _head_of_bytes(status, response_headers)
+        elif length_is_digits:
+            declared = int(length)
+        if declared is not None and code >= 200 and code not in NO_BODY_STATUS:  # (the lane takes no HEAD)
+            self.declared = declared
         self.head = head
         self.has_length = has_length
         return self.write
@@ -380,6 +373,9 @@ class _Answer:
             self._send()
             if self.gone is not None:
                 raise self.gone  # (as a socket does: the application stops writing)
+
+    def _describe(self) -> str:
+        return self.describe
 
     def _cut_to_declared(self, data: bytes) -> bytes:
         """What of ``data`` fits the application's Content-Length (the web server would pass the
