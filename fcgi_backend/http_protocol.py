@@ -612,13 +612,13 @@ class _Head:
             "wsgi.input_terminated": True, "wsgi.file_wrapper": FileWrapper,
         }
         for name, value in self.msg.headers:
+            if b"_" in name:
+                continue  # a field spelled with "_" would pass for one spelled with "-" (Apache and nginx drop them)
             key = name.decode("latin-1").upper().replace("-", "_")
             text = value.decode("latin-1")
             if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
                 environ[key] = text
                 continue
-            if "_" in name.decode("latin-1"):
-                continue  # a header spelled with "_" would pass for one spelled with "-" (as Apache drops them)
             key = "HTTP_" + key
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says

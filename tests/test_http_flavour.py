@@ -440,6 +440,28 @@ def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answe
         backend.stop()
 
 
+def test_a_header_spelled_with_an_underscore_never_passes_for_one_with_a_hyphen(workdir):
+    """Content_Type, Content_Length and X_Forwarded_For make the same environ keys as the fields
+    spelled with hyphens: a client could have the application parse another kind of body than a
+    proxy in front checked, or read a client address of its choosing. Such fields are dropped, as
+    Apache and nginx drop them (Content_Type and Content_Length, sent after the real ones, were
+    taken before)."""
+    site = build_test_site(workdir)
+    app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:environ_dump"
+    backend = HTTPBackend(site, workdir / "run", ["--app", app, "--prefork", "1"]).start()
+    try:
+        answer = raw(backend.port, b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                   b"Content-Type: application/x-www-form-urlencoded\r\n"
+                                   b"Content-Length: 3\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                                   b"Content_Type: multipart/form-data; boundary=x\r\nContent_Length: 999\r\n"
+                                   b"X_Forwarded_For: 6.6.6.6\r\n\r\na=1")
+        seen = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"]) == ("application/x-www-form-urlencoded", "3")
+        assert seen["HTTP_X_FORWARDED_FOR"] == "10.0.0.1" and seen["body"] == "a=1"
+    finally:
+        backend.stop()
+
+
 def test_an_upload_over_a_limit_gets_its_413_without_sending_the_rest(workdir):
     """The C parser stops at the limit and the connection closes after the 413, instead of
     reading (and dropping) the rest: curl sent all 300 MB of a file before, a few MB now."""
