@@ -411,7 +411,8 @@ class FastCGIConnection(Connection):
                 return False
             log.warning("closing connection after malformed FastCGI input: %s", exc)
         except OSError as exc:
-            log.info("connection ended: %s", exc)
+            during = f" during {self.request.describe()}" if self.request is not None else ""
+            log.info("connection ended%s: %s", during, exc)
         except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
             self.server.timed_out = True
             log.error("a request ran past request_timeout while its answer was being sent")

@@ -244,7 +244,8 @@ class HTTPConnection:
             try:
                 keep = self._serve_message(msg)
             except (RequestInputError, OSError, BadRequest) as exc:
-                log.info("connection from %s ended: %s", self.peer[0], exc)
+                log.info("connection from %s ended during %s %s: %s", self.peer[0], msg.method.decode("latin-1"),
+                         msg.url.decode("latin-1"), exc)
                 return
             if not keep:
                 if not msg.complete:  # a body left unread, or rejected part way

@@ -249,7 +249,7 @@ class _Answer:
             if self.after_answer is not None:
                 self.after_answer()
         if self.gone is not None:
-            log.info("connection ended: %s", self.gone)
+            log.info("connection ended during %s: %s", self.describe, self.gone)
             return False
         return not (self.close_after or self.cut_off)
 

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from apache_harness import Apache, Backend, make_reachable_dir, wait_for
+from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir, wait_for
 from conftest import build_test_site
 from test_uploads_apache import upload_then_vanish
 from webserver_harness import Lighttpd, Nginx, available
@@ -61,6 +62,33 @@ def front(kind: str, site: Path, run: Path, extra: str = ""):
 
 
 # ---- the example site ---------------------------------------------------------------------------
+
+STREAMER_APP = f"{TESTS / 'wsgi_apps.py'}:streamer"
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_a_download_the_client_leaves_frees_the_worker_and_the_log_names_it(root, kind):
+    """A client that goes away 1 MiB into a 500 MiB answer: the one worker is free for the next
+    request at once, and the backend's log says which request the connection ended during (it
+    said only "connection ended: [Errno 32] Broken pipe")."""
+    path, _ = root
+    site = build_test_site(path)
+    args = ["--app", STREAMER_APP, "--prefork", "1", "--maxfork", "1"]
+    if kind == "http":
+        web = backend = start(root, HTTPBackend(site, path / "run", args))
+    else:
+        backend = start(root, Backend(site, path / "run", args))
+        web = start(root, front(kind, site, path))
+    with socket.create_connection(("127.0.0.1", web.port), timeout=30) as client:
+        client.sendall(b"GET /left?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        while received < 1 << 20:
+            received += len(client.recv(65536))
+    started = time.monotonic()
+    assert requests.get(f"{web.url}/next?mib=1", timeout=30).status_code == 200
+    assert time.monotonic() - started < 10
+    backend.wait_for_log("GET /left?mib=500: ")
+
 
 UNFINISHED_APP = f"{TESTS / 'wsgi_apps.py'}:unfinished"
 
