@@ -620,6 +620,8 @@ class _Head:
             if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
                 environ[key] = text
                 continue
+            if key == "PROXY":
+                continue  # HTTP_PROXY names a CGI program's outgoing proxy: never the client's to set ("httpoxy")
             key = "HTTP_" + key
             environ[key] = f"{environ[key]}, {text}" if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says

@@ -440,12 +440,13 @@ def test_a_wrong_content_length_from_the_application_never_shifts_the_next_answe
         backend.stop()
 
 
-def test_a_header_spelled_with_an_underscore_never_passes_for_one_with_a_hyphen(workdir):
+def test_header_fields_never_pass_for_what_they_are_not(workdir):
     """Content_Type, Content_Length and X_Forwarded_For make the same environ keys as the fields
     spelled with hyphens: a client could have the application parse another kind of body than a
     proxy in front checked, or read a client address of its choosing. Such fields are dropped, as
     Apache and nginx drop them (Content_Type and Content_Length, sent after the real ones, were
-    taken before)."""
+    taken before). Nor does a "Proxy:" field become HTTP_PROXY, the proxy CGI-style libraries take
+    for their own requests ("httpoxy"), as Apache and lighttpd have it."""
     site = build_test_site(workdir)
     app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:environ_dump"
     backend = HTTPBackend(site, workdir / "run", ["--app", app, "--prefork", "1"]).start()
@@ -454,10 +455,11 @@ def test_a_header_spelled_with_an_underscore_never_passes_for_one_with_a_hyphen(
                                    b"Content-Type: application/x-www-form-urlencoded\r\n"
                                    b"Content-Length: 3\r\nX-Forwarded-For: 10.0.0.1\r\n"
                                    b"Content_Type: multipart/form-data; boundary=x\r\nContent_Length: 999\r\n"
-                                   b"X_Forwarded_For: 6.6.6.6\r\n\r\na=1")
+                                   b"X_Forwarded_For: 6.6.6.6\r\nProxy: http://evil:1\r\n\r\na=1")
         seen = json.loads(answer.partition(b"\r\n\r\n")[2])
         assert (seen["CONTENT_TYPE"], seen["CONTENT_LENGTH"]) == ("application/x-www-form-urlencoded", "3")
         assert seen["HTTP_X_FORWARDED_FOR"] == "10.0.0.1" and seen["body"] == "a=1"
+        assert "HTTP_PROXY" not in seen  # ("httpoxy": a CGI library would take it for its proxy)
     finally:
         backend.stop()
 

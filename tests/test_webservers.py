@@ -63,6 +63,19 @@ def front(kind: str, site: Path, run: Path, extra: str = ""):
 
 # ---- the example site ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd"])
+def test_a_client_proxy_header_never_becomes_http_proxy(root, kind):
+    """A client's "Proxy:" header would be HTTP_PROXY, which CGI-style libraries take for the
+    proxy of their own outgoing requests ("httpoxy"). Apache and lighttpd drop it; the nginx
+    example did not."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"]))
+    web = start(root, front(kind, site, path))
+    seen = requests.get(f"{web.url}/x", headers={"Proxy": "http://evil:1"}, timeout=10).json()
+    assert "HTTP_PROXY" not in seen and "evil" not in json.dumps(seen)
+
+
 STREAMER_APP = f"{TESTS / 'wsgi_apps.py'}:streamer"
 
 
