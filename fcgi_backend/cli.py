@@ -232,7 +232,8 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help=f"workers forked at start; negative sets prefork and maxfork together; 0 forks one process per "
                  f"connection (default: {server.prefork})")
     _option(pool, "--maxfork", setting="server.maxfork", type=int, metavar="N",
-            help="most workers, reached when all are busy (default: 4 x prefork)")
+            help="most workers (forking: processes), reached when all are busy; past it, connections wait "
+                 "in the listen backlog (default: 4 x prefork, 16 forking)")
     _option(pool, "--nofork", setting="server.nofork", action="store_const", const=True,
             help="serve from this one process, e.g. to step through a handler in a debugger")
     _option(pool, "--accept-wait", setting="server.accept_wait", type=float, metavar="SECONDS",
