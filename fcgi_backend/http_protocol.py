@@ -559,9 +559,17 @@ class _Head:
             return 400, "the request target is neither a path nor an http URL"
         if msg.url == b"*" and msg.method != b"OPTIONS":
             return 400, "only OPTIONS asks about the server (*)"
-        hosts = [value for name, value in msg.headers if len(name) == 4 and name.lower() == b"host"]
+        hosts, content_types = [], 0
+        for name, value in msg.headers:
+            size = len(name)  # (the length first: no lower() for most names)
+            if size == 4 and name.lower() == b"host":
+                hosts.append(value)
+            elif size == 12 and name.lower() == b"content-type":
+                content_types += 1
         if len(hosts) > 1:
             return 400, "more than one Host header"
+        if content_types > 1:  # a proxy in front may read the first, the application the last
+            return 400, "more than one Content-Type header"
         if hosts and hosts[0] != self.conn.host_seen:  # (a client sends the same one request after request)
             if not _HOST_AND_PORT.fullmatch(hosts[0]):
                 return 400, "the Host header is not a host name or address"

@@ -118,6 +118,8 @@ def test_expect_100_continue(served):
     # RFC 9112's rules that llhttp leaves to the server: one valid Host, an origin- or absolute-form
     # target ("*" for OPTIONS alone), HTTP/1.x
     (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+     b"Content-Length: 0\r\n\r\n", b"400"),  # which one is the body's? (a proxy in front may take the other)
     (b"GET / HTTP/1.1\r\nHost: x y/z\r\n\r\n", b"400"),
     (b"GET http://user@x/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET ftp://x/ HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
