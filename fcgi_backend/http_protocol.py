@@ -756,6 +756,7 @@ class _Response:
         self.head_only = method == "HEAD"
         self.status = 0
         self.headers: list[tuple[str, str]] = []
+        self.length: int | None = None  # the Content-Length among them (one number), if any
         self.head_sent = False
         self.chunked = False
         self.body_allowed = True
@@ -780,30 +781,22 @@ class _Response:
         response_head.check(status, headers)
         self.status = code
         self.reason = status[4:]
-        self.headers = headers
+        self.headers, self.length = response_head.passed_on(headers, self._describe)
         return self.write
 
     def _describe(self) -> str:
         """'METHOD target' for log lines."""
         return f"{self.msg.method.decode('latin-1')} {self.msg.url.decode('latin-1')}"
 
-    def _header(self, name: str) -> str | None:
-        lname = name.lower()
-        for key, value in self.headers:
-            if key.lower() == lname:
-                return value
-        return None
-
     def _head_bytes(self, body_length: int | None) -> bytes:
         """The status line and headers, with the framing this answer needs."""
         self.body_allowed = response_head.body_allowed(self.status, "GET")
-        headers, length = response_head.passed_on(self.headers, self._describe)
-        headers = list(headers)  # (framing headers are added below)
+        headers = list(self.headers)  # (framing headers are added below)
         if any(k.lower() == "connection" for k, _ in headers):  # (only "close" is left)
             self.conn._closing = True
-        if length is not None and self.body_allowed and not self.head_only:
-            self.declared = length
-        if self.body_allowed and length is None:
+        if self.length is not None and self.body_allowed and not self.head_only:
+            self.declared = self.length
+        if self.body_allowed and self.length is None:
             if body_length is not None:
                 headers.append(("Content-Length", str(body_length)))
             elif self.msg.version == "1.1" and not self.head_only:
@@ -839,7 +832,7 @@ class _Response:
             if not self.status:
                 raise AssertionError("the application returned without calling start_response()")
             self.conn.server.request_ended()
-            head = self._head_bytes(len(body) if self._header("Content-Length") is None else None)
+            head = self._head_bytes(len(body) if self.length is None else None)
             self.head_sent = True
             if self.declared is not None and len(body) > self.declared:
                 body = self._cut_to_declared(body)
@@ -878,15 +871,15 @@ class _Response:
     def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
         fd = wrapper.filelike.fileno()
         offset = os.lseek(fd, 0, os.SEEK_CUR)
-        self.headers, length = response_head.passed_on(self.headers, self._describe)
         # (a length past the file's end: send_file's error ends the connection, the answer cut short)
-        count = os.fstat(fd).st_size - offset if length is None else length
+        count = os.fstat(fd).st_size - offset if self.length is None else self.length
         self.conn.server.request_ended()
         self.send_file(self.status, [], fd, offset, count, keep_headers=True)
 
     def send_simple(self, status: int, headers: list, body: bytes) -> bool:
         self.status, self.reason = status, reason_phrase(status)
-        self.headers = headers + ([("Content-Length", str(len(body)))] if status not in NO_BODY_STATUS else [])
+        self.length = None if status in NO_BODY_STATUS else len(body)
+        self.headers = headers + ([] if self.length is None else [("Content-Length", str(self.length))])
         self.conn.server.request_ended()
         head = self._head_bytes(None)
         self.head_sent = True
@@ -901,11 +894,12 @@ class _Response:
 
     def send_file(self, status: int, headers: list, fd: int, offset: int, count: int,
                   keep_headers: bool = False) -> bool:
-        if not keep_headers:
+        if not keep_headers:  # (``headers`` give the Content-Length: ``count``)
             self.status, self.reason = status, reason_phrase(status)
             self.headers = headers
-        elif self._header("Content-Length") is None:
+        elif self.length is None:
             self.headers.append(("Content-Length", str(count)))
+        self.length = count
         self.conn.server.request_ended()
         head = self._head_bytes(None)
         self.head_sent = True
