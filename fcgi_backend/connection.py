@@ -193,7 +193,7 @@ class FastCGIOutputStream(OutputStream):
     body_bytes = 0    # written after the header block
     _head = b""       # the header block so far, while it is incomplete
     declared: int | None = None  # the application's Content-Length (a body allowed): not a byte more is sent
-    declared_sent = 0  # body bytes written while it holds
+    declared_written = 0  # body bytes the application wrote while it holds (those past it dropped)
     cut_off = False   # the answer cannot end as it should: it goes without END_REQUEST (cut_off())
 
     def __init__(self, conn, req, type, buffered=False) -> None:
@@ -216,18 +216,15 @@ class FastCGIOutputStream(OutputStream):
     def _within_declared(self, data) -> bytes:
         """What of ``data`` fits the application's Content-Length (a web server that passes the
         length on would pass the rest too, for the client to take as the start of the next answer)."""
-        room = self.declared - self.declared_sent
-        if len(data) > room:
-            if room >= 0:
-                log.warning("%s: " + OVERRUN, self._req.describe(), self.declared)
-            data = data[:max(0, room)]
-            self.declared_sent = self.declared + 1  # past it: logged once
+        before, self.declared_written = self.declared_written, self.declared_written + len(data)
+        if self.declared_written <= self.declared:
             return data
-        self.declared_sent += len(data)
-        return data
+        if before <= self.declared:  # the write that goes past it: logged once
+            log.warning("%s: " + OVERRUN, self._req.describe(), self.declared)
+        return data[:max(0, self.declared - before)]
 
     def short_of_declared(self) -> bool:
-        return self.declared is not None and self.declared_sent < self.declared
+        return self.declared is not None and self.declared_written < self.declared
 
     def _account(self, data) -> None:
         """Status and body size of the answer, read from what the application's bridge writes."""
@@ -679,7 +676,7 @@ class FastCGIConnection(Connection):
         stdout = req.stdout
         if stdout.short_of_declared() and not req.aborted:
             stdout.cut_off = True
-            cut_off(req.describe(), SHORTFALL % (stdout.declared_sent, stdout.declared))
+            cut_off(req.describe(), SHORTFALL % (stdout.declared_written, stdout.declared))
         if stdout.cut_off and not req.aborted:
             self.close_after_request = True
         else:

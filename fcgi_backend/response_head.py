@@ -51,8 +51,10 @@ def check(status, headers) -> None:
             raise InvalidResponseHead(f"the header {name!r}: {value!r} has a line break or NUL in it")
 
 
+_CONTENT_LENGTH = ("content-length", b"content-length")
 
-def declared_length(headers) -> tuple[int | None, list | None]:
+
+def _declared_length(headers) -> tuple[int | None, list | None]:
     """The application's Content-Length (None if it gave none) and, when it gave one that is not a
     single number (``abc``, ``-1``, two headers), None and its headers without it: the answer then
     goes without one, framed by the server, instead of carrying a length nobody can hold to."""
@@ -66,14 +68,12 @@ def declared_length(headers) -> tuple[int | None, list | None]:
                   if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)]
 
 
-_CONTENT_LENGTH = ("content-length", b"content-length")
-
 # Log lines (each flavour adds what it does about it).
 OVERRUN = "the application sent more than its Content-Length (%d); the rest is dropped"
 SHORTFALL = "the application's body ended at %d of its Content-Length %d"
 
 
-def lengths_given(headers) -> str:
+def _lengths_given(headers) -> str:
     """The Content-Length values in ``headers``, for a log line."""
     return ", ".join(repr(value) for name, value in headers if len(name) == 14 and name.lower() in _CONTENT_LENGTH)
 
@@ -101,7 +101,7 @@ def hop_by_hop(name, value) -> bool:
     return (value if isinstance(value, str) else value.decode("latin-1")).strip().lower() != "close"
 
 
-def without_hop_by_hop(headers) -> tuple[list, list]:
+def _without_hop_by_hop(headers) -> tuple[list, list]:
     """``headers`` without the hop-by-hop ones, and the names of those dropped (for a log line)."""
     kept, dropped = [], []
     for name, value in headers:
@@ -112,19 +112,17 @@ def without_hop_by_hop(headers) -> tuple[list, list]:
     return kept, dropped
 
 
-
-
 def passed_on(headers, describe: Callable[[], str]) -> tuple[list, int | None]:
     """The application's headers as the server passes them on, and its Content-Length: without
     hop-by-hop headers, nor a Content-Length that is not one number (each dropped with a log line
     that names the request, ``describe()``)."""
     if any(hop_by_hop(name, value) for name, value in headers):
-        headers, dropped = without_hop_by_hop(headers)
+        headers, dropped = _without_hop_by_hop(headers)
         log.warning("%s: the application's hop-by-hop header %s is dropped (the server frames the answer and keeps "
                     "the connection)", describe(), ", ".join(dropped))
-    declared, without_length = declared_length(headers)
+    declared, without_length = _declared_length(headers)
     if without_length is not None:
         log.warning("%s: the application's Content-Length is not one number (%s); the answer goes without it",
-                    describe(), lengths_given(headers))
+                    describe(), _lengths_given(headers))
         headers = without_length
     return headers, declared
