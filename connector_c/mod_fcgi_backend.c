@@ -386,6 +386,7 @@ static int next_record(reader *rd, const char **content, size_t *len)
 static const char *apply_headers(request_rec *r, char *block, apr_off_t *declared)
 {
     *declared = -1;
+    int length_refused = 0;
     int status = HTTP_OK;
     const char *status_line = NULL;
     char *saveptr = NULL;
@@ -414,12 +415,14 @@ static const char *apply_headers(request_rec *r, char *block, apr_off_t *declare
             ap_set_content_type(r, apr_pstrdup(r->pool, value));
         } else if (!strcasecmp(line, "Content-Length")) {
             long long length = fcgi_parse_length(value);
-            if (length < 0 || *declared >= 0) {
-                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's Content-Length is not "
-                              "one number (%.40s); the answer goes without it", value);
+            if (length < 0 || *declared >= 0 || length_refused) { /* (a second one drops the first too) */
+                if (!length_refused)
+                    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's Content-Length is "
+                                  "not one number (%.40s); the answer goes without it", value);
                 apr_table_unset(r->headers_out, "Content-Length");
-                *declared = -2; /* (a second one drops the first too) */
-            } else if (*declared == -1) {
+                *declared = -1;
+                length_refused = 1;
+            } else {
                 *declared = (apr_off_t)length;
                 apr_table_setn(r->headers_out, "Content-Length", apr_pstrdup(r->pool, value));
             }
@@ -437,7 +440,7 @@ static const char *apply_headers(request_rec *r, char *block, apr_off_t *declare
     r->status = status;
     if (status_line && strlen(status_line) > 4)
         r->status_line = status_line;
-    if (*declared < 0 || r->header_only || status == HTTP_NO_CONTENT || status == HTTP_NOT_MODIFIED)
+    if (r->header_only || status == HTTP_NO_CONTENT || status == HTTP_NOT_MODIFIED)
         *declared = -1; /* no body that the length speaks of */
     return NULL;
 }
@@ -445,17 +448,15 @@ static const char *apply_headers(request_rec *r, char *block, apr_off_t *declare
 /* Body bytes of the backend's answer for the client: never past its Content-Length (a client
    would take the rest for the start of the next answer on the connection). */
 static void add_body(request_rec *r, apr_bucket_brigade *bb, const char *data, size_t len, apr_off_t declared,
-                     apr_off_t *sent)
+                     apr_off_t *written)
 {
-    if (declared >= 0 && *sent + (apr_off_t)len > declared) {
-        if (*sent <= declared)
+    apr_off_t before = *written; /* body bytes the backend wrote, those dropped included */
+    *written += (apr_off_t)len;
+    if (declared >= 0 && *written > declared) {
+        if (before <= declared) /* the record that goes past it: logged once */
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend sent more than its "
                           "Content-Length (%" APR_OFF_T_FMT "); the rest is dropped", declared);
-        size_t room = *sent < declared ? (size_t)(declared - *sent) : 0;
-        *sent = declared + 1; /* past it: logged once */
-        len = room;
-    } else {
-        *sent += (apr_off_t)len;
+        len = before < declared ? (size_t)(declared - before) : 0;
     }
     if (len)
         apr_brigade_write(bb, NULL, NULL, data, len);
@@ -489,7 +490,7 @@ static int relay_response(request_rec *r, backend *b)
     char *head = apr_palloc(r->pool, MAX_RESPONSE_HEADER + 1);
     size_t head_len = 0;
     int headers_done = 0;
-    apr_off_t declared = -1, sent = 0;
+    apr_off_t declared = -1, written = 0;
     const char *content;
     size_t len;
     int type;
@@ -532,10 +533,10 @@ static int relay_response(request_rec *r, backend *b)
                 /* body bytes that came in the same record as the end of the headers */
                 size_t in_head = head_len - body_at;
                 size_t from_record = len - take;
-                add_body(r, bb, head + body_at, in_head, declared, &sent);
-                add_body(r, bb, content + take, from_record, declared, &sent);
+                add_body(r, bb, head + body_at, in_head, declared, &written);
+                add_body(r, bb, content + take, from_record, declared, &written);
             } else {
-                add_body(r, bb, content, len, declared, &sent);
+                add_body(r, bb, content, len, declared, &written);
             }
             /* Stream: hand what we have to the client whenever the backend has nothing more buffered. */
             if (rd.end - rd.start < 8 && !APR_BRIGADE_EMPTY(bb)) {
@@ -562,9 +563,9 @@ static int relay_response(request_rec *r, backend *b)
                       "response headers", b->path);
         return HTTP_BAD_GATEWAY;
     }
-    if (declared >= 0 && sent < declared) {
+    if (declared >= 0 && written < declared) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "fcgi_backend: the backend's body ended at %" APR_OFF_T_FMT
-                      " of its Content-Length %" APR_OFF_T_FMT, sent, declared);
+                      " of its Content-Length %" APR_OFF_T_FMT, written, declared);
         return cut_off(r, bb);
     }
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
