@@ -659,7 +659,7 @@ class Waiter:
         """Forking mode: wait a tick for a connection and give it a process of its own (or, at
         maxfork, leave it in the backlog, or give it to on_maxforked and close it: as
         turn_away_past_maxfork says). True if one came."""
-        if not self.turn_away_past_maxfork and len(self.workers) >= self.config.maxfork:
+        if self._backlog_waits_for_room():
             self._all_busy(len(self.workers))
             self._sleep(wake_r)  # (a process's end wakes it)
             return False
@@ -691,7 +691,8 @@ class Waiter:
         return True
 
     def _backlog_waits_for_room(self) -> bool:
-        """Forking mode at maxfork, with connections left in the backlog: some may wait there."""
+        """Forking mode at maxfork, connections left in the backlog (turn_away_past_maxfork False):
+        some may wait there for a process to end."""
         return not self.turn_away_past_maxfork and len(self.workers) >= self.config.maxfork
 
     def _retire(self, pid: int) -> None:
