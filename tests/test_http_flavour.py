@@ -515,7 +515,10 @@ def test_keep_alive_under_load_with_wrk(served):
     done, out = wrk(f"{served.url}/hello/wrk", 2)
     assert done > 300 and "Non-2xx" not in out and "Socket errors" not in out, out
     accepted = requests.get(f"{served.url}/fcgi-status", timeout=10).json()["accepted_connections"] - before
-    assert accepted <= 4, f"{accepted} connections for {done} requests: keep-alive did not hold"
+    # wrk's two, the status request's, and a few more: a client told to close while the other
+    # worker had not yet taken its connection opens another (seen once in a full run: 5 for
+    # 38,988). Without keep-alive it would be one a request.
+    assert accepted <= 10, f"{accepted} connections for {done} requests: keep-alive did not hold"
     done, out = wrk(f"{served.url}/hello/wrk", 16)
     assert done > 300 and "Non-2xx" not in out and "Socket errors" not in out, out
 
