@@ -276,7 +276,7 @@ class HTTPConnection:
     def _serve_message(self, msg: _Message) -> bool:
         """Answer one request; True if the connection stays open for the next."""
         head = _Head(msg, self)
-        refusal = head.refusal()
+        refusal = head.refusal() or self._over_max_body(msg)
         self._closing = self._closing or not msg.keep_alive or msg.upgrade or refusal is not None
         lookup = None if refusal is not None or msg.url == b"*" else self.server.lookup(head.path)
         started, began = time.time(), time.monotonic()
@@ -297,6 +297,14 @@ class HTTPConnection:
                 self.server.access_log.write(head.log_variables(), response.status or 500, response.body_bytes,
                                              started, time.monotonic() - began)
         return answer and self._finish_body(msg) and not self._closing
+
+    def _over_max_body(self, msg: _Message) -> tuple[int, str] | None:
+        """A declared body over max_body is refused before any of it is read (a chunked one, once
+        it grows past the limit: _receive_body)."""
+        length = _content_length(msg)
+        if length is not None and length > self.limits.max_body:
+            return 413, f"request body of {length} bytes exceeds the body size limit of {self.limits.max_body} bytes"
+        return None
 
     def _finish_body(self, msg: _Message) -> bool:
         """The body the application left: read and dropped if it is small, else the connection closes."""
@@ -500,6 +508,8 @@ class HTTPConnection:
             raise ConnectionClosed(pace.describe("the client sending the request body") if pace.too_slow
                                    else str(exc)) from None
         pace.account(time.monotonic() - began, msg.body_received - before)
+        if msg.body_received > self.limits.max_body:  # (only a chunked body gets here past it)
+            raise StreamError(413, f"request body exceeds the body size limit of {self.limits.max_body} bytes")
 
     def feed_upload(self, msg: _Message, upload) -> None:
         """The rest of ``msg``'s body into a C multipart upload: what was received, then (a body

@@ -487,6 +487,30 @@ def test_an_upload_over_a_limit_gets_its_413_without_sending_the_rest(workdir):
         backend.stop()
 
 
+@pytest.mark.parametrize("framing", ["Content-Length", "chunked"])
+def test_a_body_over_max_body_is_refused_whatever_reads_it(workdir, framing):
+    """A plain WSGI application reading wsgi.input (Flask's, Django's) was given any body: the
+    limit held only for forms and request.body. Now a declared length over --max-body gets its
+    413 before the body is read (curl sends none of it), a chunked body once it grows past."""
+    site = build_test_site(workdir)
+    app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:body_digest"
+    backend = HTTPBackend(site, workdir / "run", ["--max-body", "1M", "--prefork", "1", "--app", app]).start()
+    big = workdir / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(128 * MiB)
+    chunked = ["-H", "Transfer-Encoding: chunked"] if framing == "chunked" else []
+    try:
+        out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", *chunked, "-T", str(big),
+                   f"{backend.url}/digest")
+        status, uploaded = out.stdout.decode().split()
+        assert status == "413" and int(uploaded) < (1 if framing == "Content-Length" else 32 * MiB), out
+        backend.wait_for_log("exceeds the body size limit of 1048576 bytes")
+        small = curl("--data-binary", "x" * 1000, f"{backend.url}/digest").stdout  # the worker goes on
+        assert small.decode().startswith(f"1000 {hashlib.sha256(b'x' * 1000).hexdigest()}")
+    finally:
+        backend.stop()
+
+
 def test_reloads_under_load_fail_no_request(workdir):
     """A worker that stops tells its client to close; an answer already on its way with keep-alive
     gets the request the client sent before it could know (before, wrk counted a few read errors
