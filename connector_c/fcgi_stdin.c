@@ -30,9 +30,13 @@ int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t ca
                 *rest_len = end - pos;
                 return FCGI_STDIN_ENDED;
             }
-            if (upload_error_status(u) == 0)  /* after an error the body is read and dropped */
-                upload_feed(u, buf + pos + HEADER_LEN, content);
+            upload_feed(u, buf + pos + HEADER_LEN, content);
             pos += HEADER_LEN + content + padding;
+            if (upload_status(u) == UPLOAD_ERROR) { /* rejected: the rest is not read on */
+                *rest_start = pos;
+                *rest_len = end - pos;
+                return FCGI_STDIN_REJECTED;
+            }
         }
         /* Keep the unfinished record, then read more behind it. */
         if (pos) {

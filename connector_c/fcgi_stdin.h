@@ -16,13 +16,15 @@
 enum fcgi_stdin_outcome {
     FCGI_STDIN_ENDED = 1,     /* the empty STDIN record was read: the body is complete */
     FCGI_STDIN_OTHER = 0,     /* stopped before a record that is not this request's STDIN */
-    FCGI_STDIN_FAILED = -1    /* the connection closed or failed: see the upload's error */
+    FCGI_STDIN_FAILED = -1,   /* the connection closed or failed: see the upload's error */
+    FCGI_STDIN_REJECTED = -2  /* the upload refused the body (a limit, a malformed part, a failed
+                                 write): stopped after that record, the rest left on the socket */
 };
 
 /* buf (capacity cap, at least 128 KiB) starts with buffered_len bytes already received. On return
    the bytes not consumed are buf[*rest_start .. *rest_start + *rest_len). Once the upload reports
-   an error, the rest of the body is still read and dropped, so the answer can be delivered. On a
-   non-blocking fd, a wait of more than timeout_ms (<= 0: no limit) for the next bytes fails the
+   an error the reader stops: a client need not send gigabytes to learn of a 413, and the caller
+   answers, then reads a little of the rest or closes the connection. On a non-blocking fd, a wait of more than timeout_ms (<= 0: no limit) for the next bytes fails the
    input. */
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
                     int timeout_ms, size_t *rest_start, size_t *rest_len);

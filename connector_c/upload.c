@@ -51,6 +51,7 @@ struct upload {
     int error_status;          /* HTTP status for the error */
     char message[256];
     char *rbuf;                /* upload_read_fd's buffer */
+    uint64_t fd_unread;        /* of upload_read_fd's n, the bytes it left on the fd */
 };
 
 static int set_error(upload *u, int http_status, const char *fmt, const char *detail)
@@ -394,6 +395,7 @@ static int next_wait_ms(const upload *u, double allowance, double seconds_per_by
 
 int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error)
 {
+    u->fd_unread = n;
     if (u->status == UPLOAD_ERROR)
         return UPLOAD_ERROR;
     if (!u->rbuf && !(u->rbuf = malloc(READ_BUFFER_SIZE)))
@@ -434,6 +436,7 @@ int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double secon
             return set_error(u, 0, "connection closed after %s bytes of the upload stream", detail);
         }
         n -= (uint64_t)got;
+        u->fd_unread = n;
         if (seconds_per_byte > 0 && (allowance += (double)got * seconds_per_byte) > cap)
             allowance = cap;
         /* Keep reading to the end even once the body is complete or rejected: the stream's bytes
@@ -468,6 +471,7 @@ int upload_status(const upload *u) { return u->status; }
 int upload_error_status(const upload *u) { return u->status == UPLOAD_ERROR ? u->error_status : 0; }
 const char *upload_error_message(const upload *u) { return u->message; }
 uint64_t upload_bytes_in(const upload *u) { return u->bytes_in; }
+uint64_t upload_fd_unread(const upload *u) { return u->fd_unread; }
 size_t upload_part_count(const upload *u) { return u->part_count; }
 size_t upload_file_count(const upload *u) { return u->file_count; }
 const char *upload_field_memory(const upload *u) { return u->fields; }

@@ -61,6 +61,8 @@ int upload_feed(upload *u, const char *data, size_t len);
    with at most read_timeout saved up (fcgi_backend/pace.py). With stop_at_error, a body rejected
    (a limit, malformed) is left unread from there: the caller closes the connection. */
 int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error);
+/* Of the last upload_read_fd's n bytes, how many it left on the fd (it stopped at an error). */
+uint64_t upload_fd_unread(const upload *u);
 /* recv(MSG_DONTWAIT) on a socket, read() on anything else. */
 ssize_t read_nowait(int fd, void *buf, size_t len);
 /* The input broke off (the peer went away): an error with status 0, files removed. */

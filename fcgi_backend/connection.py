@@ -17,7 +17,8 @@ what happens with bytes on the wire:
   MSG_DONTWAIT, and waits are polls; the C readers of upload bodies poll with the same deadline);
 * an answer leaves with its END_REQUEST as soon as the application is done, even if the application
   did not read its body; the rest of that input is then read and dropped (for at most
-  ``_DRAIN_SECONDS``) so the connection stays in step for the next request, or closed;
+  ``_DRAIN_SECONDS`` and ``_DRAIN_BYTES``) so the connection stays in step for the next request,
+  or closed;
 * FCGI_ABORT_REQUEST ends input to the request and drops its output, also when the application
   never reads its input (the connection is looked at before the answer leaves);
 * a closing connection shuts down its sending side and is read until the web server hangs up (for
@@ -84,6 +85,9 @@ RECEIVE_BUFFER_SIZE = 256 * 1024
 _FLUSH_AT = 256 * 1024  # queued output bytes that are sent without waiting for a flush
 _MAX_PARTS = 512  # stay under the kernel's limit of buffers in one sendmsg
 _DRAIN_SECONDS = 10.0  # after an answer, longest time spent reading and dropping the rest of its input
+# ... and the most of it read so: past this a new connection costs less than the bytes (and a client
+# sending a rejected upload learns of it when the web server closes, not after sending it all).
+_DRAIN_BYTES = 1024 * 1024
 _NULL_REQUEST_ID = 0
 _END_REQUEST_BODY = struct.Struct(FCGI_EndRequestBody)
 ABORT_LOOK_AFTER = 0.01  # seconds an application runs before its connection is looked at for an ABORT
@@ -154,8 +158,10 @@ class FastCGIInputStream(InputStream):
                 if prefix:
                     upload.feed(prefix)
                 if self.raw_remaining:
-                    left, self.raw_remaining = self.raw_remaining, 0
-                    upload.read_fd(self._conn.fileno(), left)
+                    try:  # a body refused part way stops the read: the drain drops a little of the rest, or closes
+                        upload.read_fd(self._conn.fileno(), self.raw_remaining, stop_at_error=True)
+                    finally:
+                        self.raw_remaining = upload.fd_unread
             elif self._eof:
                 return
             elif self.raw_length is None and self._conn.feed_stdin_records(self, upload):
@@ -591,9 +597,8 @@ class FastCGIConnection(Connection):
             raise ProtocolError("FCGI_X_STDIN before the params ended")
         if req.stdin.raw_length is not None or req.stdin.records_received:
             raise StreamError(400, "FCGI_X_STDIN after body data was already sent for this request")
-        if req.answered:
-            self._skip_raw(length)  # answered without reading its body: the bytes are dropped
-            req.stdin.raw_length = length
+        if req.answered:  # answered without reading its body: the drain drops the bytes, or closes
+            req.stdin.start_raw(length)
             return
         limit = self.limits.max_body
         if length > limit:
@@ -641,6 +646,7 @@ class FastCGIConnection(Connection):
         ended, rest = upload.read_stdin_records(self.fileno(), stdin.request_id, self._parser.take(self._parser.pending))
         self._parser.feed(rest)
         stdin.records_received += upload.bytes_in - before
+        upload.check()  # a body refused part way: its 413 goes out now, and the rest is not read on
         return ended
 
     def read_raw(self, limit: int) -> bytes:
@@ -672,6 +678,7 @@ class FastCGIConnection(Connection):
         """The answer is complete: send it with END_REQUEST now, then read and drop what is left of
         the request's input, so the next request on this connection starts in step."""
         self.server.request_ended()  # first: the answer's last bytes leave below
+        req.stdin.discard = True  # the application is done with its input: what comes is dropped, not checked
         self._check_for_abort(req)
         stdout = req.stdout
         if stdout.short_of_declared() and not req.aborted:
@@ -692,17 +699,29 @@ class FastCGIConnection(Connection):
         self.queue_record(FCGI_END_REQUEST, request_id, _END_REQUEST_BODY.pack(app_status, protocol_status))
 
     def _drain_input(self, req: FastCGIRequest) -> None:
-        """Read and drop the request's remaining input (up to its empty STDIN), for at most
-        _DRAIN_SECONDS: the web server may still be writing it, and a write that meets a closed
-        socket can fail a request the web server has already been answered for."""
-        req.stdin.discard = True
+        """Read and drop the request's remaining input (up to its empty STDIN), so that the next
+        request on the connection starts in step; past _DRAIN_SECONDS or _DRAIN_BYTES the
+        connection closes instead (its lingering close still reads what the web server writes
+        meanwhile: a write that met a closed socket could fail a request already answered)."""
+        stdin = req.stdin
+        stdin.discard = True
         self._drain_deadline = time.monotonic() + _DRAIN_SECONDS
+        dropped = 0
         try:
-            while not req.stdin.ended:
-                if req.stdin.raw_remaining:
-                    req.stdin.raw_remaining -= len(self.read_raw(req.stdin.raw_remaining))
+            while not stdin.ended:
+                if dropped + stdin.raw_remaining > _DRAIN_BYTES:
+                    log.info("%s: answered; more than %d bytes of its input are left: closing instead of "
+                             "reading them", req.describe(), _DRAIN_BYTES)
+                    self.close_after_request = True
+                    return
+                if stdin.raw_remaining:
+                    received = len(self.read_raw(stdin.raw_remaining))
+                    stdin.raw_remaining -= received
                 else:
+                    before = stdin.records_received
                     self.process_input()
+                    received = stdin.records_received - before
+                dropped += received
         except InputTimeout:
             log.info("%s: answered; the rest of its input did not arrive within %gs, closing", req.describe(),
                      _DRAIN_SECONDS)

@@ -264,7 +264,8 @@ class MultipartUpload:
         (at most STDIN_HANDOVER_MAX) already received.
 
         Returns (body complete, bytes left for the caller's record parser). Stops before any other
-        record, which stays in the bytes left.
+        record, which stays in the bytes left, and after the record the upload refused: call
+        :meth:`check` once the bytes left are back with the record parser.
         """
         if len(buffered) > STDIN_HANDOVER_MAX:
             raise ValueError(f"{len(buffered)} buffered bytes exceed {STDIN_HANDOVER_MAX}")
@@ -275,10 +276,11 @@ class MultipartUpload:
         outcome = lib.fcgi_stdin_feed(self._handle, fd, request_id, self._stdin_buffer, _STDIN_BUFFER,
                                       len(buffered), int(self.limits.read_timeout * 1000), rest_start, rest_len)
         rest = ffi.buffer(self._stdin_buffer + rest_start[0], rest_len[0])[:]
-        ended = outcome == 1
-        if outcome == -1 or ended:  # a limit broken mid-body is reported once the body is read
-            self._check(lib.upload_status(self._handle))
-        return ended, rest
+        return outcome == 1, rest
+
+    def check(self) -> None:
+        """Raise what the upload refused (a limit: HTTPError 413; the input failed: RequestInputError)."""
+        self._check(lib.upload_status(self._handle))
 
     def finish(self) -> None:
         """The body has ended; a body without its closing boundary is a 400."""
@@ -287,6 +289,11 @@ class MultipartUpload:
     @property
     def bytes_in(self) -> int:
         return lib.upload_bytes_in(self._handle)
+
+    @property
+    def fd_unread(self) -> int:
+        """Of the last read_fd's length, the bytes it left unread (it stopped at a refusal)."""
+        return lib.upload_fd_unread(self._handle)
 
     def results(self) -> tuple[MultiDict, MultiDict]:
         """(fields, files) of a completed body; the temporary files now belong to the caller."""

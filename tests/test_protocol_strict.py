@@ -226,6 +226,24 @@ def test_a_kept_connection_stays_in_step_after_an_early_answer(strict_backend):
         assert reply.status == 200 and b"Hello, again!" in reply.body
 
 
+def test_a_kept_connection_closes_rather_than_take_in_a_large_unread_body(strict_backend):
+    """Past 1 MiB of an answered request's unread body the connection closes instead of reading it
+    to its end (for up to 10 s) to stay in step: a new connection costs less, and a web server
+    relaying a rejected upload stops sending it."""
+    params = cgi_params("PUT", "/hello/x", 8 * MiB, "application/octet-stream")
+    with FastCGIClient(strict_backend.socket_path, timeout=10) as client:
+        client.send(begin_request(1, keep_conn=True) + params_stream(params))
+        assert client.read_reply().status == 405
+        try:
+            for _ in range(8 * MiB // 60000):
+                client.send(encode_record(FCGI_STDIN, 1, b"d" * 60000))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # (closed while the body was still coming)
+        assert client.closed_by_server()
+    strict_backend.wait_for_log("PUT /hello/x: answered; more than 1048576 bytes of its input are left")
+    assert still_serving(strict_backend)
+
+
 # ---- flup's client, an empty FCGI_DATA record, ABORT and HEAD (items 14, 15) ----------------------
 
 def test_flups_own_client_never_meets_a_broken_pipe(strict_backend):

@@ -5,11 +5,12 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 
-from apache_harness import wait_for
-from conftest import Stack, stack_fixture
+from apache_harness import Apache, Backend, wait_for
+from conftest import Stack, build_test_site, stack_fixture
 
 BOUNDARY = "----fcgiUploadBoundaryQ2xvY2sK"
 MiB = 1024 * 1024
@@ -153,6 +154,44 @@ def test_too_large_file_is_413_and_leaves_nothing(workdir):
         s.backend.wait_for_log("exceeds the file size limit")
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("connector", [False, True], ids=["mod_proxy_fcgi", "connector"])
+@pytest.mark.parametrize("limit, framing, path, answer", [
+    ("--max-file", "Content-Length", "/upload", "413"),
+    ("--max-body", "chunked", "/upload", "413"),
+])
+def test_an_upload_over_a_limit_gets_its_413_without_sending_the_rest(workdir, connector, limit, framing, path,
+                                                                      answer):
+    """A file past --max-file (or a chunked body past --max-body) was read to its end before the
+    413 went out, to keep the FastCGI connection in step: curl sent all 128 MiB of a file to learn
+    it was over 1 MiB, as a browser would a 2 GB video. Now the reading stops at the refusal, the
+    backend closes that connection after the 413, and Apache closes the client's."""
+    site = build_test_site(workdir)
+    uploads = workdir / "uploads"
+    uploads.mkdir()
+    backend = Backend(site, workdir / "run", ["--upload-dir", str(uploads), limit, "1M", "--prefork", "1"]).start()
+    try:
+        apache = Apache(site, workdir / "run", connector=connector).start()
+    except BaseException:
+        backend.stop()
+        raise
+    big = workdir / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(128 * MiB)
+    chunked = ["-H", "Transfer-Encoding: chunked"] if framing == "chunked" else []
+    try:
+        out = subprocess.run(["curl", "-sS", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+                              *chunked, "-F", f"file=@{big}", f"{apache.url}{path}"], capture_output=True, timeout=90)
+        status, uploaded = out.stdout.decode().split()
+        assert status == answer and int(uploaded) < 32 * MiB, out
+        wait_for(lambda: os.listdir(uploads) == [], 5, "the upload's temporary file removed")
+        conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
+        conn.request("GET", "/hello/after")  # the one worker goes on
+        assert conn.getresponse().status == 200
+    finally:
+        apache.stop()
+        backend.stop()
 
 
 def test_upload_form_of_the_example_site(upload_stack):

@@ -2,7 +2,8 @@
  *
  * Input: byte 0 splits the rest between bytes already buffered and bytes still on the socket;
  * the socket's peer then hangs up. The outcome and the bytes left for the record parser must be
- * what a plain walk over the records says, and the reader must stay inside its buffer.
+ * what a plain walk over the records says (feeding a second upload, the reader stops after the
+ * record it refuses), and the reader must stay inside its buffer.
  */
 #include <assert.h>
 #include <stdint.h>
@@ -18,8 +19,10 @@
 
 static char buffer[CAP];
 
-/* The outcome a correct reader gives for this stream, and where its leftover bytes start. */
-static int expected_outcome(const unsigned char *s, size_t total, size_t *rest_at)
+/* The outcome a correct reader gives for this stream, and where its leftover bytes start; ref, an
+   upload like the reader's, takes each record's content in turn (the reader stops after the
+   record it refuses). */
+static int expected_outcome(const unsigned char *s, size_t total, size_t *rest_at, upload *ref)
 {
     size_t pos = 0;
     for (;;) {
@@ -37,6 +40,10 @@ static int expected_outcome(const unsigned char *s, size_t total, size_t *rest_a
         if ((h[4] << 8 | h[5]) == 0) {
             *rest_at = pos;
             return FCGI_STDIN_ENDED;
+        }
+        if (upload_feed(ref, (const char *)h + 8, (size_t)(h[4] << 8 | h[5])) == UPLOAD_ERROR) {
+            *rest_at = pos;
+            return FCGI_STDIN_REJECTED;
         }
     }
 }
@@ -64,7 +71,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t rest_start = 0, rest_len = 0;
     int outcome = fcgi_stdin_feed(u, fds[0], 1, buffer, CAP, buffered, 1000, &rest_start, &rest_len);
     size_t rest_at = 0;
-    assert(outcome == expected_outcome((const unsigned char *)bytes, total, &rest_at));
+    upload *ref = upload_new("XyZ", 3, NULL, &limits);
+    assert(outcome == expected_outcome((const unsigned char *)bytes, total, &rest_at, ref));
+    if (outcome == FCGI_STDIN_REJECTED)
+        assert(upload_status(u) == UPLOAD_ERROR && upload_error_status(u) == upload_error_status(ref));
+    upload_free(ref);
     assert(rest_start + rest_len <= CAP);
     if (outcome == FCGI_STDIN_FAILED) {
         assert(upload_status(u) == UPLOAD_ERROR);
