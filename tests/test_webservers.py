@@ -229,6 +229,24 @@ def test_an_answer_before_the_body_reaches_the_client_at_once(root, kind, sent, 
     conn.close()
 
 
+@pytest.mark.parametrize("kind", ["nginx", "lighttpd"])
+def test_a_body_declared_over_max_body_is_refused_before_the_web_server_stores_it(root, kind):
+    """nginx and lighttpd keep a request's body in temporary files before passing it on: with no
+    limit of their own (the examples left it to the backend), a 5 GiB upload was stored whole, on
+    their disk, before the backend could refuse it. The examples hold bodies to the backend's
+    default --max-body themselves."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run"))
+    web = start(root, front(kind, site, path))
+    conn = send_partial_body(web.port, "PUT", "/raw-sha256", 5 * 1024 ** 3, 1_000_000)
+    started = time.monotonic()
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 413 and time.monotonic() - started < 2
+    conn.close()
+
+
 def test_a_client_that_vanishes_mid_upload_leaves_nothing_behind_nginx(root):
     path, _ = root
     site = build_test_site(path)
