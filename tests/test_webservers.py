@@ -247,6 +247,24 @@ def test_a_body_declared_over_max_body_is_refused_before_the_web_server_stores_i
     conn.close()
 
 
+def test_a_file_over_max_file_is_refused_without_the_rest_behind_nginx_unbuffered(root):
+    """Bodies passed on as they come: the backend stops reading at the refusal and closes, and
+    nginx passes the 413 on at once (the backend read the body to its end before: curl sent all
+    128 MiB of a file to learn it was over 1 MiB)."""
+    path, _ = root
+    site = build_test_site(path)
+    (path / "uploads").mkdir()
+    start(root, Backend(site, path / "run", ["--upload-dir", str(path / "uploads"), "--max-file", "1M"]))
+    web = start(root, front("nginx-unbuffered", site, path))
+    big = path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(128 * 1024 * 1024)
+    out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "-F", f"file=@{big}", f"{web.url}/upload")
+    status, uploaded = out.stdout.decode().split()
+    assert status == "413" and int(uploaded) < 32 * 1024 * 1024, out
+    wait_for(lambda: os.listdir(path / "uploads") == [], 5, "the upload's temporary file removed")
+
+
 def test_a_client_that_vanishes_mid_upload_leaves_nothing_behind_nginx(root):
     path, _ = root
     site = build_test_site(path)
