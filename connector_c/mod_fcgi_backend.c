@@ -239,6 +239,15 @@ static apr_status_t send_begin_and_params(request_rec *r, backend *b)
 
     ap_add_common_vars(r);
     ap_add_cgi_vars(r);
+    /* The backend serves the whole site from its root: the path is all PATH_INFO (as the backend
+       takes it behind mod_proxy_fcgi). Apache's split, SCRIPT_NAME up to the deepest file or
+       folder on disk, meant an application routing on PATH_INFO (Flask, Django) saw /5 for
+       /items/5 and 404'd. */
+    const char *script_name = apr_table_get(r->subprocess_env, "SCRIPT_NAME");
+    const char *path_info = apr_table_get(r->subprocess_env, "PATH_INFO");
+    apr_table_setn(r->subprocess_env, "PATH_INFO",
+                   apr_pstrcat(r->pool, script_name ? script_name : "", path_info ? path_info : "", NULL));
+    apr_table_setn(r->subprocess_env, "SCRIPT_NAME", "");
     const char *auth = apr_table_get(r->headers_in, "Authorization");
     if (auth && !apr_table_get(r->subprocess_env, "HTTP_AUTHORIZATION"))
         apr_table_setn(r->subprocess_env, "HTTP_AUTHORIZATION", auth);

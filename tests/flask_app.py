@@ -17,7 +17,8 @@ def body():
 
 
 @app.get("/where")
-def where():
+@app.get("/where/<path:rest>")
+def where(rest=None):
     """Where the application thinks it is mounted, and what it was asked for."""
     return jsonify(script_root=request.script_root, path=request.path, url=request.url,
                    query=request.args.to_dict(), pid=os.getpid())

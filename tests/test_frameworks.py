@@ -70,6 +70,24 @@ def test_a_one_file_django_app_with_file_colon_name(workdir):
         backend.stop()
 
 
+@pytest.mark.parametrize("connector", [False, True], ids=["mod_proxy_fcgi", "connector"])
+def test_a_one_file_django_app_through_apache(workdir, connector):
+    app_file = workdir / "tinyapp.py"
+    app_file.write_text(ONE_FILE_DJANGO.replace('ALLOWED_HOSTS=["localhost"]', 'ALLOWED_HOSTS=["127.0.0.1"]'))
+    site = build_test_site(workdir)
+    backend = Backend(site, workdir / "run", ["--app", f"{app_file}:application"]).start()
+    apache = Apache(site, workdir / "run", connector=connector).start()
+    try:
+        import requests
+
+        answer = requests.get(apache.url + "/hello/caf%C3%A9", timeout=10)
+        assert answer.status_code == 200, answer.text[:500]
+        assert answer.json() == {"hello": "caf\u00e9", "path": "/hello/caf\u00e9", "script_name": ""}
+    finally:
+        apache.stop()
+        backend.stop()
+
+
 def test_a_file_imports_its_neighbours(workdir):
     (workdir / "helpers_for_app.py").write_text("GREETING = b'hi from a neighbour'\n")
     (workdir / "neighbourly.py").write_text(
@@ -97,16 +115,22 @@ def test_a_wrong_app_is_a_clear_error_exit_1(site, spec, message):
     assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_a_flask_app_through_apache(workdir):
+@pytest.mark.parametrize("connector", [False, True], ids=["mod_proxy_fcgi", "connector"])
+def test_a_flask_app_through_apache(workdir, connector):
+    """Through the connector, Flask saw /caf\u00e9 for /where/caf\u00e9 (SCRIPT_NAME /where: Apache's
+    split at the deepest path on disk), and its routes under a prefix answered 404."""
     site = build_test_site(workdir)
     flask_app = Path(__file__).resolve().parent / "flask_app.py"
     backend = Backend(site, workdir / "run", ["--app", f"{flask_app}:app"]).start()
-    apache = Apache(site, workdir / "run").start()
+    apache = Apache(site, workdir / "run", connector=connector).start()
     try:
         import requests
 
         got = requests.get(apache.url + "/where?x=1", timeout=10).json()
         assert (got["path"], got["query"]) == ("/where", {"x": "1"})
+        got = requests.get(apache.url + "/where/caf%C3%A9/2?x=1", timeout=10).json()
+        assert (got["script_root"], got["path"], got["url"]) == \
+            ("", "/where/caf\u00e9/2", apache.url + "/where/caf\u00e9/2?x=1")  # (Werkzeug's url is an IRI)
         files = {"f": ("a.txt", b"flask upload " * 1000, "text/plain")}
         got = requests.post(apache.url + "/upload", files=files, timeout=10).json()
         assert (got["filename"], got["size"]) == ("a.txt", 13000)
