@@ -101,6 +101,14 @@ def environ_dump(environ, start_response):
     return [body]
 
 
+def big_cookies(environ, start_response):
+    """?n= cookies of 4,000 bytes each (about the most a browser keeps of one), as a site keeping
+    its state in cookies sends them: a response head of n times 4 KB."""
+    n = int(environ.get("QUERY_STRING", "n=4").partition("=")[2] or 4)
+    start_response("200 OK", [("Content-Type", "text/plain")] + [("Set-Cookie", f"c{i}=" + "v" * 3996) for i in range(n)])
+    return [b"cookies set"]
+
+
 def unfinished(environ, start_response):
     """An answer that goes wrong part way, as a buggy application's does: a Content-Length that
     does not match the body (?too=long: 3, ?too=short: 30, ?length=abc; ?file&length=abc: the body
