@@ -15,6 +15,7 @@ from dataclasses import dataclass
 log = logging.getLogger("fcgi_backend.listener")
 
 DEFAULT_SOCKET_MODE = 0o660
+UNIX_PATH_MAX = 107  # sockaddr_un's 108 bytes, less the NUL that Apache's connect needs
 BACKLOG = 1024
 
 
@@ -112,6 +113,10 @@ def bind_unix(path: str, mode: int = DEFAULT_SOCKET_MODE, group: str | None = No
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ListenError(f"cannot create socket {path}: directory {directory} does not exist")
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:  # (bind's own error says only "AF_UNIX path too long", without errno text)
+        raise ListenError(f"cannot create socket {path}: the path is {size} bytes, and a unix socket's path can be "
+                          f"at most {UNIX_PATH_MAX}; give a shorter one with --socket (Apache's config names it too)")
     gid = None
     if group is not None:
         try:
@@ -125,7 +130,7 @@ def bind_unix(path: str, mode: int = DEFAULT_SOCKET_MODE, group: str | None = No
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise ListenError(f"cannot create socket {path}: {exc.strerror}") from None
+        raise ListenError(f"cannot create socket {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
     try:

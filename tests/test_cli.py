@@ -83,6 +83,18 @@ def test_a_file_that_is_not_a_socket_is_not_replaced(site):
     assert (site / "fcgi_backend.sock").read_text() == "precious"
 
 
+def test_a_socket_path_too_long_for_a_unix_socket_is_a_clear_error(workdir):
+    """A site folder deep enough put the socket's path past 107 bytes: the log said "cannot create
+    socket ...: None"."""
+    deep = workdir / ("d" * 60) / ("e" * 50)
+    deep.mkdir(parents=True)
+    site = build_test_site(deep)
+    out = fcgi_backend("run", site)
+    assert out.returncode == 100
+    assert f"the path is {len(str(site / 'fcgi_backend.sock'))} bytes" in out.stderr
+    assert "at most 107; give a shorter one with --socket" in out.stderr and ": None" not in out.stderr
+
+
 def test_tcp_address_in_use_exits_100(site):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
