@@ -45,7 +45,7 @@ def test_the_balancer_vhost_lists_members_standbys_and_health_checks():
     members = [line.strip() for line in text.splitlines() if line.strip().startswith("BalancerMember")]
     assert [m.split()[1] for m in members] == ['"fcgi://10.0.0.11:9000"', '"fcgi://10.0.0.12:9000"',
                                                 '"fcgi://10.0.0.13:9000"']
-    assert all("hcmethod=GET hcuri=/ping" in m for m in members)
+    assert all("hcmethod=GET hcuri=/ping" in m and "flushpackets=auto" in m for m in members)
     assert members[2].endswith("status=+H") and not members[0].endswith("status=+H")
     assert "lbmethod=bybusyness" in text and "Require local" in text and "${" not in text
     name = text.split('<Proxy "balancer://')[1].split('"')[0]

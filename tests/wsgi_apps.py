@@ -101,6 +101,18 @@ def environ_dump(environ, start_response):
     return [body]
 
 
+def events(environ, start_response):
+    """Server-sent events: four small ones, 0.4 s apart, as a page watching a long job gets them."""
+    start_response("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
+
+    def stream():
+        for i in range(4):
+            if i:
+                time.sleep(0.4)
+            yield f"data: event {i}\n\n".encode()
+    return stream()
+
+
 def big_cookies(environ, start_response):
     """?n= cookies of 4,000 bytes each (about the most a browser keeps of one), as a site keeping
     its state in cookies sends them: a response head of n times 4 KB."""
