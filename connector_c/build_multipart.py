@@ -40,7 +40,7 @@ typedef struct upload upload;
 upload *upload_new(const char *boundary, size_t boundary_len, const char *directory,
                    const upload_limits *limits);
 int upload_feed(upload *u, const char *data, size_t len);
-int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error);
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte);
 uint64_t upload_fd_unread(const upload *u);
 int upload_finish(upload *u);
 int upload_status(const upload *u);

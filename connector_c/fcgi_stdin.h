@@ -24,8 +24,8 @@ enum fcgi_stdin_outcome {
 /* buf (capacity cap, at least 128 KiB) starts with buffered_len bytes already received. On return
    the bytes not consumed are buf[*rest_start .. *rest_start + *rest_len). Once the upload reports
    an error the reader stops: a client need not send gigabytes to learn of a 413, and the caller
-   answers, then reads a little of the rest or closes the connection. On a non-blocking fd, a wait of more than timeout_ms (<= 0: no limit) for the next bytes fails the
-   input. */
+   answers, then reads a little of the rest or closes the connection. On a non-blocking fd, a
+   wait of more than timeout_ms (<= 0: no limit) for the next bytes fails the input. */
 int fcgi_stdin_feed(upload *u, int fd, unsigned request_id, char *buf, size_t cap, size_t buffered_len,
                     int timeout_ms, size_t *rest_start, size_t *rest_len);
 

@@ -393,7 +393,7 @@ static int next_wait_ms(const upload *u, double allowance, double seconds_per_by
     return wait_ms;
 }
 
-int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error)
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte)
 {
     u->fd_unread = n;
     if (u->status == UPLOAD_ERROR)
@@ -439,12 +439,11 @@ int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double secon
         u->fd_unread = n;
         if (seconds_per_byte > 0 && (allowance += (double)got * seconds_per_byte) > cap)
             allowance = cap;
-        /* Keep reading to the end even once the body is complete or rejected: the stream's bytes
-           must leave the socket so the connection stays in step (unless the caller will close it
-           instead: an HTTP client told 413 need not send gigabytes first). */
+        /* Past the closing boundary the rest is read and dropped (the bytes must leave the socket);
+           a rejected body is not read on: a client told 413 need not send gigabytes first. */
         if (u->status == UPLOAD_MORE)
             upload_feed(u, u->rbuf, (size_t)got);
-        if (u->status == UPLOAD_ERROR && stop_at_error)
+        if (u->status == UPLOAD_ERROR)
             return UPLOAD_ERROR;
     }
     return u->status;

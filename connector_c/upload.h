@@ -58,9 +58,10 @@ int upload_feed(upload *u, const char *data, size_t len);
    for more bytes lasts at most the limits' read_timeout_ms: a socket is read without blocking
    (MSG_DONTWAIT) and polled, whatever its mode. With seconds_per_byte > 0 (1 / min_rate), the
    waits together also last at most allowance seconds plus seconds_per_byte for each byte read,
-   with at most read_timeout saved up (fcgi_backend/pace.py). With stop_at_error, a body rejected
-   (a limit, malformed) is left unread from there: the caller closes the connection. */
-int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte, int stop_at_error);
+   with at most read_timeout saved up (fcgi_backend/pace.py). A body rejected (a limit, malformed)
+   is left unread from there (upload_fd_unread says how much): the caller answers, then drops a
+   little of the rest or closes the connection. */
+int upload_read_fd(upload *u, int fd, uint64_t n, double allowance, double seconds_per_byte);
 /* Of the last upload_read_fd's n bytes, how many it left on the fd (it stopped at an error). */
 uint64_t upload_fd_unread(const upload *u);
 /* recv(MSG_DONTWAIT) on a socket, read() on anything else. */

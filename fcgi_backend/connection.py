@@ -159,7 +159,7 @@ class FastCGIInputStream(InputStream):
                     upload.feed(prefix)
                 if self.raw_remaining:
                     try:  # a body refused part way stops the read: the drain drops a little of the rest, or closes
-                        upload.read_fd(self._conn.fileno(), self.raw_remaining, stop_at_error=True)
+                        upload.read_fd(self._conn.fileno(), self.raw_remaining)
                     finally:
                         self.raw_remaining = upload.fd_unread
             elif self._eof:

@@ -529,7 +529,7 @@ class HTTPConnection:
                 self._building = None
                 pace = msg.pace or Pace(self.limits.read_timeout, self.limits.min_rate)
                 try:  # a body rejected (413, 400) is not read on: the connection closes after the answer
-                    upload.read_fd(self.sock.fileno(), left, pace, stop_at_error=True)
+                    upload.read_fd(self.sock.fileno(), left, pace)
                 except BaseException:
                     self._closing = True  # (the message stays incomplete: its rest is read as the socket closes)
                     raise

@@ -251,13 +251,12 @@ class MultipartUpload:
         buffer = data if isinstance(data, bytes) else ffi.from_buffer(data)  # no copy either way
         return self._check(lib.upload_feed(self._handle, buffer, len(data)))
 
-    def read_fd(self, fd: int, length: int, pace: Pace | None = None, stop_at_error: bool = False) -> bool:
-        """Read exactly ``length`` body bytes from ``fd`` and parse them, in C without the GIL;
-        with ``pace``, the client must keep to it (pace.py). With ``stop_at_error`` a rejected
-        body is left unread from there (the caller closes the connection)."""
+    def read_fd(self, fd: int, length: int, pace: Pace | None = None) -> bool:
+        """Read ``length`` body bytes from ``fd`` and parse them, in C without the GIL; with
+        ``pace``, the client must keep to it (pace.py). A rejected body is left unread from there
+        (:attr:`fd_unread` bytes of it): the caller drops a little of the rest or closes."""
         allowance, seconds_per_byte = (pace.allowance, pace.seconds_per_byte) if pace else (0.0, 0.0)
-        return self._check(lib.upload_read_fd(self._handle, fd, length, allowance, seconds_per_byte,
-                                              stop_at_error))
+        return self._check(lib.upload_read_fd(self._handle, fd, length, allowance, seconds_per_byte))
 
     def read_stdin_records(self, fd: int, request_id: int, buffered: bytes) -> tuple[bool, bytes]:
         """Parse FCGI_STDIN records of ``request_id`` read from ``fd`` in C, after ``buffered`` bytes
