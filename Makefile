@@ -11,11 +11,11 @@ DEMO_PACKAGES := apache2 gcc python3-dev python3-venv
 # The tests, besides: apxs (the connector module), libfcgi's client, wrk (load), docker-compose
 # (checks the files in docker/), clang and compiler-rt (libFuzzer harnesses: libclang-rt-dev holds
 # the fuzzer and sanitizer runtimes, only recommended by clang), nginx and lighttpd (the other web
-# servers in front of the backend), curl, openssl and chromium (clients of the HTTP flavour),
+# servers in front of the backend), curl, openssl, chromium and ApacheBench (clients of the HTTP flavour),
 # postgresql (the session store, started in a temporary folder), systemd and logrotate (check the
 # files in service/), graphviz (the pictures in docs/ match their sources).
 TEST_PACKAGES := $(DEMO_PACKAGES) apache2-dev libfcgi-bin wrk docker-compose clang libclang-rt-dev nginx lighttpd curl openssl \
-	chromium postgresql systemd logrotate graphviz
+	chromium apache2-utils postgresql systemd logrotate graphviz
 # The benchmarks' peers, besides: php-fpm, libfcgi's headers (the C responder), uWSGI and its
 # Python 3 plugin (its FastCGI mode); perf and strace for bench/profile_bench.py.
 BENCH_PACKAGES := $(TEST_PACKAGES) libfcgi-dev php-fpm uwsgi-core uwsgi-plugin-python3 linux-perf strace

@@ -815,7 +815,10 @@ class _Response:
             else:
                 self.conn._closing = True  # the end of the connection ends the body (HTTP/1.0)
         close = self.conn._will_close_after(self.msg)
-        return _format_head(self.status, headers, close=close, reason=self.reason)
+        # An HTTP/1.0 client keeps its connection only when the answer says so (RFC 9112 9.3):
+        # ApacheBench's -k waited for the end of one kept open without a word.
+        return _format_head(self.status, headers, close=close, reason=self.reason,
+                            keep_alive=not close and self.msg.version == "1.0")
 
     def write(self, data: bytes) -> None:
         """start_response's write(), and each block of the result."""
@@ -932,7 +935,7 @@ def _http_date() -> bytes:
     return _date_cache[1]
 
 
-def _format_head(status: int, headers: list, close: bool, reason: str | None = None) -> bytes:
+def _format_head(status: int, headers: list, close: bool, reason: str | None = None, keep_alive: bool = False) -> bytes:
     lines = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1"),
                                                   _http_date())]
     for name, value in headers:
@@ -941,6 +944,8 @@ def _format_head(status: int, headers: list, close: bool, reason: str | None = N
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     if close:
         lines.append(b"Connection: close\r\n")
+    elif keep_alive:
+        lines.append(b"Connection: keep-alive\r\n")
     lines.append(b"\r\n")
     return b"".join(lines)
 

@@ -532,6 +532,17 @@ def test_reloads_under_load_fail_no_request(workdir):
         backend.stop()
 
 
+def test_apachebench_keeps_its_http_1_0_connections(served):
+    """ab -k asks for keep-alive in HTTP/1.0, which holds only when the answer says so: the
+    server kept the connection without a word, and ab waited for its end until its own timeout."""
+    out = subprocess.run(["ab", "-q", "-s", "5", "-k", "-n", "200", "-c", "2", f"{served.url}/hello/ab"],
+                         capture_output=True, text=True, timeout=60)
+    counts = dict(re.findall(r"^(Complete requests|Failed requests|Keep-Alive requests):\s+(\d+)", out.stdout, re.M))
+    assert out.returncode == 0, out.stderr
+    assert counts["Complete requests"] == "200" and counts["Failed requests"] == "0"
+    assert int(counts["Keep-Alive requests"]) >= 100, out.stdout
+
+
 def test_keep_alive_under_load_with_wrk(served):
     """As many clients as workers: each keeps its connection. Eight times as many: a client is
     told Connection: close when others wait and no worker is idle, so no request fails."""
