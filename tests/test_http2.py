@@ -98,14 +98,20 @@ class H2Client:
         return sid
 
     def _send_body(self, sid: int, body: bytes) -> None:
-        view, sent = memoryview(body), 0
-        while sent < len(body):
-            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, len(body) - sent)
+        """As flow control allows; a stream the server has answered and reset is sent no more
+        (RFC 9113 8.1: the server needs no more of it). ``sent``: the body bytes that went out."""
+        stream, view = self.streams[sid], memoryview(body)
+        stream["sent"] = 0
+        while stream["sent"] < len(body):
+            if stream["ended"] is not None:
+                return
+            room = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size,
+                       len(body) - stream["sent"])
             if room <= 0:
                 self._receive()  # (window updates)
                 continue
-            self.conn.send_data(sid, view[sent:sent + room].tobytes())
-            sent += room
+            self.conn.send_data(sid, view[stream["sent"]:stream["sent"] + room].tobytes())
+            stream["sent"] += room
             self._flush()
         self.conn.end_stream(sid)
         self._flush()
@@ -125,7 +131,7 @@ class H2Client:
                     if stream["reset_after"] is not None and len(stream["body"]) >= stream["reset_after"]:
                         self.conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.CANCEL)
                         stream["ended"] = "reset by the client"
-            elif isinstance(event, h2.events.StreamEnded):
+            elif isinstance(event, h2.events.StreamEnded) and stream["ended"] is None:
                 stream["ended"] = "ended"
             elif isinstance(event, h2.events.StreamReset) and stream["ended"] is None:
                 stream["ended"] = f"reset by the server: {h2.errors.ErrorCodes(event.error_code).name}"
@@ -224,6 +230,27 @@ def test_bodies_without_a_content_length_arrive_whole(front, pki, kind):
     for answer in answers[:2]:
         assert f'"size":{len(body)},"sha256":"{digest}"' in answer["body"].decode().replace(" ", "")
     assert f'"sha256":"{digest}"' in answers[2]["body"].decode().replace(" ", "")
+    assert list((root / "uploads").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", FRONTS)
+def test_an_upload_over_a_limit_is_refused_before_the_client_has_sent_it(front, pki, kind):
+    """A 64 MiB file against --max-file 1M: the 413 comes while the body is on its way, and Apache
+    resets the stream (NO_ERROR: send no more), so the client stops."""
+    apache, _, root = front(kind, ["--max-file", "1M"])
+    body = pattern(64 << 20)
+    boundary = "h2-boundary-9d2e"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.bin\"\r\n\r\n".encode()
+            + body + f"\r\n--{boundary}--\r\n".encode())
+    client = H2Client(apache.port, pki.ca)
+    try:
+        sid = client.request("POST", "/upload", form, [("content-type", f"multipart/form-data; boundary={boundary}"),
+                                                      ("content-length", str(len(form)))])
+        [answer] = client.wait(sid)
+    finally:
+        client.close()
+    assert answer["status"] == 413 and b"file size limit" in answer["body"]
+    assert answer["sent"] < 32 << 20, answer["sent"]
     assert list((root / "uploads").iterdir()) == []
 
 
