@@ -576,9 +576,8 @@ class FastCGIConnection(Connection):
             raise StreamError(400, "FCGI_STDIN data after the FCGI_X_STDIN stream (only an empty STDIN may follow)")
         if not req.started and req.stdin.buffered + inrec.contentLength > self.limits.max_memory:
             raise ProtocolError(f"more than {self.limits.max_memory} bytes of STDIN before the params ended")
-        if (req.stdin.records_received + inrec.contentLength > self.limits.max_body and not req.answered
-                and not req.stdin.discard):
-            raise StreamError(413, f"request body exceeds the body size limit of {self.limits.max_body} bytes")
+        if req.stdin.records_received + inrec.contentLength > self.limits.max_body and not req.stdin.discard:
+            raise StreamError(413, self.limits.body_too_large())
         req.stdin.add_data(inrec.contentData)
 
     def _do_data(self, inrec: Record) -> None:
@@ -600,9 +599,8 @@ class FastCGIConnection(Connection):
         if req.answered:  # answered without reading its body: the drain drops the bytes, or closes
             req.stdin.start_raw(length)
             return
-        limit = self.limits.max_body
-        if length > limit:
-            raise StreamError(413, f"upload of {length} bytes exceeds the body size limit of {limit} bytes")
+        if length > self.limits.max_body:
+            raise StreamError(413, self.limits.body_too_large(length))
         req.stdin.start_raw(length)
 
     def _do_abort_request(self, inrec: Record) -> None:
@@ -703,8 +701,7 @@ class FastCGIConnection(Connection):
         request on the connection starts in step; past _DRAIN_SECONDS or _DRAIN_BYTES the
         connection closes instead (its lingering close still reads what the web server writes
         meanwhile: a write that met a closed socket could fail a request already answered)."""
-        stdin = req.stdin
-        stdin.discard = True
+        stdin = req.stdin  # (discarding since end_request)
         self._drain_deadline = time.monotonic() + _DRAIN_SECONDS
         dropped = 0
         try:

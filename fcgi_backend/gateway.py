@@ -112,8 +112,7 @@ class FastCGIGateway(BaseFCGIServer):
         try:
             length = decimal(req.params.get("CONTENT_LENGTH", ""))
             if length is not None and length > self.limits.max_body:
-                raise StreamError(413, f"request body of {length} bytes exceeds the body size limit of "
-                                       f"{self.limits.max_body} bytes")
+                raise StreamError(413, self.limits.body_too_large(length))
             return super().handler(req)
         except RequestTimeout:
             req._conn.close_after_request = True

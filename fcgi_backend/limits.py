@@ -25,6 +25,11 @@ class Limits:
     #: this many bytes a second (Apache's mod_reqtimeout MinRate; pace.py); 0: no minimum
     min_rate: int = 500
 
+    def body_too_large(self, length: int | None = None) -> str:
+        """Why a body over max_body is refused (413): of ``length`` bytes when it was declared."""
+        body = "request body" if length is None else f"request body of {length} bytes"
+        return f"{body} exceeds the body size limit of {self.max_body} bytes"
+
     def check(self) -> None:
         """ValueError with a clear message for a limit that cannot work."""
         for name in ("max_body", "max_memory", "max_file", "max_parts", "max_part_header", "max_params"):
