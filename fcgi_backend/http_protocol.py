@@ -92,7 +92,7 @@ class _Message:
     """One request as the parser delivers it: head fields, then body pieces."""
 
     __slots__ = ("url", "headers", "head_size", "method", "version", "keep_alive", "head_complete",
-                 "body", "body_received", "complete", "upgrade", "pace")
+                 "content_length", "body", "body_received", "complete", "upgrade", "pace")
 
     def __init__(self) -> None:
         self.url = b""
@@ -102,6 +102,7 @@ class _Message:
         self.version = "1.1"
         self.keep_alive = True
         self.head_complete = False
+        self.content_length: int | None = None  # the first Content-Length field's (llhttp refuses a bad one)
         self.body: collections.deque[bytes] = collections.deque()
         self.body_received = 0
         self.complete = False
@@ -149,8 +150,11 @@ class HTTPConnection:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         msg = self._building
-        msg.headers.append((name, value.rstrip(b" \t")))  # llhttp leaves the trailing whitespace
         msg.head_size += len(name) + len(value) + 4
+        value = value.rstrip(b" \t")  # llhttp leaves the trailing whitespace
+        msg.headers.append((name, value))
+        if len(name) == 14 and msg.content_length is None and name.lower() == b"content-length" and value.isdigit():
+            msg.content_length = int(value)  # (read once here: several steps of the request ask)
         if msg.head_size > MAX_HEAD or len(msg.headers) > MAX_HEADERS:
             raise BadRequest(431, f"request header fields over {MAX_HEAD} bytes or {MAX_HEADERS} fields")
 
@@ -301,16 +305,16 @@ class HTTPConnection:
     def _over_max_body(self, msg: _Message) -> tuple[int, str] | None:
         """A declared body over max_body is refused before any of it is read (a chunked one, once
         it grows past the limit: _receive_body)."""
-        length = _content_length(msg)
+        length = msg.content_length
         if length is not None and length > self.limits.max_body:
-            return 413, f"request body of {length} bytes exceeds the body size limit of {self.limits.max_body} bytes"
+            return 413, self.limits.body_too_large(length)
         return None
 
     def _finish_body(self, msg: _Message) -> bool:
         """The body the application left: read and dropped if it is small, else the connection closes."""
         if msg.complete:
             return True
-        length = _content_length(msg)
+        length = msg.content_length
         if length is None or length - msg.body_received > _DRAIN_MAX or self._closing:
             return False
         deadline = time.monotonic() + self.limits.read_timeout
@@ -333,7 +337,7 @@ class HTTPConnection:
             self._closing = True
             return True
         if not msg.complete:
-            length = _content_length(msg)
+            length = msg.content_length
             if length is None or length - msg.body_received > _DRAIN_MAX or _expects_continue(msg):
                 self._closing = True
         return self._closing
@@ -509,7 +513,7 @@ class HTTPConnection:
                                    else str(exc)) from None
         pace.account(time.monotonic() - began, msg.body_received - before)
         if msg.body_received > self.limits.max_body:  # (only a chunked body gets here past it)
-            raise StreamError(413, f"request body exceeds the body size limit of {self.limits.max_body} bytes")
+            raise StreamError(413, self.limits.body_too_large())
 
     def feed_upload(self, msg: _Message, upload) -> None:
         """The rest of ``msg``'s body into a C multipart upload: what was received, then (a body
@@ -520,7 +524,7 @@ class HTTPConnection:
                 upload.feed(msg.body.popleft())
             if msg.complete:
                 return
-            length = _content_length(msg)
+            length = msg.content_length
             if length is not None and not self.tls and not self._messages and length > msg.body_received:
                 left = length - msg.body_received
                 msg.body_received = length
@@ -962,13 +966,6 @@ def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
     if not sep or scheme.lower() not in (b"http", b"https") or not host or not _HOST_AND_PORT.fullmatch(host):
         return b"/", None
     return (origin if origin.startswith(b"/") else b"/" + origin), host
-
-
-def _content_length(msg: _Message) -> int | None:
-    for name, value in msg.headers:
-        if name.lower() == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def _expects_continue(msg: _Message) -> bool:
