@@ -24,7 +24,7 @@ from conftest import build_test_site, stack_fixture, HTTPStack
 from pki import issue, make_pki
 from webserver_harness import Nginx, NginxProxy, available
 from wrk_report import requests_done, socket_errors
-from test_uploads_apache import MiB, StreamedFile, multipart_stream, sha256_file
+from test_uploads_apache import MiB, StreamedFile, multipart_stream, send_128_mib, sha256_file
 
 CURL = shutil.which("curl")
 
@@ -473,14 +473,9 @@ def test_an_upload_over_a_limit_gets_its_413_without_sending_the_rest(workdir):
     (workdir / "uploads").mkdir()
     backend = HTTPBackend(site, workdir / "run", ["--max-file", "1M", "--upload-dir", str(workdir / "uploads"),
                                                   "--prefork", "1"]).start()
-    big = workdir / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(128 * MiB)
     try:
-        out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "-F", f"file=@{big}",
-                   f"{backend.url}/upload")
-        status, uploaded = out.stdout.decode().split()
-        assert status == "413" and int(uploaded) < 32 * MiB, out
+        status, sent = send_128_mib(f"{backend.url}/upload", workdir, "-F", "file=@FILE")
+        assert status == "413" and sent < 32 * MiB, (status, sent)
         wait_for(lambda: os.listdir(workdir / "uploads") == [], 5, "the upload's temporary file removed")
         assert b"Hello, after!" in curl(f"{backend.url}/hello/after").stdout  # the worker goes on
     finally:
@@ -495,15 +490,10 @@ def test_a_body_over_max_body_is_refused_whatever_reads_it(workdir, framing):
     site = build_test_site(workdir)
     app = f"{Path(__file__).resolve().parent / 'wsgi_apps.py'}:body_digest"
     backend = HTTPBackend(site, workdir / "run", ["--max-body", "1M", "--prefork", "1", "--app", app]).start()
-    big = workdir / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(128 * MiB)
     chunked = ["-H", "Transfer-Encoding: chunked"] if framing == "chunked" else []
     try:
-        out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", *chunked, "-T", str(big),
-                   f"{backend.url}/digest")
-        status, uploaded = out.stdout.decode().split()
-        assert status == "413" and int(uploaded) < (1 if framing == "Content-Length" else 32 * MiB), out
+        status, sent = send_128_mib(f"{backend.url}/digest", workdir, *chunked, "-T", "FILE")
+        assert status == "413" and sent < (1 if framing == "Content-Length" else 32 * MiB), (status, sent)
         backend.wait_for_log("exceeds the body size limit of 1048576 bytes")
         small = curl("--data-binary", "x" * 1000, f"{backend.url}/digest").stdout  # the worker goes on
         assert small.decode().startswith(f"1000 {hashlib.sha256(b'x' * 1000).hexdigest()}")

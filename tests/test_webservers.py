@@ -21,7 +21,7 @@ import requests
 
 from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir, wait_for
 from conftest import build_test_site
-from test_uploads_apache import upload_then_vanish
+from test_uploads_apache import MiB, send_128_mib, upload_then_vanish
 from webserver_harness import Lighttpd, Nginx, NginxProxy, available
 from wrk_report import max_latency_ms, non_2xx, requests_done, socket_errors
 
@@ -299,12 +299,8 @@ def test_a_file_over_max_file_is_refused_without_the_rest_behind_nginx_unbuffere
     (path / "uploads").mkdir()
     start(root, Backend(site, path / "run", ["--upload-dir", str(path / "uploads"), "--max-file", "1M"]))
     web = start(root, front("nginx-unbuffered", site, path))
-    big = path / "big.bin"
-    with open(big, "wb") as f:
-        f.truncate(128 * 1024 * 1024)
-    out = curl("-o", "/dev/null", "-w", "%{http_code} %{size_upload}", "-F", f"file=@{big}", f"{web.url}/upload")
-    status, uploaded = out.stdout.decode().split()
-    assert status == "413" and int(uploaded) < 32 * 1024 * 1024, out
+    status, sent = send_128_mib(f"{web.url}/upload", path, "-F", "file=@FILE")
+    assert status == "413" and sent < 32 * MiB, (status, sent)
     wait_for(lambda: os.listdir(path / "uploads") == [], 5, "the upload's temporary file removed")
 
 
