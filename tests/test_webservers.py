@@ -61,6 +61,21 @@ def front(kind: str, site: Path, run: Path, extra: str = ""):
     return Nginx(site, run / "nginx", extra_config=(UNBUFFERED if kind == "nginx-unbuffered" else "") + extra)
 
 
+def serve(root, kind: str, args: list[str] | None = None):
+    """The test site, its backend run with ``args``, behind a web server of ``kind`` (``front``),
+    or the HTTP flavour alone ("http") or behind the nginx example ("nginx in front of
+    serve-http"): (the backend, what a client talks to)."""
+    path, _ = root
+    site = build_test_site(path)
+    if kind in ("http", "nginx in front of serve-http"):
+        backend = start(root, HTTPBackend(site, path / "run", args))
+        if kind == "http":
+            return backend, backend
+        return backend, start(root, NginxProxy(site, path / "run" / "nginx-proxy", f"127.0.0.1:{backend.port}"))
+    backend = start(root, Backend(site, path / "run", args))
+    return backend, start(root, front(kind, site, path))
+
+
 # ---- the example site ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd"])
@@ -68,10 +83,7 @@ def test_a_client_proxy_header_never_becomes_http_proxy(root, kind):
     """A client's "Proxy:" header would be HTTP_PROXY, which CGI-style libraries take for the
     proxy of their own outgoing requests ("httpoxy"). Apache and lighttpd drop it; the nginx
     example did not."""
-    path, _ = root
-    site = build_test_site(path)
-    start(root, Backend(site, path / "run", ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"]))
-    web = start(root, front(kind, site, path))
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
     seen = requests.get(f"{web.url}/x", headers={"Proxy": "http://evil:1"}, timeout=10).json()
     assert "HTTP_PROXY" not in seen and "evil" not in json.dumps(seen)
 
@@ -84,14 +96,7 @@ def test_a_download_the_client_leaves_frees_the_worker_and_the_log_names_it(root
     """A client that goes away 1 MiB into a 500 MiB answer: the one worker is free for the next
     request at once, and the backend's log says which request the connection ended during (it
     said only "connection ended: [Errno 32] Broken pipe")."""
-    path, _ = root
-    site = build_test_site(path)
-    args = ["--app", STREAMER_APP, "--prefork", "1", "--maxfork", "1"]
-    if kind == "http":
-        web = backend = start(root, HTTPBackend(site, path / "run", args))
-    else:
-        backend = start(root, Backend(site, path / "run", args))
-        web = start(root, front(kind, site, path))
+    backend, web = serve(root, kind, ["--app", STREAMER_APP, "--prefork", "1", "--maxfork", "1"])
     with socket.create_connection(("127.0.0.1", web.port), timeout=30) as client:
         client.sendall(b"GET /left?mib=500 HTTP/1.1\r\nHost: x\r\n\r\n")
         received = 0
@@ -108,14 +113,7 @@ def test_server_sent_events_reach_the_client_as_they_are_written(root, kind):
     """Apache's mod_proxy_fcgi held a streamed answer's small pieces until 8 KiB had come or the
     answer ended: four events written 0.4 s apart all arrived at 1.2 s. The vhost now has it pass
     on what came whenever the backend pauses (flushpackets=auto)."""
-    path, _ = root
-    site = build_test_site(path)
-    args = ["--app", f"{TESTS / 'wsgi_apps.py'}:events"]
-    if kind == "http":
-        web = start(root, HTTPBackend(site, path / "run", args))
-    else:
-        start(root, Backend(site, path / "run", args))
-        web = start(root, front(kind, site, path))
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:events"])
     arrivals, received = [], b""
     with socket.create_connection(("127.0.0.1", web.port), timeout=10) as client:
         client.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -132,15 +130,7 @@ def test_an_answer_with_four_4kb_cookies_reaches_the_client(root, kind):
     """A response head of 16 KB: nginx's default room for one (a 4 KiB page) answered 502 "upstream
     sent too big header" past 4 KiB, so a site setting a few large cookies broke behind the nginx
     examples only. They make room for 32 KiB."""
-    path, _ = root
-    site = build_test_site(path)
-    args = ["--app", f"{TESTS / 'wsgi_apps.py'}:big_cookies"]
-    if kind == "nginx in front of serve-http":
-        backend = start(root, HTTPBackend(site, path / "run", args))
-        web = start(root, NginxProxy(site, path / "run" / "nginx-proxy", f"127.0.0.1:{backend.port}"))
-    else:
-        start(root, Backend(site, path / "run", args))
-        web = start(root, front(kind, site, path))
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:big_cookies"])
     answer = requests.get(f"{web.url}/x?n=4", timeout=10)
     assert answer.status_code == 200 and answer.text == "cookies set"
     assert [len(answer.cookies.get(f"c{i}")) for i in range(4)] == [3996] * 4
@@ -161,10 +151,7 @@ def test_an_answer_that_goes_wrong_part_way_never_looks_whole(root, kind):
     its rest. Bytes past the Content-Length are dropped, the next answer arrives in step, and a
     Content-Length that is not a number is not passed on, nor hop-by-hop headers: the connector and
     lighttpd passed an application's "Transfer-Encoding: chunked" on over a body not in chunks."""
-    path, _ = root
-    site = build_test_site(path)
-    backend = start(root, Backend(site, path / "run", ["--app", UNFINISHED_APP]))
-    web = start(root, front(kind, site, path))
+    backend, web = serve(root, kind, ["--app", UNFINISHED_APP])
     longer = curl(f"{web.url}/x?too=long", f"{web.url}/x?too=long")  # two answers on one connection
     assert (longer.returncode, longer.stdout) == (0, b"helhel"), longer.stderr
     for query in ("too=short", "fail=midway"):
@@ -278,10 +265,7 @@ def test_a_body_declared_over_max_body_is_refused_before_the_web_server_stores_i
     limit of their own (the examples left it to the backend), a 5 GiB upload was stored whole, on
     their disk, before the backend could refuse it. The examples hold bodies to the backend's
     default --max-body themselves."""
-    path, _ = root
-    site = build_test_site(path)
-    start(root, Backend(site, path / "run"))
-    web = start(root, front(kind, site, path))
+    _, web = serve(root, kind)
     conn = send_partial_body(web.port, "PUT", "/raw-sha256", 5 * 1024 ** 3, 1_000_000)
     started = time.monotonic()
     response = conn.getresponse()
