@@ -1,10 +1,14 @@
-"""A pystache parse tree compiled into closures, once per template.
+"""A pystache parse tree compiled into one Python function, once per template.
 
 pystache renders by walking its parse tree on every render: each node's ``render`` method looks up
 the engine's functions and returns its piece, and ``ParsedTemplate.render`` maps a nested function
-over the nodes. The closures here take the same steps, in the same order, with the same engine
-functions (context lookup, missing tags, escaping, lambdas, partials), bound once: the output is
-pystache's own, without the walk. A node type this module does not know is rendered by pystache.
+over the nodes. Here the tree becomes the source of one function that appends each piece to one
+list, sections as loops within it, and the engine's functions (context lookup, missing tags,
+escaping, lambdas, partials) are bound once as its globals: the steps are pystache's, in its order,
+without the walk or a call per tag. A node type this module does not know is rendered by pystache.
+
+Nothing from a template is written into the generated source: names, text and nodes are passed
+as values (``_c0``, ``_c1``, ...), so any key or text compiles to the same few lines.
 """
 
 from __future__ import annotations
@@ -21,118 +25,134 @@ Render = Callable[[object], str]  # a ContextStack in, the rendered text out
 
 def compile_template(parsed: ParsedTemplate, engine) -> Render:
     """A function of a context stack that renders ``parsed`` as ``parsed.render(engine, stack)`` does."""
-    pieces: list[str | Render] = []
-    for node in parsed._parse_tree:
-        piece = _compile_node(node, engine)
-        if isinstance(piece, str) and pieces and isinstance(pieces[-1], str):
-            pieces[-1] += piece  # neighbouring text, and tags that render nothing, joined once
-        elif piece != "":
-            pieces.append(piece)
-    if not pieces:
-        return lambda stack: ""
-    if len(pieces) == 1:
-        only = pieces[0]
-        return (lambda stack: only) if isinstance(only, str) else only
-    parts = tuple(pieces)
-
-    def render(stack) -> str:
-        return "".join([part if part.__class__ is str else part(stack) for part in parts])
-    return render
+    return _Generator(engine).function(parsed)
 
 
-def _compile_node(node, engine) -> str | Render:
-    kind = type(node)
-    if kind is str:
-        return node
-    if kind in (nodes._CommentNode, nodes._ChangeNode):  # (delimiters change while parsing)
-        return ""
-    if kind is nodes._EscapeNode:
-        return _interpolation(node.key, engine, engine.escape)
-    if kind is nodes._LiteralNode:
-        return _interpolation(node.key, engine, engine.literal)
-    if kind is nodes._SectionNode:
-        return _section(node, engine)
-    if kind is nodes._InvertedNode:
-        return _inverted(node.key, compile_template(node.parsed_section, engine), engine)
-    if kind is nodes._PartialNode:
-        return _partial(node.key, node.indent, engine)
-    return lambda stack: node.render(engine, stack)
+def find(items: list, key: str, stack, resolve_context):
+    """The value of a plain name: found in a dict on the stack, the top first, as pystache's
+    ContextStack does (it skips other builtin values). An object on the way (attributes, methods
+    called) or a name found nowhere (the missing-tags rule) is the engine's to resolve."""
+    for item in reversed(items):
+        kind = type(item)
+        if kind is dict:
+            if key in item:
+                return item[key]
+        elif kind.__module__ != "builtins":
+            break
+    return resolve_context(stack, key)
 
 
-def _resolver(key: str, engine) -> Callable[[object], object]:
-    """The engine's context lookup for ``key``, walking plain dicts itself: a plain name found in
-    a dict on the stack, the top first, as pystache's ContextStack does (it skips other builtin
-    values). An object on the way (attributes, methods called), a dotted name or a name found
-    nowhere (the missing-tags rule) is the engine's to resolve."""
-    full = engine.resolve_context
-    if key == ".":
-        return lambda stack: stack._stack[-1] if stack._stack else full(stack, key)
-    if "." in key:
-        return lambda stack: full(stack, key)
-
-    def resolve(stack):
-        for item in reversed(stack._stack):
-            kind = type(item)
-            if kind is dict:
-                if key in item:
-                    return item[key]
-            elif kind.__module__ != "builtins":
-                break
-        return full(stack, key)
-    return resolve
+def section_items(data) -> list | object:
+    """A section's truthy value as the items it repeats over (RenderEngine.fetch_section_data): a
+    str, a dict or anything not iterable once; anything else item by item."""
+    if isinstance(data, (str, dict)):
+        return [data]
+    try:
+        iter(data)
+    except TypeError:
+        return [data]
+    return data
 
 
-def _interpolation(key: str, engine, finish) -> Render:
-    """{{key}} (finish = escape) or {{{key}}} (finish = literal): RenderEngine.fetch_string, then finish."""
-    resolve, to_str, render_value = _resolver(key, engine), engine.to_str, engine._render_value
+class _Generator:
+    """Writes one template's function: ``lines`` of source, ``values`` its globals."""
 
-    def tag(stack) -> str:
-        value = resolve(stack)
-        if callable(value):
-            return finish(render_value(value(), stack))
-        if not isinstance(value, str):
-            value = to_str(value)
-        return finish(value)
-    return tag
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.lines: list[str] = []
+        self.values: dict[str, object] = {
+            "_find": find, "_section_items": section_items, "_resolve_context": engine.resolve_context,
+            "_render_value": engine._render_value, "_to_str": engine.to_str, "_str": str,
+            "_callable": callable, "_escape": engine.escape, "_literal": engine.literal,
+        }
+        self.constants = 0
+        self.depth = 0  # sections open around the line being written: each has its own item name
 
+    def function(self, parsed: ParsedTemplate) -> Render:
+        texts = [node for node in parsed._parse_tree if type(node) is str or type(node) in _SILENT]
+        if len(texts) == len(parsed._parse_tree):  # text only: the text itself, joined once
+            text = "".join(node for node in texts if type(node) is str)
+            return lambda stack: text
+        self.lines = ["def render(stack):", " items = stack._stack", " out = []", " _a = out.append"]
+        self.block(parsed._parse_tree, " ")
+        self.lines.append(" return ''.join(out)")
+        namespace = dict(self.values)
+        exec(compile("\n".join(self.lines), "<mustache template>", "exec"), namespace)
+        return namespace["render"]
 
-def _section(node, engine) -> Render:
-    """{{#key}}...{{/key}}: once per item of the section's data, a lambda given the raw text."""
-    resolve, inner, render_value = _resolver(node.key, engine), compile_template(node.parsed, engine), \
-        engine._render_value
-    raw, delimiters = node.template[node.index_begin:node.index_end], node.delimiters
+    def value(self, obj) -> str:
+        """The name the generated source knows ``obj`` by."""
+        name = f"_c{self.constants}"
+        self.constants += 1
+        self.values[name] = obj
+        return name
 
-    def section(stack) -> str:
-        data = resolve(stack)  # then as RenderEngine.fetch_section_data: falsy, one item, or a list
-        if not data:
-            return ""
-        if isinstance(data, (str, dict)):
-            data = [data]
-        else:
-            try:
-                iter(data)
-            except TypeError:
-                data = [data]
-        parts = []
-        items = stack._stack  # (pushed and popped in place: ContextStack.push and pop, without their calls)
-        for value in data:
-            if callable(value):
-                parts.append(render_value(value(raw), stack, delimiters=delimiters))
+    def lookup(self, key: str) -> str:
+        """An expression for the value of ``key`` on the stack."""
+        if key == ".":
+            return "(items[-1] if items else _resolve_context(stack, '.'))"
+        if "." in key:
+            return f"_resolve_context(stack, {self.value(key)})"
+        return f"_find(items, {self.value(key)}, stack, _resolve_context)"
+
+    def block(self, tree, pad: str) -> None:
+        text = []  # neighbouring text (and tags that render nothing) appended once
+        for node in tree:
+            kind = type(node)
+            if kind is str:
+                text.append(node)
                 continue
-            items.append(value)
-            parts.append(inner(stack))
-            items.pop()
-        return "".join(parts)
-    return section
+            if kind in _SILENT:
+                continue
+            if text and "".join(text):
+                self.lines.append(f"{pad}_a({self.value(''.join(text))})")
+            text = []
+            self.node(node, kind, pad)
+        if text and "".join(text):
+            self.lines.append(f"{pad}_a({self.value(''.join(text))})")
+
+    def node(self, node, kind, pad: str) -> None:
+        add = self.lines.append
+        if kind is nodes._EscapeNode or kind is nodes._LiteralNode:
+            # RenderEngine.fetch_string, then escape ({{key}}) or literal ({{{key}}}).
+            finish = "_escape" if kind is nodes._EscapeNode else "_literal"
+            add(f"{pad}v = {self.lookup(node.key)}")
+            add(f"{pad}if v.__class__ is not _str:")
+            add(f"{pad} v = _render_value(v(), stack) if _callable(v) else v if isinstance(v, _str) else _to_str(v)")
+            add(f"{pad}_a({finish}(v))")
+        elif kind is nodes._SectionNode:
+            self.section(node, pad)
+        elif kind is nodes._InvertedNode:  # rendered when the value is falsy (a lambda counts as truthy)
+            add(f"{pad}if not {self.lookup(node.key)}:")
+            add(f"{pad} pass")
+            self.block(node.parsed_section._parse_tree, pad + " ")
+        elif kind is nodes._PartialNode:
+            add(f"{pad}_a({self.value(_partial(node.key, node.indent, self.engine))}(stack))")
+        else:
+            add(f"{pad}_a({self.value(node)}.render({self.value(self.engine)}, stack))")
+
+    def section(self, node, pad: str) -> None:
+        """{{#key}}...{{/key}}: once per item of the section's data, a lambda given the raw text;
+        each item pushed on the stack in place (ContextStack.push and pop, without their calls)."""
+        add = self.lines.append
+        self.depth += 1
+        data, item = f"d{self.depth}", f"i{self.depth}"
+        raw = self.value(node.template[node.index_begin:node.index_end])
+        delimiters = self.value(node.delimiters)
+        add(f"{pad}{data} = {self.lookup(node.key)}")
+        add(f"{pad}if {data}:")
+        add(f"{pad} for {item} in ({data} if {data}.__class__ is list else _section_items({data})):")
+        inner = pad + "  "
+        add(f"{inner}if _callable({item}):")
+        add(f"{inner} _a(_render_value({item}({raw}), stack, delimiters={delimiters}))")
+        add(f"{inner} continue")
+        add(f"{inner}items.append({item})")
+        self.block(node.parsed._parse_tree, inner)
+        add(f"{inner}items.pop()")
+        self.depth -= 1
 
 
-def _inverted(key: str, inner: Render, engine) -> Render:
-    """{{^key}}...{{/key}}: rendered when the value is falsy (a lambda counts as truthy)."""
-    resolve = _resolver(key, engine)
-
-    def inverted(stack) -> str:
-        return "" if resolve(stack) else inner(stack)
-    return inverted
+_SILENT = (nodes._CommentNode, nodes._ChangeNode)  # (delimiters change while parsing)
 
 
 def _partial(key: str, indent: str, engine) -> Render:

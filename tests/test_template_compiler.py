@@ -60,6 +60,18 @@ CASES = {
     "str subclass": ("{{m}}", {"m": Marked("<i>")}),
     "nested lists": ("{{#outer}}[{{#inner}}{{.}}{{/inner}}]{{/outer}}", {"outer": [{"inner": [1, 2]}, {"inner": []}]}),
     "unicode": ("{{a}} ü €", {"a": "é<>"}),
+    # What the generated function must spell right: any key or text, loops within loops.
+    "keys that are no Python names": ("{{class}} {{a-b}} {{1x}} {{a'b}} {{#for}}{{in}}{{/for}}",
+                                      {"class": "c", "a-b": "h", "1x": "d", "a'b": "q", "for": [{"in": "i"}]}),
+    "text with quotes, backslashes and line ends": ("'\"\\n\\\\ {{a}}\n'''\"\"\"\n", {"a": "\\"}),
+    "tuple, range and truthy object sections": (
+        "{{#t}}{{.}}{{/t}}|{{#g}}{{.}}{{/g}}|{{#o}}{{name}}{{/o}}|{{#n}}{{.}}{{/n}}",
+        {"t": ("a", "b"), "g": range(2, 4), "o": Person("P"), "n": 7}),
+    "lambdas among a list's items": ("{{#items}}[{{.}}]{{/items}}", {"items": ["a", lambda text: "L" + text, "b"]}),
+    "the same name nested three deep": ("{{#a}}({{#a}}({{#a}}{{v}}{{/a}}){{/a}}){{/a}}",
+                                        {"a": [{"a": [{"a": [{"v": 1}, {"v": 2}], "v": 0}]}]}),
+    "sibling and empty sections": ("{{#x}}{{/x}}{{#x}}1{{/x}}{{#y}}2{{/y}}{{^x}}{{/x}}{{^y}}{{#x}}3{{/x}}{{/y}}",
+                                   {"x": [1, 2], "y": []}),
 }
 
 
@@ -102,3 +114,67 @@ def test_every_template_in_the_repository_renders_as_pystache_renders_it(path):
 
 def test_the_repository_has_templates_to_compare():
     assert len(TEMPLATES) >= 10
+
+
+def random_template(rng, depth: int = 0) -> str:
+    """Text and tags of every kind, sections nesting up to three deep, over a few names."""
+    pieces = []
+    for _ in range(rng.randint(0, 6)):
+        name = rng.choice(["a", "b", "list", ".", "a.b", "obj", "f", "gone"])
+        kind = rng.randrange(7 if depth < 3 else 4)
+        if kind == 0:
+            pieces.append(rng.choice(["x", " <&> ", "\n", "'\"\\", "ü"]))
+        elif kind == 1:
+            pieces.append(f"{{{{{name}}}}}")
+        elif kind == 2:
+            pieces.append(f"{{{{{{{name}}}}}}}")
+        elif kind == 3:
+            pieces.append("{{! note }}")
+        else:
+            name = name if name != "." else "list"
+            sigil = "^" if kind == 6 else "#"
+            pieces.append(f"{{{{{sigil}{name}}}}}{random_template(rng, depth + 1)}{{{{/{name}}}}}")
+    return "".join(pieces)
+
+
+def random_values(rng, depth: int = 0):
+    """A dict of the names random_template uses: text, numbers, lists of dicts and of plain
+    values, an object, lambdas, falsy values."""
+    def value(level):
+        choice = rng.randrange(8 if level < 3 else 4)
+        if choice == 0:
+            return rng.choice(["", "<b>", "t&t", "plain"])
+        if choice == 1:
+            return rng.choice([0, 1, 2.5, None, True, False])
+        if choice == 2:
+            return Person(rng.choice(["Ann", "<Bo>"]))
+        if choice == 3:
+            return rng.choice([lambda: "{{a}}!", lambda text: f"<{text}>"])
+        if choice in (4, 5):
+            return [entry(level + 1) for _ in range(rng.randint(0, 3))]
+        if choice == 6:
+            return [rng.choice(["i", 3, None]) for _ in range(rng.randint(0, 3))]
+        return entry(level + 1)
+
+    def entry(level):
+        return {name: value(level) for name in ["a", "b", "list", "obj", "f"] if rng.random() < 0.7}
+    return entry(depth)
+
+
+def test_random_templates_render_as_pystache_renders_them(tmp_path):
+    """Many templates made at random (fixed seed), each rendered by both with values made at
+    random: the same text, or the same kind of error."""
+    import random
+    rng = random.Random(20261207)
+    compared = 0
+    for _ in range(600):
+        template, values = random_template(rng), random_values(rng)
+        try:
+            expected = stock_render(template, values)
+        except Exception as exc:  # (a lambda's result of the wrong kind, say): the compiled one fails alike
+            with pytest.raises(type(exc)):
+                compiled_render(tmp_path, template, values)
+            continue
+        assert compiled_render(tmp_path, template, values) == expected, template
+        compared += 1
+    assert compared > 400
