@@ -149,9 +149,9 @@ class FastCGIGateway(BaseFCGIServer):
                   time.monotonic() - started, self.request_timeout)
 
     def _sanitizeEnv(self, environ: dict) -> None:
-        """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, then flup's defaults, as its
-        ``_sanitizeEnv`` sets them (written out here with one look at REQUEST_URI: every request
-        pays for it; tests/test_wsgi_bridge.py compares the two)."""
+        """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, no second copy of the body's
+        headers, then flup's defaults, as its ``_sanitizeEnv`` sets them (written out here with one
+        look at REQUEST_URI: every request pays for it; tests/test_wsgi_bridge.py compares the two)."""
         script_name, path_info = environ["SCRIPT_NAME"], _ = wsgi_paths(environ)
         uri = environ.get("REQUEST_URI")
         if uri is None:
@@ -163,6 +163,10 @@ class FastCGIGateway(BaseFCGIServer):
                     environ["wsgi.errors"].write("WARNING: SCRIPT_NAME does not match REQUEST_URI")
                 path_info = uri_path[len(script_name):]
         environ["PATH_INFO"] = path_info
+        # nginx and lighttpd also pass the body's headers as HTTP_ params; CGI has them once (RFC 3875
+        # 4.1.18), and WSGI's checks (wsgiref.validate) refuse the copies.
+        environ.pop("HTTP_CONTENT_LENGTH", None)
+        environ.pop("HTTP_CONTENT_TYPE", None)
         if not environ.get("QUERY_STRING"):
             environ["QUERY_STRING"] = query
         for name, default in _WSGI_REQUIRED:

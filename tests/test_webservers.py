@@ -88,6 +88,24 @@ def test_a_client_proxy_header_never_becomes_http_proxy(root, kind):
     assert "HTTP_PROXY" not in seen and "evil" not in json.dumps(seen)
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_what_the_application_gets_passes_the_standard_librarys_wsgi_checks(root, kind):
+    """wsgiref.validate around the application: the environ (every key, its types), wsgi.input
+    and wsgi.errors, start_response and the answer's close(). nginx and lighttpd pass a body's
+    headers twice (CONTENT_LENGTH and HTTP_CONTENT_LENGTH), which it refused with a 500."""
+    backend, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:validated"])
+    with requests.Session() as browser:
+        answers = [browser.get(f"{web.url}/page?q=1", timeout=10),
+                   browser.head(f"{web.url}/page", timeout=10),
+                   browser.post(f"{web.url}/form", data={"a": "1" * 70000}, timeout=10),
+                   browser.post(f"{web.url}/raw", data=iter([b"chunked ", b"body"]), timeout=10,
+                                headers={"Content-Type": "application/octet-stream"})]
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]
+    assert answers[2].text == "70002 bytes of application/x-www-form-urlencoded\n"
+    assert answers[3].text == "12 bytes of application/octet-stream\n"
+    assert "AssertionError" not in backend.log_text()
+
+
 STREAMER_APP = f"{TESTS / 'wsgi_apps.py'}:streamer"
 
 

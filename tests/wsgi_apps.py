@@ -147,3 +147,25 @@ def unfinished(environ, start_response):
             raise RuntimeError("the database went away")
         yield b"world"
     return body()
+
+
+def _counted_body(environ, start_response):
+    """The body's length: CONTENT_LENGTH bytes, or without one, to its end (wsgi.input_terminated)."""
+    read, length = 0, int(environ.get("CONTENT_LENGTH") or 0)
+    if not environ.get("CONTENT_LENGTH") and environ.get("wsgi.input_terminated"):
+        length = float("inf")
+    while read < length:
+        piece = environ["wsgi.input"].read(min(65536, length - read))
+        if not piece:
+            break
+        read += len(piece)
+    body = f"{read} bytes of {environ.get('CONTENT_TYPE', '-')}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def validated(environ, start_response):
+    """The standard library's WSGI checks (wsgiref.validate) of what the server hands over and does
+    with the answer, around an application that counts the body: an AssertionError is a 500."""
+    from wsgiref.validate import validator
+    return validator(_counted_body)(environ, start_response)
