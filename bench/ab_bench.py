@@ -9,10 +9,12 @@ this virtualenv's packages but its own code: the editable install's import hook,
 otherwise load the working tree's package whatever PYTHONPATH says, is dropped.
 
     python bench/ab_bench.py [--base HEAD] [--page hello|view] [--clients 16] [--runs 5] [--duration 4]
+                             [--server-args='--request-timeout 30']
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -48,6 +50,7 @@ def main() -> int:
     parser.add_argument("--page", choices=["hello", "view"], default="hello",
                         help="the WSGI hello, or the bench site's mustache view")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--server-args", default="", help="further arguments of `run` for both servers")
     args = parser.parse_args()
 
     root, site = bench_site("fcgi-bench-ab-")
@@ -55,7 +58,7 @@ def main() -> int:
     sock = site / "fcgi_backend.sock"
     base_tree = export_revision(args.base, root / "base")
     app = ["--app", f"{BENCH / 'peers' / 'hello_wsgi.py'}:hello"] if args.page == "hello" else []
-    serve = ["run", str(site), "--prefork", str(-args.workers), *AS_USER, *app]
+    serve = ["run", str(site), "--prefork", str(-args.workers), *AS_USER, *app, *shlex.split(args.server_args)]
     sides = {
         args.base: Peer("base", [sys.executable, "-c", LAUNCH_FROM, str(base_tree), *serve], sock, run / "base.log"),
         "working tree": Peer("working", [sys.executable, "-m", "fcgi_backend", *serve], sock, run / "working.log"),
