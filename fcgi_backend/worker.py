@@ -57,6 +57,11 @@ class WorkerLoop:
         self.timeout = timeout
         self.max_requests = max_requests
         self.request_timeout = request_timeout
+        # request_timeout's alarm is set when a request starts and none is set, and left set when it
+        # ends: where it rings, the request running then is stopped or the alarm set again for what
+        # its own deadline leaves (two setitimer calls a request cost more than a small page).
+        self._request_deadline: float | None = None  # the running request's, on the monotonic clock
+        self._alarm_set = False
         self.idle_timeout = idle_timeout
         self.listener = listener
         # What an accepted socket is made as (socket.accept looks the listener's family and type up
@@ -87,13 +92,16 @@ class WorkerLoop:
         old_wakeup = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         handlers = {sig: self.stop for sig in STOP_SIGNALS}
         if self.request_timeout:
-            handlers[signal.SIGALRM] = _request_timed_out
+            handlers[signal.SIGALRM] = self._alarm_rang
         handlers.update({sig: (lambda func: lambda *_: func())(func) for sig, func in (extra or {}).items()})
         old_handlers = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         self._wake_r = wake_r
         try:
             yield self
         finally:
+            if self._alarm_set:  # (left set after the last request: it must not ring into the default handler)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                self._alarm_set = False
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
@@ -197,13 +205,30 @@ class WorkerLoop:
     def request_started(self, what: str) -> None:
         self._slot.start_request(what)
         if self.request_timeout:
-            signal.setitimer(signal.ITIMER_REAL, self.request_timeout)
+            self._request_deadline = time.monotonic() + self.request_timeout
+            if not self._alarm_set:
+                self._alarm_set = True
+                signal.setitimer(signal.ITIMER_REAL, self.request_timeout)
 
     def request_ended(self) -> None:
-        if self.request_timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        self._request_deadline = None  # (the alarm stays set: see __init__)
         self._slot.count_request()
         self._check_max_requests()
+
+    def _alarm_rang(self, *_signal_args) -> None:
+        """SIGALRM: the request running past its deadline is stopped (RequestTimeout raised in
+        it); one that started since the alarm was set gets it again for the rest of its time."""
+        deadline = self._request_deadline
+        if deadline is None:  # between requests: the next one sets it
+            self._alarm_set = False
+            return
+        left = deadline - time.monotonic()
+        if left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))  # (under a microsecond would unset it)
+            return
+        self._request_deadline = None  # (once: the answer that follows is not cut short again)
+        self._alarm_set = False
+        raise RequestTimeout()
 
     # ---- connections kept open between requests ---------------------------------------------
 
@@ -265,10 +290,6 @@ class WorkerLoop:
             self._lingering.add(sock)
         else:
             close_reading_first(sock)
-
-
-def _request_timed_out(*_signal_args) -> None:
-    raise RequestTimeout()
 
 
 class _ReadinessWait:

@@ -701,3 +701,35 @@ def test_forking_mode_at_maxfork_keeps_connections_waiting_and_a_stop_serves_the
         if flavour == "fastcgi":
             apache.stop()
         backend.stop()
+
+
+@pytest.mark.parametrize("flavour", ["fastcgi", "http"])
+def test_request_timeout_gives_each_request_its_own_time(site, workdir, flavour):
+    """request_timeout's alarm is set by a request that finds none set and left set after it (no
+    system call per request for it): a request that starts while an earlier one's alarm is still
+    set is stopped at its own deadline, not at the earlier request's, and requests that each end
+    in time are never stopped, however long they run back to back."""
+    args = ["--prefork", "1", "--maxfork", "1", "--request-timeout", "1"]
+    backend = (HTTPBackend if flavour == "http" else Backend)(site, workdir / "run", args).start()
+
+    def fetch(uri):
+        started = time.monotonic()
+        if flavour == "http":
+            reply = requests.get(f"{backend.url}{uri}", timeout=30)
+            code = reply.status_code
+        else:
+            code = get(backend, uri)[0]
+        return code, time.monotonic() - started
+
+    try:
+        # 2.8 s of requests of 0.4 s, one after the other on the one worker: none is stopped.
+        assert [fetch("/sleep?s=0.4")[0] for _ in range(7)] == [200] * 7
+        # The one before sets the alarm 0.7 s before the next request starts.
+        assert fetch("/sleep?s=0.7")[0] == 200
+        code, took = fetch("/sleep?s=30")
+        assert code == 504 and 0.95 < took < 4, took
+        backend.wait_for_log("GET /sleep?s=30 stopped after 1.0s (request_timeout 1s)")
+        assert fetch("/sleep?s=0.1")[0] == 200
+        assert "SIGALRM" not in backend.log_text()
+    finally:
+        backend.stop()
