@@ -91,7 +91,7 @@ def _parse(template: str, delimiters) -> ParsedTemplate:
 
 class _CachingRenderEngine(RenderEngine):
     """pystache's engine that parses each distinct string it renders (partials, lambdas' results)
-    once, and renders each parsed template through closures compiled once (template_compiler)."""
+    once, and renders each parsed template through the function compiled once (template_compiler)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -104,6 +104,8 @@ class _CachingRenderEngine(RenderEngine):
         return render
 
     def render(self, template, context_stack, delimiters=None):
+        if delimiters is not None:  # (a list once a template changed them: the parse cache keys on it)
+            delimiters = tuple(delimiters)
         return self.compiled(_parse(template, delimiters))(context_stack)
 
 
@@ -210,7 +212,7 @@ class ViewCache:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            with open(path, encoding="utf-8") as f:
+            with open(path, encoding="utf-8", newline="") as f:  # (line ends as written: CRLF stays)
                 text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise TemplateError(f"cannot read template {path}: {exc}") from None

@@ -178,3 +178,61 @@ def test_random_templates_render_as_pystache_renders_them(tmp_path):
         assert compiled_render(tmp_path, template, values) == expected, template
         compared += 1
     assert compared > 400
+
+
+PARTIALS = {"p1": "<{{a}}>\n", "p2": "{{#list}}[{{.}}]{{/list}}\n", "p3": "  {{>p1}}\n{{ b }}", "p4": ""}
+
+
+def random_lines(rng, depth: int = 0) -> str:
+    """Templates in lines: tags alone on a line (the spec's standalone rule), partials at any
+    indentation, spaces inside tags, {{&name}}."""
+    pieces = []
+    for _ in range(rng.randint(0, 5)):
+        name = rng.choice(["a", "b", "list", ".", "obj", "f", "gone"])
+        indent = " " * rng.choice([0, 0, 2, 4])
+        kind = rng.randrange(6 if depth < 2 else 4)
+        if kind == 0:
+            pieces.append(rng.choice(["x", "\n", "\r\n", " <&> ", "\t"]))
+        elif kind == 1:
+            pieces.append(rng.choice([f"{{{{ {name} }}}}", f"{{{{&{name}}}}}", f"{{{{{{ {name} }}}}}}"]))
+        elif kind == 2:
+            pieces.append(f"\n{indent}{{{{>{rng.choice(list(PARTIALS) + ['none'])}}}}}\n")
+        elif kind == 3:
+            pieces.append(f"\n{indent}{{{{! alone }}}}\n")
+        else:
+            name = name if name != "." else "list"
+            sigil = "^" if kind == 5 else "#"
+            pieces.append(f"\n{indent}{{{{{sigil}{name}}}}}\n{random_lines(rng, depth + 1)}\n{indent}{{{{/{name}}}}}\n")
+    return "".join(pieces)
+
+
+def with_delimiters_changed(rng, template: str) -> str:
+    """The template with its tags from some point on written <% %>, after {{=<% %>=}} there."""
+    template = re.sub(r"\{\{\{ ?([^}]*?) ?\}\}\}", r"{{&\1}}", template)  # (triple braces are for {{ }} only)
+    tags = [m.start() for m in re.finditer(r"\{\{", template)]
+    if not tags:
+        return template
+    cut = rng.choice(tags)
+    rest = template[cut:].replace("{{", "<%").replace("}}", "%>")
+    return template[:cut] + "{{=<% %>=}}" + rest
+
+
+def test_random_templates_with_partials_standalone_lines_and_delimiters(tmp_path):
+    """As above, with what the first generator leaves out: standalone lines, partials at an
+    indentation (one within another), spaces inside tags, and delimiters changed part way."""
+    import random
+    rng = random.Random(20261223)
+    compared = 0
+    for number in range(400):
+        template, values = random_lines(rng), random_values(rng)
+        if number % 2:
+            template = with_delimiters_changed(rng, template)
+        try:
+            expected = stock_render(template, values, PARTIALS)
+        except Exception as exc:
+            with pytest.raises(type(exc)):
+                compiled_render(tmp_path, template, values, PARTIALS)
+            continue
+        assert compiled_render(tmp_path, template, values, PARTIALS) == expected, template
+        compared += 1
+    assert compared > 250
