@@ -4,8 +4,9 @@ and header values; the HTTP connection does the sending (with sendfile).
 
 The mapping is the Apache vhost's: a file that exists is static, except ``*.mustache`` templates
 (the application renders them); a folder is redirected to its trailing slash, then served by its
-``index.html``, else its ``index.mustache`` (the application), else refused (no listings); any other
-URL goes to the application (routes, extensionless pages, 404). Nothing outside the webroot is
+``index.html``, else its ``index.mustache`` (the application), else refused (no listings), but for
+the webroot itself: without an index, ``/`` is the application's (a route "/", an --app's home
+page); any other URL goes to the application (routes, extensionless pages, 404). Nothing outside the webroot is
 ever served, and no hidden file (a segment starting with a dot).
 """
 
@@ -92,7 +93,7 @@ def locate(root: str, url_path: str) -> Lookup:
                 continue
             if stat.S_ISREG(ist.st_mode):
                 return Lookup("file", StaticFile(index, ist.st_size, ist.st_mtime, ist.st_ino))
-        if os.path.isfile(os.path.join(target, "index" + TEMPLATE_SUFFIX)):
+        if not segments or os.path.isfile(os.path.join(target, "index" + TEMPLATE_SUFFIX)):
             return APP
         return Lookup("forbidden")
     if not stat.S_ISREG(st.st_mode) or target.endswith(TEMPLATE_SUFFIX):

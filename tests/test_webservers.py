@@ -106,6 +106,24 @@ def test_what_the_application_gets_passes_the_standard_librarys_wsgi_checks(root
     assert "AssertionError" not in backend.log_text()
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http", "nginx in front of serve-http"])
+def test_an_apps_home_page_is_its_own_when_the_webroot_has_no_index(root, kind):
+    """With --app (a Flask or Django site) the webroot often holds only static files: "/" is then
+    the application's, where Apache, nginx and serve-http refused it as a folder without an index
+    (403, so a Django site's home page could not be reached). An index.html still comes first,
+    and no folder is ever listed."""
+    backend, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
+    webroot = backend.site / "webroot"
+    (webroot / "index.mustache").unlink()
+    home = requests.get(f"{web.url}/", timeout=10)
+    assert home.status_code == 200 and home.json()["PATH_INFO"] == "/"
+    (webroot / "index.html").write_text("<p>a static home page</p>")
+    if kind != "lighttpd":  # (its example sends every URL without a dot to the backend, as it says)
+        assert requests.get(f"{web.url}/", timeout=10).text == "<p>a static home page</p>"
+    folder = requests.get(f"{web.url}/partials/", timeout=10)
+    assert "header.mustache" not in folder.text and "footer" not in folder.text
+
+
 STREAMER_APP = f"{TESTS / 'wsgi_apps.py'}:streamer"
 
 
