@@ -69,6 +69,8 @@ _YIELD_AFTER = 0.05
 # worker's time with an RSA key): each keeps its worker for a turn this many times its own handshake.
 _TURN_PER_HANDSHAKE = 50
 _LONGEST_TURN = 0.1
+# RFC 9112's request-line: a method (any token), a target, HTTP/1.x.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/1\.[01]\r\n")
 # RFC 3986's host (an IP literal, or a reg-name, which an IPv4 address also matches) and port
 _HOST_AND_PORT = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?")
 
@@ -210,6 +212,9 @@ class HTTPConnection:
             if self._parser.get_method() == b"PRI":  # HTTP/2's connection preface, sent without asking
                 raise BadRequest(505, "HTTP/2 is not served here: HTTP/1.1 is (over TLS, ALPN offers only "
                                       "http/1.1)") from None
+            if isinstance(exc, httptools.HttpParserInvalidMethodError) and _REQUEST_LINE.match(data):
+                # a well-formed request whose method is not on llhttp's list (RFC 9110 9.1)
+                raise BadRequest(501, "a request method this server does not know") from None
             raise BadRequest(400, f"malformed request: {exc}") from None
 
     def _next_message(self) -> _Message | None:
@@ -646,7 +651,9 @@ class _Head:
             if key == "PROXY":
                 continue  # HTTP_PROXY names a CGI program's outgoing proxy: never the client's to set ("httpoxy")
             key = "HTTP_" + key
-            environ[key] = f"{environ[key]}, {text}" if key in environ else text
+            if key in environ:  # one field of several lines; cookies are split on ";" (RFC 6265 5.4), not ","
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+            environ[key] = text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
             environ["HTTP_HOST"] = self.target_host.decode("latin-1")
         if conn.from_proxy and not conn.tls:

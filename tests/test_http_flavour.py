@@ -126,11 +126,21 @@ def test_expect_100_continue(served):
     (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"505"),  # HTTP/2 with prior knowledge (curl --http2-prior-knowledge)
+    (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", b"501"),  # a method the parser does not know (RFC 9110 9.1)
 ])
 def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
     answer = raw(served.port, request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
     served.backend.wait_for_log(f"from 127.0.0.1 refused: {int(status)}: ")
+
+
+def test_cookies_sent_on_two_lines_all_reach_the_application(served):
+    """Two Cookie fields (RFC 6265 wants one, some proxies send several) make one HTTP_COOKIE
+    joined with "; ", as cookie parsers split it: joined with ", " as other fields are, the first
+    cookie's value swallowed the second."""
+    answer = raw(served.port, b"GET /cookie HTTP/1.1\r\nHost: x\r\nCookie: a=1; b=2\r\nCookie: c=3\r\n"
+                              b"Connection: close\r\n\r\n")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["seen"] == {"a": "1", "b": "2", "c": "3"}
 
 
 def test_an_absolute_url_as_target_names_the_host_and_keeps_its_query(served):
