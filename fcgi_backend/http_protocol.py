@@ -561,7 +561,8 @@ class _Head:
         self.conn = conn
         self.method = msg.method.decode("latin-1")
         target, self.target_host = _origin_form(msg.url)
-        raw_path, _, query = target.partition(b"?")
+        # (a fragment is no part of a request, RFC 9112 3.2: dropped, as Apache and gunicorn drop it)
+        raw_path, _, query = target.partition(b"#")[0].partition(b"?")
         self.handler = "application"  # what the access log's %R names
         self._forwarded_client: str | None = None  # remote_addr's, behind a trusted proxy
         self.target = msg.url.decode("latin-1")
@@ -579,13 +580,17 @@ class _Head:
             return 400, "the request target is neither a path nor an http URL"
         if msg.url == b"*" and msg.method != b"OPTIONS":
             return 400, "only OPTIONS asks about the server (*)"
-        hosts, content_types = [], 0
+        hosts, content_types, transfer_coded = [], 0, False
         for name, value in msg.headers:
             size = len(name)  # (the length first: no lower() for most names)
             if size == 4 and name.lower() == b"host":
                 hosts.append(value)
             elif size == 12 and name.lower() == b"content-type":
                 content_types += 1
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                transfer_coded = True
+        if transfer_coded and msg.version == "1.0":  # RFC 9112 6.1: its framing is to be taken as faulty
+            return 400, "Transfer-Encoding in an HTTP/1.0 request"  # (a proxy before may have read it otherwise)
         if len(hosts) > 1:
             return 400, "more than one Host header"
         if content_types > 1:  # a proxy in front may read the first, the application the last

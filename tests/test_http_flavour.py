@@ -127,11 +127,23 @@ def test_expect_100_continue(served):
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"505"),  # HTTP/2 with prior knowledge (curl --http2-prior-knowledge)
     (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", b"501"),  # a method the parser does not know (RFC 9110 9.1)
+    # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy before
+    # may have read its body by Content-Length: what follows could pass for another request)
+    (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"400"),
 ])
 def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
     answer = raw(served.port, request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in answer
     served.backend.wait_for_log(f"from 127.0.0.1 refused: {int(status)}: ")
+
+
+def test_a_fragment_in_the_target_is_no_part_of_the_path_or_query(served):
+    """A browser never sends one, a hand-made client may: the application sees what Apache
+    would hand it (a route matched, the query without it)."""
+    answer = raw(served.port, b"GET /hello/frag#part HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Hello, frag!" in answer
+    answer = raw(served.port, b"GET /echo?x=1#part HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["query"] == {"x": ["1"]}
 
 
 def test_cookies_sent_on_two_lines_all_reach_the_application(served):
