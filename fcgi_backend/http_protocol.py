@@ -568,8 +568,8 @@ class _Head:
         self.target = msg.url.decode("latin-1")
         self.raw_path = raw_path
         self.query = query.decode("latin-1")
-        self.path_bytes = unquote_to_bytes(raw_path)
-        self.path = self.path_bytes.decode("utf-8", "replace")
+        self.path_bytes = _without_dot_segments(unquote_to_bytes(raw_path))
+        self.path = "" if self.path_bytes is None else self.path_bytes.decode("utf-8", "replace")
 
     def refusal(self) -> tuple[int, str] | None:
         """What RFC 9112 has a server refuse and llhttp lets through: (status, why), or None."""
@@ -580,6 +580,8 @@ class _Head:
             return 400, "the request target is neither a path nor an http URL"
         if msg.url == b"*" and msg.method != b"OPTIONS":
             return 400, "only OPTIONS asks about the server (*)"
+        if self.path_bytes is None:
+            return 400, "the path climbs above the root (..)"
         hosts, content_types, transfer_coded = [], 0, False
         for name, value in msg.headers:
             size = len(name)  # (the length first: no lower() for most names)
@@ -979,6 +981,25 @@ def _origin_form(url: bytes) -> tuple[bytes, bytes | None]:
     if not sep or scheme.lower() not in (b"http", b"https") or not host or not _HOST_AND_PORT.fullmatch(host):
         return b"/", None
     return (origin if origin.startswith(b"/") else b"/" + origin), host
+
+
+def _without_dot_segments(path: bytes) -> bytes | None:
+    """A decoded path as Apache and nginx hand it on: "." and ".." segments resolved (RFC 3986
+    5.2.4) and repeated slashes merged, so /a/../b is /b for a route, a static file and the
+    application alike; None when ".." climbs above the root (they answer 400)."""
+    if b"/." not in path and b"//" not in path:
+        return path  # (the usual path: nothing to do)
+    segments: list[bytes] = []
+    for segment in path.split(b"/")[1:]:
+        if segment == b"..":
+            if not segments:
+                return None
+            segments.pop()
+        elif segment and segment != b".":
+            segments.append(segment)
+    last = path.rsplit(b"/", 1)[-1]
+    trailing = b"/" if segments and last in (b"", b".", b"..") else b""
+    return b"/" + b"/".join(segments) + trailing
 
 
 def _expects_continue(msg: _Message) -> bool:

@@ -124,6 +124,28 @@ def test_an_apps_home_page_is_its_own_when_the_webroot_has_no_index(root, kind):
     assert "header.mustache" not in folder.text and "footer" not in folder.text
 
 
+DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on
+    (b"/a/./b", "/a/b"), (b"/a/../b", "/b"), (b"//a///b/", "/a/b/"), (b"/a/%2e%2E/b", "/b"), (b"/a/b/..", "/a/"),
+    (b"/a/.", "/a/"), (b"/../x", 400), (b"/a/%2e%2e/%2e%2e/x", 400),
+]
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "http"])
+def test_the_application_gets_a_path_without_dot_segments(root, kind):
+    """The same request gives the application the same PATH_INFO through every front: serve-http
+    handed on /a/../b as it came (an application joining PATH_INFO to a folder could be led out
+    of it), where Apache and nginx resolve it, or answer 400 when it climbs above the root."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
+    seen = {}
+    for target, _ in DOT_SEGMENTS:
+        client = http.client.HTTPConnection("127.0.0.1", int(web.url.rpartition(":")[2]), timeout=10)
+        client.request("GET", target.decode())  # (sent as written: requests would resolve the dots itself)
+        answer = client.getresponse()
+        seen[target] = json.loads(answer.read())["PATH_INFO"] if answer.status == 200 else answer.status
+        client.close()
+    assert seen == dict(DOT_SEGMENTS)
+
+
 STREAMER_APP = f"{TESTS / 'wsgi_apps.py'}:streamer"
 
 
