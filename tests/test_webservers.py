@@ -89,6 +89,16 @@ def test_a_client_proxy_header_never_becomes_http_proxy(root, kind):
 
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_a_clients_basic_credentials_never_become_remote_user(root, kind):
+    """REMOTE_USER is the user the web server authenticated: an application (Django's
+    RemoteUserMiddleware) logs that user in. nginx's fastcgi_params set it from any client's
+    Authorization header, checked or not; the nginx example passed it on."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
+    seen = requests.get(f"{web.url}/x", auth=("admin", "guess"), timeout=10).json()
+    assert not seen.get("REMOTE_USER") and seen["HTTP_AUTHORIZATION"].startswith("Basic ")  # (the application's to check)
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_what_the_application_gets_passes_the_standard_librarys_wsgi_checks(root, kind):
     """wsgiref.validate around the application: the environ (every key, its types), wsgi.input
     and wsgi.errors, start_response and the answer's close(). nginx and lighttpd pass a body's
@@ -382,6 +392,7 @@ server {{
         fastcgi_split_path_info ^(/myapp)(/.*)$;
         fastcgi_param SCRIPT_NAME $fastcgi_script_name;
         fastcgi_param PATH_INFO $fastcgi_path_info;
+        fastcgi_param REMOTE_USER "";
         fastcgi_pass unix:{sock};
     }}
     location / {{
