@@ -124,7 +124,7 @@ def encode_params(pairs: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
 
 def decode_params(data: bytes) -> dict[str, str]:
     """Decode a whole PARAMS (or GET_VALUES) stream into a dict of strings, as latin-1 (a name sent
-    twice keeps its last value).
+    twice keeps its last value, but a header field's lines are joined: :func:`joined_lines`).
 
     Lengths that run past the data are a ProtocolError. Latin-1 maps byte n to character n, so
     the block is decoded once and names and values are sliced from it at their byte offsets. The
@@ -158,8 +158,28 @@ def decode_params(data: bytes) -> dict[str, str]:
         if pos > end:
             raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes "
                                 f"but only {end - value_at + name_len} remain")
-        pairs[text[value_at - name_len:value_at]] = text[value_at:pos]
+        name = text[value_at - name_len:value_at]
+        if name in pairs and name.startswith("HTTP_"):
+            pairs[name] = joined_lines(name, pairs[name], text[value_at:pos])
+        else:
+            pairs[name] = text[value_at:pos]
     return pairs
+
+
+def joined_lines(name: str, first: str, then: str) -> str:
+    """A header field sent on several lines, as one (RFC 9110 5.3: in order, with commas; cookies
+    with "; ", RFC 6265 5.4). nginx before 1.23 passes each line as a param of its own."""
+    return first + ("; " if name == "HTTP_COOKIE" else ", ") + then
+
+
+def params_with_lines_joined(names: list[str], values: list[str]) -> dict[str, str]:
+    """The params of names and values where a name comes more than once (see decode_params)."""
+    params: dict[str, str] = {}
+    for name, value in zip(names, values):
+        if name in params and name.startswith("HTTP_"):
+            value = joined_lines(name, params[name], value)
+        params[name] = value
+    return params
 
 
 class WholeRequest(NamedTuple):
@@ -217,7 +237,7 @@ class WholeRequestScanner:
         params_len, names_len, body_len = scanned.params_len, scanned.names_len, scanned.body_len
         # "name\0name\0...value\0value\0...": the names split again only when they differ from the
         # last request's; the values in one decode and one split (zip leaves the empty string after
-        # the last NUL unpaired; a name sent twice keeps its last value)
+        # the last NUL unpaired; a name sent twice: decode_params' rule)
         out = self._out_view
         names_bytes = bytes(out[:names_len])  # (a memoryview compares byte by byte: slower than this copy)
         if names_bytes != self._names_bytes:
@@ -225,7 +245,10 @@ class WholeRequestScanner:
             self._names = str(names_bytes, "latin-1").split("\0")[:-1]
         values = str(out[names_len:params_len], "latin-1").split("\0")
         body = bytes(out[params_len:params_len + body_len]) if body_len else b""
-        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, dict(zip(self._names, values)), body)
+        params = dict(zip(self._names, values))
+        if len(params) < len(self._names):
+            params = params_with_lines_joined(self._names, values)
+        return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, params, body)
 
 
 _SCAN_WHOLE, _SCAN_PART = lib.FCGI_SCAN_WHOLE, lib.FCGI_SCAN_PART

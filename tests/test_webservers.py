@@ -89,6 +89,22 @@ def test_a_client_proxy_header_never_becomes_http_proxy(root, kind):
 
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_a_header_sent_on_two_lines_reaches_the_application_whole(root, kind):
+    """nginx before 1.23 (Debian 12's 1.22) passes each line of a header field as a FastCGI param
+    of its own, and the backend kept only the last: the application lost the first line of an
+    Accept or Cache-Control, or the first hop of an X-Forwarded-For sent on two lines."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
+    client = http.client.HTTPConnection("127.0.0.1", int(web.url.rpartition(":")[2]), timeout=10)
+    client.putrequest("GET", "/x")
+    client.putheader("X-Trail", "first")
+    client.putheader("X-Trail", "second")
+    client.endheaders()
+    seen = json.loads(client.getresponse().read())
+    client.close()
+    assert seen["HTTP_X_TRAIL"].replace(" ", "") == "first,second"
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_a_clients_basic_credentials_never_become_remote_user(root, kind):
     """REMOTE_USER is the user the web server authenticated: an application (Django's
     RemoteUserMiddleware) logs that user in. nginx's fastcgi_params set it from any client's
