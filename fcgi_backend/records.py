@@ -213,6 +213,7 @@ class WholeRequestScanner:
         # in the same order, request after request, and the environ's keys are then the same strings.
         self._names_bytes = b""
         self._names: list[str] = []
+        self._lines_to_join = False  # an HTTP_ name comes twice in them (nginx's SCRIPT_NAME twice does not count)
         self.incomplete = False  # the last scan found the start of such a request: more bytes may complete it
         self.params_whole = False  # ... and its params were whole: an application could start on it
 
@@ -242,12 +243,12 @@ class WholeRequestScanner:
         names_bytes = bytes(out[:names_len])  # (a memoryview compares byte by byte: slower than this copy)
         if names_bytes != self._names_bytes:
             self._names_bytes = names_bytes
-            self._names = str(names_bytes, "latin-1").split("\0")[:-1]
+            self._names = names = str(names_bytes, "latin-1").split("\0")[:-1]
+            headers = [name for name in names if name.startswith("HTTP_")]
+            self._lines_to_join = len(set(headers)) < len(headers)
         values = str(out[names_len:params_len], "latin-1").split("\0")
         body = bytes(out[params_len:params_len + body_len]) if body_len else b""
-        params = dict(zip(self._names, values))
-        if len(params) < len(self._names):
-            params = params_with_lines_joined(self._names, values)
+        params = params_with_lines_joined(self._names, values) if self._lines_to_join else dict(zip(self._names, values))
         return scanned.consumed, WholeRequest(scanned.request_id, scanned.flags, params, body)
 
 
