@@ -41,7 +41,7 @@ from .access_log import HANDLER_KEY
 from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
 from .pace import Pace
-from .records import ConnectionClosed, StreamError
+from .records import ConnectionClosed, StreamError, joined_lines
 from .response_head import NO_BODY_STATUS
 from .sockio import send_all, wait, wait_paced
 
@@ -658,9 +658,7 @@ class _Head:
             if key == "PROXY":
                 continue  # HTTP_PROXY names a CGI program's outgoing proxy: never the client's to set ("httpoxy")
             key = "HTTP_" + key
-            if key in environ:  # one field of several lines; cookies are split on ";" (RFC 6265 5.4), not ","
-                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
-            environ[key] = text
+            environ[key] = joined_lines(key, environ[key], text) if key in environ else text
         if self.target_host is not None:  # RFC 9112 §3.2.2: the URL's host, whatever Host says
             environ["HTTP_HOST"] = self.target_host.decode("latin-1")
         if conn.from_proxy and not conn.tls:
