@@ -226,8 +226,7 @@ class WorkerLoop:
         if left > 0:
             signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))  # (under a microsecond would unset it)
             return
-        self._request_deadline = None  # (once: the answer that follows is not cut short again)
-        self._alarm_set = False
+        self._alarm_set = False  # (not set again: the answer that follows is not cut short)
         raise RequestTimeout()
 
     # ---- connections kept open between requests ---------------------------------------------
