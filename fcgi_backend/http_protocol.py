@@ -995,8 +995,7 @@ def _without_dot_segments(path: bytes) -> bytes | None:
             segments.pop()
         elif segment and segment != b".":
             segments.append(segment)
-    last = path.rsplit(b"/", 1)[-1]
-    trailing = b"/" if segments and last in (b"", b".", b"..") else b""
+    trailing = b"/" if segments and segment in (b"", b".", b"..") else b""  # (the last segment named a folder)
     return b"/" + b"/".join(segments) + trailing
 
 
