@@ -418,7 +418,6 @@ class FastCGIConnection(Connection):
             log.info("connection ended%s: %s", during, exc)
         except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
             self.server.timed_out = True
-            log.error("a request ran past request_timeout while its answer was being sent")
         self.close(graceful=False)
         return False
 

@@ -43,7 +43,6 @@ class FastCGIServer(AppServer):
                                            idle_timeout=self.config.idle_timeout)
             self._gateway.on_request_start = self.request_started
             self._gateway.on_request_end = self.request_ended
-            self._gateway.request_timeout = self.config.request_timeout
             self._gateway.access_log = self.access_log
             self._gateway.ping_path = self.config.ping_path
             self._lane = WholeRequestLane(self._gateway) if self._gateway.scan_whole_requests else None

@@ -65,7 +65,6 @@ class FastCGIGateway(BaseFCGIServer):
         self._request: FastCGIRequest | None = None  # the one being served
         self.on_request_start: Callable[[str], None] | None = None  # told "METHOD URI" of each request
         self.on_request_end: Callable[[], None] | None = None  # also told of each request that ends
-        self.request_timeout = 0.0  # what the worker enforces (for log lines)
         self.access_log = None  # an AccessLog: a line per request
         self.ping_path = ""  # answered in HTTP too, to mod_proxy_hcheck (health.py)
         self.timed_out = False  # a request ran past request_timeout: this worker must be replaced
@@ -116,7 +115,7 @@ class FastCGIGateway(BaseFCGIServer):
             return super().handler(req)
         except RequestTimeout:
             req._conn.close_after_request = True
-            self.request_timed_out(req.describe(), started)
+            self.timed_out = True  # (the worker logged it)
             if not req.stdout.dataWritten:
                 req.stdout.write_own(error_answer(504, TIMED_OUT))
             else:
@@ -141,12 +140,6 @@ class FastCGIGateway(BaseFCGIServer):
             if self.access_log is not None:
                 self.access_log.write(req.params, req.stdout.status or 500, req.stdout.body_bytes, started_wall,
                                       time.monotonic() - started)
-
-    def request_timed_out(self, describe: str, started: float) -> None:
-        """A request ran past request_timeout (from ``started``, monotonic): this worker must go."""
-        self.timed_out = True
-        log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", describe,
-                  time.monotonic() - started, self.request_timeout)
 
     def _sanitizeEnv(self, environ: dict) -> None:
         """SCRIPT_NAME and PATH_INFO as :func:`wsgi_paths` finds them, no second copy of the body's

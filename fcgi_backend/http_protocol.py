@@ -351,7 +351,6 @@ class HTTPConnection:
 
     def _call_application(self, msg: _Message, head: "_Head") -> bool:
         environ = head.environ()
-        started = time.monotonic()
         self.server.request_started(f"{head.method} {head.target}")
         response = self._response = _Response(self, msg, head.method)
         result = None
@@ -362,11 +361,9 @@ class HTTPConnection:
             finally:
                 if hasattr(result, "close"):
                     result.close()
-        except RequestTimeout:
+        except RequestTimeout:  # (the worker logged it)
             self.server.timed_out = True
             self._closing = True
-            log.error("%s %s stopped after %.1fs (request_timeout %gs); this worker is replaced", head.method,
-                      head.target, time.monotonic() - started, self.server.config.request_timeout)
             if not response.head_sent:
                 response.send_error(504, "The application took too long to answer.")
         except StreamError as exc:  # the body broke a limit or HTTP's rules on its way in

@@ -221,7 +221,7 @@ class _Answer:
     def run(self) -> bool:
         """Call the application and send its answer with END_REQUEST; False if the connection
         cannot serve another request."""
-        lane, gateway = self.lane, self.lane.gateway
+        gateway = self.lane.gateway
         if gateway.on_request_start is not None:
             gateway.on_request_start(self.describe)
         ended = False
@@ -241,7 +241,6 @@ class _Answer:
             self._send(ending=not self.cut_off)
         except RequestTimeout:  # the alarm rang between the application's end and END_REQUEST
             gateway.timed_out = True
-            log.error("a request ran past request_timeout while its answer was being sent")
             return False
         finally:
             if not ended:
@@ -271,7 +270,7 @@ class _Answer:
                 cut_off(self.describe, response_head.SHORTFALL % (self.body_bytes, self.declared))
         except RequestTimeout:
             self.close_after = True
-            gateway.request_timed_out(self.describe, self.started_at)
+            gateway.timed_out = True  # (the worker logged it)
             if not self.written:
                 self._write_own(error_answer(504, TIMED_OUT))
             elif not self.aborted:

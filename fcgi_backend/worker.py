@@ -61,6 +61,7 @@ class WorkerLoop:
         # ends: where it rings, the request running then is stopped or the alarm set again for what
         # its own deadline leaves (two setitimer calls a request cost more than a small page).
         self._request_deadline: float | None = None  # the running request's, on the monotonic clock
+        self._request_what = ""  # the running request, as the log names it where it is stopped
         self._alarm_set = False
         self.idle_timeout = idle_timeout
         self.listener = listener
@@ -206,6 +207,7 @@ class WorkerLoop:
         self._slot.start_request(what)
         if self.request_timeout:
             self._request_deadline = time.monotonic() + self.request_timeout
+            self._request_what = what
             if not self._alarm_set:
                 self._alarm_set = True
                 signal.setitimer(signal.ITIMER_REAL, self.request_timeout)
@@ -217,16 +219,19 @@ class WorkerLoop:
 
     def _alarm_rang(self, *_signal_args) -> None:
         """SIGALRM: the request running past its deadline is stopped (RequestTimeout raised in
-        it); one that started since the alarm was set gets it again for the rest of its time."""
+        it, logged here for both flavours); one that started since the alarm was set gets it again
+        for the rest of its time."""
         deadline = self._request_deadline
         if deadline is None:  # between requests: the next one sets it
             self._alarm_set = False
             return
-        left = deadline - time.monotonic()
-        if left > 0:
-            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))  # (under a microsecond would unset it)
+        now = time.monotonic()
+        if deadline > now:
+            signal.setitimer(signal.ITIMER_REAL, max(deadline - now, 0.001))  # (under a microsecond would unset it)
             return
         self._alarm_set = False  # (not set again: the answer that follows is not cut short)
+        log.error("%s stopped after %.1fs (request_timeout %gs); this worker is replaced", self._request_what,
+                  now - deadline + self.request_timeout, self.request_timeout)
         raise RequestTimeout()
 
     # ---- connections kept open between requests ---------------------------------------------
