@@ -410,8 +410,13 @@ class HTTPConnection:
             return response.send_error(405, "", [("Allow", "GET, HEAD")])
         file = lookup.file
         headers = [("Last-Modified", file.last_modified), ("ETag", file.etag), ("Accept-Ranges", "bytes")]
-        if static.not_modified(file, head.header_text(b"if-none-match"), head.header_text(b"if-modified-since")):
+        precondition = static.precondition_status(
+            file, head.header_text(b"if-match"), head.header_text(b"if-unmodified-since"),
+            head.header_text(b"if-none-match"), head.header_text(b"if-modified-since"), time.time())
+        if precondition == 304:
             return response.send_simple(304, headers, b"")
+        if precondition == 412:
+            return response.send_error(412, "The file has changed since the version this request names.")
         try:
             span = static.byte_range(head.header_text(b"range"), file.size, head.header_text(b"if-range"), file)
         except static.RangeNotSatisfiable:

@@ -101,18 +101,49 @@ def locate(root: str, url_path: str) -> Lookup:
     return Lookup("file", StaticFile(target, st.st_size, st.st_mtime, st.st_ino))
 
 
-def not_modified(file: StaticFile, if_none_match: str | None, if_modified_since: str | None) -> bool:
-    """RFC 9110 13.1: If-None-Match wins over If-Modified-Since."""
+def precondition_status(file: StaticFile, if_match: str | None, if_unmodified_since: str | None,
+                        if_none_match: str | None, if_modified_since: str | None, now: float) -> int:
+    """RFC 9110 13.2.2's order for a GET or HEAD of ``file``: 412 when If-Match names none of its
+    tags (strong comparison) or, without If-Match, If-Unmodified-Since is before its change; 304
+    when If-None-Match names it (weak comparison) or, without If-None-Match, it has not changed
+    since If-Modified-Since; else 0 (serve it). A date that is not an HTTP-date is ignored, and so
+    is an If-Modified-Since later than ``now`` (as Apache does: no client can have seen it then)."""
+    if if_match is not None:
+        if not _names(if_match, file.etag, weak=False):
+            return 412
+    elif if_unmodified_since is not None:
+        since = _http_date(if_unmodified_since)
+        if since is not None and int(file.mtime) > since:
+            return 412
     if if_none_match is not None:
-        tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-        return "*" in tags or file.etag in tags
+        return 304 if _names(if_none_match, file.etag, weak=True) else 0
     if if_modified_since is not None:
-        try:
-            since = email.utils.parsedate_to_datetime(if_modified_since).timestamp()
-        except (TypeError, ValueError, IndexError):
-            return False
-        return int(file.mtime) <= since
+        since = _http_date(if_modified_since)
+        if since is not None and since <= now and int(file.mtime) <= since:
+            return 304
+    return 0
+
+
+def _names(field: str, etag: str, weak: bool) -> bool:
+    """Whether an If-Match / If-None-Match list holds "*" or ``etag`` (a strong tag of ours); a
+    weak tag (W/"...") matches only in the weak comparison."""
+    for tag in field.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        if weak:
+            tag = tag.removeprefix("W/")
+        if tag == etag:
+            return True
     return False
+
+
+def _http_date(value: str) -> float | None:
+    """An HTTP-date as a timestamp, None if it is not one (RFC 9110 5.6.7)."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 _BYTE_RANGE = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*")  # first-last, -suffix or first-
@@ -128,8 +159,8 @@ def byte_range(header: str | None, size: int, if_range: str | None, file: Static
     One range is served (206); a header with several, or one this server does not read, gets the
     whole file (200), as RFC 9110 allows. If-Range that does not match the file also gets it whole.
     """
-    if header is None or not header.startswith("bytes=") or "," in header:
-        return None
+    if header is None or header[:6].lower() != "bytes=" or "," in header or size == 0:
+        return None  # (an empty file has no range to send: Apache sends it whole too)
     if if_range is not None and if_range.strip() not in (file.etag, file.last_modified):
         return None
     spec = _BYTE_RANGE.fullmatch(header[len("bytes="):])

@@ -67,6 +67,32 @@ def test_static_files_are_served_by_the_front_not_the_application(site_stack):
         site_stack.backend.wait_for_log('static "GET /style.css HTTP/1.1" 304 -')
 
 
+def test_a_resumed_download_of_a_changed_file_is_refused_not_spliced(site_stack):
+    """RFC 9110 13.1.1 and 13.1.4, as a download manager resumes: a range asked for under the
+    first answer's ETag (If-Match) or date (If-Unmodified-Since) is a 412 once the file has
+    changed, so no piece of the new file is joined onto the old one; If-Range gets it whole."""
+    path = site_stack.site / "webroot" / "download.bin"
+    path.write_bytes(b"a" * 1000)
+    os.utime(path, (time.time() - 100,) * 2)
+    first = get(site_stack, "/download.bin")
+    etag, date = first.headers["ETag"], first.headers["Last-Modified"]
+    for condition in ({"If-Match": etag}, {"If-Match": '"other", ' + etag}, {"If-Match": "*"},
+                      {"If-Unmodified-Since": date}):
+        piece = get(site_stack, "/download.bin", headers={"Range": "bytes=500-", **condition})
+        assert piece.status_code == 206 and piece.content == b"a" * 500, condition
+    assert get(site_stack, "/download.bin", headers={"If-Match": '"other"'}).status_code == 412
+
+    path.write_bytes(b"b" * 1000)  # the same size, changed 50 s later
+    os.utime(path, (time.time() - 50,) * 2)
+    assert get(site_stack, "/download.bin", headers={"If-Unmodified-Since": date}).status_code == 412
+    # (Apache 2.4 answers If-Unmodified-Since with a Range by the range, 206, from the new file)
+    for condition in ({"If-Match": etag},) + (({"If-Unmodified-Since": date},) if site_stack.front == "http" else ()):
+        refused = get(site_stack, "/download.bin", headers={"Range": "bytes=500-", **condition})
+        assert refused.status_code == 412 and b"b" * 10 not in refused.content, condition
+    whole = get(site_stack, "/download.bin", headers={"Range": "bytes=500-", "If-Range": etag})
+    assert whole.status_code == 200 and whole.content == b"b" * 1000
+
+
 def test_form_post_then_redirect_then_get(site_stack):
     browser = requests.Session()
     r = post_form(browser, site_stack.url + "/guestbook", {"name": "Lin", "message": "first <b>post</b>"},
