@@ -406,6 +406,8 @@ class HTTPConnection:
             return response.send_simple(301, [("Location", location)], b"")
         if lookup.kind == "forbidden":
             return response.send_error(403, "Folder listings are not served.")
+        if lookup.kind == "hidden":
+            return response.send_error(403, "Hidden files are not served.")
         if head.method not in ("GET", "HEAD"):
             return response.send_error(405, "", [("Allow", "GET, HEAD")])
         file = lookup.file

@@ -6,8 +6,10 @@ The mapping is the Apache vhost's: a file that exists is static, except ``*.must
 (the application renders them); a folder is redirected to its trailing slash, then served by its
 ``index.html``, else its ``index.mustache`` (the application), else refused (no listings), but for
 the webroot itself: without an index, ``/`` is the application's (a route "/", an --app's home
-page); any other URL goes to the application (routes, extensionless pages, 404). Nothing outside the webroot is
-ever served, and no hidden file (a segment starting with a dot).
+page); any other URL goes to the application (routes, extensionless pages, 404); a file's name
+with a slash after it names no file. Nothing outside the webroot is ever served, and a URL with
+a hidden segment (starting with a dot: .env, .git/) is refused, as the web server examples
+refuse it, but for /.well-known/ (RFC 8615: ACME challenges, security.txt).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class StaticFile:
 @dataclass(frozen=True)
 class Lookup:
     """What a URL path names: ``kind`` is "file" (``file``), "redirect" (``location``), "forbidden"
-    (a folder without an index) or "app" (everything the application answers)."""
+    (a folder without an index), "hidden" (a hidden segment) or "app" (everything the application
+    answers)."""
 
     kind: str
     file: StaticFile | None = None
@@ -63,6 +66,8 @@ class Lookup:
 
 
 APP = Lookup("app")
+HIDDEN = Lookup("hidden")
+WELL_KNOWN = ".well-known"
 
 
 def locate(root: str, url_path: str) -> Lookup:
@@ -71,8 +76,8 @@ def locate(root: str, url_path: str) -> Lookup:
     if "\0" in url_path or not url_path.startswith("/"):
         return APP
     segments = [s for s in url_path.split("/") if s]
-    if any(s.startswith(".") for s in segments):  # "..", hidden files
-        return APP
+    if any(s.startswith(".") and s != WELL_KNOWN for s in segments):  # (also "..")
+        return HIDDEN
     try:
         st = os.stat(os.path.join(root, *segments))  # most URLs of an application name no file: one call
     except OSError:
@@ -96,7 +101,7 @@ def locate(root: str, url_path: str) -> Lookup:
         if not segments or os.path.isfile(os.path.join(target, "index" + TEMPLATE_SUFFIX)):
             return APP
         return Lookup("forbidden")
-    if not stat.S_ISREG(st.st_mode) or target.endswith(TEMPLATE_SUFFIX):
+    if not stat.S_ISREG(st.st_mode) or target.endswith(TEMPLATE_SUFFIX) or url_path.endswith("/"):
         return APP
     return Lookup("file", StaticFile(target, st.st_size, st.st_mtime, st.st_ino))
 

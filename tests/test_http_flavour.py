@@ -267,7 +267,7 @@ def test_head_and_conditional_and_unsatisfiable_range(served):
 
 
 @pytest.mark.parametrize("path, status", [
-    ("/docs", 301), ("/partials/", 403), ("/.hidden", 404), ("/index.mustache", 200),
+    ("/docs", 301), ("/partials/", 403), ("/.hidden", 403), ("/index.mustache", 200),
     ("/views/hello.mustache", 200),
 ])
 def test_folders_templates_and_hidden_files(served, path, status):

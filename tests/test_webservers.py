@@ -150,6 +150,34 @@ def test_an_apps_home_page_is_its_own_when_the_webroot_has_no_index(root, kind):
     assert "header.mustache" not in folder.text and "footer" not in folder.text
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http", "nginx in front of serve-http"])
+def test_hidden_files_are_never_served_but_well_known_ones_are(root, kind):
+    """A webroot's .env or .git/ (a deploy that copied the whole project folder) was served by
+    Apache, nginx and lighttpd as any file; every front now refuses a hidden segment, encoded or
+    not, and still serves /.well-known/ (RFC 8615), where an ACME challenge's token is looked for.
+    A file's name with a slash after it names no file, as in Apache and nginx."""
+    backend, web = serve(root, kind)
+    webroot = backend.site / "webroot"
+    (webroot / ".env").write_text("SECRET_KEY=do-not-serve\n")
+    (webroot / ".git").mkdir()
+    (webroot / ".git" / "config").write_text("[remote] url = do-not-serve\n")
+    (webroot / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (webroot / ".well-known" / "acme-challenge" / "Tok3n_x-Y").write_text("Tok3n_x-Y.thumbprint")
+    port = int(web.url.rpartition(":")[2])
+    for target in ("/.env", "/%2Eenv", "/.git/config", "/.git/", "/docs/../.env", "/.well-known/../.env",
+                   "/.well-known/.env"):
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        client.request("GET", target)  # (sent as written)
+        answer = client.getresponse()
+        body = answer.read()
+        client.close()
+        assert answer.status in (403, 404) and b"do-not-serve" not in body, (target, answer.status)
+    token = requests.get(f"{web.url}/.well-known/acme-challenge/Tok3n_x-Y", timeout=10)
+    assert token.status_code == 200 and token.text == "Tok3n_x-Y.thumbprint"
+    css = requests.get(f"{web.url}/style.css/", timeout=10)
+    assert css.status_code == 404 and "font-family" not in css.text
+
+
 DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on
     (b"/a/./b", "/a/b"), (b"/a/../b", "/b"), (b"//a///b/", "/a/b/"), (b"/a/%2e%2E/b", "/b"), (b"/a/b/..", "/a/"),
     (b"/a/.", "/a/"), (b"/../x", 400), (b"/a/%2e%2e/%2e%2e/x", 400),
