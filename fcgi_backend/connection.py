@@ -135,6 +135,33 @@ class FastCGIInputStream(InputStream):
         else:
             self._conn.process_input()
 
+    def readline(self, size: int | None = -1) -> bytes:
+        """io's readline: up to and with the next newline, at most ``size`` bytes (None or
+        negative: no limit). flup's gave a whole line whatever the size once its newline had come,
+        and nothing for -1; this one looks at each byte once, however long the line."""
+        limit = -1 if size is None or size < 0 else size
+        parts, taken = [], 0
+        while taken != limit:
+            if self._pos == len(self._buf):  # this piece is read: on to the next one received
+                if self._bufList:
+                    self._avail -= self._pos
+                    self._buf, self._pos = self._bufList.pop(0), 0
+                    continue
+                if self._eof:
+                    break
+                self._waitForData()
+                continue
+            scan_end = len(self._buf) if limit < 0 else min(len(self._buf), self._pos + limit - taken)
+            newline = self._buf.find(b"\n", self._pos, scan_end)
+            end = scan_end if newline < 0 else newline + 1
+            parts.append(self._buf[self._pos:end])
+            taken += end - self._pos
+            self._pos = end
+            if newline >= 0:
+                break
+        self._shrinkBuffer()
+        return b"".join(parts)
+
     def _take_buffered(self) -> bytes:
         """Every byte received and not yet read (flup keeps them in _buf[_pos:] and _bufList)."""
         parts = [self._buf[self._pos:]] if self._pos < len(self._buf) else []

@@ -7,6 +7,7 @@ themselves; Apache's mod_proxy_fcgi streams bodies and mounts apps with ProxyPas
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import signal
@@ -176,6 +177,22 @@ def test_hidden_files_are_never_served_but_well_known_ones_are(root, kind):
     assert token.status_code == 200 and token.text == "Tok3n_x-Y.thumbprint"
     css = requests.get(f"{web.url}/style.css/", timeout=10)
     assert css.status_code == 404 and "font-family" not in css.text
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_wsgi_input_readline_keeps_to_its_size_through_every_front(root, kind):
+    """wsgi.input.readline(size), as cgi.FieldStorage and line-based parsers call it, gives what
+    io's readline gives: through the connector (one raw stream) and whenever a body came in
+    several reads, it gave a whole line whatever the size, and nothing at all for -1."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:line_reader"])
+    body = b"short\n" + b"x" * 70_000 + b"\n\n" + b"tail without a newline " * 2000
+    for size in (5, 8192, 65536, -1):
+        expected, stream = [], io.BytesIO(body)
+        while piece := stream.readline(size):
+            expected.append(len(piece))
+        answer = requests.post(f"{web.url}/lines?size={size}", data=body, timeout=30)
+        assert answer.status_code == 200
+        assert [int(n) for n in answer.text.split()] == expected, size
 
 
 DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on

@@ -169,3 +169,15 @@ def validated(environ, start_response):
     with the answer, around an application that counts the body: an AssertionError is a 500."""
     from wsgiref.validate import validator
     return validator(_counted_body)(environ, start_response)
+
+
+def line_reader(environ, start_response):
+    """Reads wsgi.input line by line with readline(?size=) (as cgi.FieldStorage reads, -1 for no
+    limit) until it returns nothing, and answers each piece's length, one per line."""
+    size = int(environ["QUERY_STRING"].partition("size=")[2] or -1)
+    stream, lengths = environ["wsgi.input"], []
+    while piece := stream.readline(size):
+        lengths.append(str(len(piece)))
+    body = "\n".join(lengths).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
