@@ -23,6 +23,7 @@ from . import response_head
 from .connection import RECEIVE_BUFFER_SIZE, FastCGIConnection, FastCGIRequest, HeadOutputStream, cut_off
 from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
+from .file_wrapper import FileWrapper
 from .limits import Limits
 from .records import StreamError, WholeRequestScanner
 
@@ -55,7 +56,8 @@ class FastCGIGateway(BaseFCGIServer):
                  multiprocess: bool = False, limits: Limits | None = None, idle_timeout: float = 15.0) -> None:
         # The server always ends the input stream itself (the empty STDIN record): PEP 3333's
         # wsgi.input_terminated lets applications read to its end when there is no Content-Length.
-        super().__init__(self._call_application, environ={"wsgi.input_terminated": True},
+        extra_environ = {"wsgi.input_terminated": True, "wsgi.file_wrapper": FileWrapper}
+        super().__init__(self._call_application, environ=extra_environ,
                          multithreaded=False, multiprocess=multiprocess, bindAddress="fcgi_backend",
                          debug=debug, roles=(FCGI_RESPONDER,))
         self.wsgi_app = application

@@ -40,6 +40,7 @@ from . import forwarded, response_head, static
 from .access_log import HANDLER_KEY
 from .digits import decimal
 from .errors import RequestInputError, RequestTimeout, error_page, reason_phrase
+from .file_wrapper import FileWrapper, regular_file_span
 from .pace import Pace
 from .records import ConnectionClosed, StreamError, joined_lines
 from .response_head import NO_BODY_STATUS
@@ -762,22 +763,6 @@ class _LogVariables:
         return default
 
 
-class FileWrapper:
-    """``wsgi.file_wrapper``: a file an application returns is sent with sendfile."""
-
-    def __init__(self, filelike, block_size: int = 64 * 1024) -> None:
-        self.filelike = filelike
-        self.block_size = block_size
-
-    def __iter__(self):
-        while block := self.filelike.read(self.block_size):
-            yield block
-
-    def close(self) -> None:
-        if hasattr(self.filelike, "close"):
-            self.filelike.close()
-
-
 class _Response:
     """What the application answers, on its way to the client."""
 
@@ -858,9 +843,11 @@ class _Response:
             self.conn.send_all(parts)
 
     def send_result(self, result: Iterable[bytes]) -> None:
-        if isinstance(result, FileWrapper) and hasattr(result.filelike, "fileno") and not self.head_sent:
-            self._send_wrapped_file(result)
-            return
+        if isinstance(result, FileWrapper) and not self.head_sent:
+            span = regular_file_span(result.filelike)
+            if span is not None:
+                self._send_wrapped_file(*span)
+                return
         if isinstance(result, (list, tuple)) and not self.head_sent:
             body = b"".join(result)
             if not self.status:
@@ -902,11 +889,9 @@ class _Response:
             log.warning(response_head.SHORTFALL + "; the connection is closed", self.body_bytes, self.declared)
             self.conn._closing = True
 
-    def _send_wrapped_file(self, wrapper: FileWrapper) -> None:
-        fd = wrapper.filelike.fileno()
-        offset = os.lseek(fd, 0, os.SEEK_CUR)
+    def _send_wrapped_file(self, fd: int, offset: int, to_end: int) -> None:
         # (a length past the file's end: send_file's error ends the connection, the answer cut short)
-        count = os.fstat(fd).st_size - offset if self.length is None else self.length
+        count = to_end if self.length is None else self.length
         self.conn.server.request_ended()
         self.send_file(self.status, [], fd, offset, count, keep_headers=True)
 

@@ -1,9 +1,10 @@
 """A Flask application for the tests, served with ``fcgi-backend run SITE --app tests/flask_app.py:app``."""
 
 import hashlib
+import io
 import os
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, send_file
 
 app = Flask(__name__)
 
@@ -29,3 +30,10 @@ def upload():
     f = request.files["f"]
     data = f.read()
     return jsonify(filename=f.filename, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+@app.get("/report.csv")
+def report():
+    """A download made in memory, as a report or an export is sent."""
+    rows = "".join(f"{n},{n * n}\n" for n in range(int(request.args.get("rows", "10"))))
+    return send_file(io.BytesIO(rows.encode()), mimetype="text/csv", as_attachment=True, download_name="report.csv")

@@ -195,6 +195,30 @@ def test_wsgi_input_readline_keeps_to_its_size_through_every_front(root, kind):
         assert [int(n) for n in answer.text.split()] == expected, size
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_wsgi_file_wrapper_sends_any_file_like_object(root, kind):
+    """wsgi.file_wrapper with an io.BytesIO (Flask's send_file of a download made in memory): the
+    HTTP flavour took its fileno() for a file's and dropped the connection, the FastCGI flavour
+    had no wsgi.file_wrapper at all (500). A file the application has begun to read is sent from
+    where it stopped, not from where its buffer read ahead to."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:wrapped_file"])
+    data = bytes(range(256)) * 400
+    for query, expected in (("bytesio", data), ("file", data), ("file-read", data[10:]), ("pipe", data[:60_000])):
+        answer = requests.get(f"{web.url}/download?{query}", timeout=30)
+        assert answer.status_code == 200 and answer.content == expected, (query, answer.status_code, len(answer.content))
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "http"])
+def test_flask_send_file_of_a_download_made_in_memory(root, kind):
+    """Flask's send_file(io.BytesIO(...)) goes through wsgi.file_wrapper: serve-http dropped the
+    connection (an empty reply)."""
+    _, web = serve(root, kind, ["--app", FLASK_APP])
+    answer = requests.get(f"{web.url}/report.csv?rows=20000", timeout=30)
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/csv")
+    assert answer.text == "".join(f"{n},{n * n}\n" for n in range(20000))
+    assert "attachment" in answer.headers["Content-Disposition"]
+
+
 DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on
     (b"/a/./b", "/a/b"), (b"/a/../b", "/b"), (b"//a///b/", "/a/b/"), (b"/a/%2e%2E/b", "/b"), (b"/a/b/..", "/a/"),
     (b"/a/.", "/a/"), (b"/../x", 400), (b"/a/%2e%2e/%2e%2e/x", 400),

@@ -181,3 +181,29 @@ def line_reader(environ, start_response):
     body = "\n".join(lengths).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def wrapped_file(environ, start_response):
+    """Returns a file through wsgi.file_wrapper, as Flask's send_file and Django's FileResponse
+    do: ?bytesio (a download made in memory), ?file (one on disk, opened by the app), ?file-read
+    (the same after the app read its first 10 bytes: the rest is the answer), ?pipe."""
+    import io
+    import os
+    import tempfile
+    query = environ.get("QUERY_STRING", "")
+    data = bytes(range(256)) * 400  # 100 KiB
+    if query == "bytesio":
+        filelike = io.BytesIO(data)
+    elif query == "pipe":
+        read_end, write_end = os.pipe()
+        os.write(write_end, data[:60_000])  # (within a pipe's buffer)
+        os.close(write_end)
+        filelike = os.fdopen(read_end, "rb")
+    else:
+        filelike = tempfile.TemporaryFile()
+        filelike.write(data)
+        filelike.seek(0)
+        if query == "file-read":
+            filelike.read(10)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return environ["wsgi.file_wrapper"](filelike, 8192)
