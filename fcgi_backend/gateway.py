@@ -179,11 +179,11 @@ class FastCGIGateway(BaseFCGIServer):
         (response_head), dropping hop-by-hop headers, and holding the body to the application's
         Content-Length."""
         def checked_start_response(status, response_headers, exc_info=None):
+            code = response_head.final_status(status)
             response_head.check(status, response_headers)
             request = self._request
             response_headers, declared = response_head.passed_on(response_headers, request.describe)
-            if declared is not None and not response_head.body_allowed(decimal(status[:3]) or 0,
-                                                                       request.params.get("REQUEST_METHOD")):
+            if declared is not None and not response_head.body_allowed(code, request.params.get("REQUEST_METHOD")):
                 declared = None
             write = start_response(status, response_headers, exc_info)
             request.stdout.declared = declared

@@ -790,9 +790,7 @@ class _Response:
                 exc_info = None
         elif self.status:
             raise AssertionError("start_response called twice without exc_info")
-        code = decimal(status[:3])
-        if len(status) < 4 or code is None or status[3] != " ":
-            raise ValueError(f"status {status!r} is not 'NNN Reason'")
+        code = response_head.final_status(status)
         headers = [(str(k), str(v)) for k, v in headers]
         response_head.check(status, headers)
         self.status = code

@@ -1,6 +1,7 @@
-"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL; the
-headers that are the server's to send (hop-by-hop); and what its Content-Length must be to be
-kept: one number, which its body is then held to.
+"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL, a
+header name that is not a token, a status that is no final answer (1xx); the headers that are
+the server's to send (hop-by-hop); and what its Content-Length must be to be kept: one number,
+which its body is then held to.
 
 An application that puts a visitor's input into a header (a redirect's Location taken from
 ``?next=``) would otherwise let the visitor end that header and add headers of their own, or a
@@ -25,7 +26,37 @@ _BREAKING_BYTES = re.compile(b"[\r\n\0]")
 
 
 class InvalidResponseHead(ValueError):
-    """The application's status or a header has a line break or NUL in it."""
+    """The application's status or a header cannot go into an answer as it is."""
+
+
+# RFC 9110 5.1 and 5.6.2: a field name is a token. (A space or colon in one makes the answer
+# malformed: nginx and the connector answer 502 for it, serve-http sent it on as it was.)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
+names_checked: set = set()  # the names found to be tokens, each looked at once (an application uses a few)
+_NAMES_KEPT = 512
+
+
+def check_name(name) -> None:
+    """InvalidResponseHead unless the header name ``name`` (str or bytes) is a token."""
+    pattern = _TOKEN if isinstance(name, str) else _TOKEN_BYTES if isinstance(name, bytes) else None
+    if pattern is None or pattern.fullmatch(name) is None:
+        raise InvalidResponseHead(f"the header name {name!r} is not a token (RFC 9110 5.1: letters, digits and "
+                                  f"!#$%&'*+-.^_`|~ only)")
+    if len(names_checked) < _NAMES_KEPT:
+        names_checked.add(name)
+
+
+def final_status(status) -> int:
+    """The code of an application's status, "NNN Reason": three digits from 200 to 599 and a space.
+    A 1xx is no final answer (the client would wait on for one); InvalidResponseHead if not."""
+    if isinstance(status, bytes):  # (the FastCGI flavour takes bytes, as flup does)
+        status = status.decode("latin-1")
+    if isinstance(status, str) and status[3:4] == " ":
+        code = status[:3]
+        if code.isascii() and code.isdigit() and "200" <= code <= "599":  # (three digits compare as numbers)
+            return int(code)
+    raise InvalidResponseHead(f"the status {status!r} is not 'NNN Reason' with NNN from 200 to 599")
 
 
 def _breaks(text) -> bool:
@@ -37,7 +68,11 @@ def _breaks(text) -> bool:
 
 
 def check(status, headers) -> None:
-    """InvalidResponseHead naming the first header (or the status) that would break its line."""
+    """InvalidResponseHead naming the first header (or the status) that would break its line, or
+    whose name is not a token."""
+    for name, _ in headers:
+        if type(name) is bytearray or name not in names_checked:
+            check_name(name)
     try:  # the usual head, all str: one joined text looked through (a third of the loop's time)
         text = status + "".join(map("".join, headers))
     except TypeError:

@@ -36,7 +36,7 @@ from .gateway import (APPLICATION_FAILED, TIMED_OUT, FastCGIGateway, detach_clos
                       log_input_error)
 from .records import (FCGI_ABORT_REQUEST, FCGI_KEEP_CONN, FCGI_STDERR, FCGI_STDOUT, ProtocolError, RecordParser,
                       WholeRequest, frame_answer)
-from .response_head import HOP_BY_HOP_LENGTHS, NO_BODY_STATUS
+from .response_head import HOP_BY_HOP_LENGTHS, NO_BODY_STATUS, check_name, final_status, names_checked
 from .sockio import NOWAIT, close_gracefully, send_all, send_answer, wait
 
 log = logging.getLogger("fcgi_backend.whole_request")
@@ -310,6 +310,8 @@ class _Answer:
         lines = ["Status: ", status, "\r\n"]
         try:  # the usual answer: str throughout, joined and encoded once, Content-Length seen on the way
             for name, value in response_headers:
+                if name not in names_checked:
+                    check_name(name)
                 lines += (name, ": ", value, "\r\n")
                 size = len(name)
                 if size == 14 and name.lower() == "content-length":
@@ -319,15 +321,13 @@ class _Answer:
                     hop = True
             head = "".join(lines).encode("latin-1")
         except TypeError:  # (a bytes name is no str Content-Length: its own pass finds it)
+            response_head.check(status, response_headers)  # (each name too)
             head, has_length = _head_of_bytes(status, response_headers)
             hop = any(response_head.hop_by_hop(name, value) for name, value in response_headers)
         line_count = len(response_headers) + 1  # each ends in the CRLF put there: any other break is the application's
         if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
             response_head.check(status, response_headers)
-        assert len(status) >= 4, "Status must be at least 4 characters"
-        code = int(status[:3])
-        assert code, "Status must begin with 3-digit code"
-        assert status[3] in (" ", 0x20), "Status must have a space after code"
+        code = final_status(status)
         self.declared = declared = None
         length_is_digits = length is not None and length.isascii() and length.isdigit()  # (digits.decimal, inline)
         if hop or has_length and not length_is_digits:  # headers the server drops: the block is made again

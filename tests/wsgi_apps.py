@@ -207,3 +207,13 @@ def wrapped_file(environ, start_response):
             filelike.read(10)
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
     return environ["wsgi.file_wrapper"](filelike, 8192)
+
+
+def malformed_head(environ, start_response):
+    """A head no answer can carry: ?name (a header name with a space in it) or ?early-hints (a
+    1xx status, which is no final answer)."""
+    if environ.get("QUERY_STRING") == "early-hints":
+        start_response("103 Early Hints", [("Link", "</style.css>; rel=preload")])
+    else:
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X Custom", "v")])
+    return [b"never sent"]
