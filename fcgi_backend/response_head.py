@@ -1,5 +1,6 @@
-"""What an application's status and headers must not hold: a line break (CR or LF) or a NUL, a
-header name that is not a token, a status that is no final answer (1xx); the headers that are
+"""What an application's status and headers must not hold: a line break (CR or LF), a NUL or any
+other control character but a tab, a header name that is not a token, a status that is no final
+answer (1xx); the headers that are
 the server's to send (hop-by-hop); and what its Content-Length must be to be kept: one number,
 which its body is then held to.
 
@@ -21,8 +22,9 @@ from .digits import decimal
 log = logging.getLogger("fcgi_backend.response_head")
 
 NO_BODY_STATUS = frozenset({204, 304})  # (and 1xx): an answer without a body, whatever its headers say
-_BREAKING = re.compile("[\r\n\0]")
-_BREAKING_BYTES = re.compile(b"[\r\n\0]")
+# RFC 9110 5.5: a field value holds no control character but HTAB (Apache's mod_proxy_fcgi and the
+# connector refuse one, nginx and lighttpd passed it on).
+CONTROLS = bytes(c for c in range(32) if c != 9) + b"\x7f"
 
 
 class InvalidResponseHead(ValueError):
@@ -59,12 +61,12 @@ def final_status(status) -> int:
     raise InvalidResponseHead(f"the status {status!r} is not 'NNN Reason' with NNN from 200 to 599")
 
 
-def _breaks(text) -> bool:
-    if isinstance(text, str):
-        return _BREAKING.search(text) is not None
-    if isinstance(text, (bytes, bytearray)):
-        return _BREAKING_BYTES.search(text) is not None
-    return False  # not text at all: the bridge's own checks say so
+def _has_control(text) -> bool:
+    if isinstance(text, str):  # (UTF-8 keeps each control character as its byte, and makes no other one)
+        text = text.encode("utf-8", "surrogatepass")
+    elif not isinstance(text, (bytes, bytearray)):
+        return False  # not text at all: the bridge's own checks say so
+    return len(text.translate(None, CONTROLS)) != len(text)
 
 
 def check(status, headers) -> None:
@@ -77,13 +79,14 @@ def check(status, headers) -> None:
         text = status + "".join(map("".join, headers))
     except TypeError:
         text = None
-    if text is not None and "\n" not in text and "\r" not in text and "\0" not in text:
+    if text is not None and not _has_control(text):
         return
-    if _breaks(status):
-        raise InvalidResponseHead(f"the status {status!r} has a line break or NUL in it")
+    if _has_control(status):
+        raise InvalidResponseHead(f"the status {status!r} has a line break, NUL or other control character in it")
     for name, value in headers:
-        if _breaks(name) or _breaks(value):
-            raise InvalidResponseHead(f"the header {name!r}: {value!r} has a line break or NUL in it")
+        if _has_control(name) or _has_control(value):
+            raise InvalidResponseHead(f"the header {name!r}: {value!r} has a line break, NUL or other control "
+                                      f"character in it")
 
 
 _CONTENT_LENGTH = ("content-length", b"content-length")

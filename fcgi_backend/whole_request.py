@@ -324,8 +324,8 @@ class _Answer:
             response_head.check(status, response_headers)  # (each name too)
             head, has_length = _head_of_bytes(status, response_headers)
             hop = any(response_head.hop_by_hop(name, value) for name, value in response_headers)
-        line_count = len(response_headers) + 1  # each ends in the CRLF put there: any other break is the application's
-        if head.count(b"\n") != line_count or head.count(b"\r") != line_count or b"\0" in head:
+        # Each line ends in the CRLF put there: any other control character is the application's.
+        if len(head.translate(None, response_head.CONTROLS)) != len(head) - 2 * (len(response_headers) + 1):
             response_head.check(status, response_headers)
         code = final_status(status)
         self.declared = declared = None

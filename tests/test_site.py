@@ -153,7 +153,8 @@ def test_a_line_break_put_into_a_header_is_a_500_not_a_header_of_the_visitors(si
     r = get(site_stack, "/redirect-to?next=/x%0d%0aSet-Cookie:%20evil=1")
     assert r.status_code == 500 and "Set-Cookie" not in r.headers and "evil" not in r.text
     site_stack.backend.wait_for_log("InvalidResponseHead: the header 'Location': '/x\\r\\nSet-Cookie: evil=1' has a "
-                                    "line break or NUL in it")
+                                    "line break, NUL or other control character in it")
+    assert get(site_stack, "/redirect-to?next=/x%1b%5b31m").status_code == 500  # any control character but a tab
     assert get(site_stack, "/redirect-to?next=/after").status_code == 302  # the worker goes on
 
 

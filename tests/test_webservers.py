@@ -221,11 +221,13 @@ def test_flask_send_file_of_a_download_made_in_memory(root, kind):
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_a_head_no_answer_can_carry_is_a_500_through_every_front(root, kind):
-    """A header name with a space in it went out as it was from serve-http and through lighttpd
-    (nginx and the connector answered 502, Apache 500); a 1xx status went out as the final
-    answer, and the client waited on for the real one. Now each is the backend's 500, logged."""
+    """A header name with a space in it, or an escape character in a value, went out as it was
+    from serve-http and through lighttpd (nginx and the connector answered 502 for the name,
+    Apache 500); a 1xx status went out as the final answer, and the client waited on for the
+    real one. Now each is the backend's 500, logged."""
     backend, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:malformed_head"])
     for query, logged in (("name", "the header name 'X Custom' is not a token"),
+                          ("control", "has a line break, NUL or other control character in it"),
                           ("early-hints", "the status '103 Early Hints' is not 'NNN Reason' with NNN from 200 to 599")):
         answer = requests.get(f"{web.url}/x?{query}", timeout=10)
         assert answer.status_code == 500 and "never sent" not in answer.text and "X Custom" not in answer.headers

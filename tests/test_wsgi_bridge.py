@@ -208,6 +208,11 @@ def bytes_header_name_not_a_token(environ, start_response):
     return [b"never"]
 
 
+def control_in_header_value(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Note", "bell\x07")])
+    return [b"never"]
+
+
 def informational_status(environ, start_response):
     start_response("103 Early Hints", [("Link", "</style.css>; rel=preload")])  # no final answer
     return [b""]
@@ -224,7 +229,8 @@ APPS = [listed, one_block_without_length, two_blocks_without_length, generated, 
         raises_after_start, raises_midway, error_after_headers_sent, error_before_headers_sent, start_response_twice,
         not_latin1_header, writes_errors, echoes, large_listed, large_generated, longer_than_its_length,
         shorter_than_its_length, length_not_a_number, not_modified_with_length, hop_by_hop_headers, asks_to_close,
-        header_name_not_a_token, bytes_header_name_not_a_token, informational_status, dumps_environ]
+        header_name_not_a_token, bytes_header_name_not_a_token, control_in_header_value, informational_status,
+        dumps_environ]
 CUT_OFF = (raises_midway, error_after_headers_sent, shorter_than_its_length)  # answers that cannot end well
 
 
@@ -324,7 +330,7 @@ def test_the_bridge_answers_what_the_rules_say(way):
                                                             b"Content-Length: 11\r\n\r\nhello world")
     assert b"Connection: close\r\n" in stdout(serve(asks_to_close, data, way))
     # A header name that is not a token, or a 1xx status, cannot make an answer: a 500 (the log names it).
-    for app in (header_name_not_a_token, bytes_header_name_not_a_token, informational_status):
+    for app in (header_name_not_a_token, bytes_header_name_not_a_token, control_in_header_value, informational_status):
         assert stdout(serve(app, data, way)).startswith(b"Status: 500 Internal Server Error"), app.__name__
     head = stdout(serve(listed, request_bytes(cgi_params("HEAD", "/")), way))
     assert head.endswith(b"\r\n\r\n") and b"hello" not in head

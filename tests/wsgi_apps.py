@@ -210,10 +210,12 @@ def wrapped_file(environ, start_response):
 
 
 def malformed_head(environ, start_response):
-    """A head no answer can carry: ?name (a header name with a space in it) or ?early-hints (a
-    1xx status, which is no final answer)."""
+    """A head no answer can carry: ?name (a header name with a space in it), ?control (an escape
+    character in a value) or ?early-hints (a 1xx status, which is no final answer)."""
     if environ.get("QUERY_STRING") == "early-hints":
         start_response("103 Early Hints", [("Link", "</style.css>; rel=preload")])
+    elif environ.get("QUERY_STRING") == "control":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Disposition", "inline; filename=a\x1b[31m")])
     else:
         start_response("200 OK", [("Content-Type", "text/plain"), ("X Custom", "v")])
     return [b"never sent"]
