@@ -339,14 +339,24 @@ def test_a_chunked_body_in_many_small_pieces_through_an_input_filter(deflate_sta
 
 @pytest.mark.parametrize("status", ["101 Switching Protocols", "100 Continue", "999 Beyond", "200 " + "x" * 5000,
                                     "404 Not\x01Found"])
-def test_a_status_http_forbids_is_a_502_and_a_log_line(plain_app_stack, status):
-    apache, _ = plain_app_stack("status_from_query")
-    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
-    conn.request("GET", "/?status=" + quote(status))
-    response = conn.getresponse()
-    body = response.read()
-    assert response.status == 502 and b"never see" not in body
-    assert "refused the response" in apache.error_log.read_text()
-    conn.request("GET", "/?status=" + quote("201 Created"))  # the client's connection is still in step
-    response = conn.getresponse()
-    assert response.status == 201 and b"never see" in response.read()
+def test_a_status_http_forbids_is_a_502_and_a_log_line(workdir, status):
+    """From any FastCGI application (this backend answers such a status of its application's with
+    its own 500): the connector passes on no status HTTP has no room for."""
+    site = build_test_site(workdir)
+    backend = ForeignResponder(site / "fcgi_backend.sock", {
+        b"bad": b"Status: " + status.encode("latin-1") + b"\r\nContent-Type: text/plain\r\n\r\nnever see",
+        b"good": b"Status: 201 Created\r\nContent-Type: text/plain\r\n\r\nnever see"})
+    apache = Apache(site, workdir / "run", connector=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
+        conn.request("GET", "/?bad")
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == 502 and b"never see" not in body
+        assert "refused the response" in apache.error_log.read_text()
+        conn.request("GET", "/?good")  # the client's connection is still in step
+        response = conn.getresponse()
+        assert response.status == 201 and b"never see" in response.read()
+    finally:
+        apache.stop()
+        backend.close()

@@ -64,16 +64,6 @@ def dies_midway(environ, start_response):
     return body()
 
 
-def status_from_query(environ, start_response):
-    """Answers with the status line given as ?status= (percent-encoded), and a body: a backend
-    that sends what HTTP does not allow."""
-    from urllib.parse import unquote
-
-    status = unquote(environ.get("QUERY_STRING", "").partition("status=")[2]) or "200 OK"
-    start_response(status, [("Content-Type", "text/plain")])
-    return [b"a body the client must never see\n"]
-
-
 def environ_flags(environ, start_response):
     """What a WSGI application sees of the request's paths and the server's promises, one per line."""
     keys = ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_METHOD", "wsgi.input_terminated", "HTTPS",
