@@ -825,9 +825,12 @@ class _Response:
                             keep_alive=not close and self.msg.version == "1.0")
 
     def write(self, data: bytes) -> None:
-        """start_response's write(), and each block of the result."""
+        """start_response's write(), and each block of the result (a str as Latin-1, as the FastCGI
+        flavour takes it from flup)."""
         if not self.status:
             raise AssertionError("write() before start_response()")
+        if type(data) is str:
+            data = data.encode("latin-1")
         parts = []
         if not self.head_sent:
             parts.append(self._head_bytes(None))
@@ -847,7 +850,10 @@ class _Response:
                 self._send_wrapped_file(*span)
                 return
         if isinstance(result, (list, tuple)) and not self.head_sent:
-            body = b"".join(result)
+            try:
+                body = b"".join(result)
+            except TypeError:  # a str among them: taken as the FastCGI flavour takes it (flup: Latin-1)
+                body = b"".join(block.encode("latin-1") if type(block) is str else block for block in result)
             if not self.status:
                 raise AssertionError("the application returned without calling start_response()")
             self.conn.server.request_ended()

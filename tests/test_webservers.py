@@ -234,6 +234,18 @@ def test_a_head_no_answer_can_carry_is_a_500_through_every_front(root, kind):
         backend.wait_for_log(logged)
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_a_str_body_is_taken_alike_by_both_flavours(root, kind):
+    """PEP 3333 asks for bytes; flup, the FastCGI flavour's reference, takes a str as Latin-1, and
+    serve-http answered 500 for it: an application behaved differently in the two flavours. Both
+    take it now; a character Latin-1 has no byte for is a 500 in both."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:text_body"])
+    for query in ("list", "write", "yield"):
+        answer = requests.get(f"{web.url}/text?{query}", timeout=10)
+        assert answer.status_code == 200 and answer.content == f"caf\xe9 {query}".encode("latin-1"), query
+    assert requests.get(f"{web.url}/text?euro", timeout=10).status_code == 500
+
+
 DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on
     (b"/a/./b", "/a/b"), (b"/a/../b", "/b"), (b"//a///b/", "/a/b/"), (b"/a/%2e%2E/b", "/b"), (b"/a/b/..", "/a/"),
     (b"/a/.", "/a/"), (b"/../x", 400), (b"/a/%2e%2e/%2e%2e/x", 400),

@@ -209,3 +209,18 @@ def malformed_head(environ, start_response):
     else:
         start_response("200 OK", [("Content-Type", "text/plain"), ("X Custom", "v")])
     return [b"never sent"]
+
+
+def text_body(environ, start_response):
+    """A body of str, not bytes: ?list returns ["caf\xe9 list"], ?write writes "caf\xe9 write",
+    else it yields "caf\xe9 yield"; ?euro returns a character Latin-1 has no byte for."""
+    query = environ.get("QUERY_STRING", "")
+    write = start_response("200 OK", [("Content-Type", "text/plain; charset=iso-8859-1")])
+    if query == "euro":
+        return ["\u20ac"]
+    if query == "list":
+        return ["caf\xe9 list"]
+    if query == "write":
+        write("caf\xe9 write")
+        return []
+    return (text for text in ["caf\xe9 yield"])
