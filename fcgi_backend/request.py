@@ -38,8 +38,7 @@ class Request:
     @cached_property
     def path(self) -> str:
         """The URL path as text (percent-decoded, UTF-8)."""
-        raw = self.environ.get("SCRIPT_NAME", "") + self.environ.get("PATH_INFO", "")
-        return raw.encode("latin-1").decode("utf-8", "replace") or "/"
+        return _as_utf8(self.environ.get("SCRIPT_NAME", "") + self.environ.get("PATH_INFO", "")) or "/"
 
     @property
     def query_string(self) -> str:
@@ -47,8 +46,9 @@ class Request:
 
     @cached_property
     def query(self) -> MultiDict:
-        """The query string's parameters."""
-        return MultiDict(parse_qsl(self.query_string, keep_blank_values=True))
+        """The query string's parameters, its bytes read as UTF-8 as the path's are (a client may
+        send them unencoded: Apache passes them on as they came)."""
+        return MultiDict(parse_qsl(_as_utf8(self.query_string), keep_blank_values=True))
 
     @cached_property
     def headers(self) -> Headers:
@@ -164,6 +164,15 @@ def _read_exactly(stream, length: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def _as_utf8(native: str) -> str:
+    """A WSGI native string (the request's bytes as Latin-1) read as the UTF-8 it holds; one that
+    holds more than bytes (an environ made by hand) as it is."""
+    try:
+        return native.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return native
 
 
 def parse_cookie_header(header: str) -> dict[str, str]:

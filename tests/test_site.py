@@ -4,6 +4,7 @@
 import http.client
 import os
 import re
+import socket
 import time
 
 import pytest
@@ -25,6 +26,18 @@ def test_template_page_with_handler_and_partials(site_stack):
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
     assert "<h1>Welcome, Ada</h1>" in r.text
     assert "<nav>" in r.text and "<footer>" in r.text  # the partials
+
+
+def test_a_query_sent_unencoded_is_read_as_utf8(site_stack):
+    """Apache passes a query's raw UTF-8 bytes on as they came (curl sends "caf\u00e9" so): the
+    handler read them as Latin-1, "caf\u00c3\u00a9". llhttp refuses them in serve-http (400)."""
+    with socket.create_connection(("127.0.0.1", site_stack.port), timeout=10) as client:
+        client.sendall(b"GET /?name=caf\xc3\xa9 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
+    if site_stack.front == "http":
+        assert answer.startswith(b"HTTP/1.1 400 ")
+    else:
+        assert answer.startswith(b"HTTP/1.1 200 ") and "<h1>Welcome, caf\u00e9</h1>".encode() in answer
 
 
 def test_query_values_are_html_escaped(site_stack):
