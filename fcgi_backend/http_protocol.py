@@ -558,6 +558,20 @@ class HTTPConnection:
             msg.headers = [(n, v) for n, v in msg.headers if n.lower() != b"expect"]
 
 
+def _transfer_coding_refusal(codings: list[bytes], version: str) -> tuple[int, str] | None:
+    """RFC 9112 6.1 and 6.3 on a request's transfer codings (``codings``, in order, lower case):
+    chunked, and only chunked, is read here. (llhttp frames "gzip, chunked" as chunked, and the
+    application was handed the gzip-coded bytes as the body.)"""
+    if version == "1.0":  # its framing is to be taken as faulty (a proxy before may have read it otherwise)
+        return 400, "Transfer-Encoding in an HTTP/1.0 request"
+    if codings[-1] != b"chunked":
+        return 400, "the body's length cannot be told: chunked is not its last transfer coding"
+    others = [coding.decode("latin-1") for coding in codings[:-1] if coding]
+    if others:
+        return 501, f"the transfer coding {', '.join(others)} is not implemented here (only chunked is)"
+    return None
+
+
 class _Head:
     """A request's head as the application sees it."""
 
@@ -587,7 +601,7 @@ class _Head:
             return 400, "only OPTIONS asks about the server (*)"
         if self.path_bytes is None:
             return 400, "the path climbs above the root (..)"
-        hosts, content_types, transfer_coded = [], 0, False
+        hosts, content_types, codings = [], 0, []
         for name, value in msg.headers:
             size = len(name)  # (the length first: no lower() for most names)
             if size == 4 and name.lower() == b"host":
@@ -595,9 +609,11 @@ class _Head:
             elif size == 12 and name.lower() == b"content-type":
                 content_types += 1
             elif size == 17 and name.lower() == b"transfer-encoding":
-                transfer_coded = True
-        if transfer_coded and msg.version == "1.0":  # RFC 9112 6.1: its framing is to be taken as faulty
-            return 400, "Transfer-Encoding in an HTTP/1.0 request"  # (a proxy before may have read it otherwise)
+                codings += (coding.partition(b";")[0].strip().lower() for coding in value.split(b","))
+        if codings:
+            refused = _transfer_coding_refusal(codings, msg.version)
+            if refused is not None:
+                return refused
         if len(hosts) > 1:
             return 400, "more than one Host header"
         if content_types > 1:  # a proxy in front may read the first, the application the last

@@ -130,6 +130,13 @@ def test_expect_100_continue(served):
     # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a proxy before
     # may have read its body by Content-Length: what follows could pass for another request)
     (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"400"),
+    # RFC 9112 6.1: a transfer coding the server does not implement is a 501 (llhttp framed
+    # "gzip, chunked" as chunked, and the application got the gzip-coded bytes as the body); with
+    # chunked not the last, the body's length cannot be told (6.3)
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"501"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"5\r\nhello\r\n0\r\n\r\n", b"501"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b"400"),
 ])
 def test_malformed_or_oversized_requests_get_a_status_and_a_close(served, request_bytes, status):
     answer = raw(served.port, request_bytes)
