@@ -7,19 +7,32 @@ FastCGI flavour (its records frame the bytes), is read in blocks as an iterable.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
+from .records import ANSWER_RECORD_MAX
+
+
+# At the least, a read of a file on disk or in memory: four whole STDOUT records in the FastCGI
+# flavour (64 KiB made a full record and one of 8 bytes).
+STORED_READ_SIZE = 4 * ANSWER_RECORD_MAX
+
 
 class FileWrapper:
-    """The application's file, read in ``block_size`` blocks; closed with the answer."""
+    """The application's file, read in ``block_size`` blocks, or blocks of STORED_READ_SIZE when
+    its bytes are all there already (a file on disk, an io.BytesIO): Django asks for 4 KiB and
+    Werkzeug for 8, and each block was a record and a write to the web server. Closed with the
+    answer."""
 
     def __init__(self, filelike, block_size: int = 64 * 1024) -> None:
         self.filelike = filelike
         self.block_size = block_size
+        stored = isinstance(filelike, io.BytesIO) or regular_file_span(filelike) is not None
+        self.read_size = max(block_size, STORED_READ_SIZE) if stored else block_size  # (a pipe's as asked)
 
     def __iter__(self):
-        while block := self.filelike.read(self.block_size):
+        while block := self.filelike.read(self.read_size):
             yield block
 
     def close(self) -> None:

@@ -426,3 +426,24 @@ def test_the_environ_gets_what_flup_gives_it_after_the_paths(params):
     BaseFCGIServer._sanitizeEnv(gateway, flups)
     assert ours.pop("wsgi.errors").getvalue() == flups.pop("wsgi.errors").getvalue()
     assert ours == flups
+
+
+def test_a_stored_file_goes_in_large_records_whatever_block_size_the_application_asks():
+    """Django's FileResponse asks wsgi.file_wrapper for 4 KiB blocks: each was a STDOUT record and
+    a write to the web server (256 of them a MiB); a file on disk or in memory is read in whole
+    records' worth."""
+    import tempfile
+    data = bytes(range(256)) * 4096  # 1 MiB
+
+    def download(environ, start_response):
+        file = tempfile.TemporaryFile()
+        file.write(data)
+        file.seek(0)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](file, 4096)
+
+    for way in ("lane", "record"):
+        records = serve(download, request_bytes(cgi_params("GET", "/")), way)
+        stdout = [r[2] for r in records if r[0] == 6]  # (FCGI_STDOUT)
+        assert b"".join(stdout).partition(b"\r\n\r\n")[2] == data
+        assert len(stdout) <= len(data) // 65528 + 2, (way, len(stdout))  # (65528: a record's most)
