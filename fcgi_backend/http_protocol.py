@@ -829,7 +829,10 @@ class _Response:
         if self.body_allowed and self.length is None:
             if body_length is not None:
                 headers.append(("Content-Length", str(body_length)))
-            elif self.msg.version == "1.1" and not self.head_only:
+            elif self.head_only:  # no body follows, whatever the head says: the connection can stay
+                if self.msg.version == "1.1":
+                    headers.append(("Transfer-Encoding", "chunked"))  # (as a GET's, RFC 9110 9.3.2)
+            elif self.msg.version == "1.1":
                 headers.append(("Transfer-Encoding", "chunked"))
                 self.chunked = True
             else:

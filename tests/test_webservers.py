@@ -246,6 +246,21 @@ def test_a_str_body_is_taken_alike_by_both_flavours(root, kind):
     assert requests.get(f"{web.url}/text?euro", timeout=10).status_code == 500
 
 
+@pytest.mark.parametrize("kind", ["apache", "nginx", "http"])
+def test_a_head_of_a_streamed_answer_keeps_the_connection(root, kind):
+    """HEAD of a page whose GET is streamed (a generator, no Content-Length): serve-http closed
+    the connection after it ("Connection: close"), and a request pipelined behind the HEAD went
+    unanswered; it now says what a GET would (chunked) and answers the next request."""
+    _, web = serve(root, kind, ["--app", STREAMER_APP])
+    with socket.create_connection(("127.0.0.1", int(web.url.rpartition(":")[2])), timeout=10) as client:
+        client.sendall(b"HEAD /stream?mib=1 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                       b"GET /stream?mib=0 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head, head
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+
+
 DOT_SEGMENTS = [  # RFC 3986 5.2.4, and slashes merged, as Apache and nginx hand a path on
     (b"/a/./b", "/a/b"), (b"/a/../b", "/b"), (b"//a///b/", "/a/b/"), (b"/a/%2e%2E/b", "/b"), (b"/a/b/..", "/a/"),
     (b"/a/.", "/a/"), (b"/../x", 400), (b"/a/%2e%2e/%2e%2e/x", 400),
