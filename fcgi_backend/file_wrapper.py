@@ -28,11 +28,12 @@ class FileWrapper:
     def __init__(self, filelike, block_size: int = 64 * 1024) -> None:
         self.filelike = filelike
         self.block_size = block_size
-        stored = isinstance(filelike, io.BytesIO) or regular_file_span(filelike) is not None
-        self.read_size = max(block_size, STORED_READ_SIZE) if stored else block_size  # (a pipe's as asked)
 
     def __iter__(self):
-        while block := self.filelike.read(self.read_size):
+        # (looked at here, not when made: serve-http sends a regular file with sendfile, unread)
+        stored = isinstance(self.filelike, io.BytesIO) or regular_file_span(self.filelike) is not None
+        read_size = max(self.block_size, STORED_READ_SIZE) if stored else self.block_size  # (a pipe's as asked)
+        while block := self.filelike.read(read_size):
             yield block
 
     def close(self) -> None:
