@@ -1,8 +1,7 @@
 """What an application's status and headers must not hold: a line break (CR or LF), a NUL or any
 other control character but a tab, a header name that is not a token, a status that is no final
-answer (1xx); the headers that are
-the server's to send (hop-by-hop); and what its Content-Length must be to be kept: one number,
-which its body is then held to.
+answer (1xx); the headers that are the server's to send (hop-by-hop); and what its
+Content-Length must be to be kept: one number, which its body is then held to.
 
 An application that puts a visitor's input into a header (a redirect's Location taken from
 ``?next=``) would otherwise let the visitor end that header and add headers of their own, or a

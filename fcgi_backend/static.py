@@ -114,14 +114,14 @@ def precondition_status(file: StaticFile, if_match: str | None, if_unmodified_si
     since If-Modified-Since; else 0 (serve it). A date that is not an HTTP-date is ignored, and so
     is an If-Modified-Since later than ``now`` (as Apache does: no client can have seen it then)."""
     if if_match is not None:
-        if not _names(if_match, file.etag, weak=False):
+        if not _lists_tag(if_match, file.etag, weak=False):
             return 412
     elif if_unmodified_since is not None:
         since = _http_date(if_unmodified_since)
         if since is not None and int(file.mtime) > since:
             return 412
     if if_none_match is not None:
-        return 304 if _names(if_none_match, file.etag, weak=True) else 0
+        return 304 if _lists_tag(if_none_match, file.etag, weak=True) else 0
     if if_modified_since is not None:
         since = _http_date(if_modified_since)
         if since is not None and since <= now and int(file.mtime) <= since:
@@ -129,7 +129,7 @@ def precondition_status(file: StaticFile, if_match: str | None, if_unmodified_si
     return 0
 
 
-def _names(field: str, etag: str, weak: bool) -> bool:
+def _lists_tag(field: str, etag: str, weak: bool) -> bool:
     """Whether an If-Match / If-None-Match list holds "*" or ``etag`` (a strong tag of ours); a
     weak tag (W/"...") matches only in the weak comparison."""
     for tag in field.split(","):
