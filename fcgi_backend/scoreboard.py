@@ -17,14 +17,17 @@ IDLE, BUSY, KEPT, LEAVING = 0, 1, 2, 3  # KEPT: idle between requests on a conne
 FREE = 255  # a slot no worker holds
 STATE_NAMES = {IDLE: "idle", BUSY: "busy", KEPT: "kept", LEAVING: "leaving"}
 REQUEST_TEXT = 120  # bytes of "METHOD URI" kept for the request in progress
-# start wall time, maxfork reached count, accepted/requests of workers that have exited, stopping
-_HEADER = struct.Struct("=dQQQB7x")
+# start wall time, maxfork reached count, accepted/requests of workers that have exited, stopping,
+# kept connections given up by workers that have exited
+_HEADER = struct.Struct("=dQQQB7xQ")
 _STOPPING_AT = 32
 # pid, generation, state, accepted, requests, started (wall), last state change (monotonic),
-# start of the request in progress (monotonic), "METHOD URI" of that request
-_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}s")
+# start of the request in progress (monotonic), "METHOD URI" of that request, kept connections
+# given up for a waiting one
+_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQ")
 # Byte offsets of the fields written one at a time: each writer touches only its own field.
 _PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
+_GIVEN_UP_AT = _REQUEST_AT + 8 + REQUEST_TEXT
 _REQUEST = struct.Struct(f"=d{REQUEST_TEXT}s")
 _PID = struct.Struct("=i")
 _COUNT = struct.Struct("=Q")
@@ -50,6 +53,7 @@ class WorkerStatus:
     request: str            #: "METHOD URI" of the request in progress (or the last one)
     request_for: float      #: seconds the request in progress has run (0 when there is none)
     request_started: float = 0.0  #: when it began (monotonic): tells one request from the next
+    given_up: int = 0       #: kept connections it closed, idle, for a connection that waited
 
     @property
     def busy(self) -> bool:
@@ -65,6 +69,7 @@ class PoolStatus:
     accepted: int
     requests: int
     workers: list[WorkerStatus]
+    given_up: int = 0  #: kept connections closed, idle, for a connection that waited (the race's count)
 
     @property
     def busy(self) -> int:
@@ -81,7 +86,7 @@ class Scoreboard:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._mem = mmap.mmap(-1, _HEADER.size + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
-        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0)
+        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0, 0)
         for slot in range(capacity):
             self._mem[self._offset(slot) + _STATE_AT] = FREE
 
@@ -95,7 +100,7 @@ class Scoreboard:
         for slot in range(self.capacity):
             if _SLOT.unpack_from(self._mem, self._offset(slot))[0] == 0:
                 _SLOT.pack_into(self._mem, self._offset(slot), -1, generation, IDLE, 0, 0, time.time(),
-                                time.monotonic(), 0.0, b"")
+                                time.monotonic(), 0.0, b"", 0)
                 return slot
         raise ScoreboardFull(f"all {self.capacity} worker slots are taken")
 
@@ -108,15 +113,15 @@ class Scoreboard:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals; what it
         said last: its state (LEAVING: it had left its loop by itself), the request in progress."""
         last = _worker_status(slot, _SLOT.unpack_from(self._mem, self._offset(slot)), time.monotonic())
-        start, reached, old_accepted, old_requests, stopping = _HEADER.unpack_from(self._mem, 0)
+        start, reached, old_accepted, old_requests, stopping, old_given_up = _HEADER.unpack_from(self._mem, 0)
         _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + last.accepted, old_requests + last.requests,
-                          stopping)
-        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"")
+                          stopping, old_given_up + last.given_up)
+        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"", 0)
         return last
 
     def count_maxfork_reached(self) -> None:
-        start, reached, accepted, requests, stopping = _HEADER.unpack_from(self._mem, 0)
-        _HEADER.pack_into(self._mem, 0, start, reached + 1, accepted, requests, stopping)
+        start, reached, *rest = _HEADER.unpack_from(self._mem, 0)
+        _HEADER.pack_into(self._mem, 0, start, reached + 1, *rest)
 
     def set_stopping(self) -> None:
         """The server is stopping: workers serve what waits in the backlog before they exit."""
@@ -139,12 +144,13 @@ class Scoreboard:
     # -- anyone ------------------------------------------------------------------------------
 
     def read(self) -> PoolStatus:
-        start, reached, old_accepted, old_requests, _ = _HEADER.unpack_from(self._mem, 0)
+        start, reached, old_accepted, old_requests, _, old_given_up = _HEADER.unpack_from(self._mem, 0)
         now = time.monotonic()
         workers = [_worker_status(slot, fields, now) for slot in range(self.capacity)
                    if (fields := _SLOT.unpack_from(self._mem, self._offset(slot)))[0] > 0]
         return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
-                          old_requests + sum(w.requests for w in workers), workers)
+                          old_requests + sum(w.requests for w in workers), workers,
+                          old_given_up + sum(w.given_up for w in workers))
 
     def count_in_state(self, state: int) -> int:
         """Workers in ``state`` now: every slot's state byte in one strided read (cheap enough
@@ -162,12 +168,12 @@ def _worker_status(slot: int, fields: tuple, now: float) -> WorkerStatus:
     """A slot's fields as a WorkerStatus. A busy worker's request is in progress only if it
     started since the worker turned busy: until a new connection's request starts, the slot still
     names the last one, which is over."""
-    pid, generation, state, accepted, requests, started, changed, request_started, what = fields
+    pid, generation, state, accepted, requests, started, changed, request_started, what, given_up = fields
     busy = state == BUSY
     in_progress = busy and request_started and request_started >= changed
     return WorkerStatus(slot, pid, generation, state, accepted, requests, started, 0.0 if busy else now - changed,
                         what.rstrip(b"\0").decode("utf-8", "replace"), now - request_started if in_progress else 0.0,
-                        request_started)
+                        request_started, given_up)
 
 
 class OwnSlot:
@@ -176,15 +182,17 @@ class OwnSlot:
     other process writes them while the worker lives (the supervisor reads them when it is gone).
     They start from the slot's, which claim() set to zero: ``requests`` is what this worker served."""
 
-    __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "accepted",
-                 "requests")
+    __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "_given_up_at",
+                 "accepted", "requests", "given_up")
 
     def __init__(self, mem: mmap.mmap, offset: int) -> None:
         self._mem = mem
-        self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at = (
-            offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT))
+        self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at, \
+            self._given_up_at = (offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT,
+                                                        _REQUEST_AT, _GIVEN_UP_AT))
         self.accepted = _COUNT.unpack_from(mem, self._accepted_at)[0]
         self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
+        self.given_up = _COUNT.unpack_from(mem, self._given_up_at)[0]
 
     def set_state(self, state: int) -> None:
         """IDLE, BUSY, KEPT or LEAVING, and since when."""
@@ -207,3 +215,8 @@ class OwnSlot:
         """One more request answered."""
         self.requests += 1
         _COUNT.pack_into(self._mem, self._requests_at, self.requests)
+
+    def count_given_up(self) -> None:
+        """A kept connection closed while idle, for a new one that waited and no worker could take."""
+        self.given_up += 1
+        _COUNT.pack_into(self._mem, self._given_up_at, self.given_up)

@@ -30,6 +30,7 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "active_workers": pool.busy,
         "idle_workers": pool.idle,
         "kept_connections": sum(1 for w in pool.workers if w.state == KEPT),
+        "kept_connections_given_up": pool.given_up,
         "total_workers": len(pool.workers),
         "prefork": prefork,
         "maxfork": maxfork,
@@ -59,6 +60,9 @@ def openmetrics_text(status: dict) -> str:
     metric("maxfork", "gauge", "Most worker processes allowed.", [("", status["maxfork"])])
     metric("maxfork_reached", "counter", "Times every worker was busy at maxfork.",
            [("_total", status["maxfork_reached"])])
+    metric("kept_connections_given_up", "counter",
+           "Idle kept connections closed for a new one that waited when no worker was free.",
+           [("_total", status["kept_connections_given_up"])])
     if status["listen_queue"] is not None:
         metric("listen_queue", "gauge", "Connections waiting in the listen backlog.", [("", status["listen_queue"])])
     metric("uptime_seconds", "gauge", "Seconds since the server started.", [("", status["uptime_seconds"])])

@@ -252,6 +252,7 @@ class WorkerLoop:
         if outcome == "idle":
             log.debug("closing a kept connection idle for %gs", self.idle_timeout)
         elif outcome == "yield":
+            self._slot.count_given_up()  # (the status page counts them: each can race a request sent that instant)
             log.debug("a new connection waits and no worker is idle: leaving a kept connection for it")
         return outcome == "request"
 

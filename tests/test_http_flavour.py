@@ -530,13 +530,23 @@ def test_a_body_over_max_body_is_refused_whatever_reads_it(workdir, framing):
         backend.stop()
 
 
+def given_up(url: str, **kwargs) -> int:
+    """Kept connections the pool closed while idle for a waiting one (each races a request sent
+    as it closes: wrk meets EOF and counts a read error), from the status page."""
+    return requests.get(f"{url}/fcgi-status", timeout=10, **kwargs).json()["kept_connections_given_up"]
+
+
 def test_reloads_under_load_fail_no_request(workdir):
     """A worker that stops tells its client to close; an answer already on its way with keep-alive
     gets the request the client sent before it could know (before, wrk counted a few read errors
-    a reload: the kept connection was closed under it)."""
+    a reload: the kept connection was closed under it). Eight clients on at most four workers: a
+    kept connection idle 50 ms while another waits (wrk held up that long on a busy machine) is
+    given up, which is not the reload's doing: the status page counts those."""
     site = build_test_site(workdir)
-    backend = HTTPBackend(site, workdir / "run", ["--prefork", "2", "--maxfork", "4"]).start()
+    backend = HTTPBackend(site, workdir / "run", ["--prefork", "2", "--maxfork", "4", "--status-path",
+                                                  "/fcgi-status"]).start()
     try:
+        before = given_up(backend.url)
         load = subprocess.Popen(["wrk", "-t2", "-c8", "-d5s", f"{backend.url}/hello/load"], stdout=subprocess.PIPE,
                                 text=True)
         time.sleep(1)
@@ -545,8 +555,10 @@ def test_reloads_under_load_fail_no_request(workdir):
             time.sleep(0.25)
         out = load.communicate(timeout=30)[0]
         assert requests_done(out) > 1000, out
-        assert "Socket errors" not in out and "Non-2xx" not in out, out
+        errors = socket_errors(out)
+        assert "Non-2xx" not in out and errors.connect == errors.write == errors.timeout == 0, out
         backend.wait_for_log("reloaded: generation 11 started")
+        assert errors.read <= given_up(backend.url) - before, out
     finally:
         backend.stop()
 
@@ -685,7 +697,7 @@ def test_tls_clients_beyond_the_workers_keep_their_connections_for_a_turn(tls_si
     def accepted() -> int:
         return requests.get(f"{backend.url}/fcgi-status", verify=str(pki.ca), timeout=10).json()["accepted_connections"]
 
-    before = accepted()
+    before, given_up_before = accepted(), given_up(backend.url, verify=str(pki.ca))
     load = subprocess.Popen(["wrk", "-t2", "-c8", "-d4s", f"{backend.url}/hello/wrk"], stdout=subprocess.PIPE,
                             text=True)
     time.sleep(1)
@@ -699,8 +711,8 @@ def test_tls_clients_beyond_the_workers_keep_their_connections_for_a_turn(tls_si
     errors = socket_errors(out)
     assert errors.connect == errors.write == errors.timeout == 0, out
     # A kept connection given up while idle races a request sent that instant (RFC 9112 9.3.1:
-    # clients retry; wrk counts a read error): rare, never one in a thousand requests.
-    assert errors.read <= done / 1000, out
+    # clients retry; wrk counts a read error): rare, and only when one was given up.
+    assert errors.read <= min(given_up(backend.url, verify=str(pki.ca)) - given_up_before, done / 1000), out
     assert done / connections > 10, f"{done} requests on {connections} connections: a handshake per few requests"
     assert newcomer_waited < 2
 
