@@ -848,8 +848,8 @@ class _Response:
         flavour takes it from flup)."""
         if not self.status:
             raise AssertionError("write() before start_response()")
-        if type(data) is str:
-            data = data.encode("latin-1")
+        if type(data) is not bytes:
+            data = response_head.body_block(data)
         parts = []
         if not self.head_sent:
             parts.append(self._head_bytes(None))
@@ -869,10 +869,7 @@ class _Response:
                 self._send_wrapped_file(*span)
                 return
         if isinstance(result, (list, tuple)) and not self.head_sent:
-            try:
-                body = b"".join(result)
-            except TypeError:  # a str among them: taken as the FastCGI flavour takes it (flup: Latin-1)
-                body = b"".join(block.encode("latin-1") if type(block) is str else block for block in result)
+            body = b"".join([block if type(block) is bytes else response_head.body_block(block) for block in result])
             if not self.status:
                 raise AssertionError("the application returned without calling start_response()")
             self.conn.server.request_ended()

@@ -115,6 +115,15 @@ def _lengths_given(headers) -> str:
     return ", ".join(repr(value) for name, value in headers if len(name) == 14 and name.lower() in _CONTENT_LENGTH)
 
 
+def body_block(block) -> bytes:
+    """A block of the body that is not ``bytes`` as the answer takes it: a str as Latin-1 (flup's
+    rule, so both flavours alike); any other type fails, a bytearray or memoryview too (PEP 3333
+    asks for bytes: flup, gunicorn and mod_wsgi refuse them, and so does each flavour here)."""
+    if type(block) is str:
+        return block.encode("latin-1")
+    raise TypeError(f"write() argument must be bytes, not {type(block).__name__}")
+
+
 def body_allowed(status: int, method: str) -> bool:
     """Whether an answer of ``status`` to ``method`` has a body its Content-Length speaks of."""
     return status >= 200 and status not in NO_BODY_STATUS and method != "HEAD"

@@ -343,9 +343,8 @@ class _Answer:
 
     def write(self, data) -> None:
         """WSGI's write: the header block before the first block; each write is one record."""
-        if type(data) is str:
-            data = data.encode("latin-1")
-        assert type(data) is bytes, "write() argument must be bytes"
+        if type(data) is not bytes:
+            data = response_head.body_block(data)
         assert self.head is not None, "write() before start_response()"
         if self.declared is not None and self.body_bytes + len(data) > self.declared:
             data = self._cut_to_declared(data)

@@ -10,6 +10,7 @@ import http.client
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -244,6 +245,20 @@ def test_a_str_body_is_taken_alike_by_both_flavours(root, kind):
         answer = requests.get(f"{web.url}/text?{query}", timeout=10)
         assert answer.status_code == 200 and answer.content == f"caf\xe9 {query}".encode("latin-1"), query
     assert requests.get(f"{web.url}/text?euro", timeout=10).status_code == 500
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_a_bytes_like_body_is_refused_alike_by_both_flavours(root, kind):
+    """A bytearray or memoryview where PEP 3333 asks for bytes: the FastCGI flavour answered 500
+    (flup's rule, gunicorn's and mod_wsgi's), serve-http sent it: an application that worked there
+    failed once deployed behind Apache. Both answer 500 now, and say why in the log (with the
+    type, but on flup's record-by-record path)."""
+    backend, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:bytes_like_body"])
+    for query in ("list", "write", "yield"):
+        answer = requests.get(f"{web.url}/b?{query}", timeout=10)
+        assert answer.status_code == 500 and b"bytes-like" not in answer.content, query
+    wait_for(lambda: len(re.findall(r"Error: write\(\) argument must be bytes", backend.log_text())) == 3, 10,
+             "three 500s logged")
 
 
 @pytest.mark.parametrize("kind", ["apache", "nginx", "http"])

@@ -224,3 +224,16 @@ def text_body(environ, start_response):
         write("caf\xe9 write")
         return []
     return (text for text in ["caf\xe9 yield"])
+
+
+def bytes_like_body(environ, start_response):
+    """A body block that is bytes-like but not bytes: ?list returns [bytearray], ?write writes a
+    memoryview, else it yields a bytearray."""
+    query = environ.get("QUERY_STRING", "")
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    if query == "list":
+        return [bytearray(b"bytes-like list")]
+    if query == "write":
+        write(memoryview(b"bytes-like write"))
+        return []
+    return (block for block in [bytearray(b"bytes-like yield")])
