@@ -692,9 +692,11 @@ class _Head:
         if host:
             name, sep, port = host.rpartition(":")  # "[::1]:8000" too; "[::1]" has no digits after ':'
             if sep and name and decimal(port) is not None:
-                environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
+                environ["SERVER_PORT"] = port
             else:
-                environ["SERVER_NAME"] = host
+                name = host
+            # as Apache has it: a host name is case-insensitive, and "example.org." is example.org
+            environ["SERVER_NAME"] = name.lower().rstrip(".") or name
         if conn.tls_environ:
             environ.update(conn.tls_environ)
         return environ

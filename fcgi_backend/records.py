@@ -173,10 +173,12 @@ def joined_lines(name: str, first: str, then: str) -> str:
 def params_with_lines_joined(names: list[str], values: list[str]) -> dict[str, str]:
     """Params where a name comes more than once: it keeps its last value, but an HTTP_ one is a
     header field sent on several lines (nginx before 1.23 passes each line as a param of its
-    own), its lines joined."""
+    own), its lines joined. Not HTTP_HOST: a request has one Host (nginx refuses a second), so
+    a second is the configuration's (Debian's fastcgi_params set it, a site's fastcgi_param
+    after them), and the last one counts, as for any param."""
     params: dict[str, str] = {}
     for name, value in zip(names, values):
-        if name in params and name.startswith("HTTP_"):
+        if name in params and name.startswith("HTTP_") and name != "HTTP_HOST":
             value = joined_lines(name, params[name], value)
         params[name] = value
     return params

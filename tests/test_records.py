@@ -124,12 +124,14 @@ def test_the_scanner_reads_a_whole_request_as_the_record_path_does(params, body)
 def test_a_header_field_sent_as_several_params_is_joined_both_ways():
     """nginx before 1.23 passes each line of a header field as a param of its own: the lines are
     joined as RFC 9110 joins them (cookies with "; "), in order; a CGI variable sent twice keeps
-    its last value."""
-    pairs = [("REQUEST_METHOD", "GET"), ("HTTP_ACCEPT", "text/html"), ("HTTP_COOKIE", "a=1"),
-             ("HTTP_ACCEPT", "*/*"), ("HTTP_COOKIE", "b=2"), ("REQUEST_METHOD", "POST"), ("HTTP_ACCEPT", "x/y")]
+    its last value, and so does HTTP_HOST (one Host a request: a second is a config's param)."""
+    pairs = [("REQUEST_METHOD", "GET"), ("HTTP_ACCEPT", "text/html"), ("HTTP_COOKIE", "a=1"), ("HTTP_HOST", "a.org"),
+             ("HTTP_ACCEPT", "*/*"), ("HTTP_COOKIE", "b=2"), ("REQUEST_METHOD", "POST"), ("HTTP_ACCEPT", "x/y"),
+             ("HTTP_HOST", "a.org:8080")]
     data = request_bytes(pairs)
     whole, _ = scan(data)
-    expected = {"REQUEST_METHOD": "POST", "HTTP_ACCEPT": "text/html, */*, x/y", "HTTP_COOKIE": "a=1; b=2"}
+    expected = {"REQUEST_METHOD": "POST", "HTTP_ACCEPT": "text/html, */*, x/y", "HTTP_COOKIE": "a=1; b=2",
+                "HTTP_HOST": "a.org:8080"}
     assert whole.params == reference_request(data)[2] == expected
 
 

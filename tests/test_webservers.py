@@ -235,6 +235,18 @@ def test_a_head_no_answer_can_carry_is_a_500_through_every_front(root, kind):
         backend.wait_for_log(logged)
 
 
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http", "nginx in front of serve-http"])
+def test_the_host_and_port_the_client_asked_for_reach_the_application(root, kind):
+    """An application builds its absolute URLs (a redirect, a link in a mail) from HTTP_HOST, or
+    from SERVER_NAME and SERVER_PORT. Behind the nginx example the port was lost (Debian's
+    fastcgi_params pass nginx's $host as HTTP_HOST: a site on :8080 sent its visitors to :80) and
+    SERVER_NAME was empty; serve-http's kept the Host's case, where Apache's is lowercase."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:environ_dump"])
+    for host, name in (("Example.org:8080", "example.org"), ("[::1]:8081", "[::1]"), ("example.org", "example.org")):
+        seen = requests.get(f"{web.url}/x", headers={"Host": host}, timeout=10).json()
+        assert seen["HTTP_HOST"].lower() == host.lower() and seen["SERVER_NAME"] == name, (host, seen)
+
+
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_a_str_body_is_taken_alike_by_both_flavours(root, kind):
     """PEP 3333 asks for bytes; flup, the FastCGI flavour's reference, takes a str as Latin-1, and
