@@ -245,6 +245,22 @@ def test_the_host_and_port_the_client_asked_for_reach_the_application(root, kind
     for host, name in (("Example.org:8080", "example.org"), ("[::1]:8081", "[::1]"), ("example.org", "example.org")):
         seen = requests.get(f"{web.url}/x", headers={"Host": host}, timeout=10).json()
         assert seen["HTTP_HOST"].lower() == host.lower() and seen["SERVER_NAME"] == name, (host, seen)
+    # An HTTP/1.0 request without Host (a health check's): the server's address, as Apache has it
+    # (the nginx proxy example asked the backend without a Host, which it refused: 400).
+    port = int(web.url.rpartition(":")[2])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(b"GET /x HTTP/1.0\r\n\r\n")  # (an HTTP/1.0 answer is never chunked)
+        head, _, body = b"".join(iter(lambda: client.recv(65536), b"")).partition(b"\r\n\r\n")
+    assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), head
+    # (lighttpd, which has no name for its server, passes an empty one)
+    assert json.loads(body)["SERVER_NAME"] == ("" if kind == "lighttpd" else "127.0.0.1"), body
+    if kind != "lighttpd":  # (which refuses an absolute target: 400)
+        # A proxy's absolute target names the host (RFC 9112 3.2.2), whatever Host says.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "http://other.example/x", headers={"Host": "h"})
+        seen = json.loads(conn.getresponse().read())
+        conn.close()
+        assert seen["HTTP_HOST"] == "other.example" and seen["SERVER_NAME"] == "other.example", seen
 
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
