@@ -25,7 +25,7 @@ CONNECTOR_CONF = REPO / "apache_conf" / "fcgi_backend_connector.conf"
 CONNECTOR_SO = REPO / "build" / "connector" / ".libs" / "mod_fcgi_backend.so"
 APACHE_BIN = shutil.which("apache2", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", "")) or "/usr/sbin/apache2"
 MODULE_DIR = Path("/usr/lib/apache2/modules")
-MODULES = ["mpm_event", "authz_core", "mime", "dir", "rewrite", "proxy", "proxy_fcgi"]
+MODULES = ["mpm_event", "authz_core", "mime", "dir", "env", "rewrite", "proxy", "proxy_fcgi"]
 APACHE_USER = "www-data"
 # Debian's apache2.conf (and Red Hat's httpd.conf) on the file system's root: nothing served unless a
 # vhost grants it, and no .htaccess looked for. Without it Apache opens a .htaccess in every parent
