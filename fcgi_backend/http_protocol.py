@@ -813,7 +813,7 @@ class _Response:
         response_head.check(status, headers)
         self.status = code
         self.reason = status[4:]
-        self.headers, self.length = response_head.passed_on(headers, self._describe)
+        self.headers, self.length = response_head.passed_on(headers, self._describe, code)
         return self.write
 
     def _describe(self) -> str:
@@ -964,12 +964,17 @@ def _http_date() -> bytes:
 
 
 def _format_head(status: int, headers: list, close: bool, reason: str | None = None, keep_alive: bool = False) -> bytes:
-    lines = [b"HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1"),
-                                                  _http_date())]
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or reason_phrase(status)).encode("latin-1")), b""]
+    own_date = True  # Date is said once (RFC 9110 6.6.1): the application's if it gave one, as Apache and nginx do
     for name, value in headers:
-        if name.lower() == "connection":
+        lname = name.lower()
+        if lname == "connection":
             continue
+        if lname == "date":
+            own_date = False
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if own_date:
+        lines[1] = b"Date: %s\r\n" % _http_date()
     if close:
         lines.append(b"Connection: close\r\n")
     elif keep_alive:

@@ -158,14 +158,18 @@ def _without_hop_by_hop(headers) -> tuple[list, list]:
     return kept, dropped
 
 
-def passed_on(headers, describe: Callable[[], str]) -> tuple[list, int | None]:
+def passed_on(headers, describe: Callable[[], str], status: int) -> tuple[list, int | None]:
     """The application's headers as the server passes them on, and its Content-Length: without
     hop-by-hop headers, nor a Content-Length that is not one number (each dropped with a log line
-    that names the request, ``describe()``)."""
+    that names the request, ``describe()``), nor one on a 204 (RFC 9110 8.6: a server MUST NOT
+    send it; Apache drops it, nginx passed it on)."""
     if any(hop_by_hop(name, value) for name, value in headers):
         headers, dropped = _without_hop_by_hop(headers)
         log.warning("%s: the application's hop-by-hop header %s is dropped (the server frames the answer and keeps "
                     "the connection)", describe(), ", ".join(dropped))
+    if status == 204:
+        return [(name, value) for name, value in headers
+                if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)], None
     declared, without_length = _declared_length(headers)
     if without_length is not None:
         log.warning("%s: the application's Content-Length is not one number (%s); the answer goes without it",

@@ -330,8 +330,8 @@ class _Answer:
         code = final_status(status)
         self.declared = declared = None
         length_is_digits = length is not None and length.isascii() and length.isdigit()  # (digits.decimal, inline)
-        if hop or has_length and not length_is_digits:  # headers the server drops: the block is made again
-            response_headers, declared = response_head.passed_on(response_headers, self._describe)
+        if hop or has_length and (not length_is_digits or code == 204):  # headers the server drops: made again
+            response_headers, declared = response_head.passed_on(response_headers, self._describe, code)
             head, has_length = _head_of_bytes(status, response_headers)
         elif length_is_digits:
             declared = int(length)

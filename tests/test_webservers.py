@@ -279,6 +279,25 @@ def test_a_str_body_is_taken_alike_by_both_flavours(root, kind):
 
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
+def test_headers_the_server_frames_are_said_once_and_only_where_allowed(root, kind):
+    """An application's own Date: serve-http sent its Date and the application's, two where RFC
+    9110 6.6.1 has one (now the application's, as Apache and nginx pass it; the connector sends
+    Apache's). A 204 with a Content-Length (RFC 9110 8.6: a server MUST NOT send one):
+    serve-http and nginx passed the application's on."""
+    _, web = serve(root, kind, ["--app", f"{TESTS / 'wsgi_apps.py'}:framing_headers"])
+    conn = http.client.HTTPConnection("127.0.0.1", int(web.url.rpartition(":")[2]), timeout=10)
+    conn.request("GET", "/x")
+    answer = conn.getresponse()
+    assert answer.read() == b"hello" and len(answer.msg.get_all("Date")) == 1, answer.msg.items()
+    conn.request("GET", "/x?no-content")
+    answer = conn.getresponse()
+    # (nginx adds a "Content-Length: 0" of its own to a 204 from FastCGI: the application's 5 is gone)
+    assert answer.status == 204 and answer.read() == b"", answer.msg.items()
+    assert answer.msg.get("Content-Length") == ("0" if kind == "nginx" else None), answer.msg.items()
+    conn.close()
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_a_bytes_like_body_is_refused_alike_by_both_flavours(root, kind):
     """A bytearray or memoryview where PEP 3333 asks for bytes: the FastCGI flavour answered 500
     (flup's rule, gunicorn's and mod_wsgi's), serve-http sent it: an application that worked there

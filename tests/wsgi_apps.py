@@ -237,3 +237,13 @@ def bytes_like_body(environ, start_response):
         write(memoryview(b"bytes-like write"))
         return []
     return (block for block in [bytearray(b"bytes-like yield")])
+
+
+def framing_headers(environ, start_response):
+    """Headers the server frames itself, given by the application: ?no-content answers 204 with a
+    Content-Length, else 200 with a Date of its own."""
+    if environ.get("QUERY_STRING") == "no-content":
+        start_response("204 No Content", [("Content-Length", "5")])
+        return [b""]
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Date", "Tue, 01 Jan 2030 00:00:00 GMT")])
+    return [b"hello"]
