@@ -37,6 +37,9 @@ class AppServer(Waiter):
     # A web server or browser turned away gets an error (502, an empty reply); in the backlog it
     # gets its answer once a process is free, as php-fpm's clients do.
     turn_away_past_maxfork = False
+    # HTTP and FastCGI clients speak first: one that sends nothing holds no worker for idle_timeout
+    # (a browser's unused preconnect, a flood of idle connections).
+    client_speaks_first = True
 
     def __init__(self, load_app: AppFactory, address: ListenAddress, config: ServerConfig, *,
                  limits: Limits | None = None, debug: bool = False, tls: TLSConfig | None = None,

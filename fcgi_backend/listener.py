@@ -17,6 +17,10 @@ log = logging.getLogger("fcgi_backend.listener")
 DEFAULT_SOCKET_MODE = 0o660
 UNIX_PATH_MAX = 107  # sockaddr_un's 108 bytes, less the NUL that Apache's connect needs
 BACKLOG = 1024
+# Where the client speaks first (HTTP, TLS, FastCGI), the kernel may hold a new TCP connection until
+# its first bytes come (TCP_DEFER_ACCEPT, as Apache's default AcceptFilter on Linux, and as long):
+# one that sends nothing then holds no worker while clients with a request wait behind it.
+DEFER_ACCEPT_SECONDS = 30
 
 
 class ListenError(Exception):
@@ -145,8 +149,9 @@ def bind_unix(path: str, mode: int = DEFAULT_SOCKET_MODE, group: str | None = No
     return sock
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
-    """Bind and listen on a TCP address; an address in use is a ListenError."""
+def bind_tcp(host: str, port: int, defer_accept: bool = False) -> socket.socket:
+    """Bind and listen on a TCP address; an address in use is a ListenError. ``defer_accept``:
+    a connection is accepted once its first bytes have come (DEFER_ACCEPT_SECONDS)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -154,6 +159,8 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     family, _, _, _, sockaddr = infos[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if defer_accept and hasattr(socket, "TCP_DEFER_ACCEPT"):  # (Linux's)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
     try:
         sock.bind(sockaddr)
     except OSError as exc:
@@ -164,11 +171,11 @@ def bind_tcp(host: str, port: int) -> socket.socket:
 
 
 def open_listener(address: ListenAddress, mode: int = DEFAULT_SOCKET_MODE,
-                  group: str | None = None) -> socket.socket:
-    """The listen socket for ``address``."""
+                  group: str | None = None, defer_accept: bool = False) -> socket.socket:
+    """The listen socket for ``address`` (``defer_accept``: bind_tcp's)."""
     if address.path:
         return bind_unix(address.path, mode, group)
-    return bind_tcp(address.host, address.port)
+    return bind_tcp(address.host, address.port, defer_accept)
 
 
 def file_id(path: str) -> tuple[int, int] | None:

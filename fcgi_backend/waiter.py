@@ -70,6 +70,10 @@ class Waiter:
     #: Forking mode at maxfork: accept, tell on_maxforked(client) and close (Net::Waiter's way), or
     #: (False) leave connections in the listen backlog until a process ends, as prefork mode does.
     turn_away_past_maxfork = True
+    #: The protocol's client speaks first (HTTP, TLS, FastCGI): a TCP listener then has the kernel
+    #: hold a new connection until its first bytes come (listener.DEFER_ACCEPT_SECONDS). Not for a
+    #: protocol whose server greets first, which Waiter's own default allows.
+    client_speaks_first = False
 
     def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
                  config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
@@ -136,7 +140,8 @@ class Waiter:
                           if sig != signal.SIGCHLD}
         self._log_hook_handler = logs.attach_hook(self._log_line)
         try:
-            self.listener = open_listener(self.address, self.socket_mode, self.socket_group)
+            self.listener = open_listener(self.address, self.socket_mode, self.socket_group,
+                                          defer_accept=self.client_speaks_first)
         except ListenError as exc:
             log.error("%s", exc)
             logs.detach_hook(self._log_hook_handler)

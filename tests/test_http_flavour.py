@@ -563,6 +563,27 @@ def test_reloads_under_load_fail_no_request(workdir):
         backend.stop()
 
 
+def test_connections_that_send_nothing_hold_no_worker(workdir):
+    """A connection that sends nothing (a browser's preconnect it never uses, a flood of idle
+    connections) was accepted and held its worker for idle_timeout: twenty of them against the
+    default pool, and a visitor waited 15 s; a few more, and forever. The kernel now holds each
+    until its first bytes come (TCP_DEFER_ACCEPT, as Apache does)."""
+    site = build_test_site(workdir)
+    backend = HTTPBackend(site, workdir / "run", ["--prefork", "1", "--maxfork", "2"]).start()
+    silent = [socket.create_connection(("127.0.0.1", backend.port), timeout=10) for _ in range(5)]
+    try:
+        time.sleep(0.3)  # (long enough for a worker to have taken them, as it did)
+        started = time.monotonic()
+        assert b"Hello, visitor!" in curl(f"{backend.url}/hello/visitor").stdout
+        assert time.monotonic() - started < 3
+        silent[0].sendall(b"GET /hello/late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # one speaks at last
+        assert b"Hello, late!" in b"".join(iter(lambda: silent[0].recv(65536), b""))
+    finally:
+        for s in silent:
+            s.close()
+        backend.stop()
+
+
 def test_apachebench_keeps_its_http_1_0_connections(served):
     """ab -k asks for keep-alive in HTTP/1.0, which holds only when the answer says so: the
     server kept the connection without a word, and ab waited for its end until its own timeout."""
@@ -674,11 +695,18 @@ def test_failed_handshakes_leave_the_single_worker_serving(tls_site, how):
     if how == "plain http":
         assert b"Hello" not in raw(backend.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     elif how == "silence":
-        with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as s:
-            s.settimeout(5)
+        # A client that sends nothing never reaches the worker (the kernel holds it: TCP_DEFER_ACCEPT);
+        # one that stops part way through its hello is let go at the handshake deadline (1 s).
+        with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as silent:
             started = time.monotonic()
-            assert s.recv(10) == b""  # the handshake deadline (1 s) closed it
+            assert b"Hello, meanwhile!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/meanwhile").stdout
             assert time.monotonic() - started < 3
+            with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as s:
+                s.sendall(b"\x16\x03\x01")  # the first bytes of a TLS record, then nothing
+                s.settimeout(5)
+                started = time.monotonic()
+                assert s.recv(10) == b""  # the handshake deadline (1 s) closed it
+                assert time.monotonic() - started < 3
     else:
         stranger = make_pki(root / "stranger")  # a certificate from another CA
         out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{backend.port}", "-CAfile",
