@@ -62,6 +62,12 @@ _RECEIVE = 256 * 1024
 # the connection met it with a reset: a reload under wrk's load cost a few errors each.
 _STOP_GRACE = 0.25
 _TLS_PIECE = 16 * 1024  # one TLS record: how much is sent under TLS between checks of the client's pace
+# A request head still unfinished this long after the connection came (or, on a kept one, after
+# the head began) is given up, with a 408, once a client waits that no idle worker can take: a
+# head comes whole in milliseconds, and a client trickling one ("slowloris") held its worker for
+# read_timeout; twenty of them kept every worker from a visitor for a minute.
+_HEAD_PATIENCE = 1.0
+_CONTENTION_LOOK = 0.25  # how often a worker waiting on such a head looks whether a client waits
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
 # connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
 # retries on a kept connection that closed, and Apache's reuse is best left off, docs/PROTOCOL.md.)
@@ -81,6 +87,10 @@ def kept_turn(handshake_seconds: float) -> float:
     long enough that the handshakes replacing connections take about 2% of the workers' time;
     none without TLS (a new plain connection costs microseconds, and waiting clients go first)."""
     return min(handshake_seconds * _TURN_PER_HANDSHAKE, _LONGEST_TURN)
+
+
+class _GiveWay(Exception):
+    """A request head is overdue while clients wait that no idle worker can take."""
 
 
 class BadRequest(Exception):
@@ -139,11 +149,13 @@ class HTTPConnection:
         self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
         self._turn = kept_turn(server.handshake_seconds)
         self._turn_ends = time.monotonic() + self._turn
+        self._came = time.monotonic()  # the connection, then each request head as it begins (_HEAD_PATIENCE)
 
     # ---- parser callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._building = _Message()
+        self._came = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         msg = self._building
@@ -180,11 +192,12 @@ class HTTPConnection:
 
     # ---- reading -------------------------------------------------------------------------------
 
-    def _receive(self, timeout: float, what: str) -> None:
+    def _receive(self, timeout: float, what: str, give_way_at: float | None = None) -> None:
         """One read, fed to the parser; waits at most ``timeout``. ConnectionError if the client
-        hung up, TimeoutError if it sent nothing."""
+        hung up, TimeoutError if it sent nothing; _GiveWay once ``give_way_at`` (monotonic) has
+        passed while a client waits that no idle worker can take."""
         if self.tls:
-            if not self.sock.pending() and not wait(self.sock, select.POLLIN, timeout):
+            if not self.sock.pending() and not self._wait_readable(timeout, give_way_at):
                 raise TimeoutError(f"client sent nothing {what} for {timeout:g}s")
             received = self.sock.recv_into(self._buffer)
         else:
@@ -193,11 +206,25 @@ class HTTPConnection:
                     received = self.sock.recv_into(self._buffer)
                     break
                 except BlockingIOError:
-                    if not wait(self.sock, select.POLLIN, timeout):
+                    if not self._wait_readable(timeout, give_way_at):
                         raise TimeoutError(f"client sent nothing {what} for {timeout:g}s") from None
         if not received:
             raise ConnectionResetError(f"client closed the connection {what}")
         self._feed(self._buffer[:received])
+
+    def _wait_readable(self, timeout: float, give_way_at: float | None) -> bool:
+        """Wait up to ``timeout`` for the client's bytes (False if none came); see _receive."""
+        if give_way_at is None:
+            return wait(self.sock, select.POLLIN, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= give_way_at and self.server.connections_waiting():
+                raise _GiveWay()
+            if now >= deadline:
+                return False
+            if wait(self.sock, select.POLLIN, min(deadline - now, max(give_way_at - now, _CONTENTION_LOOK))):
+                return True
 
     def _feed(self, data) -> None:
         try:
@@ -220,16 +247,25 @@ class HTTPConnection:
 
     def _next_message(self) -> _Message | None:
         """The next request's head: waiting idle_timeout for it to begin, then read_timeout for
-        the whole of it. None if the client closed or went quiet between requests."""
+        the whole of it (but _HEAD_PATIENCE when clients wait that no worker can take: a 408).
+        None if the client closed or went quiet between requests."""
         deadline = None
         while not self._messages:
+            give_way_at = self._came + _HEAD_PATIENCE
             if self._building is None or (self._building.complete and not self._messages):
                 timeout, what = self.server.config.idle_timeout, "for a request"
             else:
                 deadline = deadline or time.monotonic() + self.limits.read_timeout
                 timeout, what = max(0.0, deadline - time.monotonic()), "of the request head"
             try:
-                self._receive(timeout, what)
+                self._receive(timeout, what, give_way_at)
+            except _GiveWay:
+                if self._building is None or self._building.complete:
+                    log.info("closing a connection from %s that sent no request in %gs: clients wait", self.peer[0],
+                             _HEAD_PATIENCE)
+                    return None
+                raise BadRequest(408, f"the request head was not complete after {_HEAD_PATIENCE:g}s, and "
+                                      f"other clients wait") from None
             except (ConnectionError, TimeoutError) as exc:
                 if self._building is not None and not self._building.complete:
                     log.info("closing connection from %s: %s", self.peer[0], exc)

@@ -584,6 +584,38 @@ def test_connections_that_send_nothing_hold_no_worker(workdir):
         backend.stop()
 
 
+def test_a_request_head_trickled_in_gives_way_to_waiting_clients(workdir):
+    """Clients that send their request head a little at a time ("slowloris") held their worker
+    for --read-timeout: twenty of them kept every worker of the default pool from a visitor for a
+    minute. A head not complete a second after it began is now given up, with a 408, once a client
+    waits that no idle worker can take; with none waiting it still has --read-timeout."""
+    site = build_test_site(workdir)
+    backend = HTTPBackend(site, workdir / "run", ["--prefork", "1", "--maxfork", "1", "--read-timeout", "30"]).start()
+
+    def answer(s: socket.socket) -> bytes:
+        s.settimeout(20)
+        return b"".join(iter(lambda: s.recv(65536), b""))
+
+    try:
+        with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as slow:  # alone: waited for
+            slow.sendall(b"GET /hello/slow HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(1.5)
+            slow.sendall(b"Connection: close\r\n\r\n")
+            assert b"Hello, slow!" in answer(slow)
+        trickling = [socket.create_connection(("127.0.0.1", backend.port), timeout=10) for _ in range(3)]
+        for s in trickling:
+            s.sendall(b"GET /hello/trickle HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert b"Hello, visitor!" in curl("--max-time", "20", f"{backend.url}/hello/visitor").stdout
+        assert time.monotonic() - started < 6, "the visitor waited behind the trickling heads"
+        assert answer(trickling[0]).startswith(b"HTTP/1.1 408 ")
+        backend.wait_for_log("408: the request head was not complete after 1s, and other clients wait")
+        for s in trickling:
+            s.close()
+    finally:
+        backend.stop()
+
+
 def test_apachebench_keeps_its_http_1_0_connections(served):
     """ab -k asks for keep-alive in HTTP/1.0, which holds only when the answer says so: the
     server kept the connection without a word, and ab waited for its end until its own timeout."""
@@ -697,7 +729,7 @@ def test_failed_handshakes_leave_the_single_worker_serving(tls_site, how):
     elif how == "silence":
         # A client that sends nothing never reaches the worker (the kernel holds it: TCP_DEFER_ACCEPT);
         # one that stops part way through its hello is let go at the handshake deadline (1 s).
-        with socket.create_connection(("127.0.0.1", backend.port), timeout=10) as silent:
+        with socket.create_connection(("127.0.0.1", backend.port), timeout=10):  # (silent)
             started = time.monotonic()
             assert b"Hello, meanwhile!" in curl("--cacert", str(pki.ca), f"{backend.url}/hello/meanwhile").stdout
             assert time.monotonic() - started < 3
