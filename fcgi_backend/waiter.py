@@ -40,7 +40,7 @@ from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, LEAVING, Scoreboard, ScoreboardFull
-from .sockio import close_reading_first
+from .sockio import close_reading_first, wait
 from .tls import TLSConfig, TLSError
 from .worker import WorkerLoop, drain
 
@@ -51,6 +51,10 @@ EXIT_CANNOT_LISTEN = 100  # Net::Waiter: cannot create server listen socket
 
 _TICK = 0.05  # seconds between looks at the pool
 _REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop the request itself
+# A TLS handshake takes a few round trips, a second on a slow mobile link: one not finished this
+# long after the connection came gives way when a client waits that no idle worker can take.
+_HANDSHAKE_PATIENCE = 2.0
+_CONTENTION_LOOK = 0.25  # how often a worker waiting on such a handshake looks whether a client waits
 _KILLED = float("inf")  # in _retiring: killed after graceful_timeout (and logged then); never killed twice
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
@@ -448,12 +452,30 @@ class Waiter:
             self._client = None
 
     def _handshake(self, client: socket.socket) -> ssl.SSLSocket | None:
-        client.settimeout(self.tls.handshake_timeout)
+        """The server's side of the TLS handshake, within handshake_timeout; a client still in it
+        _HANDSHAKE_PATIENCE after it came gives way once a connection waits that no idle worker
+        can take (a handshake begun and left, many times over, held every worker that long)."""
         try:
             tls = self._ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
-            tls.do_handshake()
-        except (ssl.SSLError, OSError) as exc:  # TimeoutError (a silent client) is an OSError
-            what = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            tls.setblocking(False)
+            began = time.monotonic()
+            deadline, give_way_at = began + self.tls.handshake_timeout, began + _HANDSHAKE_PATIENCE
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+                now = time.monotonic()
+                if now >= deadline:
+                    raise TimeoutError("timed out")
+                if now >= give_way_at and self.connections_waiting():
+                    raise TimeoutError(f"not finished after {_HANDSHAKE_PATIENCE:g}s, and other clients wait")
+                wait(tls, events, min(deadline - now, max(give_way_at - now, _CONTENTION_LOOK)))
+        except (ssl.SSLError, OSError) as exc:  # (the TimeoutErrors above are OSErrors)
+            what = str(exc)
             log.info("TLS handshake failed: %s", what)
             self.on_ssl_error(what)
             client.close()

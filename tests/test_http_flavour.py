@@ -709,6 +709,31 @@ def tls_site():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def test_tls_handshakes_begun_and_left_give_way_to_waiting_clients(workdir):
+    """A client that begins a TLS handshake and stops held its worker for handshake_timeout (10 s):
+    a few, renewed, and no visitor got in. One not finished 2 s after it came now gives way once
+    a client waits that no idle worker can take."""
+    pki = make_pki(workdir / "pki")
+    site = build_test_site(workdir)
+    config = workdir / "tls.toml"
+    config.write_text(f'[tls]\ncert_file = "{pki.cert("server")}"\nkey_file = "{pki.key("server")}"\n')
+    backend = HTTPBackend(site, workdir / "run", ["--config", str(config), "--prefork", "1", "--maxfork", "1"],
+                          scheme="https").start()
+    stalled = [socket.create_connection(("127.0.0.1", backend.port), timeout=10) for _ in range(3)]
+    try:
+        for s in stalled:
+            s.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello, then nothing
+        started = time.monotonic()
+        assert b"Hello, visitor!" in curl("--max-time", "40", "--cacert", str(pki.ca),
+                                          f"{backend.url}/hello/visitor").stdout
+        assert time.monotonic() - started < 9, "the visitor waited behind the stalled handshakes"  # (30 s before)
+        backend.wait_for_log("TLS handshake failed: not finished after 2s, and other clients wait")
+    finally:
+        for s in stalled:
+            s.close()
+        backend.stop()
+
+
 def test_tls_pages_with_curl_and_the_client_certificate_reaches_the_application(tls_site):
     backend, pki, _ = tls_site
     page = curl("--cacert", str(pki.ca), f"{backend.url}/hello/tls")
