@@ -101,8 +101,11 @@ def _declared_length(headers) -> tuple[int | None, list | None]:
     length = decimal(values[0]) if len(values) == 1 else None
     if length is not None:
         return length, None
-    return None, [(name, value) for name, value in headers
-                  if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)]
+    return None, _without_length(headers)
+
+
+def _without_length(headers) -> list:
+    return [(name, value) for name, value in headers if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)]
 
 
 # Log lines (each flavour adds what it does about it).
@@ -168,8 +171,7 @@ def passed_on(headers, describe: Callable[[], str], status: int) -> tuple[list, 
         log.warning("%s: the application's hop-by-hop header %s is dropped (the server frames the answer and keeps "
                     "the connection)", describe(), ", ".join(dropped))
     if status == 204:
-        return [(name, value) for name, value in headers
-                if not (len(name) == 14 and name.lower() in _CONTENT_LENGTH)], None
+        return _without_length(headers), None
     declared, without_length = _declared_length(headers)
     if without_length is not None:
         log.warning("%s: the application's Content-Length is not one number (%s); the answer goes without it",
