@@ -44,7 +44,7 @@ from .file_wrapper import FileWrapper, regular_file_span
 from .pace import Pace
 from .records import ConnectionClosed, StreamError, joined_lines
 from .response_head import NO_BODY_STATUS
-from .sockio import send_all, wait, wait_paced
+from .sockio import GiveWay, send_all, wait, wait_or_give_way, wait_paced
 
 if TYPE_CHECKING:
     from .http_server import HTTPServer
@@ -62,12 +62,11 @@ _RECEIVE = 256 * 1024
 # the connection met it with a reset: a reload under wrk's load cost a few errors each.
 _STOP_GRACE = 0.25
 _TLS_PIECE = 16 * 1024  # one TLS record: how much is sent under TLS between checks of the client's pace
-# A request head still unfinished this long after the connection came (or, on a kept one, after
-# the head began) is given up, with a 408, once a client waits that no idle worker can take: a
-# head comes whole in milliseconds, and a client trickling one ("slowloris") held its worker for
-# read_timeout; twenty of them kept every worker from a visitor for a minute.
+# A request head still unfinished this long after the worker turned to it (the connection came, or
+# its next request began) is given up, with a 408, once a client waits that no idle worker can
+# take: a head comes whole in milliseconds, and a client trickling one ("slowloris") held its
+# worker for read_timeout; twenty of them kept every worker from a visitor for a minute.
 _HEAD_PATIENCE = 1.0
-_CONTENTION_LOOK = 0.25  # how often a worker waiting on such a head looks whether a client waits
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
 # connection is given up for a waiting one only once idle this long. (FastCGI's go at once: nginx
 # retries on a kept connection that closed, and Apache's reuse is best left off, docs/PROTOCOL.md.)
@@ -87,10 +86,6 @@ def kept_turn(handshake_seconds: float) -> float:
     long enough that the handshakes replacing connections take about 2% of the workers' time;
     none without TLS (a new plain connection costs microseconds, and waiting clients go first)."""
     return min(handshake_seconds * _TURN_PER_HANDSHAKE, _LONGEST_TURN)
-
-
-class _GiveWay(Exception):
-    """A request head is overdue while clients wait that no idle worker can take."""
 
 
 class BadRequest(Exception):
@@ -149,13 +144,11 @@ class HTTPConnection:
         self._answer_pace = Pace(self.limits.read_timeout, self.limits.min_rate)  # the client's, taking it
         self._turn = kept_turn(server.handshake_seconds)
         self._turn_ends = time.monotonic() + self._turn
-        self._came = time.monotonic()  # the connection, then each request head as it begins (_HEAD_PATIENCE)
 
     # ---- parser callbacks --------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._building = _Message()
-        self._came = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         msg = self._building
@@ -194,7 +187,7 @@ class HTTPConnection:
 
     def _receive(self, timeout: float, what: str, give_way_at: float | None = None) -> None:
         """One read, fed to the parser; waits at most ``timeout``. ConnectionError if the client
-        hung up, TimeoutError if it sent nothing; _GiveWay once ``give_way_at`` (monotonic) has
+        hung up, TimeoutError if it sent nothing; GiveWay once ``give_way_at`` (monotonic) has
         passed while a client waits that no idle worker can take."""
         if self.tls:
             if not self.sock.pending() and not self._wait_readable(timeout, give_way_at):
@@ -216,15 +209,7 @@ class HTTPConnection:
         """Wait up to ``timeout`` for the client's bytes (False if none came); see _receive."""
         if give_way_at is None:
             return wait(self.sock, select.POLLIN, timeout)
-        deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            if now >= give_way_at and self.server.connections_waiting():
-                raise _GiveWay()
-            if now >= deadline:
-                return False
-            if wait(self.sock, select.POLLIN, min(deadline - now, max(give_way_at - now, _CONTENTION_LOOK))):
-                return True
+        return wait_or_give_way(self.sock, select.POLLIN, timeout, give_way_at, self.server.connections_waiting)
 
     def _feed(self, data) -> None:
         try:
@@ -250,8 +235,8 @@ class HTTPConnection:
         the whole of it (but _HEAD_PATIENCE when clients wait that no worker can take: a 408).
         None if the client closed or went quiet between requests."""
         deadline = None
+        give_way_at = time.monotonic() + _HEAD_PATIENCE  # (called as the connection comes, or its next head)
         while not self._messages:
-            give_way_at = self._came + _HEAD_PATIENCE
             if self._building is None or (self._building.complete and not self._messages):
                 timeout, what = self.server.config.idle_timeout, "for a request"
             else:
@@ -259,7 +244,7 @@ class HTTPConnection:
                 timeout, what = max(0.0, deadline - time.monotonic()), "of the request head"
             try:
                 self._receive(timeout, what, give_way_at)
-            except _GiveWay:
+            except GiveWay:
                 if self._building is None or self._building.complete:
                     log.info("closing a connection from %s that sent no request in %gs: clients wait", self.peer[0],
                              _HEAD_PATIENCE)

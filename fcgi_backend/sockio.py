@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import time
+from typing import Callable
 
 from ._multipart import ffi, lib
 from .pace import Pace
@@ -16,6 +17,11 @@ from .records import FCGI_STDOUT, frame_answer
 NOWAIT = socket.MSG_DONTWAIT
 CLOSE_DRAIN_SECONDS = 1.0  # how long a closing connection waits for the peer to hang up
 _ANSWER_FAILED, _ANSWER_TOO_BIG = lib.FCGI_ANSWER_FAILED, lib.FCGI_ANSWER_TOO_BIG
+_CONTENTION_LOOK = 0.25  # how often a wait past its patience looks whether clients wait (wait_or_give_way)
+
+
+class GiveWay(Exception):
+    """A wait given up before its deadline: past its patience, and clients wait for the worker."""
 
 
 def wait(sock, events: int, timeout: float) -> bool:
@@ -28,6 +34,21 @@ def wait(sock, events: int, timeout: float) -> bool:
             return True
         if time.monotonic() >= deadline:
             return False
+
+
+def wait_or_give_way(sock, events: int, timeout: float, give_way_at: float, others_wait: Callable[[], bool]) -> bool:
+    """:func:`wait`, but from ``give_way_at`` (monotonic) on, GiveWay once ``others_wait()`` (a
+    client waits that no idle worker can take): a client slow to begin (a TLS handshake, a request
+    head) keeps its worker only while nobody else needs it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = time.monotonic()
+        if now >= give_way_at and others_wait():
+            raise GiveWay()
+        if now >= deadline:
+            return False
+        if wait(sock, events, min(deadline - now, max(give_way_at - now, _CONTENTION_LOOK))):
+            return True
 
 
 def wait_paced(sock, events: int, pace: Pace, what: str) -> None:

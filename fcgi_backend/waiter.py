@@ -40,7 +40,7 @@ from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, LEAVING, Scoreboard, ScoreboardFull
-from .sockio import close_reading_first, wait
+from .sockio import GiveWay, close_reading_first, wait_or_give_way
 from .tls import TLSConfig, TLSError
 from .worker import WorkerLoop, drain
 
@@ -54,7 +54,6 @@ _REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop th
 # A TLS handshake takes a few round trips, a second on a slow mobile link: one not finished this
 # long after the connection came gives way when a client waits that no idle worker can take.
 _HANDSHAKE_PATIENCE = 2.0
-_CONTENTION_LOOK = 0.25  # how often a worker waiting on such a handshake looks whether a client waits
 _KILLED = float("inf")  # in _retiring: killed after graceful_timeout (and logged then); never killed twice
 _SUPERVISOR_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                        signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
@@ -468,20 +467,20 @@ class Waiter:
                     events = select.POLLIN
                 except ssl.SSLWantWriteError:
                     events = select.POLLOUT
-                now = time.monotonic()
-                if now >= deadline:
+                if not wait_or_give_way(tls, events, deadline - time.monotonic(), give_way_at,
+                                        self.connections_waiting):
                     raise TimeoutError("timed out")
-                if now >= give_way_at and self.connections_waiting():
-                    raise TimeoutError(f"not finished after {_HANDSHAKE_PATIENCE:g}s, and other clients wait")
-                wait(tls, events, min(deadline - now, max(give_way_at - now, _CONTENTION_LOOK)))
-        except (ssl.SSLError, OSError) as exc:  # (the TimeoutErrors above are OSErrors)
+        except GiveWay:
+            what = f"not finished after {_HANDSHAKE_PATIENCE:g}s, and other clients wait"
+        except (ssl.SSLError, OSError) as exc:  # (a TimeoutError is an OSError)
             what = str(exc)
-            log.info("TLS handshake failed: %s", what)
-            self.on_ssl_error(what)
-            client.close()
-            return None
-        tls.settimeout(None)
-        return tls
+        else:
+            tls.settimeout(None)
+            return tls
+        log.info("TLS handshake failed: %s", what)
+        self.on_ssl_error(what)
+        client.close()
+        return None
 
     # ---- the supervisor ---------------------------------------------------------------------------
 
