@@ -892,7 +892,10 @@ class _Response:
                 self._send_wrapped_file(*span)
                 return
         if isinstance(result, (list, tuple)) and not self.head_sent:
-            body = b"".join([block if type(block) is bytes else response_head.body_block(block) for block in result])
+            if len(result) == 1 and type(result[0]) is bytes:  # (the usual page: one block, nothing to join)
+                body = result[0]
+            else:
+                body = b"".join([block if type(block) is bytes else response_head.body_block(block) for block in result])
             if not self.status:
                 raise AssertionError("the application returned without calling start_response()")
             self.conn.server.request_ended()
