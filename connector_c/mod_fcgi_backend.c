@@ -435,6 +435,11 @@ static const char *apply_headers(request_rec *r, char *block, apr_off_t *declare
                 *declared = (apr_off_t)length;
                 apr_table_setn(r->headers_out, "Content-Length", apr_pstrdup(r->pool, value));
             }
+        } else if (!strcasecmp(line, "ETag") || !strcasecmp(line, "Last-Modified") ||
+                   !strcasecmp(line, "Content-Range")) {
+            /* Where mod_proxy_fcgi puts them, for the filters that read them there: mod_deflate
+               marks or removes the tag of a compressed answer and leaves a range as it is */
+            apr_table_set(r->headers_out, line, value);
         } else if (!strcasecmp(line, "Location")) {
             apr_table_setn(r->headers_out, "Location", apr_pstrdup(r->pool, value));
             if (status == HTTP_OK && !status_line)

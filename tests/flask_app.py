@@ -37,3 +37,13 @@ def report():
     """A download made in memory, as a report or an export is sent."""
     rows = "".join(f"{n},{n * n}\n" for n in range(int(request.args.get("rows", "10"))))
     return send_file(io.BytesIO(rows.encode()), mimetype="text/csv", as_attachment=True, download_name="report.csv")
+
+
+NOTES = "".join(f"line {n:06d} of the release notes\n" for n in range(4000)).encode()
+
+
+@app.get("/notes.txt")
+def notes():
+    """A text file with its validators (ETag, Last-Modified), as Flask sends a static file."""
+    return send_file(io.BytesIO(NOTES), mimetype="text/plain", etag="notes-1", last_modified=1700000000,
+                     conditional=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from apache_harness import Apache, Backend, HTTPBackend, make_reachable_dir, wait_for
+from apache_harness import Apache, Backend, HTTPBackend, debian_modules, make_reachable_dir, wait_for
 from conftest import build_test_site
 from test_uploads_apache import MiB, send_128_mib, upload_then_vanish
 from webserver_harness import Lighttpd, Nginx, NginxProxy, available
@@ -221,6 +221,36 @@ def test_flask_send_file_of_a_download_made_in_memory(root, kind):
     assert answer.text == "".join(f"{n},{n * n}\n" for n in range(20000))
     assert "attachment" in answer.headers["Content-Disposition"]
     assert answer.headers.get("Content-Length") == str(len(answer.content)), answer.headers
+
+
+@pytest.mark.parametrize("kind", ["apache", "connector"])
+def test_compressed_answers_are_revalidated_not_sent_again(root, kind):
+    """Debian's Apache compresses text answers (mod_deflate, enabled by default) and marks a
+    compressed answer's ETag with "-gzip": the If-None-Match a browser sent back matched neither
+    the application's tag nor Apache's for a static file, and every revalidation of a page or
+    stylesheet was a whole 200. The connector kept the application's tag on the compressed
+    answer: one strong tag for two representations (RFC 9110 8.8.3)."""
+    path, _ = root
+    site = build_test_site(path)
+    start(root, Backend(site, path / "run", ["--app", FLASK_APP]))
+    web = start(root, front(kind, site, path, debian_modules("filter", "deflate")))
+    for url in ("/style.css", "/notes.txt"):  # Apache's static file, the application's
+        tags = {}
+        for encoding in ("gzip", "identity"):
+            first = requests.get(f"{web.url}{url}", headers={"Accept-Encoding": encoding}, timeout=10)
+            assert first.status_code == 200 and first.headers.get("Content-Encoding") == \
+                (encoding if encoding == "gzip" else None), (url, encoding, first.headers)
+            tags[encoding] = first.headers.get("ETag")
+            validators = {name: first.headers[field] for name, field in
+                          (("If-None-Match", "ETag"), ("If-Modified-Since", "Last-Modified")) if field in first.headers}
+            again = requests.get(f"{web.url}{url}", headers={"Accept-Encoding": encoding, **validators}, timeout=10)
+            assert again.status_code == 304 and again.content == b"", (url, encoding, validators, again.status_code)
+        assert tags["identity"] and tags["gzip"] != tags["identity"], tags
+    # A resumed download of a text file gets the bytes it asked for, not a compressed stream's
+    part = requests.get(f"{web.url}/notes.txt", headers={"Accept-Encoding": "gzip", "Range": "bytes=1000-1999"},
+                        timeout=10, stream=True)
+    notes = "".join(f"line {n:06d} of the release notes\n" for n in range(4000)).encode()
+    assert part.status_code == 206 and part.raw.read(decode_content=False) == notes[1000:2000]
 
 
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])

@@ -27,6 +27,19 @@ APACHE_BIN = shutil.which("apache2", path="/usr/sbin:/usr/bin:" + os.environ.get
 MODULE_DIR = Path("/usr/lib/apache2/modules")
 MODULES = ["mpm_event", "authz_core", "mime", "dir", "env", "rewrite", "proxy", "proxy_fcgi"]
 APACHE_USER = "www-data"
+DEBIAN_MODS = Path("/etc/apache2/mods-available")
+
+
+def debian_modules(*names: str) -> str:
+    """Config lines that load modules as Debian's a2enmod enables them: each one's .load and its
+    settings (.conf) from mods-available, e.g. ("filter", "deflate") for the text types Debian
+    compresses by default. For extra_config; the harness loads only MODULES otherwise."""
+    parts = []
+    for name in names:
+        for suffix in (".load", ".conf"):
+            if (DEBIAN_MODS / (name + suffix)).exists():
+                parts.append((DEBIAN_MODS / (name + suffix)).read_text())
+    return "\n".join(parts) + "\n"
 # Debian's apache2.conf (and Red Hat's httpd.conf) on the file system's root: nothing served unless a
 # vhost grants it, and no .htaccess looked for. Without it Apache opens a .htaccess in every parent
 # of the webroot on every request: about 10 µs of its CPU per request here, behind any backend.
