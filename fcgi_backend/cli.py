@@ -198,7 +198,7 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
     _option(limits, "--max-file", setting="limits.max_file", metavar="SIZE", type=size,
             help="largest uploaded file (default: 4G)")
     _option(limits, "--max-parts", setting="limits.max_parts", metavar="N", type=int,
-            help="most parts in a multipart body (default: 1000)")
+            help="most parts in a multipart body, or fields in an urlencoded one (default: 1000)")
     _option(limits, "--max-part-header", setting="limits.max_part_header", metavar="SIZE", type=size,
             help="largest header block of one part (default: 16K)")
     _option(limits, "--upload-dir", setting="limits.upload_dir", metavar="DIR",

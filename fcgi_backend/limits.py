@@ -13,7 +13,7 @@ class Limits:
     max_body: int = 4 * 1024 ** 3 - 1        #: whole request body, streamed (X_STDIN carries up to 4 GiB - 1)
     max_memory: int = 16 * 1024 ** 2         #: a body read into memory, or all form fields (names and values)
     max_file: int = 4 * 1024 ** 3 - 1        #: one uploaded file
-    max_parts: int = 1000                    #: parts of one multipart body
+    max_parts: int = 1000                    #: parts of one multipart body, fields of an urlencoded one
     max_part_header: int = 16 * 1024         #: header bytes of one part
     max_params: int = 1024 ** 2              #: FastCGI PARAMS of one request (the CGI variables)
     upload_dir: str = field(default_factory=tempfile.gettempdir)  #: where file parts are written

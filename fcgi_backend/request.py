@@ -111,8 +111,7 @@ class Request:
         if self.method in ("GET", "HEAD"):
             return MultiDict(), MultiDict()
         if self.content_type == "application/x-www-form-urlencoded":
-            text = self.body.decode("utf-8", "replace")
-            return MultiDict(parse_qsl(text, keep_blank_values=True)), MultiDict()
+            return MultiDict(form_fields(self.body.decode("utf-8", "replace"), self.limits.max_parts)), MultiDict()
         if self.content_type == "multipart/form-data":
             self._check_length(self.limits.max_body, "body size")
             from .uploads import parse_multipart  # loads the C parser only when a form needs it
@@ -149,9 +148,20 @@ class Request:
             return jsonlib.loads(self.body)
         except ValueError as exc:
             raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # ("[[[[..." past the interpreter's recursion limit)
+            raise HTTPError(400, "request body is JSON nested too deeply") from None
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"
+
+
+def form_fields(text: str, max_fields: int) -> list[tuple[str, str]]:
+    """The name=value pairs of an urlencoded form, at most ``max_fields`` of them, else 413: a
+    16 MiB body of "a&a&..." is five million pairs, seconds of a worker's CPU and a gigabyte."""
+    try:
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError:  # (counted before any is parsed)
+        raise HTTPError(413, f"form with more fields than the limit allows ({max_fields}, max_parts)") from None
 
 
 def _read_exactly(stream, length: int) -> bytes:

@@ -10,6 +10,7 @@ from fcgi_backend import HTTPError, Response
 def init_module(registry):
     registry.handler("boom", boom)
     registry.route("/echo", echo, methods=["GET", "POST", "PUT"])
+    registry.route("/echo-json", lambda request: {"got": request.json()}, methods=["POST"])
     registry.route("/teapot", lambda request: Response("short and stout", status=418, content_type="text/plain"))
     registry.route("/forbidden", forbidden)
     registry.route("/cookie", cookie)
