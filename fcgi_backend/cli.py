@@ -246,6 +246,9 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
             help=f"idle time after which a worker above prefork exits (default: {server.px_idle:g})")
     _option(pool, "--max-requests", setting="server.max_requests", type=int, metavar="N",
             help="replace a worker after N requests (default: 0, never)")
+    _option(pool, "--max-requests-jitter", setting="server.max_requests_jitter", type=int, metavar="N",
+            help="and after up to N more, drawn for each worker, so the workers are not all replaced at once "
+                 "(default: a tenth of --max-requests)")
     _option(pool, "--worker-cpus", setting="server.worker_cpus", metavar="LIST",
             help="run the workers on these CPUs only, as taskset -c takes them (e.g. 1 or 2-3); keeping them off "
                  "the web server's CPUs spares it wake-ups across CPUs (default: any CPU)")

@@ -45,6 +45,9 @@ class ServerConfig:
     accept_wait: float = 4.0         #: seconds a worker waits in accept before its idle hook runs (Net::Waiter's TIMEOUT)
     px_idle: float = 31.0            #: a worker above prefork that idles this long exits
     max_requests: int = 0            #: a worker is replaced after this many requests (0: never)
+    #: ... plus a number drawn from 0 to this for each worker, so workers are not all replaced at
+    #: once (gunicorn's --max-requests-jitter); None: a tenth of max_requests
+    max_requests_jitter: int | None = None
     worker_cpus: str = ""            #: run the workers on these CPUs only, e.g. "1" or "2-3" ("" = any)
     graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
     request_timeout: float = 0.0     #: a request running longer is stopped (504) and its worker replaced; 0: never
@@ -82,6 +85,9 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(self, name)}")
         if self.max_requests < 0:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
+        jitter = self.max_requests // 10 if self.max_requests_jitter is None else self.max_requests_jitter
+        if jitter < 0:
+            raise ConfigError(f"max_requests_jitter must be 0 or more, got {jitter}")
         worker_cpus = self.worker_cpus
         if worker_cpus:
             try:
@@ -126,7 +132,7 @@ class ServerConfig:
         if self.slowlog_file and not self.slowlog_timeout:
             raise ConfigError("slowlog_file without slowlog_timeout: nothing would be written to it "
                               "(give --slowlog-timeout SECONDS)")
-        return replace(self, prefork=prefork, maxfork=maxfork, worker_cpus=worker_cpus)
+        return replace(self, prefork=prefork, maxfork=maxfork, worker_cpus=worker_cpus, max_requests_jitter=jitter)
 
 
 @dataclass(frozen=True)

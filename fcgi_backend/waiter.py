@@ -26,6 +26,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -383,8 +384,11 @@ class Waiter:
     # ---- serving in this process (nofork) -------------------------------------------------------
 
     def _make_loop(self, slot: int) -> WorkerLoop:
+        max_requests = self.config.max_requests
+        if max_requests:  # each worker its own count, drawn after the fork (random is reseeded in a child)
+            max_requests += random.randint(0, self.config.max_requests_jitter or 0)
         loop = WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
-                          max_requests=self.config.max_requests, request_timeout=self.config.request_timeout,
+                          max_requests=max_requests, request_timeout=self.config.request_timeout,
                           idle_timeout=self.config.idle_timeout, listener=self.listener)
         # From here on a protocol's request_started/request_ended are the loop's own: called per
         # request, they skip the hop through the methods below.

@@ -209,6 +209,20 @@ def test_max_requests_replaces_the_worker(site, workdir):
         backend.stop()
 
 
+def test_workers_are_not_all_replaced_after_the_same_number_of_requests(site, workdir):
+    """Each worker left after exactly max_requests: under an even load every worker of the pool was
+    replaced at the same moment. Each now draws its own count, from max_requests to max_requests +
+    max_requests_jitter (gunicorn's name; a tenth of max_requests unless given)."""
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", "--max-requests", "4",
+                    "--max-requests-jitter", "6")
+    try:
+        pids = [int(get(backend, "/pid")[1]) for _ in range(100)]
+        served = [pids.count(pid) for pid in dict.fromkeys(pids)][:-1]  # (the last worker is still serving)
+        assert len(served) >= 9 and all(4 <= n <= 10 for n in served) and len(set(served)) > 1, served
+    finally:
+        backend.stop()
+
+
 def _cpus_allowed(pid) -> str:
     with open(f"/proc/{pid}/status") as f:
         return re.search(r"^Cpus_allowed_list:\s*(\S+)", f.read(), re.M).group(1)
@@ -432,6 +446,7 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
     ("accept_wait = -1", "accept_wait must be more than 0"), ("timeout = 5", "timeout in [server] was renamed accept_wait"),
     ("px_idle = 0", "px_idle must be more than 0"),
     ("max_requests = -5", "max_requests must be 0"),
+    ("max_requests = 100\nmax_requests_jitter = -1", "max_requests_jitter must be 0 or more"),
     ("worker_cpus = '9999'", "worker_cpus: CPU 9999 is not available here"),
     ("worker_cpus = '3-1'", "runs backwards"),
     ("worker_cpus = 'one'", "is not a CPU list"),
