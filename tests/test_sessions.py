@@ -2,7 +2,6 @@
 the cookie, login and logout, flash messages, CSRF, expiry, no lost update under concurrency, and
 what a broken store or a full disk does."""
 
-import json
 import os
 import re
 import shutil
