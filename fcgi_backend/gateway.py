@@ -182,6 +182,7 @@ class FastCGIGateway(BaseFCGIServer):
             code = response_head.final_status(status)
             response_head.check(status, response_headers)
             request = self._request
+            response_head.warn_of_lines_apache_refuses(response_headers, request.describe)
             response_headers, declared = response_head.passed_on(response_headers, request.describe, code)
             if declared is not None and not response_head.body_allowed(code, request.params.get("REQUEST_METHOD")):
                 declared = None

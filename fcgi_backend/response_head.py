@@ -48,6 +48,24 @@ def check_name(name) -> None:
         names_checked.add(name)
 
 
+# The longest header line (name, ": ", value) Apache's mod_proxy_fcgi reads: util_script.c reads
+# each into 8 KiB. A longer one is Apache's 500, logged as "Premature end of script headers" (as
+# if the backend had died); nginx, lighttpd and the connector take it.
+APACHE_LINE_LIMIT = 8189
+
+
+def warn_of_lines_apache_refuses(headers, describe: Callable[[], str]) -> None:
+    """Log each of the answer's headers whose line mod_proxy_fcgi would refuse (the lane looks only
+    when its whole header block is that long)."""
+    for name, value in headers:
+        size = len(name) + 2 + len(value)  # (str or bytes alike: each character is a byte, Latin-1)
+        if size > APACHE_LINE_LIMIT:
+            log.warning("%s: the answer's header %s is %d characters long; behind Apache's mod_proxy_fcgi, which "
+                        "reads header lines of up to %d, the client gets a 500 and Apache's log says \"Premature "
+                        "end of script headers\"", describe(), name if isinstance(name, str) else
+                        name.decode("latin-1"), size, APACHE_LINE_LIMIT)
+
+
 def final_status(status) -> int:
     """The code of an application's status, "NNN Reason": three digits from 200 to 599 and a space.
     A 1xx is no final answer (the client would wait on for one); InvalidResponseHead if not."""

@@ -337,6 +337,8 @@ class _Answer:
             declared = int(length)
         if declared is not None and code >= 200 and code not in NO_BODY_STATUS:  # (the lane takes no HEAD)
             self.declared = declared
+        if len(head) > response_head.APACHE_LINE_LIMIT:
+            response_head.warn_of_lines_apache_refuses(response_headers, self._describe)
         self.head = head
         self.has_length = has_length
         return self.write

@@ -253,6 +253,22 @@ def test_compressed_answers_are_revalidated_not_sent_again(root, kind):
     assert part.status_code == 206 and part.raw.read(decode_content=False) == notes[1000:2000]
 
 
+def test_a_header_line_apache_cannot_read_is_named_in_the_backends_log(root):
+    """mod_proxy_fcgi reads each header line of an answer into 8 KiB: past that (a long
+    Content-Security-Policy or Link header) the client gets Apache's 500 and Apache logs "Premature
+    end of script headers", as if the backend had died, while the backend logged a 200 and nothing
+    else. The backend's log now names the header, on either of its paths (a small GET goes through
+    the whole-request lane, a large POST through flup's)."""
+    backend, web = serve(root, "apache", ["--app", f"{TESTS / 'wsgi_apps.py'}:long_header"])
+    line = len("X-Long: ")
+    assert requests.get(f"{web.url}/x?n={8189 - line}", timeout=10).status_code == 200  # the longest it reads
+    assert requests.get(f"{web.url}/x?n={9000 - line}", timeout=10).status_code == 500
+    backend.wait_for_log("GET /x?n=8992: the answer's header X-Long is 9000 characters long")
+    assert requests.post(f"{web.url}/x?n={9001 - line}", data=b"x" * 2_000_000, timeout=30).status_code == 500
+    backend.wait_for_log("POST /x?n=8993: the answer's header X-Long is 9001 characters long")
+    assert "X-Long is 8189" not in backend.log_text()
+
+
 @pytest.mark.parametrize("kind", ["apache", "connector", "nginx", "lighttpd", "http"])
 def test_a_head_no_answer_can_carry_is_a_500_through_every_front(root, kind):
     """A header name with a space in it, or an escape character in a value, went out as it was

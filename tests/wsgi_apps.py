@@ -247,3 +247,13 @@ def framing_headers(environ, start_response):
         return [b""]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Date", "Tue, 01 Jan 2030 00:00:00 GMT")])
     return [b"hello"]
+
+
+def long_header(environ, start_response):
+    """An answer with a header X-Long of ?n= characters (a long Content-Security-Policy or Link)."""
+    from urllib.parse import parse_qs
+
+    size = int(parse_qs(environ.get("QUERY_STRING", "")).get("n", ["100"])[0])
+    environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("X-Long", "v" * size)])
+    return [b"ok"]
