@@ -23,6 +23,9 @@ class FastCGIServer(AppServer):
     # Accepted connections as the C socket type: the protocol uses only its methods, and
     # socket.socket's Python __init__ and close() cost a small request about a microsecond.
     client_socket_type = _socket.socket
+    # A kept connection given up stays open for the web server's next request on it: nginx answered
+    # a POST sent on one as it closed with a 502 (README, *nginx and lighttpd*).
+    parks_kept_connections = True
 
     def __init__(self, *args, allowed_clients: AllowList | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -69,7 +72,8 @@ class FastCGIServer(AppServer):
                 conn.close()
                 break
             if not conn.has_buffered_record() and not self.wait_for_next_request(client):
-                conn.close()  # (a record already read needs no wait)
+                if not self.parked(client):
+                    conn.close()  # (a record already read needs no wait)
                 break
         if gateway.timed_out:
             self.retire()  # a request was interrupted: start afresh in a new worker
@@ -86,7 +90,8 @@ class FastCGIServer(AppServer):
             if outcome == CLOSED:
                 return None
             if self._gateway.timed_out or not self.wait_for_next_request(client):  # kept: wait for the next
-                lane.close(client, self.linger)
+                if not self.parked(client):
+                    lane.close(client, self.linger)
                 return None
 
 

@@ -68,9 +68,8 @@ _TLS_PIECE = 16 * 1024  # one TLS record: how much is sent under TLS between che
 # worker for read_timeout; twenty of them kept every worker from a visitor for a minute.
 _HEAD_PATIENCE = 1.0
 # An HTTP client may send its next request as an idle connection closes, and not all retry: a kept
-# connection is given up for a waiting one only once idle this long. (FastCGI's go at once: one
-# nginx reuses without pause would never idle that long, and the waiting ones would starve; and
-# FastCGI cannot ask the web server to close first: docs/PROTOCOL.md, *Kept connections*.)
+# connection is given up for a waiting one only once idle this long. (FastCGI's are parked at
+# once instead, left open: waiter.parks_kept_connections, docs/PROTOCOL.md, *Kept connections*.)
 _YIELD_AFTER = 0.05
 # A TLS connection given up for a waiting one is replaced by a handshake (about a millisecond of a
 # worker's time with an RSA key): each keeps its worker for a turn this many times its own handshake.

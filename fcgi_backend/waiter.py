@@ -78,6 +78,11 @@ class Waiter:
     #: hold a new connection until its first bytes come (listener.DEFER_ACCEPT_SECONDS). Not for a
     #: protocol whose server greets first, which Waiter's own default allows.
     client_speaks_first = False
+    #: A kept connection given up for a waiting one stays open, watched by its worker, which serves
+    #: its next request once free (FastCGI: the web server cannot be asked to close first, and a
+    #: request it sends as the connection closes is lost). Else it is closed (HTTP says
+    #: ``Connection: close`` before).
+    parks_kept_connections = False
 
     def __init__(self, listen: ListenAddress | None = None, *, port: int | None = None,
                  config: ServerConfig | None = None, tls: TLSConfig | None = None, hooks: Hooks | None = None,
@@ -266,6 +271,14 @@ class Waiter:
         requests should be given up after the answer in hand (HTTP: ``Connection: close``)."""
         return self._loop.connections_waiting() if self._loop else False
 
+    def parked(self, client: socket.socket) -> bool:
+        """``client`` was parked by the last :meth:`wait_for_next_request` (False): leave it open."""
+        if self._loop is not None and self._loop.is_parked(client):
+            if client is self._client:
+                self._client_lingers = True  # serve_client leaves it open
+            return True
+        return False
+
     def linger(self, sock: socket.socket) -> None:
         """Take a socket shut down on our side; it is read until the peer hangs up, then closed,
         while the worker serves others."""
@@ -434,13 +447,14 @@ class Waiter:
 
     # ---- one connection, in whatever process serves it ----------------------------------------------
 
-    def serve_client(self, client: socket.socket) -> None:
-        """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close."""
+    def serve_client(self, client: socket.socket, resumed: bool = False) -> None:
+        """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close
+        (unless parked: ``resumed`` when its next request came, without on_accept_ok again)."""
         self._client, self._client_lingers, self.handshake_seconds = client, False, 0.0
         try:
-            if self._announce_accept or "accept_ok" in self.hooks:
+            if not resumed and (self._announce_accept or "accept_ok" in self.hooks):
                 self.on_accept_ok(client)
-            if self._ssl_context is not None:
+            if self._ssl_context is not None and not resumed:
                 began = time.monotonic()
                 client = self._handshake(client)
                 if client is None:
@@ -448,7 +462,8 @@ class Waiter:
                 self._client, self.handshake_seconds = client, time.monotonic() - began
             self.on_process(client)
         finally:
-            if self._announce_close or "close" in self.hooks:
+            parked = self._client_lingers and self._loop is not None and self._loop.is_parked(self._client)
+            if (self._announce_close or "close" in self.hooks) and not parked:
                 self.on_close(self._client)
             if not self._client_lingers and self._client.fileno() != -1:
                 self._client.close()

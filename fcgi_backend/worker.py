@@ -34,6 +34,7 @@ _YIELD_GRACE = 0.005  # what an idle worker gets to accept a new connection befo
 _LINGER_SECONDS = 1.0  # how long a closed connection is read for the peer to hang up
 _LOOK_AFTER = 0.25  # before a wait, a socket shut down more recently is looked at on the next wake or this late
 _DEFER_AT_MOST = 4  # ... while no more than this many are waiting to be looked at
+_PARKED_AT_MOST = 32  # kept connections a worker keeps open for later while it serves others
 
 
 class WorkerLoop:
@@ -73,6 +74,10 @@ class WorkerLoop:
         self._wake_r: socket.socket | None = None
         self._wait: _ReadinessWait | None = None
         self._lingering: _Lingering | None = None
+        # Kept connections given up for a waiting one but left open (waiter.parks_kept_connections):
+        # fd -> (socket, when parked). Served as their next request comes, each in turn.
+        self._parked: dict[int, tuple[socket.socket, float]] = {}
+        self._may_park = False  # only while serve() runs: not for a forked connection nor a stop's backlog
 
     def stop(self, *_signal_args) -> None:
         """Leave the loop after the current connection (safe to call from a signal handler)."""
@@ -116,13 +121,23 @@ class WorkerLoop:
         """Accept and serve until stopped."""
         self.listener.setblocking(False)
         self._open_waits()
+        self._may_park = self.waiter.parks_kept_connections
         listen_fd = self.listener.fileno()
         idle_since = time.monotonic()
         try:
             while self._running:
                 self._lingering.watch_due()
-                ready = self._wait.poll(self._lingering.wait_at_most(self.timeout))
+                wait = self._lingering.wait_at_most(self.timeout)
+                if self._parked:
+                    wait = min(wait if wait is not None else _KEPT_TICK, _KEPT_TICK)
+                ready = self._wait.poll(wait)
                 self._lingering.serve(ready)  # (its own are taken out of ready)
+                if self._parked:
+                    self._close_parked_idle()
+                    parked = [fd for fd in ready if fd in self._parked]
+                    if parked:
+                        self._serve_back_to_back(self._unpark(parked[0]), resumed=True)
+                        continue
                 if not ready:
                     if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
                         self.waiter.on_prefork_child_idle()
@@ -134,19 +149,24 @@ class WorkerLoop:
                 if listen_fd in ready and self._running:
                     self._serve_back_to_back(self._accept())
         finally:
+            self._may_park = False
+            self._close_parked()
             self._close_waits()
 
-    def _serve_back_to_back(self, client: socket.socket | None) -> None:
+    def _serve_back_to_back(self, client: socket.socket | None, resumed: bool = False) -> None:
         """Serve ``client``, then each connection already waiting, taken without an epoll wait:
-        under load the next one mostly waits already. Back to the wait once stopped, or when
-        sockets linger in the epoll (the wait serves them)."""
+        under load the next one mostly waits already (a parked one whose request came first).
+        Back to the wait once stopped, or when sockets linger in the epoll (the wait serves them)."""
         while client is not None:
-            self._serve(client)
+            self._serve(client, resumed)
             self._check_max_requests()
             if not self._running or self._lingering.watching:
                 return
             self._lingering.look_again()
-            client = self._accept()
+            client = self._next_parked_ready() if self._parked else None
+            resumed = client is not None
+            if client is None:
+                client = self._accept()
 
     def serve_one(self, client: socket.socket) -> None:
         """Forking mode: serve the one connection this process was forked for (never accepting)."""
@@ -189,10 +209,14 @@ class WorkerLoop:
             return None
         return client
 
-    def _serve(self, client: socket.socket) -> None:
-        self._slot.accept()
+    def _serve(self, client: socket.socket, resumed: bool = False) -> None:
+        """``client`` as accepted, or ``resumed``: parked, and its next request has come."""
+        if resumed:
+            self._slot.set_state(BUSY)
+        else:
+            self._slot.accept()
         try:
-            self.waiter.serve_client(client)
+            self.waiter.serve_client(client, resumed)
         finally:
             self._slot.set_state(IDLE)
 
@@ -251,6 +275,8 @@ class WorkerLoop:
             self._slot.set_state(BUSY)
         if outcome == "idle":
             log.debug("closing a kept connection idle for %gs", self.idle_timeout)
+        elif outcome == "park":
+            self._park(client)
         elif outcome == "yield":
             self._slot.count_given_up()  # (the status page counts them: each can race a request sent that instant)
             log.debug("a new connection waits and no worker is idle: leaving a kept connection for it")
@@ -269,6 +295,10 @@ class WorkerLoop:
             self._lingering.serve(ready)
             if fd in ready:
                 return "request"
+            if self._parked:
+                self._close_parked_idle()
+                if any(other in self._parked for other in ready):
+                    return "park"  # a parked connection has its next request: its turn
             if self._wake_r is not None and self._wake_r.fileno() in ready:
                 drain(self._wake_r)
             if self.listener is not None and self.listener.fileno() in ready and self._running:
@@ -280,8 +310,46 @@ class WorkerLoop:
                     if fd in self._wait.poll_kept(grace, include_listener=False):
                         return "request"
                     continue
-                return "yield"
+                return "park" if self._may_park else "yield"
         return "stop"
+
+    # ---- kept connections parked: open, watched, served when their next request comes ---------------
+
+    def is_parked(self, client: socket.socket) -> bool:
+        return client.fileno() in self._parked and self._parked[client.fileno()][0] is client
+
+    def _park(self, client: socket.socket) -> None:
+        if len(self._parked) >= _PARKED_AT_MOST:  # the one parked longest goes (it can race a request)
+            self._close_parked(next(iter(self._parked)))
+        self._parked[client.fileno()] = (client, time.monotonic())
+        self._wait.add_parked(client.fileno())
+        log.debug("kept connection parked while a waiting one is served (%d parked)", len(self._parked))
+
+    def _unpark(self, fd: int) -> socket.socket:
+        client, _ = self._parked.pop(fd)
+        self._wait.remove_parked(fd)
+        return client
+
+    def _next_parked_ready(self) -> socket.socket | None:
+        """A parked connection whose next request has come (or whose peer hung up), without waiting."""
+        ready = select.select(list(self._parked), [], [], 0)[0]
+        return self._unpark(ready[0]) if ready else None
+
+    def _close_parked_idle(self) -> None:
+        """Parked connections idle for idle_timeout are closed, as a kept one is."""
+        too_old = time.monotonic() - self.idle_timeout
+        for fd in [fd for fd, (_, since) in self._parked.items() if since < too_old]:
+            self._close_parked(fd)
+
+    def _close_parked(self, fd: int | None = None) -> None:
+        """Close one parked connection (``fd``), or all of them."""
+        for one in [fd] if fd is not None else list(self._parked):
+            client = self._unpark(one)
+            try:
+                client.shutdown(socket.SHUT_WR)
+            except OSError:  # (the peer hung up first)
+                pass
+            self.linger(client)
 
     def connections_waiting(self) -> bool:
         """See Waiter.connections_waiting (a look at the listen socket only when no worker is idle)."""
@@ -354,6 +422,15 @@ class _ReadinessWait:
             return {fd for fd, _ in self._kept.poll(timeout)}
         fds = [self._kept_fd, *self._others]
         return set(select.select(fds, [], [], timeout)[0])
+
+    def add_parked(self, fd: int) -> None:
+        """Also wake for ``fd`` (a parked kept connection), whether idle or waiting on a kept one."""
+        self._epoll.register(fd, select.EPOLLIN)
+        self._kept.register(fd, select.EPOLLIN)
+
+    def remove_parked(self, fd: int) -> None:
+        self._epoll.unregister(fd)
+        self._kept.unregister(fd)
 
     def add_lingering(self, fd: int) -> None:
         """Also wake for ``fd`` (a lingering connection; closing it removes it from the epolls)."""
