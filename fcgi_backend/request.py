@@ -111,7 +111,7 @@ class Request:
         if self.method in ("GET", "HEAD"):
             return MultiDict(), MultiDict()
         if self.content_type == "application/x-www-form-urlencoded":
-            return MultiDict(form_fields(self.body.decode("utf-8", "replace"), self.limits.max_parts)), MultiDict()
+            return MultiDict(_form_fields(self.body.decode("utf-8", "replace"), self.limits.max_parts)), MultiDict()
         if self.content_type == "multipart/form-data":
             self._check_length(self.limits.max_body, "body size")
             from .uploads import parse_multipart  # loads the C parser only when a form needs it
@@ -155,7 +155,7 @@ class Request:
         return f"<Request {self.method} {self.path}>"
 
 
-def form_fields(text: str, max_fields: int) -> list[tuple[str, str]]:
+def _form_fields(text: str, max_fields: int) -> list[tuple[str, str]]:
     """The name=value pairs of an urlencoded form, at most ``max_fields`` of them, else 413: a
     16 MiB body of "a&a&..." is five million pairs, seconds of a worker's CPU and a gigabyte."""
     try:

@@ -122,6 +122,7 @@ class Waiter:
         self._loop: WorkerLoop | None = None  # this process's accept loop (a worker, or nofork)
         self._client: socket.socket | None = None
         self._client_lingers = False
+        self._client_parked = False  # the connection in hand was parked: open, its worker's to serve
         self.handshake_seconds = 0.0  # how long the TLS handshake of the connection in hand took (0: none)
         self._running = True
         self._graceful_stop = False
@@ -258,8 +259,14 @@ class Waiter:
         until the next request's first bytes arrive (True), or until the connection should be
         closed: idle_timeout passed, the worker stops, or a new connection waits that no idle
         worker can take and this one has been idle ``yield_after`` seconds (False). A client that
-        may be sending its next request as the connection closes and will not retry wants some."""
-        return self._loop.wait_for_next_request(client, yield_after) if self._loop else False
+        may be sending its next request as the connection closes and will not retry wants some.
+        False also when the worker parked it (:meth:`parked`)."""
+        if self._loop is None:
+            return False
+        outcome = self._loop.wait_for_next_request(client, yield_after)
+        if outcome == "park":
+            self._client_parked = self._client_lingers = True  # serve_client leaves it open
+        return outcome == "request"
 
     def stopping(self) -> bool:
         """This worker leaves after the connection in hand (a stop, a reload, max_requests): an
@@ -272,12 +279,9 @@ class Waiter:
         return self._loop.connections_waiting() if self._loop else False
 
     def parked(self, client: socket.socket) -> bool:
-        """``client`` was parked by the last :meth:`wait_for_next_request` (False): leave it open."""
-        if self._loop is not None and self._loop.is_parked(client):
-            if client is self._client:
-                self._client_lingers = True  # serve_client leaves it open
-            return True
-        return False
+        """The connection in hand was parked by :meth:`wait_for_next_request` (its False): leave
+        it open, its worker serves its next request."""
+        return self._client_parked and client is self._client
 
     def linger(self, sock: socket.socket) -> None:
         """Take a socket shut down on our side; it is read until the peer hangs up, then closed,
@@ -450,7 +454,7 @@ class Waiter:
     def serve_client(self, client: socket.socket, resumed: bool = False) -> None:
         """Accepted: the TLS handshake (if any, with a deadline), then on_process, then close
         (unless parked: ``resumed`` when its next request came, without on_accept_ok again)."""
-        self._client, self._client_lingers, self.handshake_seconds = client, False, 0.0
+        self._client, self._client_lingers, self._client_parked, self.handshake_seconds = client, False, False, 0.0
         try:
             if not resumed and (self._announce_accept or "accept_ok" in self.hooks):
                 self.on_accept_ok(client)
@@ -462,8 +466,7 @@ class Waiter:
                 self._client, self.handshake_seconds = client, time.monotonic() - began
             self.on_process(client)
         finally:
-            parked = self._client_lingers and self._loop is not None and self._loop.is_parked(self._client)
-            if (self._announce_close or "close" in self.hooks) and not parked:
+            if (self._announce_close or "close" in self.hooks) and not self._client_parked:
                 self.on_close(self._client)
             if not self._client_lingers and self._client.fileno() != -1:
                 self._client.close()

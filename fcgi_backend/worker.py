@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import RequestTimeout
 from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
-from .sockio import close_reading_first, drain_until_eof
+from .sockio import close_gracefully, close_reading_first, drain_until_eof
 
 if TYPE_CHECKING:
     from .waiter import Waiter
@@ -260,12 +260,11 @@ class WorkerLoop:
 
     # ---- connections kept open between requests ---------------------------------------------
 
-    def wait_for_next_request(self, client: socket.socket, yield_after: float = 0.0) -> bool:
-        """See Waiter.wait_for_next_request."""
-        if not self._running:
-            return False
-        if self._wait is None:  # serving a stop's backlog
-            return False
+    def wait_for_next_request(self, client: socket.socket, yield_after: float = 0.0) -> str:
+        """See Waiter.wait_for_next_request: "request", "park" (``client`` is left open, watched
+        here), or why to close it ("idle", "yield", "stop")."""
+        if not self._running or self._wait is None:  # (None: serving a stop's backlog)
+            return "stop"
         self._slot.set_state(KEPT)
         self._lingering.watch_all()
         try:
@@ -280,7 +279,7 @@ class WorkerLoop:
         elif outcome == "yield":
             self._slot.count_given_up()  # (the status page counts them: each can race a request sent that instant)
             log.debug("a new connection waits and no worker is idle: leaving a kept connection for it")
-        return outcome == "request"
+        return outcome
 
     def _wait_on_kept(self, client: socket.socket, yield_after: float) -> str:
         """"request", "idle", "stop" or "yield"."""
@@ -315,9 +314,6 @@ class WorkerLoop:
 
     # ---- kept connections parked: open, watched, served when their next request comes ---------------
 
-    def is_parked(self, client: socket.socket) -> bool:
-        return client.fileno() in self._parked and self._parked[client.fileno()][0] is client
-
     def _park(self, client: socket.socket) -> None:
         if len(self._parked) >= _PARKED_AT_MOST:  # the one parked longest goes (it can race a request)
             self._close_parked(next(iter(self._parked)))
@@ -344,12 +340,7 @@ class WorkerLoop:
     def _close_parked(self, fd: int | None = None) -> None:
         """Close one parked connection (``fd``), or all of them."""
         for one in [fd] if fd is not None else list(self._parked):
-            client = self._unpark(one)
-            try:
-                client.shutdown(socket.SHUT_WR)
-            except OSError:  # (the peer hung up first)
-                pass
-            self.linger(client)
+            close_gracefully(self._unpark(one), None, self.linger)
 
     def connections_waiting(self) -> bool:
         """See Waiter.connections_waiting (a look at the listen socket only when no worker is idle)."""
