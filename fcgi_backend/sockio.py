@@ -36,6 +36,19 @@ def wait(sock, events: int, timeout: float) -> bool:
             return False
 
 
+def readable(items, timeout: float) -> list:
+    """Those of ``items`` (sockets or file descriptors) ready to read, or hung up, within ``timeout``
+    seconds. poll, not select.select: a descriptor past 1023 (an application holding many files)
+    is select's ValueError, which would end the worker."""
+    poller = select.poll()
+    by_fd = {}
+    for item in items:
+        fd = item if isinstance(item, int) else item.fileno()
+        by_fd[fd] = item
+        poller.register(fd, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
+
 def wait_or_give_way(sock, events: int, timeout: float, give_way_at: float, others_wait: Callable[[], bool]) -> bool:
     """:func:`wait`, but from ``give_way_at`` (monotonic) on, GiveWay once ``others_wait()`` (a
     client waits that no idle worker can take): a client slow to begin (a TLS handshake, a request

@@ -41,7 +41,7 @@ from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
 from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
 from .scoreboard import IDLE, LEAVING, Scoreboard, ScoreboardFull
-from .sockio import GiveWay, close_reading_first, wait_or_give_way
+from .sockio import GiveWay, close_reading_first, readable, wait_or_give_way
 from .tls import TLSConfig, TLSError
 from .worker import WorkerLoop, drain
 
@@ -548,7 +548,7 @@ class Waiter:
     @staticmethod
     def _sleep(wake_r: socket.socket, timeout: float = _TICK) -> None:
         """Wait one tick, or less if a signal comes."""
-        ready, _, _ = select.select([wake_r], [], [], timeout)
+        ready = readable([wake_r], timeout)
         if ready:
             drain(wake_r)
 
@@ -711,7 +711,7 @@ class Waiter:
             self._all_busy(len(self.workers))
             self._sleep(wake_r)  # (a process's end wakes it)
             return False
-        ready, _, _ = select.select([wake_r, self.listener], [], [], _TICK)
+        ready = readable([wake_r, self.listener], _TICK)
         if wake_r in ready:
             drain(wake_r)
         if self.listener not in ready:

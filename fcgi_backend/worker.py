@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 from .errors import RequestTimeout
 from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
-from .sockio import close_gracefully, close_reading_first, drain_until_eof
+from .sockio import close_gracefully, close_reading_first, drain_until_eof, readable
 
 if TYPE_CHECKING:
     from .waiter import Waiter
@@ -328,7 +328,7 @@ class WorkerLoop:
 
     def _next_parked_ready(self) -> socket.socket | None:
         """A parked connection whose next request has come (or whose peer hung up), without waiting."""
-        ready = select.select(list(self._parked), [], [], 0)[0]
+        ready = readable(list(self._parked), 0)
         return self._unpark(ready[0]) if ready else None
 
     def _close_parked_idle(self) -> None:
@@ -346,7 +346,7 @@ class WorkerLoop:
         """See Waiter.connections_waiting (a look at the listen socket only when no worker is idle)."""
         if self.listener is None or self.scoreboard.count_in_state(IDLE) > 0:
             return False
-        return bool(select.select([self.listener], [], [], 0)[0])
+        return bool(readable([self.listener], 0))
 
     def linger(self, sock: socket.socket) -> None:
         """See Waiter.linger."""
@@ -412,7 +412,7 @@ class _ReadinessWait:
         if include_listener:
             return {fd for fd, _ in self._kept.poll(timeout)}
         fds = [self._kept_fd, *self._others]
-        return set(select.select(fds, [], [], timeout)[0])
+        return set(readable(fds, timeout))
 
     def add_parked(self, fd: int) -> None:
         """Also wake for ``fd`` (a parked kept connection), whether idle or waiting on a kept one."""

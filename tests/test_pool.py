@@ -758,3 +758,54 @@ def test_request_timeout_gives_each_request_its_own_time(site, workdir, flavour)
         assert log.count("request_timeout") == 1, log  # one line says what was stopped, in both flavours
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize("flavour, mode", [("fastcgi", "prefork"), ("http", "prefork"), ("fastcgi", "forking")])
+def test_an_application_holding_over_a_thousand_files_keeps_its_workers(site, workdir, flavour, mode):
+    """A worker's waits take any descriptor: an application holding many files (here 1,100 at
+    import) puts each connection past 1023, where select.select fails. A kept connection given
+    way for a new one (FastCGI parks it, HTTP waits a moment first) then ended the worker, and
+    the client saw a reset."""
+    import resource
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1200:
+        pytest.skip("the hard limit on open files is under 1,200 here")
+    (site / "handlers" / "many_files.py").write_text(
+        "import os\nimport resource\n\n"
+        "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+        "HELD = [os.open('/dev/null', os.O_RDONLY) for _ in range(1100)]  # a cache of open files\n\n\n"
+        "def init_module(registry):\n    pass\n")
+    args = ["--prefork", "1" if mode == "prefork" else "0", "--maxfork", "1", "--status-path", "/fcgi-status"]
+    backend = (HTTPBackend if flavour == "http" else Backend)(site, workdir / "run", args).start()
+
+    def workers():
+        if flavour == "http":
+            return [w["pid"] for w in requests.get(f"{backend.url}/fcgi-status", timeout=30).json()["workers"]]
+        return [w["pid"] for w in status(backend)["workers"] if w["state"] != "busy"]
+
+    try:
+        before = workers()
+        for round_ in range(3):
+            if flavour == "http":
+                kept = http.client.HTTPConnection("127.0.0.1", backend.port, timeout=30)
+                kept.request("GET", f"/hello/kept{round_}")
+                assert b"Hello, kept" in kept.getresponse().read()
+                # at once: the worker still waits on the kept connection when this one comes
+                reply = requests.get(f"{backend.url}/hello/new{round_}", timeout=30)
+                assert reply.status_code == 200 and f"Hello, new{round_}!" in reply.text
+                kept.close()
+            else:
+                with FastCGIClient(backend.socket_path) as kept:
+                    assert kept.request(cgi_params("GET", "/hello/kept"), keep_conn=True).status == 200
+                    assert get(backend, f"/hello/new{round_}")[0] == 200
+                    if mode == "forking":  # (a process of its own: given up for the new one, not parked)
+                        assert kept.closed_by_server()
+                        continue
+                    reply = kept.request(cgi_params("GET", f"/hello/again{round_}"), request_id=2, keep_conn=True)
+                    assert reply.status == 200 and f"Hello, again{round_}!".encode() in reply.body
+        if mode == "prefork":
+            assert workers() == before  # the same worker served them all
+        assert backend.proc.poll() is None
+        assert "Traceback" not in backend.log_text()
+    finally:
+        backend.stop()
