@@ -23,11 +23,13 @@ _HEADER = struct.Struct("=dQQQB7xQ")
 _STOPPING_AT = 32
 # pid, generation, state, accepted, requests, started (wall), last state change (monotonic),
 # start of the request in progress (monotonic), "METHOD URI" of that request, kept connections
-# given up for a waiting one
-_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQ")
+# given up for a waiting one, kept connections parked now (FastCGI: open, served when their next
+# request comes)
+_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQQ")
 # Byte offsets of the fields written one at a time: each writer touches only its own field.
 _PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
 _GIVEN_UP_AT = _REQUEST_AT + 8 + REQUEST_TEXT
+_PARKED_AT = _GIVEN_UP_AT + 8
 _REQUEST = struct.Struct(f"=d{REQUEST_TEXT}s")
 _PID = struct.Struct("=i")
 _COUNT = struct.Struct("=Q")
@@ -54,6 +56,7 @@ class WorkerStatus:
     request_for: float      #: seconds the request in progress has run (0 when there is none)
     request_started: float = 0.0  #: when it began (monotonic): tells one request from the next
     given_up: int = 0       #: kept connections it closed, idle, for a connection that waited
+    parked: int = 0         #: kept connections it holds open while it serves others (FastCGI)
 
     @property
     def busy(self) -> bool:
@@ -70,6 +73,12 @@ class PoolStatus:
     requests: int
     workers: list[WorkerStatus]
     given_up: int = 0  #: kept connections closed, idle, for a connection that waited (the race's count)
+
+    @property
+    def kept(self) -> int:
+        """Connections the web server keeps open, idle between requests: each a worker waits on,
+        and those parked."""
+        return sum(w.state == KEPT for w in self.workers) + sum(w.parked for w in self.workers)
 
     @property
     def busy(self) -> int:
@@ -100,7 +109,7 @@ class Scoreboard:
         for slot in range(self.capacity):
             if _SLOT.unpack_from(self._mem, self._offset(slot))[0] == 0:
                 _SLOT.pack_into(self._mem, self._offset(slot), -1, generation, IDLE, 0, 0, time.time(),
-                                time.monotonic(), 0.0, b"", 0)
+                                time.monotonic(), 0.0, b"", 0, 0)
                 return slot
         raise ScoreboardFull(f"all {self.capacity} worker slots are taken")
 
@@ -116,7 +125,7 @@ class Scoreboard:
         start, reached, old_accepted, old_requests, stopping, old_given_up = _HEADER.unpack_from(self._mem, 0)
         _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + last.accepted, old_requests + last.requests,
                           stopping, old_given_up + last.given_up)
-        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"", 0)
+        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"", 0, 0)
         return last
 
     def count_maxfork_reached(self) -> None:
@@ -168,12 +177,12 @@ def _worker_status(slot: int, fields: tuple, now: float) -> WorkerStatus:
     """A slot's fields as a WorkerStatus. A busy worker's request is in progress only if it
     started since the worker turned busy: until a new connection's request starts, the slot still
     names the last one, which is over."""
-    pid, generation, state, accepted, requests, started, changed, request_started, what, given_up = fields
+    pid, generation, state, accepted, requests, started, changed, request_started, what, given_up, parked = fields
     busy = state == BUSY
     in_progress = busy and request_started and request_started >= changed
     return WorkerStatus(slot, pid, generation, state, accepted, requests, started, 0.0 if busy else now - changed,
                         what.rstrip(b"\0").decode("utf-8", "replace"), now - request_started if in_progress else 0.0,
-                        request_started, given_up)
+                        request_started, given_up, parked)
 
 
 class OwnSlot:
@@ -183,13 +192,14 @@ class OwnSlot:
     They start from the slot's, which claim() set to zero: ``requests`` is what this worker served."""
 
     __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "_given_up_at",
-                 "accepted", "requests", "given_up")
+                 "_parked_at", "accepted", "requests", "given_up")
 
     def __init__(self, mem: mmap.mmap, offset: int) -> None:
         self._mem = mem
         self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at, \
-            self._given_up_at = (offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT,
-                                                        _REQUEST_AT, _GIVEN_UP_AT))
+            self._given_up_at, self._parked_at = (offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT,
+                                                                         _CHANGED_AT, _REQUEST_AT, _GIVEN_UP_AT,
+                                                                         _PARKED_AT))
         self.accepted = _COUNT.unpack_from(mem, self._accepted_at)[0]
         self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
         self.given_up = _COUNT.unpack_from(mem, self._given_up_at)[0]
@@ -220,3 +230,7 @@ class OwnSlot:
         """A kept connection closed while idle, for a new one that waited and no worker could take."""
         self.given_up += 1
         _COUNT.pack_into(self._mem, self._given_up_at, self.given_up)
+
+    def set_parked(self, count: int) -> None:
+        """How many kept connections this worker holds parked now."""
+        _COUNT.pack_into(self._mem, self._parked_at, count)

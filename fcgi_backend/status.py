@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from .allowlist import LOOPBACK, AllowList
-from .scoreboard import KEPT, STATE_NAMES, PoolStatus
+from .scoreboard import STATE_NAMES, PoolStatus
 
 log = logging.getLogger("fcgi_backend.status")
 
@@ -29,7 +29,7 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "listen_queue": listen_queue,
         "active_workers": pool.busy,
         "idle_workers": pool.idle,
-        "kept_connections": sum(1 for w in pool.workers if w.state == KEPT),
+        "kept_connections": pool.kept,
         "kept_connections_given_up": pool.given_up,
         "total_workers": len(pool.workers),
         "prefork": prefork,
@@ -38,7 +38,8 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "workers": [{"pid": w.pid, "state": STATE_NAMES[w.state], "generation": w.generation,
                      "accepted_connections": w.accepted, "requests": w.requests,
                      "started": int(w.started), "request": w.request,
-                     "request_seconds": round(w.request_for, 3)} for w in pool.workers],
+                     "request_seconds": round(w.request_for, 3), "parked_connections": w.parked}
+                    for w in pool.workers],
     }
 
 
@@ -60,6 +61,8 @@ def openmetrics_text(status: dict) -> str:
     metric("maxfork", "gauge", "Most worker processes allowed.", [("", status["maxfork"])])
     metric("maxfork_reached", "counter", "Times every worker was busy at maxfork.",
            [("_total", status["maxfork_reached"])])
+    metric("kept_connections", "gauge", "Connections the web server keeps open, idle between requests.",
+           [("", status["kept_connections"])])
     metric("kept_connections_given_up", "counter",
            "Idle kept connections closed for a new one that waited when no worker was free.",
            [("_total", status["kept_connections_given_up"])])

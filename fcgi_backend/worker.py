@@ -319,11 +319,13 @@ class WorkerLoop:
             self._close_parked(next(iter(self._parked)))
         self._parked[client.fileno()] = (client, time.monotonic())
         self._wait.add_parked(client.fileno())
+        self._slot.set_parked(len(self._parked))
         log.debug("kept connection parked while a waiting one is served (%d parked)", len(self._parked))
 
     def _unpark(self, fd: int) -> socket.socket:
         client, _ = self._parked.pop(fd)
         self._wait.remove_parked(fd)
+        self._slot.set_parked(len(self._parked))
         return client
 
     def _next_parked_ready(self) -> socket.socket | None:

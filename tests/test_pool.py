@@ -100,6 +100,28 @@ def test_status_in_openmetrics_text(site, workdir):
         assert int(values["fcgi_backend_accepted_connections_total"]) >= 1
         assert "# TYPE fcgi_backend_requests counter" in text
         assert values["fcgi_backend_kept_connections_given_up_total"] == "0"
+        assert values["fcgi_backend_kept_connections"] == "0"
+    finally:
+        backend.stop()
+
+
+def test_a_kept_connection_parked_for_a_new_one_is_counted_on_the_status_page(site, workdir):
+    """The one worker, waiting on a connection the web server keeps, parks it to serve a new one
+    (here the status request itself): it is still open and kept, and the page says so."""
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1")
+    try:
+        with FastCGIClient(backend.socket_path) as kept:
+            assert kept.request(cgi_params("GET", "/hello/kept"), keep_conn=True).status == 200
+            page = status(backend)
+            assert page["kept_connections"] == 1, page
+            assert [w["parked_connections"] for w in page["workers"]] == [1]
+            _, body = get(backend, "/fcgi-status?openmetrics")
+            assert re.search(rb"^fcgi_backend_kept_connections 1$", body, re.M), body
+            # served on its turn, and still kept
+            reply = kept.request(cgi_params("GET", "/hello/again"), request_id=2, keep_conn=True)
+            assert reply.status == 200 and b"Hello, again!" in reply.body
+        wait_for(lambda: status(backend)["kept_connections"] == 0, 10, "no kept connection once it is closed")
+        assert status(backend)["kept_connections_given_up"] == 0  # (parked, not given up)
     finally:
         backend.stop()
 
