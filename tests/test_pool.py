@@ -398,6 +398,21 @@ def test_hooks_registered_by_a_handler_module(site, workdir, propagate):
     assert all(line.endswith("supervisor") for line in lines if line.startswith(("fork_ok", "sig_usr2")))
 
 
+def test_a_parked_connection_served_again_is_still_one_connection_to_the_hooks(site, workdir):
+    """accept_ok and close run once a connection: a kept connection the worker parks for a new
+    one and serves again when its next request comes is not accepted a second time, nor closed."""
+    (site / "handlers" / "hooks_demo.py").write_text(HOOKS_MODULE)
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1")
+    with FastCGIClient(backend.socket_path) as kept:
+        for round_ in range(3):
+            assert kept.request(cgi_params("GET", f"/hello/k{round_}"), request_id=1, keep_conn=True).status == 200
+            assert get(backend, f"/hello/new{round_}")[0] == 200  # parks the kept one
+    accepted = status(backend)["accepted_connections"]  # (this last one included)
+    assert backend.stop() == 0
+    events = [line.split()[0] for line in (site / "hooks.log").read_text().splitlines()]
+    assert events.count("accept_ok") == accepted and events.count("close") == accepted, events
+
+
 SLOW_EXIT_MODULE = '''
 import time
 
