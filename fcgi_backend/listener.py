@@ -1,12 +1,15 @@
-"""Creating the listen socket: a unix socket (the site's, or any path) or a TCP address."""
+"""Creating the listen socket: a unix socket (the site's, or any path) or a TCP address; what a
+failed accept on it means."""
 
 from __future__ import annotations
 
+import errno
 import grp
 import ipaddress
 import logging
 import os
 import pwd
+import resource
 import socket
 import stat
 import struct
@@ -21,6 +24,11 @@ BACKLOG = 1024
 # its first bytes come (TCP_DEFER_ACCEPT, as Apache's default AcceptFilter on Linux, and as long):
 # one that sends nothing then holds no worker while clients with a request wait behind it.
 DEFER_ACCEPT_SECONDS = 30
+# accept's errors that say the process or the system is out of descriptors or memory: accepting
+# again at once fails again (a busy loop, a log line each time), so it waits this long first, as
+# nginx's accept does.
+ACCEPT_PAUSE = 0.5
+_OUT_OF_ROOM = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class ListenError(Exception):
@@ -242,3 +250,14 @@ def _unix_backlog(inode: int) -> int | None:
             return struct.unpack_from("=I", reply, pos + 4)[0]
         pos += (attr_len + 3) & ~3
     return None
+
+
+def accept_failure(exc: OSError) -> tuple[str, float]:
+    """What a failed accept says in the log, and how long to wait before the next one (0: at once)."""
+    if exc.errno not in _OUT_OF_ROOM:
+        return f"accept failed: {exc}", 0.0
+    if exc.errno == errno.EMFILE:  # (nothing more can be opened to count them: that is the error)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return f"accept failed: {exc} (the {limit} descriptors its open-files limit allows are open)", ACCEPT_PAUSE
+    return f"accept failed: {exc}", ACCEPT_PAUSE
+

@@ -39,7 +39,8 @@ from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_
 from .config import ConfigError, ServerConfig, table_fields
 from .cpus import parse_cpu_list, pin_this_process
 from .hooks import Hooks
-from .listener import ListenAddress, ListenError, file_id, listen_queue_length, open_listener, remove_unix_socket
+from .listener import (ListenAddress, ListenError, accept_failure, file_id, listen_queue_length, open_listener,
+                       remove_unix_socket)
 from .scoreboard import IDLE, LEAVING, Scoreboard, ScoreboardFull
 from .sockio import GiveWay, close_reading_first, readable, wait_or_give_way
 from .tls import TLSConfig, TLSError
@@ -132,6 +133,7 @@ class Waiter:
         self._all_busy_warning = logs.Throttled(log)
         self._turned_away_warning = logs.Throttled(log)
         self._no_room_error = logs.Throttled(log, logging.ERROR)
+        self._accept_error = logs.Throttled(log, logging.ERROR)  # (forking mode: the supervisor accepts)
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
@@ -722,8 +724,11 @@ class Waiter:
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            log.error("accept failed: %s", exc)
             self.on_accept_error(exc)
+            message, pause = accept_failure(exc)
+            self._accept_error.log(message)
+            if pause:
+                self._sleep(wake_r, pause)
             return False
         if len(self.workers) >= self.config.maxfork:
             self.scoreboard.count_maxfork_reached()

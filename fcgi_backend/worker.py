@@ -11,6 +11,7 @@ needs one). Kept connections never starve new ones.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import select
@@ -19,7 +20,9 @@ import socket
 import time
 from typing import TYPE_CHECKING, Callable
 
+from . import logs
 from .errors import RequestTimeout
+from .listener import accept_failure
 from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
 from .sockio import close_gracefully, close_reading_first, drain_until_eof, readable
 
@@ -78,6 +81,7 @@ class WorkerLoop:
         # fd -> (socket, when parked). Served as their next request comes, each in turn.
         self._parked: dict[int, tuple[socket.socket, float]] = {}
         self._may_park = False  # only while serve() runs: not for a forked connection nor a stop's backlog
+        self._accept_error = logs.Throttled(log, logging.ERROR)  # (it can repeat as fast as accept is called)
 
     def stop(self, *_signal_args) -> None:
         """Leave the loop after the current connection (safe to call from a signal handler)."""
@@ -204,10 +208,27 @@ class WorkerLoop:
         except (BlockingIOError, InterruptedError):
             return None  # another worker took it, or a signal came first
         except OSError as exc:
-            log.error("accept failed: %s", exc)
-            self.waiter.on_accept_error(exc)
+            if exc.errno == errno.EMFILE and self._lingering is not None and self._lingering.holding:
+                self._lingering.close_all()  # (their peers have their answers: closing them now frees descriptors)
+                return self._accept()
+            self._accept_failed(exc)
             return None
         return client
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Logged (once a minute at most while it repeats). Out of descriptors after serving
+        requests (an application leaking files, say), this worker leaves for a fresh one; out of
+        them from the start, or the system out of room, it waits a moment before the next accept
+        (the listen socket stays ready: accepting again at once would loop)."""
+        self.waiter.on_accept_error(exc)
+        message, pause = accept_failure(exc)
+        if exc.errno == errno.EMFILE and self._slot.requests:
+            log.error("%s: this worker leaves for a fresh one (an application leaking files?)", message)
+            self._running = False
+            return
+        self._accept_error.log(message)
+        if pause:
+            readable([self._wake_r] if self._wake_r is not None else [], pause)  # (a stop signal ends it)
 
     def _serve(self, client: socket.socket, resumed: bool = False) -> None:
         """``client`` as accepted, or ``resumed``: parked, and its next request has come."""
@@ -505,6 +526,11 @@ class _Lingering:
     def watching(self) -> bool:
         """Some sockets wait in the epoll for their peer to hang up."""
         return bool(self._socks)
+
+    @property
+    def holding(self) -> bool:
+        """Some sockets linger, watched or not."""
+        return bool(self._socks or self._older or self._new)
 
     def wait_at_most(self, timeout: float | None) -> float | None:
         """``timeout``, shortened to the next deadline of a lingering connection, or to when the

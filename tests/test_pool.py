@@ -413,6 +413,60 @@ def test_a_parked_connection_served_again_is_still_one_connection_to_the_hooks(s
     assert events.count("accept_ok") == accepted and events.count("close") == accepted, events
 
 
+LEAKING_MODULE = '''
+import os
+import resource
+import threading
+import time
+
+from fcgi_backend import Response
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+HELD = []
+
+
+def init_module(registry):
+    registry.route("/start-leaking", start_leaking)
+
+
+def hold_every_descriptor(seconds):
+    """For a while, take each descriptor as soon as one is free: an application leaking files."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            HELD.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            time.sleep(0.001)
+    while HELD:
+        os.close(HELD.pop())
+
+
+def start_leaking(request):
+    threading.Thread(target=hold_every_descriptor, args=(4,), daemon=True).start()
+    time.sleep(0.3)  # (all taken before the answer goes)
+    return Response(str(os.getpid()), content_type="text/plain")
+'''
+
+
+def test_a_worker_out_of_descriptors_leaves_for_a_fresh_one_without_a_busy_loop(site, workdir):
+    """A worker whose application has taken every descriptor its limit allows cannot accept (the
+    listen socket stays ready: it looped on accept, 40,000 log lines a second at full CPU). It
+    says so once and leaves, and a fresh worker serves the connection that waited."""
+    (site / "handlers" / "leaking.py").write_text(LEAKING_MODULE)
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1")
+    try:
+        code, leaker = get(backend, "/start-leaking")
+        assert code == 200
+        time.sleep(0.3)  # (the leak takes the descriptor the first connection's close freed)
+        code, served_by = get(backend, "/pid", timeout=10)  # while the leak holds every descriptor
+        assert code == 200 and served_by != leaker
+        backend.wait_for_log("accept failed: [Errno 24] Too many open files (the 128 descriptors its open-files "
+                             "limit allows are open): this worker leaves for a fresh one")
+        assert backend.log_text().count("accept failed") == 1
+    finally:
+        backend.stop()
+
+
 SLOW_EXIT_MODULE = '''
 import time
 
