@@ -134,6 +134,7 @@ class Waiter:
         self._turned_away_warning = logs.Throttled(log)
         self._no_room_error = logs.Throttled(log, logging.ERROR)
         self._accept_error = logs.Throttled(log, logging.ERROR)  # (forking mode: the supervisor accepts)
+        self._fork_error = logs.Throttled(log, logging.ERROR)
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
@@ -601,8 +602,12 @@ class Waiter:
             notify.ready("reload failed: the running workers go on serving")
             return
         self.generation += 1
-        for _ in range(needed):
-            self._spawn()
+        if not any([self._spawn() for _ in range(needed)]):
+            self.generation -= 1  # (workers started from now on run the code just loaded)
+            log.error("SIGHUP: reload failed: no worker of the new generation could start (logged above); "
+                      "the running workers go on serving")
+            notify.ready("reload failed: the running workers go on serving")
+            return
         for pid in old:  # they finish the request in hand, then exit
             self._retire(pid)
         log.info("reloaded: generation %d started, %d old workers finishing", self.generation, len(old))
@@ -673,14 +678,16 @@ class Waiter:
                    if w.generation == self.generation and w.pid not in self._retiring and w.pid in self.workers}
         count = sum(1 for pid, (_, gen) in self.workers.items() if gen == self.generation and pid not in self._retiring)
         for _ in range(self.config.prefork - count):
-            self._spawn()
+            if not self._spawn():
+                return  # (no room, or fork fails: the next turn tries again)
         count = max(count, self.config.prefork)
         # A worker idle on a kept connection is not free to accept: only plain idle ones count.
         all_busy = bool(current) and len(current) == count and all(w.state != IDLE for w in current.values())
         if all_busy:
             if count < self.config.maxfork:
                 for _ in range(min(self._spawn_rate, self.config.maxfork - count)):
-                    self._spawn()
+                    if not self._spawn():
+                        break
                 self._spawn_rate = min(self._spawn_rate * 2, 32)  # as php-fpm's dynamic spawning
             else:
                 self._all_busy(count)
@@ -754,7 +761,7 @@ class Waiter:
 
     def _spawn(self, client: socket.socket | None = None) -> bool:
         """Fork one worker of the current generation (in forking mode, for ``client``); False
-        (logged) if the pool has no room."""
+        (logged) if the pool has no room or the fork fails."""
         try:
             slot = self.scoreboard.claim(self.generation)
         except ScoreboardFull:
@@ -764,7 +771,14 @@ class Waiter:
         # Signals wait until the child has its own handlers: the supervisor's would only queue them,
         # and a worker that missed its SIGTERM would hold the stop up for graceful_timeout.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SUPERVISOR_SIGNALS)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # (EAGAIN: a limit on processes; ENOMEM)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            self.scoreboard.release(slot)
+            self._fork_error.log("cannot start a worker: fork failed: %s (a limit on processes, as systemd's "
+                                 "TasksMax or a container's pids limit, or memory)", exc)
+            return False
         if pid == 0:
             code = 1
             try:

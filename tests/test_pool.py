@@ -19,6 +19,7 @@ from apache_harness import Apache, Backend, HTTPBackend, wait_for
 from conftest import REPO, backend_command
 from fcgi_client import FastCGIClient, begin_request, cgi_params, x_stdin_record
 from pki import make_pki
+import pids_limit
 from wrk_report import requests_done
 from fcgi_backend.records import FCGI_PARAMS, encode_params, encode_stream
 
@@ -463,6 +464,37 @@ def test_a_worker_out_of_descriptors_leaves_for_a_fresh_one_without_a_busy_loop(
         backend.wait_for_log("accept failed: [Errno 24] Too many open files (the 128 descriptors its open-files "
                              "limit allows are open): this worker leaves for a fresh one")
         assert backend.log_text().count("accept failed") == 1
+    finally:
+        backend.stop()
+
+
+@pytest.mark.skipif(not pids_limit.available(), reason="no pids cgroup can be made here (root and cgroups needed)")
+def test_a_fork_that_fails_leaves_the_supervisor_and_its_workers_serving(site, workdir):
+    """Under a limit on processes (systemd's TasksMax, a container's pids limit), fork fails: the
+    supervisor died of it, and its workers with it. It says so now, and the workers it has serve
+    what comes; a reload that cannot start a worker leaves them serving too."""
+    backend = start(site, workdir, "--prefork", "2", "--maxfork", "8")
+    try:
+        wait_for(lambda: status(backend)["total_workers"] == 2, 10, "two workers")
+        workers = [w["pid"] for w in status(backend)["workers"]]
+        with pids_limit.pids_limited(f"fcgi-test-{os.getpid()}") as limit:
+            limit([backend.proc.pid, *workers], 3)  # no room for a third
+            # Every worker busy: the pool would grow.
+            threads, results = in_threads(lambda i: get(backend, f"/sleep?s=0.5&n={i}")[0], 6)
+            for t in threads:
+                t.join(30)
+            assert results == [200] * 6
+            backend.wait_for_log("cannot start a worker: fork failed: [Errno 11]")
+            backend.proc.send_signal(signal.SIGHUP)
+            backend.wait_for_log("SIGHUP: reload failed: no worker of the new generation could start")
+            assert get(backend, "/hello/still")[0] == 200
+            assert sorted(w["pid"] for w in status(backend)["workers"]) == sorted(workers)
+            limit([], None)
+            backend.proc.send_signal(signal.SIGHUP)
+            backend.wait_for_log("reloaded: generation")
+        assert get(backend, "/hello/after")[0] == 200
+        assert backend.log_text().count("fork failed") == 1  # (once a minute at most)
+        assert backend.proc.poll() is None and "Traceback" not in backend.log_text()
     finally:
         backend.stop()
 
