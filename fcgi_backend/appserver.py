@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from . import logs
+from . import logs, worker_memory
 from .allowlist import AllowList
 from .access_log import AccessLog
 from .config import ServerConfig
@@ -64,7 +64,7 @@ class AppServer(Waiter):
     def status(self) -> dict:
         """The pool's figures, as the status page shows them."""
         return status_dict(self.scoreboard.read(), prefork=self.config.prefork, maxfork=self.config.maxfork,
-                           listen_queue=self.listen_queue())
+                           listen_queue=self.listen_queue(), resident_bytes=worker_memory.resident_bytes)
 
     def reload(self) -> bool:
         try:

@@ -249,6 +249,9 @@ def add_serving_options(command: argparse.ArgumentParser, fastcgi: bool) -> None
     _option(pool, "--max-requests-jitter", setting="server.max_requests_jitter", type=int, metavar="N",
             help="and after up to N more, drawn for each worker, so the workers are not all replaced at once "
                  "(default: a tenth of --max-requests)")
+    _option(pool, "--max-worker-rss", setting="server.max_worker_rss", type=size, metavar="SIZE",
+            help="replace a worker whose resident memory passes SIZE, once its request is done (uWSGI's "
+                 "reload-on-rss; e.g. 512M; default: 0, never)")
     _option(pool, "--worker-cpus", setting="server.worker_cpus", metavar="LIST",
             help="run the workers on these CPUs only, as taskset -c takes them (e.g. 1 or 2-3); keeping them off "
                  "the web server's CPUs spares it wake-ups across CPUs (default: any CPU)")

@@ -48,6 +48,7 @@ class ServerConfig:
     #: ... plus a number drawn from 0 to this for each worker, so workers are not all replaced at
     #: once (gunicorn's --max-requests-jitter); None: a tenth of max_requests
     max_requests_jitter: int | None = None
+    max_worker_rss: int = 0          #: a worker whose resident memory passes this is replaced (0: never)
     worker_cpus: str = ""            #: run the workers on these CPUs only, e.g. "1" or "2-3" ("" = any)
     graceful_timeout: float = 30.0   #: on TERM/INT, how long in-flight requests get to finish
     request_timeout: float = 0.0     #: a request running longer is stopped (504) and its worker replaced; 0: never
@@ -85,6 +86,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be 0 or more seconds, got {getattr(self, name)}")
         if self.max_requests < 0:
             raise ConfigError(f"max_requests must be 0 (never) or more, got {self.max_requests}")
+        if self.max_worker_rss < 0:
+            raise ConfigError(f"max_worker_rss must be 0 (no limit) or more, got {self.max_worker_rss}")
         jitter = self.max_requests // 10 if self.max_requests_jitter is None else self.max_requests_jitter
         if jitter < 0:
             raise ConfigError(f"max_requests_jitter must be 0 or more, got {jitter}")
@@ -206,6 +209,7 @@ def parse_mode(text: str) -> int:
 TEXT_PARSERS: dict[tuple[str, str], Callable[[str], Any]] = {
     **{("limits", name): parse_size for name in ("max_body", "max_memory", "max_file", "max_part_header",
                                                  "max_params", "upload_direct_io")},
+    ("server", "max_worker_rss"): parse_size,
     ("listen", "socket_mode"): parse_mode,
 }
 

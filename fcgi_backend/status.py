@@ -19,8 +19,9 @@ log = logging.getLogger("fcgi_backend.status")
 OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
-def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: int | None) -> dict:
-    """The pool's figures as one JSON-ready dict."""
+def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: int | None,
+                resident_bytes: Callable[[int], int | None] = lambda pid: None) -> dict:
+    """The pool's figures as one JSON-ready dict; ``resident_bytes`` tells a worker's memory."""
     return {
         "start_time": int(pool.start_time),
         "uptime_seconds": round(time.time() - pool.start_time, 3),
@@ -38,7 +39,8 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "workers": [{"pid": w.pid, "state": STATE_NAMES[w.state], "generation": w.generation,
                      "accepted_connections": w.accepted, "requests": w.requests,
                      "started": int(w.started), "request": w.request,
-                     "request_seconds": round(w.request_for, 3), "parked_connections": w.parked}
+                     "request_seconds": round(w.request_for, 3), "parked_connections": w.parked,
+                     "resident_bytes": resident_bytes(w.pid)}
                     for w in pool.workers],
     }
 
@@ -71,6 +73,9 @@ def openmetrics_text(status: dict) -> str:
     metric("uptime_seconds", "gauge", "Seconds since the server started.", [("", status["uptime_seconds"])])
     metric("worker_requests", "counter", "Requests served by each worker.",
            [(f'_total{{pid="{w["pid"]}"}}', w["requests"]) for w in status["workers"]])
+    metric("worker_resident_bytes", "gauge", "Resident memory of each worker.",
+           [(f'{{pid="{w["pid"]}"}}', w["resident_bytes"]) for w in status["workers"]
+            if w["resident_bytes"] is not None])
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 

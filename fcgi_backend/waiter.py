@@ -34,7 +34,7 @@ import ssl
 import time
 from typing import Callable
 
-from . import logs, notify, slowlog
+from . import logs, notify, slowlog, worker_memory
 from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_pidfile
 from .config import ConfigError, ServerConfig, table_fields
 from .cpus import parse_cpu_list, pin_this_process
@@ -119,6 +119,7 @@ class Waiter:
         self.generation = 1
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (scoreboard slot, generation)
         self._retiring: dict[int, float] = {}  # pid -> when it was told to finish and exit
+        self._memory_looked = 0.0  # when max_worker_rss last had the workers' memory read (monotonic)
         self._child = False
         self._loop: WorkerLoop | None = None  # this process's accept loop (a worker, or nofork)
         self._client: socket.socket | None = None
@@ -530,6 +531,7 @@ class Waiter:
                 if not self._running:
                     break
                 self._watch_requests()
+                self._watch_memory()
                 if forking:
                     if self._accept_and_fork(wake_r):
                         idle_since = time.monotonic()
@@ -671,6 +673,19 @@ class Waiter:
                             now - retired, doing, self.config.graceful_timeout)
                 _kill(w.pid, signal.SIGKILL)
                 self._retiring[w.pid] = _KILLED  # still retiring until reaped
+
+    def _watch_memory(self) -> None:
+        """max_worker_rss: a worker grown past it is retired (it finishes its request, and the
+        pool replaces it at once). Looked at once a second."""
+        now = time.monotonic()
+        if not self.config.max_worker_rss or now - self._memory_looked < worker_memory.LOOK_EVERY:
+            return
+        self._memory_looked = now
+        sizes = {pid: worker_memory.resident_bytes(pid) for pid in self.workers if pid not in self._retiring}
+        for pid in worker_memory.past_limit(sizes, self.config.max_worker_rss):
+            log.info("worker %d holds %s of memory, past max_worker_rss %s: it is replaced once its request is done",
+                     pid, worker_memory.mib(sizes[pid]), worker_memory.mib(self.config.max_worker_rss))
+            self._retire(pid)
 
     def _manage_pool(self) -> None:
         """Keep prefork workers; grow while none is idle, up to maxfork; let idle extras go."""

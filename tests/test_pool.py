@@ -499,6 +499,49 @@ def test_a_fork_that_fails_leaves_the_supervisor_and_its_workers_serving(site, w
         backend.stop()
 
 
+GROWING_MODULE = '''
+import os
+
+from fcgi_backend import Response
+
+KEPT = []
+
+
+def init_module(registry):
+    registry.route("/grow", grow)
+
+
+def grow(request):
+    """Hold on to some more memory, touched (a cache that only grows, a leak)."""
+    KEPT.append(bytearray(int(request.query["mib"]) * 2**20))
+    return Response(str(os.getpid()), content_type="text/plain")
+'''
+
+
+def test_a_worker_grown_past_max_worker_rss_is_replaced_once_its_request_is_done(site, workdir):
+    (site / "handlers" / "growing.py").write_text(GROWING_MODULE)
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", "--max-worker-rss", "100M")
+    try:
+        first = status(backend)["workers"][0]
+        assert 0 < first["resident_bytes"] < 100 * 2**20  # (what the page says of each worker)
+        code, grown = get(backend, "/grow?mib=20")
+        assert code == 200 and int(grown) == first["pid"]
+        time.sleep(1.5)  # (looked at once a second)
+        assert get(backend, "/pid")[1] == grown  # under the limit: kept
+        code, grown = get(backend, "/grow?mib=120")
+        assert code == 200  # the request that passed it is answered
+        backend.wait_for_log(f"worker {int(grown)} holds ")
+        assert re.search(rf"worker {int(grown)} holds 1[4-9]\d MiB of memory, past max_worker_rss 100 MiB: it is "
+                         r"replaced once its request is done", backend.log_text())
+        wait_for(lambda: get(backend, "/pid")[1] != grown, 10, "a fresh worker")
+        fresh = status(backend)["workers"]
+        assert len(fresh) == 1 and fresh[0]["resident_bytes"] < 100 * 2**20
+        _, text = get(backend, "/fcgi-status?openmetrics")
+        assert re.search(rb'^fcgi_backend_worker_resident_bytes\{pid="%d"\} \d+$' % fresh[0]["pid"], text, re.M)
+    finally:
+        backend.stop()
+
+
 SLOW_EXIT_MODULE = '''
 import time
 
@@ -570,6 +613,8 @@ def test_a_server_subclass_overrides_hooks_and_breaks_the_main_loop(workdir):
     ("px_idle = 0", "px_idle must be more than 0"),
     ("max_requests = -5", "max_requests must be 0"),
     ("max_requests = 100\nmax_requests_jitter = -1", "max_requests_jitter must be 0 or more"),
+    ("max_worker_rss = -1", "max_worker_rss must be 0 (no limit) or more"),
+    ("max_worker_rss = '512Q'", "max_worker_rss"),
     ("worker_cpus = '9999'", "worker_cpus: CPU 9999 is not available here"),
     ("worker_cpus = '3-1'", "runs backwards"),
     ("worker_cpus = 'one'", "is not a CPU list"),
