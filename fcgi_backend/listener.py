@@ -260,4 +260,3 @@ def accept_failure(exc: OSError) -> tuple[str, float]:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return f"accept failed: {exc} (the {limit} descriptors its open-files limit allows are open)", ACCEPT_PAUSE
     return f"accept failed: {exc}", ACCEPT_PAUSE
-
