@@ -26,6 +26,10 @@ _STOPPING_AT = 32
 # given up for a waiting one, kept connections parked now (FastCGI: open, served when their next
 # request comes)
 _SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQQ")
+# After the header (which the supervisor packs whole), a byte any process writes: kept connections
+# wait to be taken (handoff.py); then the slots.
+_HANDED_OFF_AT = _HEADER.size
+_SLOTS_AT = _HEADER.size + 8
 # Byte offsets of the fields written one at a time: each writer touches only its own field.
 _PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
 _GIVEN_UP_AT = _REQUEST_AT + 8 + REQUEST_TEXT
@@ -94,13 +98,13 @@ class Scoreboard:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._mem = mmap.mmap(-1, _HEADER.size + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
+        self._mem = mmap.mmap(-1, _SLOTS_AT + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
         _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0, 0)
         for slot in range(capacity):
             self._mem[self._offset(slot) + _STATE_AT] = FREE
 
     def _offset(self, slot: int) -> int:
-        return _HEADER.size + slot * _SLOT.size
+        return _SLOTS_AT + slot * _SLOT.size
 
     # -- supervisor --------------------------------------------------------------------------
 
@@ -140,6 +144,15 @@ class Scoreboard:
     def stopping(self) -> bool:
         return self._mem[_STOPPING_AT] == 1
 
+    def set_handed_off(self, waiting: bool) -> None:
+        """Kept connections were handed off (set after giving them), or are being taken (cleared
+        before taking: one given meanwhile sets it again)."""
+        self._mem[_HANDED_OFF_AT] = 1 if waiting else 0
+
+    @property
+    def handed_off(self) -> bool:
+        return self._mem[_HANDED_OFF_AT] == 1
+
     def free_slots(self) -> int:
         return sum(1 for slot in range(self.capacity)
                    if _PID.unpack_from(self._mem, self._offset(slot) + _PID_AT)[0] == 0)
@@ -164,7 +177,7 @@ class Scoreboard:
     def count_in_state(self, state: int) -> int:
         """Workers in ``state`` now: every slot's state byte in one strided read (cheap enough
         for a worker to ask after each answer)."""
-        first = _HEADER.size + _STATE_AT
+        first = _SLOTS_AT + _STATE_AT
         return self._mem[first:first + self.capacity * _SLOT.size:_SLOT.size].count(state)
 
     def busy_counts(self) -> tuple[int, int]:

@@ -38,6 +38,7 @@ from . import logs, notify, slowlog, worker_memory
 from .identity import Identity, as_root, end_with_parent, remove_pidfile, write_pidfile
 from .config import ConfigError, ServerConfig, table_fields
 from .cpus import parse_cpu_list, pin_this_process
+from .handoff import Handoff
 from .hooks import Hooks
 from .listener import (ListenAddress, ListenError, accept_failure, file_id, listen_queue_length, open_listener,
                        remove_unix_socket)
@@ -120,6 +121,7 @@ class Waiter:
         self.workers: dict[int, tuple[int, int]] = {}  # pid -> (scoreboard slot, generation)
         self._retiring: dict[int, float] = {}  # pid -> when it was told to finish and exit
         self._memory_looked = 0.0  # when max_worker_rss last had the workers' memory read (monotonic)
+        self._handoff: Handoff | None = None  # kept connections of exiting workers (parks_kept_connections)
         self._child = False
         self._loop: WorkerLoop | None = None  # this process's accept loop (a worker, or nofork)
         self._client: socket.socket | None = None
@@ -276,6 +278,26 @@ class Waiter:
         """This worker leaves after the connection in hand (a stop, a reload, max_requests): an
         answer given now should tell the client to close (HTTP: ``Connection: close``)."""
         return self._loop is not None and not self._loop.running
+
+    def hand_off(self, socks: list) -> bool:
+        """A worker that exits while the server runs on passes its kept connections to another
+        (handoff.py); False where it cannot (a stop, forking or nofork mode, a full buffer)."""
+        if not self.can_hand_off() or not self._handoff.give(socks):
+            return False
+        self.scoreboard.set_handed_off(True)
+        return True
+
+    def can_hand_off(self) -> bool:
+        return self._handoff is not None and self._child and not self.scoreboard.stopping
+
+    def handoff_taker(self) -> socket.socket | None:
+        """What a worker's epoll watches for handed-off connections (None: none are)."""
+        return self._handoff.taker if self._handoff is not None else None
+
+    def take_handed_off(self) -> list[int]:
+        """Kept connections other workers handed off, not yet taken by another."""
+        self.scoreboard.set_handed_off(False)  # (before taking: one given meanwhile sets it again)
+        return self._handoff.take()
 
     def connections_waiting(self) -> bool:
         """A new connection waits and no worker is idle to take it: a connection kept open between
@@ -523,6 +545,8 @@ class Waiter:
                  f", workers on CPU {self.config.worker_cpus}" if self.config.worker_cpus else "")
         if forking:
             self.listener.setblocking(False)
+        elif self.parks_kept_connections:
+            self._handoff = Handoff()  # (before any worker is forked: they all share it)
         idle_since = time.monotonic()
         try:
             while self._running:
@@ -543,6 +567,8 @@ class Waiter:
                     self._sleep(wake_r)
             self._stop_workers(wake_r)
         finally:
+            if self._handoff is not None and not self._child:
+                self._handoff.close()  # (with the workers' ends gone, what none took is closed)
             if not self._child:
                 signal.set_wakeup_fd(old_wakeup)
                 for sig, handler in old_handlers.items():

@@ -127,6 +127,7 @@ class WorkerLoop:
         self._open_waits()
         self._may_park = self.waiter.parks_kept_connections
         listen_fd = self.listener.fileno()
+        handoff_fd = self._wait.handoff_fd
         idle_since = time.monotonic()
         try:
             while self._running:
@@ -136,6 +137,8 @@ class WorkerLoop:
                     wait = min(wait if wait is not None else _KEPT_TICK, _KEPT_TICK)
                 ready = self._wait.poll(wait)
                 self._lingering.serve(ready)  # (its own are taken out of ready)
+                if handoff_fd in ready or self.scoreboard.handed_off:
+                    self._adopt_handed_off()
                 if self._parked:
                     self._close_parked_idle()
                     parked = [fd for fd in ready if fd in self._parked]
@@ -154,7 +157,7 @@ class WorkerLoop:
                     self._serve_back_to_back(self._accept())
         finally:
             self._may_park = False
-            self._close_parked()
+            self._leave_parked()
             self._close_waits()
 
     def _serve_back_to_back(self, client: socket.socket | None, resumed: bool = False) -> None:
@@ -167,6 +170,8 @@ class WorkerLoop:
             if not self._running or self._lingering.watching:
                 return
             self._lingering.look_again()
+            if self.scoreboard.handed_off:  # (a byte of shared memory: no system call a connection)
+                self._adopt_handed_off()
             client = self._next_parked_ready() if self._parked else None
             resumed = client is not None
             if client is None:
@@ -194,7 +199,7 @@ class WorkerLoop:
         self._slot.set_state(LEAVING)
 
     def _open_waits(self) -> None:
-        self._wait = _ReadinessWait(self.listener, self._wake_r)
+        self._wait = _ReadinessWait(self.listener, self._wake_r, self.waiter.handoff_taker())
         self._lingering = _Lingering(self._wait)
 
     def _close_waits(self) -> None:
@@ -285,7 +290,7 @@ class WorkerLoop:
         """See Waiter.wait_for_next_request: "request", "park" (``client`` is left open, watched
         here), or why to close it ("idle", "yield", "stop")."""
         if not self._running or self._wait is None:  # (None: serving a stop's backlog)
-            return "stop"
+            return self._stop_or_hand_off(client)
         self._slot.set_state(KEPT)
         self._lingering.watch_all()
         try:
@@ -293,6 +298,8 @@ class WorkerLoop:
                 outcome = self._wait_on_kept(client, yield_after)
         finally:
             self._slot.set_state(BUSY)
+        if outcome == "stop":
+            return self._stop_or_hand_off(client)
         if outcome == "idle":
             log.debug("closing a kept connection idle for %gs", self.idle_timeout)
         elif outcome == "park":
@@ -315,6 +322,8 @@ class WorkerLoop:
             self._lingering.serve(ready)
             if fd in ready:
                 return "request"
+            if self.scoreboard.handed_off:
+                self._adopt_handed_off()
             if self._parked:
                 self._close_parked_idle()
                 if any(other in self._parked for other in ready):
@@ -342,6 +351,30 @@ class WorkerLoop:
         self._wait.add_parked(client.fileno())
         self._slot.set_parked(len(self._parked))
         log.debug("kept connection parked while a waiting one is served (%d parked)", len(self._parked))
+
+    # ---- kept connections handed off by a worker that exits (handoff.py) ------------------------
+
+    def _stop_or_hand_off(self, client: socket.socket) -> str:
+        """This worker leaves: its kept connection is parked, to be handed off with the others at
+        the loop's end if the server runs on (a reload, max_requests); else closed ("stop")."""
+        if self._may_park and self._wait is not None and self.waiter.can_hand_off():
+            self._park(client)
+            return "park"
+        return "stop"
+
+    def _leave_parked(self) -> None:
+        """At the loop's end: the parked connections go to another worker if the server runs on
+        (closing them loses a request sent that moment), else are closed."""
+        if self._parked and self.waiter.hand_off([sock for sock, _ in self._parked.values()]):
+            for fd in list(self._parked):
+                self._unpark(fd).close()  # (this copy only: the connection lives on in another worker)
+            return
+        self._close_parked()
+
+    def _adopt_handed_off(self) -> None:
+        if self._may_park and self._running:
+            for fd in self.waiter.take_handed_off():
+                self._park(self._new_client(fd))
 
     def _unpark(self, fd: int) -> socket.socket:
         client, _ = self._parked.pop(fd)
@@ -391,13 +424,18 @@ class _ReadinessWait:
     new connection to a worker waiting to accept).
     """
 
-    def __init__(self, listener: socket.socket | None, wake: socket.socket | None) -> None:
+    def __init__(self, listener: socket.socket | None, wake: socket.socket | None,
+                 handoff: socket.socket | None = None) -> None:
         self._listener = listener.fileno() if listener is not None else None
         self._others = [wake.fileno()] if wake is not None else []
         self._epoll = select.epoll()
         self._kept = select.epoll()
         if self._listener is not None:
             self._epoll.register(self._listener, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        # kept connections a worker that exits handed off: one idle worker wakes to take them
+        self.handoff_fd = handoff.fileno() if handoff is not None else -1
+        if handoff is not None:
+            self._epoll.register(self.handoff_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
         for fd in self._others:
             self._epoll.register(fd, select.EPOLLIN)
             self._kept.register(fd, select.EPOLLIN)

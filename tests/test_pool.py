@@ -399,6 +399,26 @@ def test_hooks_registered_by_a_handler_module(site, workdir, propagate):
     assert all(line.endswith("supervisor") for line in lines if line.startswith(("fork_ok", "sig_usr2")))
 
 
+@pytest.mark.parametrize("exit_by", ["max_requests", "reload"])
+def test_a_kept_connection_outlives_its_worker(site, workdir, exit_by):
+    """A worker that leaves while the server runs on hands its kept connection to the next one
+    (handoff.py): closing it lost a request the web server sent on it that moment."""
+    args = ["--max-requests", "1", "--max-requests-jitter", "0"] if exit_by == "max_requests" else []
+    backend = start(site, workdir, "--prefork", "1", "--maxfork", "1", *args)
+    try:
+        with FastCGIClient(backend.socket_path) as kept:
+            first = kept.request(cgi_params("GET", "/pid"), request_id=1, keep_conn=True)
+            assert first.status == 200
+            if exit_by == "reload":
+                backend.proc.send_signal(signal.SIGHUP)
+                backend.wait_for_log("reloaded: generation 2")
+            for request_id in (2, 3):
+                reply = kept.request(cgi_params("GET", "/pid"), request_id=request_id, keep_conn=True)
+                assert reply.status == 200 and reply.body != first.body  # the same connection, another worker
+    finally:
+        backend.stop()
+
+
 def test_a_parked_connection_served_again_is_still_one_connection_to_the_hooks(site, workdir):
     """accept_ok and close run once a connection: a kept connection the worker parks for a new
     one and serves again when its next request comes is not accepted a second time, nor closed."""
