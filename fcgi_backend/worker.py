@@ -372,6 +372,8 @@ class WorkerLoop:
         self._close_parked()
 
     def _adopt_handed_off(self) -> None:
+        """Park the kept connections other workers handed off, if none took them first (a worker
+        on its way out takes none: it would only hand them off again)."""
         if self._may_park and self._running:
             for fd in self.waiter.take_handed_off():
                 self._park(self._new_client(fd))
