@@ -279,26 +279,6 @@ class Waiter:
         answer given now should tell the client to close (HTTP: ``Connection: close``)."""
         return self._loop is not None and not self._loop.running
 
-    def hand_off(self, socks: list) -> bool:
-        """A worker that exits while the server runs on passes its kept connections to another
-        (handoff.py); False where it cannot (a stop, forking or nofork mode, a full buffer)."""
-        if not self.can_hand_off() or not self._handoff.give(socks):
-            return False
-        self.scoreboard.set_handed_off(True)
-        return True
-
-    def can_hand_off(self) -> bool:
-        return self._handoff is not None and self._child and not self.scoreboard.stopping
-
-    def handoff_taker(self) -> socket.socket | None:
-        """What a worker's epoll watches for handed-off connections (None: none are)."""
-        return self._handoff.taker if self._handoff is not None else None
-
-    def take_handed_off(self) -> list[int]:
-        """Kept connections other workers handed off, not yet taken by another."""
-        self.scoreboard.set_handed_off(False)  # (before taking: one given meanwhile sets it again)
-        return self._handoff.take()
-
     def connections_waiting(self) -> bool:
         """A new connection waits and no worker is idle to take it: a connection kept open between
         requests should be given up after the answer in hand (HTTP: ``Connection: close``)."""
@@ -432,7 +412,7 @@ class Waiter:
             max_requests += random.randint(0, self.config.max_requests_jitter or 0)
         loop = WorkerLoop(self, scoreboard=self.scoreboard, slot=slot, timeout=self.config.accept_wait,
                           max_requests=max_requests, request_timeout=self.config.request_timeout,
-                          idle_timeout=self.config.idle_timeout, listener=self.listener)
+                          idle_timeout=self.config.idle_timeout, listener=self.listener, handoff=self._handoff)
         # From here on a protocol's request_started/request_ended are the loop's own: called per
         # request, they skip the hop through the methods below.
         self.request_started, self.request_ended = loop.request_started, loop.request_ended

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import logs
 from .errors import RequestTimeout
+from .handoff import Handoff
 from .listener import accept_failure
 from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
 from .sockio import close_gracefully, close_reading_first, drain_until_eof, readable
@@ -54,7 +55,7 @@ class WorkerLoop:
 
     def __init__(self, waiter: "Waiter", *, scoreboard: Scoreboard, slot: int, timeout: float | None,
                  max_requests: int = 0, request_timeout: float = 0.0, idle_timeout: float = 15.0,
-                 listener: socket.socket | None = None) -> None:
+                 listener: socket.socket | None = None, handoff: Handoff | None = None) -> None:
         self.waiter = waiter
         self.scoreboard = scoreboard
         self._slot = scoreboard.own_slot(slot)
@@ -81,6 +82,7 @@ class WorkerLoop:
         # fd -> (socket, when parked). Served as their next request comes, each in turn.
         self._parked: dict[int, tuple[socket.socket, float]] = {}
         self._may_park = False  # only while serve() runs: not for a forked connection nor a stop's backlog
+        self._handoff = handoff  # where parked connections go when this worker leaves (FastCGI prefork only)
         self._accept_error = logs.Throttled(log, logging.ERROR)  # (it can repeat as fast as accept is called)
 
     def stop(self, *_signal_args) -> None:
@@ -199,7 +201,7 @@ class WorkerLoop:
         self._slot.set_state(LEAVING)
 
     def _open_waits(self) -> None:
-        self._wait = _ReadinessWait(self.listener, self._wake_r, self.waiter.handoff_taker())
+        self._wait = _ReadinessWait(self.listener, self._wake_r, self._handoff.taker if self._handoff else None)
         self._lingering = _Lingering(self._wait)
 
     def _close_waits(self) -> None:
@@ -290,14 +292,15 @@ class WorkerLoop:
         """See Waiter.wait_for_next_request: "request", "park" (``client`` is left open, watched
         here), or why to close it ("idle", "yield", "stop")."""
         if not self._running or self._wait is None:  # (None: serving a stop's backlog)
-            return self._stop_or_hand_off(client)
-        self._slot.set_state(KEPT)
-        self._lingering.watch_all()
-        try:
-            with self._wait.watching(client.fileno()):
-                outcome = self._wait_on_kept(client, yield_after)
-        finally:
-            self._slot.set_state(BUSY)
+            outcome = "stop"
+        else:
+            self._slot.set_state(KEPT)
+            self._lingering.watch_all()
+            try:
+                with self._wait.watching(client.fileno()):
+                    outcome = self._wait_on_kept(client, yield_after)
+            finally:
+                self._slot.set_state(BUSY)
         if outcome == "stop":
             return self._stop_or_hand_off(client)
         if outcome == "idle":
@@ -357,7 +360,7 @@ class WorkerLoop:
     def _stop_or_hand_off(self, client: socket.socket) -> str:
         """This worker leaves: its kept connection is parked, to be handed off with the others at
         the loop's end if the server runs on (a reload, max_requests); else closed ("stop")."""
-        if self._may_park and self._wait is not None and self.waiter.can_hand_off():
+        if self._may_park and self._hands_off():
             self._park(client)
             return "park"
         return "stop"
@@ -365,17 +368,24 @@ class WorkerLoop:
     def _leave_parked(self) -> None:
         """At the loop's end: the parked connections go to another worker if the server runs on
         (closing them loses a request sent that moment), else are closed."""
-        if self._parked and self.waiter.hand_off([sock for sock, _ in self._parked.values()]):
+        if self._parked and self._hands_off() and self._handoff.give([sock for sock, _ in self._parked.values()]):
+            self.scoreboard.set_handed_off(True)  # (after giving: a busy worker looks when it sees it)
             for fd in list(self._parked):
                 self._unpark(fd).close()  # (this copy only: the connection lives on in another worker)
             return
         self._close_parked()
 
+    def _hands_off(self) -> bool:
+        """Leaving now, this worker would pass its kept connections on: FastCGI prefork, and the
+        server runs on (at a stop they close)."""
+        return self._handoff is not None and not self.scoreboard.stopping
+
     def _adopt_handed_off(self) -> None:
         """Park the kept connections other workers handed off, if none took them first (a worker
         on its way out takes none: it would only hand them off again)."""
         if self._may_park and self._running:
-            for fd in self.waiter.take_handed_off():
+            self.scoreboard.set_handed_off(False)  # (before taking: one given meanwhile sets it again)
+            for fd in self._handoff.take():
                 self._park(self._new_client(fd))
 
     def _unpark(self, fd: int) -> socket.socket:
