@@ -82,7 +82,7 @@ class PoolStatus:
     def kept(self) -> int:
         """Connections the web server keeps open, idle between requests: each a worker waits on,
         and those parked."""
-        return sum(w.state == KEPT for w in self.workers) + sum(w.parked for w in self.workers)
+        return sum((w.state == KEPT) + w.parked for w in self.workers)
 
     @property
     def busy(self) -> int:

@@ -20,7 +20,7 @@ OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: int | None,
-                resident_bytes: Callable[[int], int | None] = lambda pid: None) -> dict:
+                resident_bytes: Callable[[int], int | None]) -> dict:
     """The pool's figures as one JSON-ready dict; ``resident_bytes`` tells a worker's memory."""
     return {
         "start_time": int(pool.start_time),

@@ -610,7 +610,8 @@ class Waiter:
             notify.ready("reload failed: the running workers go on serving")
             return
         self.generation += 1
-        if not any([self._spawn() for _ in range(needed)]):
+        started = sum(self._spawn() for _ in range(needed))  # (each tried, whatever the one before did)
+        if not started:
             self.generation -= 1  # (workers started from now on run the code just loaded)
             log.error("SIGHUP: reload failed: no worker of the new generation could start (logged above); "
                       "the running workers go on serving")
@@ -687,11 +688,13 @@ class Waiter:
         if not self.config.max_worker_rss or now - self._memory_looked < worker_memory.LOOK_EVERY:
             return
         self._memory_looked = now
-        sizes = {pid: worker_memory.resident_bytes(pid) for pid in self.workers if pid not in self._retiring}
-        for pid in worker_memory.past_limit(sizes, self.config.max_worker_rss):
-            log.info("worker %d holds %s of memory, past max_worker_rss %s: it is replaced once its request is done",
-                     pid, worker_memory.mib(sizes[pid]), worker_memory.mib(self.config.max_worker_rss))
-            self._retire(pid)
+        limit = self.config.max_worker_rss
+        for pid in [pid for pid in self.workers if pid not in self._retiring]:
+            size = worker_memory.resident_bytes(pid)
+            if size is not None and size > limit:
+                log.info("worker %d holds %s of memory, past max_worker_rss %s: it is replaced once its request is "
+                         "done", pid, worker_memory.mib(size), worker_memory.mib(limit))
+                self._retire(pid)
 
     def _manage_pool(self) -> None:
         """Keep prefork workers; grow while none is idle, up to maxfork; let idle extras go."""

@@ -19,10 +19,5 @@ def resident_bytes(pid: int) -> int | None:
         return None
 
 
-def past_limit(sizes: dict[int, int | None], limit: int) -> list[int]:
-    """The pids whose size is past ``limit`` (0: no limit)."""
-    return [pid for pid, size in sizes.items() if limit and size is not None and size > limit]
-
-
 def mib(size: int) -> str:
     return f"{size / 2**20:.0f} MiB"
