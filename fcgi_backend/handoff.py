@@ -1,12 +1,13 @@
-"""Kept FastCGI connections passed on when their worker exits while the server runs on
-(max_requests, max_worker_rss, a reload): over a datagram socket pair the supervisor made before
-forking (SCM_RIGHTS), to whichever worker looks first. Closing them lost a request the web server
-sent on one that moment (nginx answered a POST 502): FastCGI cannot ask it to close first.
+"""Kept FastCGI connections passed from one worker to another: when their worker exits while the
+server runs on (max_requests, max_worker_rss, a reload), or while it runs a long request
+(parking.py). Over a datagram socket pair the supervisor made before forking (SCM_RIGHTS), to
+whichever worker looks first. Closing them lost a request the web server sent on one that moment
+(nginx answered a POST 502): FastCGI cannot ask it to close first.
 
-A worker gives its connections between requests, none of their bytes read; the one that takes
-them parks each, and serves it when its next request comes. An idle worker wakes for them (the
-taking end is in its epoll); a busy one looks when the scoreboard says some wait. What no worker
-took is closed with the socket pair's last end, at the server's stop."""
+A worker gives its connections none of their bytes read; the one that takes them parks each, and
+serves it when its next request comes. An idle worker wakes for them (the taking end is in its
+epolls); a busy one looks when the scoreboard says some wait. What no worker took is closed with
+the socket pair's last end, at the server's stop."""
 
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ class Handoff:
         for end in (self.taker, self._giver):
             end.setblocking(False)
 
-    def give(self, socks: list) -> bool:
-        """Pass ``socks`` on (the caller then closes its own copies, which leaves the connections
-        open); False if none could be (the caller closes them as before)."""
+    def give(self, socks: list) -> int:
+        """Pass ``socks`` on, the first ones if not all could go (a full buffer); how many went.
+        The caller closes its own copies of those, which leaves the connections open."""
         fds = [sock.fileno() for sock in socks]
+        given = 0
         try:
             for first in range(0, len(fds), _MOST_A_MESSAGE):
                 socket.send_fds(self._giver, [b"k"], fds[first:first + _MOST_A_MESSAGE])
+                given = min(first + _MOST_A_MESSAGE, len(fds))
         except OSError:
-            return first > 0  # (a full buffer: those sent are served, the rest closed)
-        return True
+            pass
+        return given
 
     def take(self) -> list[int]:
         """The connections given since anyone last took them (none if another worker was first)."""

@@ -228,11 +228,12 @@ class OwnSlot:
         _COUNT.pack_into(self._mem, self._accepted_at, self.accepted)
         self.set_state(BUSY)
 
-    def start_request(self, what: str) -> None:
+    def start_request(self, what: str) -> float:
         """A request ("METHOD URI") starts: for the status page, and so the supervisor can name a
-        request that runs past request_timeout."""
-        _REQUEST.pack_into(self._mem, self._request_at, time.monotonic(),
-                           what.encode("utf-8", "replace")[:REQUEST_TEXT])
+        request that runs past request_timeout. When it started (monotonic)."""
+        now = time.monotonic()
+        _REQUEST.pack_into(self._mem, self._request_at, now, what.encode("utf-8", "replace")[:REQUEST_TEXT])
+        return now
 
     def count_request(self) -> None:
         """One more request answered."""

@@ -24,6 +24,7 @@ from . import logs
 from .errors import RequestTimeout
 from .handoff import Handoff
 from .listener import accept_failure
+from .parking import ParkedConnections
 from .scoreboard import BUSY, IDLE, KEPT, LEAVING, Scoreboard
 from .sockio import close_gracefully, close_reading_first, drain_until_eof, readable
 
@@ -38,7 +39,6 @@ _YIELD_GRACE = 0.005  # what an idle worker gets to accept a new connection befo
 _LINGER_SECONDS = 1.0  # how long a closed connection is read for the peer to hang up
 _LOOK_AFTER = 0.25  # before a wait, a socket shut down more recently is looked at on the next wake or this late
 _DEFER_AT_MOST = 4  # ... while no more than this many are waiting to be looked at
-_PARKED_AT_MOST = 32  # kept connections a worker keeps open for later while it serves others
 
 
 class WorkerLoop:
@@ -66,6 +66,7 @@ class WorkerLoop:
         # ends: where it rings, the request running then is stopped or the alarm set again for what
         # its own deadline leaves (two setitimer calls a request cost more than a small page).
         self._request_deadline: float | None = None  # the running request's, on the monotonic clock
+        self._request_since: float | None = None  # when the running request began (monotonic), None between
         self._request_what = ""  # the running request, as the log names it where it is stopped
         self._alarm_set = False
         self.idle_timeout = idle_timeout
@@ -78,11 +79,11 @@ class WorkerLoop:
         self._wake_r: socket.socket | None = None
         self._wait: _ReadinessWait | None = None
         self._lingering: _Lingering | None = None
-        # Kept connections given up for a waiting one but left open (waiter.parks_kept_connections):
-        # fd -> (socket, when parked). Served as their next request comes, each in turn.
-        self._parked: dict[int, tuple[socket.socket, float]] = {}
+        # Kept connections given up for a waiting one but left open (waiter.parks_kept_connections),
+        # served as their next request comes: made with the waits.
+        self._parked: ParkedConnections | None = None
         self._may_park = False  # only while serve() runs: not for a forked connection nor a stop's backlog
-        self._handoff = handoff  # where parked connections go when this worker leaves (FastCGI prefork only)
+        self._handoff = handoff  # where parked connections go to another worker (FastCGI prefork only)
         self._accept_error = logs.Throttled(log, logging.ERROR)  # (it can repeat as fast as accept is called)
 
     def stop(self, *_signal_args) -> None:
@@ -142,10 +143,10 @@ class WorkerLoop:
                 if handoff_fd in ready or self.scoreboard.handed_off:
                     self._adopt_handed_off()
                 if self._parked:
-                    self._close_parked_idle()
-                    parked = [fd for fd in ready if fd in self._parked]
-                    if parked:
-                        self._serve_back_to_back(self._unpark(parked[0]), resumed=True)
+                    self._parked.close_idle()
+                    resumed = self._parked.take_ready(ready)
+                    if resumed is not None:
+                        self._serve_back_to_back(resumed, resumed=True)
                         continue
                 if not ready:
                     if self.timeout is not None and time.monotonic() - idle_since >= self.timeout:
@@ -159,7 +160,7 @@ class WorkerLoop:
                     self._serve_back_to_back(self._accept())
         finally:
             self._may_park = False
-            self._leave_parked()
+            self._parked.end()
             self._close_waits()
 
     def _serve_back_to_back(self, client: socket.socket | None, resumed: bool = False) -> None:
@@ -174,7 +175,7 @@ class WorkerLoop:
             self._lingering.look_again()
             if self.scoreboard.handed_off:  # (a byte of shared memory: no system call a connection)
                 self._adopt_handed_off()
-            client = self._next_parked_ready() if self._parked else None
+            client = self._parked.take_next_ready() if self._parked else None
             resumed = client is not None
             if client is None:
                 client = self._accept()
@@ -203,11 +204,15 @@ class WorkerLoop:
     def _open_waits(self) -> None:
         self._wait = _ReadinessWait(self.listener, self._wake_r, self._handoff.taker if self._handoff else None)
         self._lingering = _Lingering(self._wait)
+        self._parked = ParkedConnections(self._wait, slot=self._slot, scoreboard=self.scoreboard, handoff=self._handoff,
+                                         idle_timeout=self.idle_timeout, new_client=self._new_client,
+                                         close=lambda sock: close_gracefully(sock, None, self.linger),
+                                         running_since=lambda: self._request_since)
 
     def _close_waits(self) -> None:
         self._lingering.close_all()
         self._wait.close()
-        self._lingering = self._wait = None  # from here on, closing waits in place (a stop's backlog)
+        self._lingering = self._wait = self._parked = None  # from here on, closing waits in place (a stop's backlog)
 
     def _accept(self) -> socket.socket | None:
         try:
@@ -256,7 +261,7 @@ class WorkerLoop:
     # ---- requests -------------------------------------------------------------------------------
 
     def request_started(self, what: str) -> None:
-        self._slot.start_request(what)
+        self._request_since = self._slot.start_request(what)
         if self.request_timeout:
             self._request_deadline = time.monotonic() + self.request_timeout
             self._request_what = what
@@ -265,7 +270,7 @@ class WorkerLoop:
                 signal.setitimer(signal.ITIMER_REAL, self.request_timeout)
 
     def request_ended(self) -> None:
-        self._request_deadline = None  # (the alarm stays set: see __init__)
+        self._request_deadline = self._request_since = None  # (the alarm stays set: see __init__)
         self._slot.count_request()
         self._check_max_requests()
 
@@ -306,7 +311,7 @@ class WorkerLoop:
         if outcome == "idle":
             log.debug("closing a kept connection idle for %gs", self.idle_timeout)
         elif outcome == "park":
-            self._park(client)
+            self._parked.park(client)
         elif outcome == "yield":
             self._slot.count_given_up()  # (the status page counts them: each can race a request sent that instant)
             log.debug("a new connection waits and no worker is idle: leaving a kept connection for it")
@@ -325,10 +330,10 @@ class WorkerLoop:
             self._lingering.serve(ready)
             if fd in ready:
                 return "request"
-            if self.scoreboard.handed_off:
+            if self._wait.handoff_fd in ready or self.scoreboard.handed_off:
                 self._adopt_handed_off()
             if self._parked:
-                self._close_parked_idle()
+                self._parked.close_idle()
                 if any(other in self._parked for other in ready):
                     return "park"  # a parked connection has its next request: its turn
             if self._wake_r is not None and self._wake_r.fileno() in ready:
@@ -345,70 +350,21 @@ class WorkerLoop:
                 return "park" if self._may_park else "yield"
         return "stop"
 
-    # ---- kept connections parked: open, watched, served when their next request comes ---------------
-
-    def _park(self, client: socket.socket) -> None:
-        if len(self._parked) >= _PARKED_AT_MOST:  # the one parked longest goes (it can race a request)
-            self._close_parked(next(iter(self._parked)))
-        self._parked[client.fileno()] = (client, time.monotonic())
-        self._wait.add_parked(client.fileno())
-        self._slot.set_parked(len(self._parked))
-        log.debug("kept connection parked while a waiting one is served (%d parked)", len(self._parked))
-
-    # ---- kept connections handed off by a worker that exits (handoff.py) ------------------------
+    # ---- kept connections parked (parking.py), and handed off to another worker (handoff.py) ----
 
     def _stop_or_hand_off(self, client: socket.socket) -> str:
-        """This worker leaves: its kept connection is parked, to be handed off with the others at
+        """This worker leaves: its kept connection is parked, to be passed on with the others at
         the loop's end if the server runs on (a reload, max_requests); else closed ("stop")."""
-        if self._may_park and self._hands_off():
-            self._park(client)
+        if self._may_park and self._parked.may_pass_on():
+            self._parked.park(client)
             return "park"
         return "stop"
 
-    def _leave_parked(self) -> None:
-        """At the loop's end: the parked connections go to another worker if the server runs on
-        (closing them loses a request sent that moment), else are closed."""
-        if self._parked and self._hands_off() and self._handoff.give([sock for sock, _ in self._parked.values()]):
-            self.scoreboard.set_handed_off(True)  # (after giving: a busy worker looks when it sees it)
-            for fd in list(self._parked):
-                self._unpark(fd).close()  # (this copy only: the connection lives on in another worker)
-            return
-        self._close_parked()
-
-    def _hands_off(self) -> bool:
-        """Leaving now, this worker would pass its kept connections on: FastCGI prefork, and the
-        server runs on (at a stop they close)."""
-        return self._handoff is not None and not self.scoreboard.stopping
-
     def _adopt_handed_off(self) -> None:
-        """Park the kept connections other workers handed off, if none took them first (a worker
-        on its way out takes none: it would only hand them off again)."""
+        """Park the kept connections other workers passed on (a worker on its way out takes none:
+        it would only pass them on again)."""
         if self._may_park and self._running:
-            self.scoreboard.set_handed_off(False)  # (before taking: one given meanwhile sets it again)
-            for fd in self._handoff.take():
-                self._park(self._new_client(fd))
-
-    def _unpark(self, fd: int) -> socket.socket:
-        client, _ = self._parked.pop(fd)
-        self._wait.remove_parked(fd)
-        self._slot.set_parked(len(self._parked))
-        return client
-
-    def _next_parked_ready(self) -> socket.socket | None:
-        """A parked connection whose next request has come (or whose peer hung up), without waiting."""
-        ready = readable(list(self._parked), 0)
-        return self._unpark(ready[0]) if ready else None
-
-    def _close_parked_idle(self) -> None:
-        """Parked connections idle for idle_timeout are closed, as a kept one is."""
-        too_old = time.monotonic() - self.idle_timeout
-        for fd in [fd for fd, (_, since) in self._parked.items() if since < too_old]:
-            self._close_parked(fd)
-
-    def _close_parked(self, fd: int | None = None) -> None:
-        """Close one parked connection (``fd``), or all of them."""
-        for one in [fd] if fd is not None else list(self._parked):
-            close_gracefully(self._unpark(one), None, self.linger)
+            self._parked.adopt()
 
     def connections_waiting(self) -> bool:
         """See Waiter.connections_waiting (a look at the listen socket only when no worker is idle)."""
@@ -448,6 +404,7 @@ class _ReadinessWait:
         self.handoff_fd = handoff.fileno() if handoff is not None else -1
         if handoff is not None:
             self._epoll.register(self.handoff_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            self._kept.register(self.handoff_fd, select.EPOLLIN)  # (a worker idle on a kept connection takes them too)
         for fd in self._others:
             self._epoll.register(fd, select.EPOLLIN)
             self._kept.register(fd, select.EPOLLIN)

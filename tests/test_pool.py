@@ -419,6 +419,54 @@ def test_a_kept_connection_outlives_its_worker(site, workdir, exit_by):
         backend.stop()
 
 
+QUERY_MODULE = '''
+import os
+import sqlite3
+
+from fcgi_backend import Response
+
+
+def init_module(registry):
+    registry.route("/long-query", long_query)
+
+
+def long_query(request):
+    """Seconds in C code that lets the GIL go, as a slow database query does (sqlite3_step)."""
+    rows = int(request.query.get("rows", "10000000"))
+    sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c"
+    count = sqlite3.connect(":memory:").execute(sql, (rows,)).fetchone()[0]
+    return Response(f"{count} {os.getpid()}", content_type="text/plain")
+'''
+
+
+def test_a_parked_connection_is_served_by_a_free_worker_during_a_long_request(site, workdir):
+    """A kept connection parked by a worker that then ran a long request waited for that request
+    to end, even while another worker was idle: behind a half-second request, the fast requests
+    sent on parked connections through nginx waited up to half a second. The worker passes its
+    parked connections on (parking.py) while the request runs, here a query in C code."""
+    (site / "handlers" / "query.py").write_text(QUERY_MODULE)
+    backend = start(site, workdir, "--prefork", "2", "--maxfork", "2")
+    try:
+        with FastCGIClient(backend.socket_path, timeout=60) as kept:
+            first = kept.request(cgi_params("GET", "/pid"), request_id=1, keep_conn=True)
+            assert first.status == 200  # this worker now waits on the kept connection
+            _, busy = in_threads(lambda _: get(backend, "/sleep?s=0.5"), 1)  # the other worker
+            time.sleep(0.2)
+            # No worker is idle: the first parks its kept connection for this one, the long query.
+            query_threads, query = in_threads(lambda _: get(backend, "/long-query", timeout=120), 1)
+            wait_for(lambda: any(w["request"] == "GET /long-query" for w in status(backend)["workers"]), 10,
+                     "the long query running (so the kept connection was parked for it)")
+            reply = kept.request(cgi_params("GET", "/pid"), request_id=2, keep_conn=True)
+            assert reply.status == 200
+            assert query_threads[0].is_alive(), "answered only once the long query was over"
+            assert reply.body != first.body  # served by the other worker, once its half second was over
+            query_threads[0].join()
+            assert query[0][0] == 200 and query[0][1].split()[1] == first.body
+            assert busy[0][0] == 200
+    finally:
+        backend.stop()
+
+
 def test_a_parked_connection_served_again_is_still_one_connection_to_the_hooks(site, workdir):
     """accept_ok and close run once a connection: a kept connection the worker parks for a new
     one and serves again when its next request comes is not accepted a second time, nor closed."""
