@@ -54,6 +54,7 @@ EXIT_CANNOT_LISTEN = 100  # Net::Waiter: cannot create server listen socket
 
 _TICK = 0.05  # seconds between looks at the pool
 _REQUEST_KILL_GRACE = 5.0  # past request_timeout, what a worker gets to stop the request itself
+_FORK_RETRY = 0.5  # forking mode: seconds before a connection whose fork failed is tried again (an exit: sooner)
 # A TLS handshake takes a few round trips, a second on a slow mobile link: one not finished this
 # long after the connection came gives way when a client waits that no idle worker can take.
 _HANDSHAKE_PATIENCE = 2.0
@@ -138,6 +139,7 @@ class Waiter:
         self._no_room_error = logs.Throttled(log, logging.ERROR)
         self._accept_error = logs.Throttled(log, logging.ERROR)  # (forking mode: the supervisor accepts)
         self._fork_error = logs.Throttled(log, logging.ERROR)
+        self._held_client: socket.socket | None = None  # forking mode: accepted, its fork failed; tried again
         self._spawn_rate = 1
         self._socket_file = None
         self._log_hook_handler = None
@@ -740,6 +742,8 @@ class Waiter:
         """Forking mode: wait a tick for a connection and give it a process of its own (or, at
         maxfork, leave it in the backlog, or give it to on_maxforked and close it: as
         turn_away_past_maxfork says). True if one came."""
+        if self._held_client is not None:
+            return self._fork_for(self._held_client, wake_r)
         if self._backlog_waits_for_room():
             self._all_busy(len(self.workers))
             self._sleep(wake_r)  # (a process's end wakes it)
@@ -770,8 +774,19 @@ class Waiter:
             finally:
                 client.close()
             return True
-        self._spawn(client)
+        self._fork_for(client, wake_r)
+        return True
+
+    def _fork_for(self, client: socket.socket, wake_r: socket.socket) -> bool:
+        """Forking mode: a process for ``client``. If the fork fails (logged), the connection is
+        held and tried again after a pause, or as soon as a process ends, new ones left in the
+        backlog meanwhile (as at maxfork): closing it lost the request. True if it went."""
+        if not self._spawn(client):
+            self._held_client = client
+            self._sleep(wake_r, _FORK_RETRY)
+            return False
         client.close()  # the child has its own copy
+        self._held_client = None
         return True
 
     def _backlog_waits_for_room(self) -> bool:
@@ -847,9 +862,12 @@ class Waiter:
             self.propagate_signal(signal.SIGTERM)
         while True:
             self._reap()
-            if draining:
+            if draining or self._held_client is not None:  # (held: tried while processes remain to end)
                 draining = self._accept_and_fork(wake_r) or self._backlog_waits_for_room()
             if not self.workers and not draining:
+                if self._held_client is not None:
+                    log.error("stopping: a connection accepted while fork failed is closed unserved")
+                    self._held_client.close()
                 return
             for signum in self._take_signals():
                 if signum == signal.SIGUSR1:

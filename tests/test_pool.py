@@ -1,5 +1,6 @@
 """The process model: a supervisor and its preforked workers, with real processes and signals."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -565,6 +566,34 @@ def test_a_fork_that_fails_leaves_the_supervisor_and_its_workers_serving(site, w
         assert backend.proc.poll() is None and "Traceback" not in backend.log_text()
     finally:
         backend.stop()
+
+
+@pytest.mark.skipif(not pids_limit.available(), reason="no pids cgroup can be made here (root and cgroups needed)")
+def test_forking_mode_holds_a_connection_whose_fork_failed_until_one_can_be_made(site, workdir):
+    """Forking mode under a limit on processes: a connection whose fork failed was closed
+    unanswered (a FastCGI client saw the connection end). It is held now and given a process as
+    soon as one has ended."""
+    backend = start(site, workdir, "--prefork", "0", "--maxfork", "4")
+    try:
+        with pids_limited_to(backend, 2) as limit:  # the supervisor and one connection's process
+            threads, results = in_threads(lambda i: get(backend, f"/sleep?s=0.5&n={i}")[0], 3)
+            for t in threads:
+                t.join(30)
+            assert results == [200] * 3
+            backend.wait_for_log("cannot start a worker: fork failed: [Errno 11]")
+            limit([], None)
+        assert get(backend, "/hello/after")[0] == 200
+        assert backend.proc.poll() is None and "Traceback" not in backend.log_text()
+    finally:
+        backend.stop()
+
+
+@contextlib.contextmanager
+def pids_limited_to(backend, most: int):
+    """The backend's supervisor (and what it forks from now on) allowed ``most`` processes."""
+    with pids_limit.pids_limited(f"fcgi-test-{os.getpid()}") as limit:
+        limit([backend.proc.pid], most)
+        yield limit
 
 
 GROWING_MODULE = '''
