@@ -631,8 +631,10 @@ def test_a_worker_grown_past_max_worker_rss_is_replaced_once_its_request_is_done
         assert re.search(rf"worker {int(grown)} holds 1[4-9]\d MiB of memory, past max_worker_rss 100 MiB: it is "
                          r"replaced once its request is done", backend.log_text())
         wait_for(lambda: get(backend, "/pid")[1] != grown, 10, "a fresh worker")
+        # (the old one is listed, "leaving", until it has exited)
+        wait_for(lambda: len(status(backend)["workers"]) == 1, 10, "the grown worker gone")
         fresh = status(backend)["workers"]
-        assert len(fresh) == 1 and fresh[0]["resident_bytes"] < 100 * 2**20
+        assert fresh[0]["pid"] != int(grown) and fresh[0]["resident_bytes"] < 100 * 2**20
         _, text = get(backend, "/fcgi-status?openmetrics")
         assert re.search(rb'^fcgi_backend_worker_resident_bytes\{pid="%d"\} \d+$' % fresh[0]["pid"], text, re.M)
     finally:
