@@ -139,6 +139,7 @@ class ParkedConnections:
         given = self._handoff.give(socks) if socks else 0
         if given:
             self._scoreboard.set_handed_off(True)  # (after giving: a busy worker looks when it sees it)
+            self._slot.count_handed_off(given)
             for sock in socks[:given]:
                 self._unpark(sock.fileno()).close()  # (this copy only: the connection lives on in another worker)
         return given

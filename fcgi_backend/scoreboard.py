@@ -18,14 +18,14 @@ FREE = 255  # a slot no worker holds
 STATE_NAMES = {IDLE: "idle", BUSY: "busy", KEPT: "kept", LEAVING: "leaving"}
 REQUEST_TEXT = 120  # bytes of "METHOD URI" kept for the request in progress
 # start wall time, maxfork reached count, accepted/requests of workers that have exited, stopping,
-# kept connections given up by workers that have exited
-_HEADER = struct.Struct("=dQQQB7xQ")
+# kept connections given up, and handed off, by workers that have exited
+_HEADER = struct.Struct("=dQQQB7xQQ")
 _STOPPING_AT = 32
 # pid, generation, state, accepted, requests, started (wall), last state change (monotonic),
 # start of the request in progress (monotonic), "METHOD URI" of that request, kept connections
 # given up for a waiting one, kept connections parked now (FastCGI: open, served when their next
-# request comes)
-_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQQ")
+# request comes), kept connections handed off to another worker
+_SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQQQ")
 # After the header (which the supervisor packs whole), a byte any process writes: kept connections
 # wait to be taken (handoff.py); then the slots.
 _HANDED_OFF_AT = _HEADER.size
@@ -34,6 +34,7 @@ _SLOTS_AT = _HEADER.size + 8
 _PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
 _GIVEN_UP_AT = _REQUEST_AT + 8 + REQUEST_TEXT
 _PARKED_AT = _GIVEN_UP_AT + 8
+_HANDED_OFF_COUNT_AT = _PARKED_AT + 8
 _REQUEST = struct.Struct(f"=d{REQUEST_TEXT}s")
 _PID = struct.Struct("=i")
 _COUNT = struct.Struct("=Q")
@@ -61,6 +62,7 @@ class WorkerStatus:
     request_started: float = 0.0  #: when it began (monotonic): tells one request from the next
     given_up: int = 0       #: kept connections it closed, idle, for a connection that waited
     parked: int = 0         #: kept connections it holds open while it serves others (FastCGI)
+    handed_off: int = 0     #: kept connections it passed to another worker (a long request; leaving)
 
     @property
     def busy(self) -> bool:
@@ -77,6 +79,7 @@ class PoolStatus:
     requests: int
     workers: list[WorkerStatus]
     given_up: int = 0  #: kept connections closed, idle, for a connection that waited (the race's count)
+    handed_off: int = 0  #: kept connections passed from one worker to another
 
     @property
     def kept(self) -> int:
@@ -99,7 +102,7 @@ class Scoreboard:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._mem = mmap.mmap(-1, _SLOTS_AT + capacity * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
-        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0, 0)
+        _HEADER.pack_into(self._mem, 0, time.time(), 0, 0, 0, 0, 0, 0)
         for slot in range(capacity):
             self._mem[self._offset(slot) + _STATE_AT] = FREE
 
@@ -113,7 +116,7 @@ class Scoreboard:
         for slot in range(self.capacity):
             if _SLOT.unpack_from(self._mem, self._offset(slot))[0] == 0:
                 _SLOT.pack_into(self._mem, self._offset(slot), -1, generation, IDLE, 0, 0, time.time(),
-                                time.monotonic(), 0.0, b"", 0, 0)
+                                time.monotonic(), 0.0, b"", 0, 0, 0)
                 return slot
         raise ScoreboardFull(f"all {self.capacity} worker slots are taken")
 
@@ -126,10 +129,11 @@ class Scoreboard:
         """Free the slot of a worker that exited, keeping its counts in the pool's totals; what it
         said last: its state (LEAVING: it had left its loop by itself), the request in progress."""
         last = _worker_status(slot, _SLOT.unpack_from(self._mem, self._offset(slot)), time.monotonic())
-        start, reached, old_accepted, old_requests, stopping, old_given_up = _HEADER.unpack_from(self._mem, 0)
+        start, reached, old_accepted, old_requests, stopping, old_given_up, old_handed_off = \
+            _HEADER.unpack_from(self._mem, 0)
         _HEADER.pack_into(self._mem, 0, start, reached, old_accepted + last.accepted, old_requests + last.requests,
-                          stopping, old_given_up + last.given_up)
-        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"", 0, 0)
+                          stopping, old_given_up + last.given_up, old_handed_off + last.handed_off)
+        _SLOT.pack_into(self._mem, self._offset(slot), 0, 0, FREE, 0, 0, 0.0, 0.0, 0.0, b"", 0, 0, 0)
         return last
 
     def count_maxfork_reached(self) -> None:
@@ -166,13 +170,14 @@ class Scoreboard:
     # -- anyone ------------------------------------------------------------------------------
 
     def read(self) -> PoolStatus:
-        start, reached, old_accepted, old_requests, _, old_given_up = _HEADER.unpack_from(self._mem, 0)
+        start, reached, old_accepted, old_requests, _, old_given_up, old_handed_off = _HEADER.unpack_from(self._mem, 0)
         now = time.monotonic()
         workers = [_worker_status(slot, fields, now) for slot in range(self.capacity)
                    if (fields := _SLOT.unpack_from(self._mem, self._offset(slot)))[0] > 0]
         return PoolStatus(start, reached, old_accepted + sum(w.accepted for w in workers),
                           old_requests + sum(w.requests for w in workers), workers,
-                          old_given_up + sum(w.given_up for w in workers))
+                          old_given_up + sum(w.given_up for w in workers),
+                          old_handed_off + sum(w.handed_off for w in workers))
 
     def count_in_state(self, state: int) -> int:
         """Workers in ``state`` now: every slot's state byte in one strided read (cheap enough
@@ -190,12 +195,13 @@ def _worker_status(slot: int, fields: tuple, now: float) -> WorkerStatus:
     """A slot's fields as a WorkerStatus. A busy worker's request is in progress only if it
     started since the worker turned busy: until a new connection's request starts, the slot still
     names the last one, which is over."""
-    pid, generation, state, accepted, requests, started, changed, request_started, what, given_up, parked = fields
+    pid, generation, state, accepted, requests, started, changed, request_started, what, given_up, parked, \
+        handed_off = fields
     busy = state == BUSY
     in_progress = busy and request_started and request_started >= changed
     return WorkerStatus(slot, pid, generation, state, accepted, requests, started, 0.0 if busy else now - changed,
                         what.rstrip(b"\0").decode("utf-8", "replace"), now - request_started if in_progress else 0.0,
-                        request_started, given_up, parked)
+                        request_started, given_up, parked, handed_off)
 
 
 class OwnSlot:
@@ -205,17 +211,18 @@ class OwnSlot:
     They start from the slot's, which claim() set to zero: ``requests`` is what this worker served."""
 
     __slots__ = ("_mem", "_state_at", "_accepted_at", "_requests_at", "_changed_at", "_request_at", "_given_up_at",
-                 "_parked_at", "accepted", "requests", "given_up")
+                 "_parked_at", "_handed_off_at", "accepted", "requests", "given_up", "handed_off")
 
     def __init__(self, mem: mmap.mmap, offset: int) -> None:
         self._mem = mem
         self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at, \
-            self._given_up_at, self._parked_at = (offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT,
-                                                                         _CHANGED_AT, _REQUEST_AT, _GIVEN_UP_AT,
-                                                                         _PARKED_AT))
+            self._given_up_at, self._parked_at, self._handed_off_at = (
+                offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT, _GIVEN_UP_AT,
+                                       _PARKED_AT, _HANDED_OFF_COUNT_AT))
         self.accepted = _COUNT.unpack_from(mem, self._accepted_at)[0]
         self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
         self.given_up = _COUNT.unpack_from(mem, self._given_up_at)[0]
+        self.handed_off = _COUNT.unpack_from(mem, self._handed_off_at)[0]
 
     def set_state(self, state: int) -> None:
         """IDLE, BUSY, KEPT or LEAVING, and since when."""
@@ -244,6 +251,11 @@ class OwnSlot:
         """A kept connection closed while idle, for a new one that waited and no worker could take."""
         self.given_up += 1
         _COUNT.pack_into(self._mem, self._given_up_at, self.given_up)
+
+    def count_handed_off(self, count: int) -> None:
+        """Kept connections passed to another worker (handoff.py)."""
+        self.handed_off += count
+        _COUNT.pack_into(self._mem, self._handed_off_at, self.handed_off)
 
     def set_parked(self, count: int) -> None:
         """How many kept connections this worker holds parked now."""

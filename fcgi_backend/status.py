@@ -32,6 +32,7 @@ def status_dict(pool: PoolStatus, *, prefork: int, maxfork: int, listen_queue: i
         "idle_workers": pool.idle,
         "kept_connections": pool.kept,
         "kept_connections_given_up": pool.given_up,
+        "kept_connections_handed_off": pool.handed_off,
         "total_workers": len(pool.workers),
         "prefork": prefork,
         "maxfork": maxfork,
@@ -68,6 +69,9 @@ def openmetrics_text(status: dict) -> str:
     metric("kept_connections_given_up", "counter",
            "Idle kept connections closed for a new one that waited when no worker was free.",
            [("_total", status["kept_connections_given_up"])])
+    metric("kept_connections_handed_off", "counter",
+           "Kept connections a worker passed to another: during a long request, or as it left.",
+           [("_total", status["kept_connections_handed_off"])])
     if status["listen_queue"] is not None:
         metric("listen_queue", "gauge", "Connections waiting in the listen backlog.", [("", status["listen_queue"])])
     metric("uptime_seconds", "gauge", "Seconds since the server started.", [("", status["uptime_seconds"])])

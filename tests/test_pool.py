@@ -102,6 +102,7 @@ def test_status_in_openmetrics_text(site, workdir):
         assert int(values["fcgi_backend_accepted_connections_total"]) >= 1
         assert "# TYPE fcgi_backend_requests counter" in text
         assert values["fcgi_backend_kept_connections_given_up_total"] == "0"
+        assert values["fcgi_backend_kept_connections_handed_off_total"] == "0"
         assert values["fcgi_backend_kept_connections"] == "0"
     finally:
         backend.stop()
@@ -416,6 +417,7 @@ def test_a_kept_connection_outlives_its_worker(site, workdir, exit_by):
             for request_id in (2, 3):
                 reply = kept.request(cgi_params("GET", "/pid"), request_id=request_id, keep_conn=True)
                 assert reply.status == 200 and reply.body != first.body  # the same connection, another worker
+            assert status(backend)["kept_connections_handed_off"] >= 1  # (max_requests 1: once a request)
     finally:
         backend.stop()
 
@@ -461,6 +463,7 @@ def test_a_parked_connection_is_served_by_a_free_worker_during_a_long_request(si
             assert reply.status == 200
             assert query_threads[0].is_alive(), "answered only once the long query was over"
             assert reply.body != first.body  # served by the other worker, once its half second was over
+            assert status(backend)["kept_connections_handed_off"] == 1
             query_threads[0].join()
             assert query[0][0] == 200 and query[0][1].split()[1] == first.body
             assert busy[0][0] == 200
