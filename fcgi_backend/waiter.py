@@ -539,7 +539,7 @@ class Waiter:
                 self._watch_requests()
                 self._watch_memory()
                 if forking:
-                    if self._accept_and_fork(wake_r):
+                    if self._accept_and_fork(wake_r) or self._held_client is not None:  # (held: not idle)
                         idle_since = time.monotonic()
                     elif time.monotonic() - idle_since >= self.config.accept_wait:
                         self.on_forking_idle()

@@ -591,6 +591,23 @@ def test_forking_mode_holds_a_connection_whose_fork_failed_until_one_can_be_made
         backend.stop()
 
 
+@pytest.mark.skipif(not pids_limit.available(), reason="no pids cgroup can be made here (root and cgroups needed)")
+def test_forking_mode_stops_while_it_holds_a_connection_no_fork_can_serve(site, workdir):
+    """A stop does not wait for good on a connection whose fork keeps failing: once no process is
+    left to end, it is closed, and the log says so."""
+    backend = start(site, workdir, "--prefork", "0", "--maxfork", "4")
+    try:
+        with pids_limited_to(backend, 1):  # the supervisor alone
+            threads, results = in_threads(lambda i: get(backend, "/hello/held", timeout=30)[0], 1)
+            backend.wait_for_log("cannot start a worker: fork failed")
+            assert backend.stop(timeout=10) == 0
+            threads[0].join(10)
+            assert isinstance(results[0], Exception)  # (closed unserved)
+        assert "a connection accepted while fork failed is closed unserved" in backend.log_text()
+    finally:
+        backend.stop()
+
+
 @contextlib.contextmanager
 def pids_limited_to(backend, most: int):
     """The backend's supervisor (and what it forks from now on) allowed ``most`` processes."""
