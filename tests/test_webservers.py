@@ -720,7 +720,8 @@ def test_quick_pages_do_not_wait_behind_a_slow_one_on_kept_connections(root):
     """nginx sends each request on whichever kept connection is free, some parked by a worker
     that then runs a slow request: behind a 0.5 s page loaded over and over, 10% of the quick
     ones waited over 0.3 s (99%: 0.48 s), the other worker idle. The busy worker passes its
-    parked connections on (parking.py)."""
+    parked connections on (parking.py), and the other takes a new connection nginx opens before
+    its own parked ones, which under load are nearly always ready (it waited 100-190 ms)."""
     _, web = kept_stack(root)
     wrk(web.url + "/hello/warm-up", clients=8, seconds=1)  # (nginx keeps connections to both workers)
     slow_pages, done = [], threading.Event()
@@ -737,7 +738,7 @@ def test_quick_pages_do_not_wait_behind_a_slow_one_on_kept_connections(root):
     slow.join()
     assert len(slow_pages) >= 3 and set(slow_pages) == {200}, slow_pages
     assert result["requests"] > 100 and result["errors"] == 0 and result["timeouts"] == 0, result["out"]
-    assert result["latency_max"] < 0.5, result["out"]  # (behind a slow page: up to its second)
+    assert result["latency_max"] < 0.25, result["out"]  # (behind a slow page: up to its second)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGQUIT])
