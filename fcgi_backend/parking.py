@@ -4,8 +4,8 @@ passing them on to a worker free to serve them.
 A worker idle on a kept connection parks it when a new connection waits that no idle worker
 takes (FastCGI cannot ask the web server to close first: a request it sent as the connection
 closed was lost). The worker serves a parked connection's next request when it is between
-requests. While it runs a request longer than ``PASS_ON_AFTER`` and another worker is idle, a
-thread of its own passes its parked connections on (handoff.py), to be served there: a request
+requests. While it runs a request longer than ``PASS_ON_AFTER``, a thread of its own passes its
+parked connections on (handoff.py), to be served by the first worker free: a request
 the web server sent on one used to wait for the request in hand to end (behind a page taking
 half a second, loaded over and over, one in ten quick pages through nginx waited 0.3 s or more,
 the other worker idle).
@@ -89,11 +89,10 @@ class ParkedConnections:
                 self._close(self._unpark(fd))
 
     def adopt(self) -> None:
-        """Park the connections other workers passed on, if none took them first."""
-        if self._handoff is None:
-            return
+        """Park the connections other workers passed on, if none took them first (FastCGI
+        prefork: the only mode with a Handoff, the only one where any are passed on)."""
         with self._lock:
-            self._scoreboard.set_handed_off(False)  # (before taking: one given meanwhile sets it again)
+            self._scoreboard.set_handoff_pending(False)  # (before taking: one given meanwhile sets it again)
             for fd in self._handoff.take():
                 self._park(self._new_client(fd))
 
@@ -138,7 +137,7 @@ class ParkedConnections:
         socks = [sock for sock, _ in self._socks.values()]
         given = self._handoff.give(socks) if socks else 0
         if given:
-            self._scoreboard.set_handed_off(True)  # (after giving: a busy worker looks when it sees it)
+            self._scoreboard.set_handoff_pending(True)  # (after giving: a busy worker looks when it sees it)
             self._slot.count_handed_off(given)
             for sock in socks[:given]:
                 self._unpark(sock.fileno()).close()  # (this copy only: the connection lives on in another worker)

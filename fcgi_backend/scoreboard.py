@@ -28,13 +28,13 @@ _STOPPING_AT = 32
 _SLOT = struct.Struct(f"=iIB7xQQddd{REQUEST_TEXT}sQQQ")
 # After the header (which the supervisor packs whole), a byte any process writes: kept connections
 # wait to be taken (handoff.py); then the slots.
-_HANDED_OFF_AT = _HEADER.size
+_HANDOFF_PENDING_AT = _HEADER.size
 _SLOTS_AT = _HEADER.size + 8
 # Byte offsets of the fields written one at a time: each writer touches only its own field.
 _PID_AT, _STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT = 0, 8, 16, 24, 40, 48
 _GIVEN_UP_AT = _REQUEST_AT + 8 + REQUEST_TEXT
 _PARKED_AT = _GIVEN_UP_AT + 8
-_HANDED_OFF_COUNT_AT = _PARKED_AT + 8
+_HANDED_OFF_AT = _PARKED_AT + 8
 _REQUEST = struct.Struct(f"=d{REQUEST_TEXT}s")
 _PID = struct.Struct("=i")
 _COUNT = struct.Struct("=Q")
@@ -148,14 +148,15 @@ class Scoreboard:
     def stopping(self) -> bool:
         return self._mem[_STOPPING_AT] == 1
 
-    def set_handed_off(self, waiting: bool) -> None:
+    def set_handoff_pending(self, waiting: bool) -> None:
         """Kept connections were handed off (set after giving them), or are being taken (cleared
         before taking: one given meanwhile sets it again)."""
-        self._mem[_HANDED_OFF_AT] = 1 if waiting else 0
+        self._mem[_HANDOFF_PENDING_AT] = 1 if waiting else 0
 
     @property
-    def handed_off(self) -> bool:
-        return self._mem[_HANDED_OFF_AT] == 1
+    def handoff_pending(self) -> bool:
+        """Kept connections wait to be taken (a byte of shared memory: no system call a look)."""
+        return self._mem[_HANDOFF_PENDING_AT] == 1
 
     def free_slots(self) -> int:
         return sum(1 for slot in range(self.capacity)
@@ -218,7 +219,7 @@ class OwnSlot:
         self._state_at, self._accepted_at, self._requests_at, self._changed_at, self._request_at, \
             self._given_up_at, self._parked_at, self._handed_off_at = (
                 offset + at for at in (_STATE_AT, _ACCEPTED_AT, _REQUESTS_AT, _CHANGED_AT, _REQUEST_AT, _GIVEN_UP_AT,
-                                       _PARKED_AT, _HANDED_OFF_COUNT_AT))
+                                       _PARKED_AT, _HANDED_OFF_AT))
         self.accepted = _COUNT.unpack_from(mem, self._accepted_at)[0]
         self.requests = _COUNT.unpack_from(mem, self._requests_at)[0]
         self.given_up = _COUNT.unpack_from(mem, self._given_up_at)[0]

@@ -140,7 +140,7 @@ class WorkerLoop:
                     wait = min(wait if wait is not None else _KEPT_TICK, _KEPT_TICK)
                 ready = self._wait.poll(wait)
                 self._lingering.serve(ready)  # (its own are taken out of ready)
-                if handoff_fd in ready or self.scoreboard.handed_off:
+                if handoff_fd in ready or self.scoreboard.handoff_pending:
                     self._adopt_handed_off()
                 if self._parked:
                     self._parked.close_idle()
@@ -167,8 +167,8 @@ class WorkerLoop:
     def _serve_back_to_back(self, client: socket.socket | None, resumed: bool = False) -> None:
         """Serve ``client``, then each connection already waiting, taken without an epoll wait:
         under load the next one mostly waits already. A new connection first, then a parked one
-        whose request has come: under load a parked one is nearly always ready, and a new one
-        taken only when none was waited in the listen queue (100 to 190 ms behind nginx).
+        whose request has come: under load a parked one is nearly always ready, and a new one,
+        taken only when none was, waited in the listen queue (100 to 190 ms behind nginx).
         Back to the wait once stopped, or when sockets linger in the epoll (the wait serves them)."""
         while client is not None:
             self._serve(client, resumed)
@@ -176,7 +176,7 @@ class WorkerLoop:
             if not self._running or self._lingering.watching:
                 return
             self._lingering.look_again()
-            if self.scoreboard.handed_off:  # (a byte of shared memory: no system call a connection)
+            if self.scoreboard.handoff_pending:
                 self._adopt_handed_off()
             client, resumed = self._accept(), False
             if client is None and self._parked:
@@ -321,7 +321,7 @@ class WorkerLoop:
         return outcome
 
     def _wait_on_kept(self, client: socket.socket, yield_after: float) -> str:
-        """"request", "idle", "stop" or "yield"."""
+        """"request", "park", "idle", "stop" or "yield"."""
         started = time.monotonic()
         deadline = started + self.idle_timeout
         fd = client.fileno()
@@ -335,7 +335,7 @@ class WorkerLoop:
                 if self._may_park and self.listener.fileno() in ready and not self.scoreboard.count_in_state(IDLE):
                     return "park"  # a new connection waits and no worker is idle: its turn first
                 return "request"
-            if self._wait.handoff_fd in ready or self.scoreboard.handed_off:
+            if self._wait.handoff_fd in ready or self.scoreboard.handoff_pending:
                 self._adopt_handed_off()
             if self._parked:
                 self._parked.close_idle()
@@ -405,7 +405,7 @@ class _ReadinessWait:
         self._kept = select.epoll()
         if self._listener is not None:
             self._epoll.register(self._listener, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        # kept connections a worker that exits handed off: one idle worker wakes to take them
+        # kept connections another worker handed off (handoff.py): one idle worker wakes to take them
         self.handoff_fd = handoff.fileno() if handoff is not None else -1
         if handoff is not None:
             self._epoll.register(self.handoff_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
